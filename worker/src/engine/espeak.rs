@@ -1,0 +1,204 @@
+//! libespeak-ng, declared by hand (a handful of functions; no bindgen).
+//!
+//! espeak-ng keeps global state and is not thread-safe, so every call goes
+//! through one process-wide lock. It serves two purposes: text → IPA
+//! phonemes for the Piper voice, and its own formant voice as a light
+//! engine. Both are fast (well under a millisecond per clause), so the lock
+//! is never held for long.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_char, c_int, c_short, c_uint, c_void};
+use std::sync::{Mutex, OnceLock};
+
+use super::EngineError;
+
+const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
+const INITIALIZE_DONT_EXIT: c_int = 0x8000;
+const CHARS_UTF8: c_int = 1;
+const PHONEMES_IPA: c_int = 0x02;
+const POS_CHARACTER: c_int = 1;
+const EE_OK: c_int = 0;
+
+type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
+
+#[link(name = "espeak-ng")]
+unsafe extern "C" {
+    fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int)
+    -> c_int;
+    fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
+    fn espeak_TextToPhonemes(
+        textptr: *mut *const c_void,
+        textmode: c_int,
+        phonememode: c_int,
+    ) -> *const c_char;
+    fn espeak_SetSynthCallback(callback: SynthCallback);
+    fn espeak_Synth(
+        text: *const c_void,
+        size: usize,
+        position: c_uint,
+        position_type: c_int,
+        end_position: c_uint,
+        flags: c_uint,
+        unique_identifier: *mut c_uint,
+        user_data: *mut c_void,
+    ) -> c_int;
+}
+
+/// The initialised library: its output sample rate and the voice last set.
+struct Espeak {
+    sample_rate: u32,
+    voice: String,
+}
+
+static ESPEAK: OnceLock<Result<Mutex<Espeak>, String>> = OnceLock::new();
+
+thread_local! {
+    /// Samples delivered by the synthesis callback. In synchronous mode the
+    /// callback runs on the thread that called `espeak_Synth`.
+    static SYNTH_OUT: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+extern "C" fn collect_samples(wav: *mut c_short, count: c_int, _events: *mut c_void) -> c_int {
+    if !wav.is_null() && count > 0 {
+        // SAFETY: espeak passes `count` valid samples at `wav` for the
+        // duration of the callback.
+        let samples = unsafe { std::slice::from_raw_parts(wav, count as usize) };
+        SYNTH_OUT.with(|out| out.borrow_mut().extend_from_slice(samples));
+    }
+    0
+}
+
+fn with_espeak<T>(voice: &str, f: impl FnOnce(&Espeak) -> T) -> Result<T, EngineError> {
+    let lock = ESPEAK
+        .get_or_init(|| {
+            // SAFETY: called once, under OnceLock; a null path selects the
+            // data directory espeak-ng was built with.
+            let rate = unsafe {
+                espeak_Initialize(
+                    AUDIO_OUTPUT_SYNCHRONOUS,
+                    0,
+                    std::ptr::null(),
+                    INITIALIZE_DONT_EXIT,
+                )
+            };
+            if rate <= 0 {
+                return Err("espeak_Initialize failed: is espeak-ng-data installed?".into());
+            }
+            // SAFETY: the callback is a plain function valid for the program's life.
+            unsafe { espeak_SetSynthCallback(collect_samples) };
+            Ok(Mutex::new(Espeak {
+                sample_rate: rate as u32,
+                voice: String::new(),
+            }))
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Espeak(e.clone()))?;
+    let mut state = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if state.voice != voice {
+        let name = CString::new(voice).map_err(|_| EngineError::Espeak("voice name".into()))?;
+        // SAFETY: `name` is a valid C string for the call.
+        if unsafe { espeak_SetVoiceByName(name.as_ptr()) } != EE_OK {
+            return Err(EngineError::Espeak(format!("espeak-ng has no voice {voice:?}")));
+        }
+        state.voice = voice.to_owned();
+    }
+    Ok(f(&state))
+}
+
+/// The sample rate of espeak-ng's own synthesis, in Hz.
+pub(crate) fn sample_rate(voice: &str) -> Result<u32, EngineError> {
+    with_espeak(voice, |e| e.sample_rate)
+}
+
+/// IPA phonemes of `text` in `voice` (an espeak-ng voice such as `en-us`),
+/// clause after clause, joined by spaces. Punctuation is not included: the
+/// caller knows its clause's terminator.
+pub(crate) fn phonemize(voice: &str, text: &str) -> Result<String, EngineError> {
+    let c_text = CString::new(text.replace('\0', " "))
+        .map_err(|_| EngineError::Espeak("text contains NUL".into()))?;
+    with_espeak(voice, |_| {
+        let mut out = String::new();
+        let mut ptr = c_text.as_ptr().cast::<c_void>();
+        while !ptr.is_null() {
+            // SAFETY: `ptr` points into `c_text`, NUL-terminated, alive for
+            // the loop; espeak advances it clause by clause and sets it to
+            // null at the end. The returned string is espeak's static buffer,
+            // copied before the next call (we hold the lock).
+            let phonemes = unsafe { espeak_TextToPhonemes(&mut ptr, CHARS_UTF8, PHONEMES_IPA) };
+            if phonemes.is_null() {
+                break;
+            }
+            // SAFETY: non-null, NUL-terminated, valid until the next call.
+            let clause = unsafe { CStr::from_ptr(phonemes) }.to_string_lossy();
+            let clause = clause.trim();
+            if !clause.is_empty() {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(clause);
+            }
+        }
+        out
+    })
+}
+
+/// Speaks `text` with espeak-ng's formant voice; appends samples at
+/// [`sample_rate`] to `out`.
+pub(crate) fn synthesize(voice: &str, text: &str, out: &mut Vec<i16>) -> Result<(), EngineError> {
+    let c_text = CString::new(text.replace('\0', " "))
+        .map_err(|_| EngineError::Espeak("text contains NUL".into()))?;
+    let code = with_espeak(voice, |_| {
+        SYNTH_OUT.with(|buf| buf.borrow_mut().clear());
+        // SAFETY: `c_text` outlives the call; in synchronous mode espeak_Synth
+        // returns after all audio went through the callback.
+        let code = unsafe {
+            espeak_Synth(
+                c_text.as_ptr().cast(),
+                c_text.as_bytes_with_nul().len(),
+                0,
+                POS_CHARACTER,
+                0,
+                CHARS_UTF8 as c_uint,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        SYNTH_OUT.with(|buf| out.extend_from_slice(&buf.borrow()));
+        code
+    })?;
+    if code != EE_OK {
+        return Err(EngineError::Espeak(format!("espeak_Synth returned {code}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phonemizes_the_reference_sentences() {
+        assert_eq!(
+            phonemize("en-us", "The quick brown fox jumps over the lazy dog.").expect("espeak"),
+            "ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps ˌoʊvɚ ðə lˈeɪzi dˈɑːɡ"
+        );
+        assert_eq!(
+            phonemize("en-us", "This is a streaming speech test.").expect("espeak"),
+            "ðɪs ɪz ɐ stɹˈiːmɪŋ spˈiːtʃ tˈɛst"
+        );
+    }
+
+    #[test]
+    fn formant_voice_produces_audio() {
+        let mut out = Vec::new();
+        synthesize("en-us", "Hello world.", &mut out).expect("espeak");
+        let rate = sample_rate("en-us").expect("espeak") as usize;
+        assert!(out.len() > rate / 2, "{} samples", out.len());
+        assert!(out.iter().any(|s| s.unsigned_abs() > 1000));
+    }
+
+    #[test]
+    fn unknown_voice_is_an_error() {
+        assert!(phonemize("xx-nonexistent", "hello").is_err());
+    }
+}

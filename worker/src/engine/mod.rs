@@ -1,0 +1,121 @@
+//! Speech engines. A [`Voice`] is loaded once and shared; each synthesis
+//! thread asks it for its own [`Synthesizer`] (ONNX Runtime sessions need
+//! exclusive access while they run).
+
+mod espeak;
+mod piper;
+
+pub use piper::{PiperOptions, PiperVoice};
+
+use crate::text::Clause;
+
+/// A failure to load a voice or synthesise a clause.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file the voice needs is missing or unreadable.
+    #[error("{what} not found at {path}: run `scripts/setup.sh` (or pass its path by flag)")]
+    Missing {
+        /// What is missing: the voice model, its config, the runtime library.
+        what: &'static str,
+        /// Where it was looked for.
+        path: String,
+    },
+    /// The voice's JSON config could not be read.
+    #[error("voice config {path}: {reason}")]
+    Config {
+        /// The config file.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// ONNX Runtime failed to load or run the model.
+    #[error("onnx runtime: {0}")]
+    Runtime(String),
+    /// libespeak-ng failed.
+    #[error("espeak-ng: {0}")]
+    Espeak(String),
+}
+
+/// What a client can learn about a voice (reported by `ListVoices`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceInfo {
+    /// Name clients pass to select the voice.
+    pub name: String,
+    /// `piper` or `espeak`.
+    pub engine: &'static str,
+    /// Language tag, e.g. `en-US`.
+    pub language: String,
+    /// The engine's output rate before resampling, in Hz.
+    pub sample_rate: u32,
+    /// Linear gain applied to the engine's output before conversion to s16.
+    pub gain: f32,
+    /// Whether audio leaves before a whole clause is synthesised.
+    pub streaming: bool,
+}
+
+/// A loaded voice, shared by all synthesis threads.
+pub trait Voice: Send + Sync {
+    /// Name, engine, rate.
+    fn info(&self) -> &VoiceInfo;
+    /// A synthesiser for the calling thread's exclusive use.
+    fn synthesizer(&self) -> Result<Box<dyn Synthesizer>, EngineError>;
+}
+
+/// Turns one clause into audio. Owned by one thread.
+pub trait Synthesizer: Send {
+    /// Appends the clause's samples, at the voice's native rate with full
+    /// scale at ±1.0, to `out`.
+    fn synthesize(&mut self, clause: &Clause, out: &mut Vec<f32>) -> Result<(), EngineError>;
+}
+
+/// espeak-ng's own formant voice: light and fast (real-time factor about
+/// 0.001), robotic. For small machines and fast pipeline tests.
+pub struct EspeakVoice {
+    info: VoiceInfo,
+    espeak_voice: String,
+}
+
+impl EspeakVoice {
+    /// Loads espeak-ng voice `espeak_voice` (e.g. `en-us`) under `name`.
+    pub fn load(name: &str, espeak_voice: &str) -> Result<Self, EngineError> {
+        let sample_rate = espeak::sample_rate(espeak_voice)?;
+        Ok(Self {
+            info: VoiceInfo {
+                name: name.to_owned(),
+                engine: "espeak",
+                language: "en-US".into(),
+                sample_rate,
+                gain: 1.0,
+                streaming: false,
+            },
+            espeak_voice: espeak_voice.to_owned(),
+        })
+    }
+}
+
+impl Voice for EspeakVoice {
+    fn info(&self) -> &VoiceInfo {
+        &self.info
+    }
+
+    fn synthesizer(&self) -> Result<Box<dyn Synthesizer>, EngineError> {
+        Ok(Box::new(EspeakSynthesizer {
+            voice: self.espeak_voice.clone(),
+            scratch: Vec::new(),
+        }))
+    }
+}
+
+struct EspeakSynthesizer {
+    voice: String,
+    scratch: Vec<i16>,
+}
+
+impl Synthesizer for EspeakSynthesizer {
+    fn synthesize(&mut self, clause: &Clause, out: &mut Vec<f32>) -> Result<(), EngineError> {
+        self.scratch.clear();
+        espeak::synthesize(&self.voice, &clause.text, &mut self.scratch)?;
+        out.extend(self.scratch.iter().map(|&s| f32::from(s) / 32768.0));
+        Ok(())
+    }
+}
