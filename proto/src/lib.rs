@@ -12,3 +12,6 @@ pub mod v1 {
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// gRPC metadata key carrying W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// gRPC metadata key on error statuses naming the client-facing error code
+/// (`empty_text`, `text_too_long`, `unknown_voice`, `overloaded`, ...).
+pub const ERROR_CODE_HEADER: &str = "tts-error-code";

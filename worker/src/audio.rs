@@ -63,6 +63,11 @@ impl Resampler {
         Ok(r)
     }
 
+    /// The input rate, in Hz.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
     /// Forgets all state: ready for a new request.
     pub fn reset(&mut self) {
         self.pending.clear();

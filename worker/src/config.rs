@@ -1,0 +1,101 @@
+//! Worker configuration: flags with `TTS_*` environment mirrors, checked
+//! before anything binds or loads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which engine speaks when a request names no voice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Piper neural voice on ONNX Runtime (the default).
+    Piper,
+    /// espeak-ng's formant voice: light, robotic.
+    Espeak,
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Engine of the default voice. The other engine's voices stay
+    /// selectable by name when they are installed.
+    #[arg(long, env = "TTS_ENGINE", value_enum, default_value = "piper")]
+    pub engine: EngineKind,
+
+    /// Directory holding Piper voices (`NAME.onnx` + `NAME.onnx.json`).
+    #[arg(long, env = "TTS_VOICE_DIR", default_value = ".cache/voices")]
+    pub voice_dir: PathBuf,
+
+    /// The Piper voice to load (file name without `.onnx`).
+    #[arg(long, env = "TTS_PIPER_VOICE", default_value = "en_US-joe-medium")]
+    pub piper_voice: String,
+
+    /// ONNX Runtime shared library.
+    #[arg(
+        long,
+        env = "TTS_ONNXRUNTIME",
+        default_value = ".cache/onnxruntime/libonnxruntime.so"
+    )]
+    pub onnxruntime: PathBuf,
+
+    /// Syntheses that run at once (one thread each).
+    #[arg(long, env = "TTS_SYNTHESIS_THREADS", default_value_t = 2)]
+    pub synthesis_threads: usize,
+
+    /// ONNX Runtime intra-op threads per synthesis.
+    #[arg(long, env = "TTS_INTRA_THREADS", default_value_t = 1)]
+    pub intra_threads: usize,
+
+    /// Requests that may wait for a synthesis thread; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TTS_SYNTHESIS_QUEUE", default_value_t = 64)]
+    pub synthesis_queue: usize,
+
+    /// Frames a request may have synthesised but not yet sent (16 = 320 ms
+    /// of audio). When full, synthesis of that request waits.
+    #[arg(long, env = "TTS_WORKER_STREAM_FRAMES", default_value_t = 16)]
+    pub stream_queue_frames: usize,
+
+    /// Longest accepted text, in characters.
+    #[arg(long, env = "TTS_MAX_TEXT_CHARS", default_value_t = 5000)]
+    pub max_text_chars: usize,
+
+    /// Disable the voice's random noise (scales [0, 1, 0]): the same text
+    /// always gives the same samples.
+    #[arg(long, env = "TTS_DETERMINISTIC")]
+    pub deterministic: bool,
+}
+
+impl WorkerConfig {
+    /// Checks values that flags' types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("--synthesis-threads", self.synthesis_threads),
+            ("--intra-threads", self.intra_threads),
+            ("--synthesis-queue", self.synthesis_queue),
+            ("--stream-queue-frames", self.stream_queue_frames),
+            ("--max-text-chars", self.max_text_chars),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `tts-worker` command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "tts-worker", version, about = "Text-to-speech gRPC worker")]
+pub struct Cli {
+    /// gRPC listen address.
+    #[arg(long, env = "TTS_WORKER_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+
+    /// Engine, voices and queues.
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+}

@@ -1,0 +1,239 @@
+//! The `tts.v1.Tts` gRPC service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use tracing::info;
+use tts_proto::v1::tts_server::Tts;
+use tts_proto::v1::{
+    AudioFrame, ListVoicesRequest, ListVoicesResponse, SynthesizeRequest, Voice as VoiceMessage,
+};
+use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+
+use crate::engine::Voice;
+use crate::metrics;
+use crate::synth::{Job, RequestIds, SubmitError, SynthPool};
+use crate::text::{SplitOptions, split_clauses};
+
+/// Serves synthesis requests from the pool.
+pub struct TtsService {
+    pub(crate) voices: Vec<Arc<dyn Voice>>,
+    pub(crate) default_voice: usize,
+    pub(crate) pool: SynthPool,
+    pub(crate) max_text_chars: usize,
+    pub(crate) stream_queue_frames: usize,
+    pub(crate) draining: Arc<AtomicBool>,
+}
+
+/// A status whose `tts-error-code` metadata names the client-facing code.
+fn coded(status: Status, code: &'static str) -> Status {
+    let mut status = status;
+    status
+        .metadata_mut()
+        .insert(ERROR_CODE_HEADER, tonic::metadata::MetadataValue::from_static(code));
+    status
+}
+
+/// The trace id inside a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`).
+pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
+    let mut parts = value.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+}
+
+fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> RequestIds {
+    let header = |key: &str| meta.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let or_header = |field: &str, fallback: Option<String>| {
+        if field.is_empty() {
+            fallback.unwrap_or_default()
+        } else {
+            field.to_owned()
+        }
+    };
+    let traceparent = header(TRACEPARENT_HEADER);
+    let trace_from_header = traceparent
+        .as_deref()
+        .and_then(trace_id_from_traceparent)
+        .map(str::to_owned);
+    RequestIds {
+        request_id: or_header(&req.request_id, header(REQUEST_ID_HEADER)),
+        trace_id: or_header(&req.trace_id, trace_from_header),
+        session_id: req.session_id.clone(),
+    }
+}
+
+impl TtsService {
+    fn find_voice(&self, name: &str) -> Option<usize> {
+        if name.is_empty() {
+            return Some(self.default_voice);
+        }
+        self.voices.iter().position(|v| v.info().name == name)
+    }
+}
+
+#[tonic::async_trait]
+impl Tts for TtsService {
+    type SynthesizeStream = Pin<Box<dyn Stream<Item = Result<AudioFrame, Status>> + Send>>;
+
+    async fn synthesize(
+        &self,
+        request: Request<SynthesizeRequest>,
+    ) -> Result<Response<Self::SynthesizeStream>, Status> {
+        let received = Instant::now();
+        let ids = request_ids(request.metadata(), request.get_ref());
+        let req = request.into_inner();
+        let reject = |status: Status, code: &'static str| {
+            metrics::request_finished("rejected");
+            info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                session_id = %ids.session_id, code, message = status.message(), "request rejected");
+            Err(coded(status, code))
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            return reject(Status::unavailable("worker is draining"), "worker_unavailable");
+        }
+        let chars = req.text.chars().count();
+        if chars > self.max_text_chars {
+            let msg = format!("text is {chars} characters; the limit is {}", self.max_text_chars);
+            return reject(Status::invalid_argument(msg), "text_too_long");
+        }
+        let Some(voice) = self.find_voice(&req.voice) else {
+            let msg = format!("unknown voice {:?}", req.voice);
+            return reject(Status::not_found(msg), "unknown_voice");
+        };
+        let clauses = split_clauses(&req.text, SplitOptions::default());
+        if clauses.is_empty() {
+            return reject(Status::invalid_argument("text has nothing to speak"), "empty_text");
+        }
+        let voice_name = self.voices[voice].info().name.clone();
+        let (tx, rx) = mpsc::channel(self.stream_queue_frames);
+        let job = Job {
+            clauses,
+            voice,
+            frames: tx,
+            ids: ids.clone(),
+            queued_at: received,
+        };
+        if let Err(e) = self.pool.submit(job) {
+            return match e {
+                SubmitError::Full => reject(Status::resource_exhausted(e.to_string()), "overloaded"),
+                SubmitError::Closed => {
+                    reject(Status::unavailable(e.to_string()), "worker_unavailable")
+                }
+            };
+        }
+        info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
+            voice = %voice_name, chars, "synthesis queued");
+        Ok(Response::new(Box::pin(FrameStream {
+            rx,
+            received,
+            voice: Some(voice_name),
+            ids,
+            frames: 0,
+            done: false,
+        })))
+    }
+
+    async fn list_voices(
+        &self,
+        _request: Request<ListVoicesRequest>,
+    ) -> Result<Response<ListVoicesResponse>, Status> {
+        let voices = self
+            .voices
+            .iter()
+            .map(|v| {
+                let info = v.info();
+                VoiceMessage {
+                    name: info.name.clone(),
+                    engine: info.engine.into(),
+                    language: info.language.clone(),
+                    native_sample_rate: info.sample_rate,
+                    streaming: info.streaming,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListVoicesResponse {
+            voices,
+            default_voice: self.voices[self.default_voice].info().name.clone(),
+        }))
+    }
+}
+
+/// The response stream: stamps each frame as it leaves, and records the
+/// request's first frame and outcome. Dropping it (the client went away)
+/// drops the receiver, which stops synthesis.
+struct FrameStream {
+    rx: mpsc::Receiver<Result<AudioFrame, Status>>,
+    received: Instant,
+    voice: Option<String>,
+    ids: RequestIds,
+    frames: u32,
+    done: bool,
+}
+
+impl Stream for FrameStream {
+    type Item = Result<AudioFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        let this = &mut *self;
+        match item {
+            Some(Ok(mut frame)) => {
+                frame.worker_ts_us = tts_frame::now_us();
+                if this.frames == 0 {
+                    metrics::first_frame(this.received.elapsed());
+                    frame.voice = this.voice.take().unwrap_or_default();
+                }
+                this.frames += 1;
+                if frame.last {
+                    this.finish("completed");
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(status)) => {
+                this.finish("failed");
+                Poll::Ready(Some(Err(status)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl FrameStream {
+    fn finish(&mut self, outcome: &'static str) {
+        self.done = true;
+        metrics::request_finished(outcome);
+        info!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+            session_id = %self.ids.session_id, frames = self.frames, outcome,
+            elapsed_ms = self.received.elapsed().as_millis() as u64, "synthesis finished");
+    }
+}
+
+impl Drop for FrameStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish("cancelled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_traceparent() {
+        assert_eq!(
+            trace_id_from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id_from_traceparent("garbage"), None);
+        assert_eq!(trace_id_from_traceparent("00-xyz-00f067aa0ba902b7-01"), None);
+    }
+}
