@@ -1,1 +1,337 @@
-//! placeholder
+//! WebSocket client for the TTS orchestrator: speaks the protocol in
+//! `docs/protocol.md`, verifies every frame (header, stream, sequence,
+//! CRC-32C) and measures what a listener would: time to first audio and the
+//! latency of each hop.
+
+pub mod report;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tts_frame::{FrameHeader, Tally, Validator, bytes_to_samples, decode_frame};
+
+pub use report::{Report, Summary};
+
+/// Default orchestrator address.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:8080/ws";
+
+/// A client failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect or the socket failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The server answered a request with `error`.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The connection closed before the request ended.
+    #[error("connection closed before the request ended")]
+    Closed,
+    /// Nothing arrived in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// One message from the server.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A JSON text message.
+    Json(Value),
+    /// A binary frame: its raw bytes and when it arrived.
+    Frame(Bytes, Instant),
+}
+
+/// An open connection to the orchestrator.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The server's `ready` message.
+    pub ready: Value,
+    /// Longest wait for any one message before giving up.
+    pub timeout: Duration,
+}
+
+/// What to synthesise.
+#[derive(Debug, Clone, Default)]
+pub struct SynthesizeOptions {
+    /// Voice name; the server's default when `None`.
+    pub voice: Option<String>,
+    /// Request id; generated when `None`.
+    pub request_id: Option<String>,
+    /// Trace id; the server generates one when `None`.
+    pub trace_id: Option<String>,
+}
+
+/// A finished request: its audio and what was measured.
+#[derive(Debug, Clone)]
+pub struct Utterance {
+    /// The audio, trimmed to the exact sample count from `end`.
+    pub samples: Vec<i16>,
+    /// Measurements and verification counts.
+    pub report: Report,
+}
+
+impl Client {
+    /// Connects and waits for `ready`.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(1 << 20))
+            .max_frame_size(Some(1 << 20));
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        let mut client = Self {
+            ws,
+            ready: Value::Null,
+            timeout: Duration::from_secs(30),
+        };
+        match client.next_event().await? {
+            Event::Json(v) if v["type"] == "ready" => client.ready = v,
+            other => return Err(ClientError::Protocol(format!("expected ready, got {other:?}"))),
+        }
+        Ok(client)
+    }
+
+    /// Sends a JSON message as it is.
+    pub async fn send_json(&mut self, value: &Value) -> Result<(), ClientError> {
+        self.ws.send(Message::text(value.to_string())).await?;
+        Ok(())
+    }
+
+    /// Sends a raw WebSocket message (for tests of bad input).
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    /// The next text or binary message from the server.
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            let next = tokio::time::timeout(self.timeout, self.ws.next())
+                .await
+                .map_err(|_| ClientError::Timeout(self.timeout))?;
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    let v = serde_json::from_str(t.as_str())
+                        .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))?;
+                    return Ok(Event::Json(v));
+                }
+                Some(Ok(Message::Binary(b))) => return Ok(Event::Frame(b, Instant::now())),
+                Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends a `ping` and waits for its `pong`; returns the round-trip time.
+    /// Other messages that arrive meanwhile are discarded.
+    pub async fn ping(&mut self, id: u64) -> Result<Duration, ClientError> {
+        let sent = Instant::now();
+        self.send_json(&json!({"type": "ping", "id": id})).await?;
+        loop {
+            if let Event::Json(v) = self.next_event().await?
+                && v["type"] == "pong"
+                && v["id"] == id
+            {
+                return Ok(sent.elapsed());
+            }
+        }
+    }
+
+    /// Sends a `synthesize` request and returns its request id.
+    pub async fn start(
+        &mut self,
+        text: &str,
+        opts: &SynthesizeOptions,
+    ) -> Result<String, ClientError> {
+        let request_id = opts
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut msg = json!({"type": "synthesize", "text": text, "request_id": request_id});
+        if let Some(v) = &opts.voice {
+            msg["voice"] = json!(v);
+        }
+        if let Some(t) = &opts.trace_id {
+            msg["trace_id"] = json!(t);
+        }
+        self.send_json(&msg).await?;
+        Ok(request_id)
+    }
+
+    /// Synthesises `text` and collects its audio, verifying every frame.
+    pub async fn synthesize(
+        &mut self,
+        text: &str,
+        opts: &SynthesizeOptions,
+    ) -> Result<Utterance, ClientError> {
+        let sent = Instant::now();
+        let request_id = self.start(text, opts).await?;
+        let mut collector = Collector::new(request_id, sent);
+        loop {
+            let event = self.next_event().await?;
+            if let Some(done) = collector.on_event(event)? {
+                return Ok(done);
+            }
+        }
+    }
+}
+
+/// Follows one request through the messages of a connection: checks each
+/// of its frames and builds its report. Messages of other requests are
+/// ignored, so several collectors can share one connection.
+#[derive(Debug)]
+pub struct Collector {
+    request_id: String,
+    sent: Instant,
+    stream_id: Option<u32>,
+    validator: Validator,
+    tally: Tally,
+    samples: Vec<i16>,
+    report: Report,
+}
+
+impl Collector {
+    /// Starts following `request_id`, sent at `sent`.
+    pub fn new(request_id: String, sent: Instant) -> Self {
+        Self {
+            report: Report {
+                request_id: request_id.clone(),
+                ..Report::default()
+            },
+            request_id,
+            sent,
+            stream_id: None,
+            validator: Validator::new(),
+            tally: Tally::default(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// The request's stream id, once `start` arrived.
+    pub fn stream_id(&self) -> Option<u32> {
+        self.stream_id
+    }
+
+    /// Feeds one server message; returns the utterance when `end` arrives.
+    pub fn on_event(&mut self, event: Event) -> Result<Option<Utterance>, ClientError> {
+        match event {
+            Event::Json(v) => self.on_json(&v),
+            Event::Frame(bytes, at) => {
+                self.on_frame(&bytes, at);
+                Ok(None)
+            }
+        }
+    }
+
+    fn on_json(&mut self, v: &Value) -> Result<Option<Utterance>, ClientError> {
+        if v["request_id"] != self.request_id.as_str() {
+            return Ok(None);
+        }
+        match v["type"].as_str() {
+            Some("start") => {
+                let id = v["stream_id"].as_u64().and_then(|n| u32::try_from(n).ok());
+                self.stream_id = Some(id.ok_or_else(|| {
+                    ClientError::Protocol(format!("start without a stream_id: {v}"))
+                })?);
+                self.report.trace_id = v["trace_id"].as_str().unwrap_or_default().to_owned();
+                self.report.voice = v["voice"].as_str().unwrap_or_default().to_owned();
+                Ok(None)
+            }
+            Some("end") => Ok(Some(self.finish(v))),
+            Some("error") => Err(ClientError::Server {
+                code: v["code"].as_str().unwrap_or("?").to_owned(),
+                message: v["message"].as_str().unwrap_or_default().to_owned(),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    fn on_frame(&mut self, bytes: &[u8], at: Instant) {
+        let (header, payload) = match decode_frame(bytes) {
+            Ok(decoded) => decoded,
+            Err(_) => {
+                self.tally.bad_size += 1;
+                return;
+            }
+        };
+        if Some(header.stream_id) != self.stream_id {
+            return;
+        }
+        let outcome = self.validator.check(header.sequence, header.crc32c, payload);
+        self.tally.record(&outcome);
+        if self.report.frames == 0 {
+            self.report.time_to_first_audio_ms = ms(at - self.sent);
+        }
+        self.report.frames += 1;
+        self.report.last_flag_seen |= header.last;
+        self.record_latency(&header);
+        self.samples.extend(bytes_to_samples(payload));
+    }
+
+    fn record_latency(&mut self, header: &FrameHeader) {
+        let now = tts_frame::now_us();
+        let worker_hop = header.orchestrator_ts_us.saturating_sub(header.worker_ts_us);
+        let client_hop = now.saturating_sub(header.orchestrator_ts_us);
+        self.report.worker_to_orchestrator.add(worker_hop as f64 / 1e3);
+        self.report.orchestrator_to_client.add(client_hop as f64 / 1e3);
+    }
+
+    fn finish(&mut self, end: &Value) -> Utterance {
+        let r = &mut self.report;
+        r.cancelled = end["cancelled"].as_bool().unwrap_or(false);
+        r.end_frames = end["frames"].as_u64().unwrap_or(0);
+        let exact = end["samples"].as_u64().unwrap_or(0);
+        r.end_samples = exact;
+        self.samples.truncate(exact as usize);
+        r.audio_seconds = self.samples.len() as f64 / f64::from(tts_frame::SAMPLE_RATE);
+        r.wall_seconds = self.sent.elapsed().as_secs_f64();
+        r.real_time_factor = if r.audio_seconds > 0.0 {
+            r.wall_seconds / r.audio_seconds
+        } else {
+            0.0
+        };
+        r.checksum_failures = self.tally.checksum_mismatch;
+        r.sequence_failures = self.tally.out_of_sequence;
+        r.malformed_frames = self.tally.bad_size;
+        r.clipped_frames = self.tally.clipping;
+        r.silent_frames = self.tally.silence;
+        r.dc_offset_frames = self.tally.dc_offset;
+        r.stream_id = self.stream_id.unwrap_or(0);
+        Utterance {
+            samples: std::mem::take(&mut self.samples),
+            report: r.clone(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Writes 48 kHz mono s16 samples as a WAV file.
+pub fn write_wav(path: &std::path::Path, samples: &[i16]) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: tts_frame::SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)?;
+    for &s in samples {
+        writer.write_sample(s)?;
+    }
+    writer.finalize()
+}

@@ -1,1 +1,122 @@
-fn main() {}
+//! `tts-client`: speak text through the orchestrator, verify every frame,
+//! write a WAV and report what was measured.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tts_client::{Client, DEFAULT_URL, SynthesizeOptions, write_wav};
+
+#[derive(Parser)]
+#[command(name = "tts-client", version, about = "Client for the TTS orchestrator")]
+struct Cli {
+    /// Orchestrator WebSocket URL.
+    #[arg(long, global = true, env = "TTS_URL", default_value = DEFAULT_URL)]
+    url: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Synthesise text and save it as a WAV file.
+    Say(SayArgs),
+}
+
+#[derive(clap::Args)]
+struct SayArgs {
+    /// Text to speak; `-` or nothing reads standard input.
+    text: Option<String>,
+    /// Read the text from this file instead.
+    #[arg(long, short = 'f', conflicts_with = "text")]
+    file: Option<PathBuf>,
+    /// Where to write the WAV (48 kHz mono 16-bit).
+    #[arg(long, short = 'o', default_value = "speech.wav")]
+    out: PathBuf,
+    /// Voice name (see the worker's ListVoices); the server's default if unset.
+    #[arg(long)]
+    voice: Option<String>,
+    /// Trace id to send with the request.
+    #[arg(long)]
+    trace_id: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also play the audio on the default output device.
+    #[arg(long)]
+    play: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Say(args) => say(&cli.url, args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tts-client: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_text(args: &SayArgs) -> anyhow::Result<String> {
+    match (&args.text, &args.file) {
+        (_, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        }
+        (Some(text), None) if text != "-" => Ok(text.clone()),
+        _ => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input")?;
+            Ok(text)
+        }
+    }
+}
+
+async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
+    let text = read_text(&args)?;
+    let mut client = Client::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let opts = SynthesizeOptions {
+        voice: args.voice.clone(),
+        trace_id: args.trace_id.clone(),
+        ..SynthesizeOptions::default()
+    };
+    let utterance = client.synthesize(&text, &opts).await?;
+    write_wav(&args.out, &utterance.samples)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let report = &utterance.report;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", report.to_text());
+        println!("wrote          {}", args.out.display());
+    }
+    if args.play {
+        play(&utterance.samples)?;
+    }
+    Ok(if report.integrity_failures() > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(feature = "play")]
+fn play(samples: &[i16]) -> anyhow::Result<()> {
+    tts_client::playback::play(samples)
+}
+
+#[cfg(not(feature = "play"))]
+fn play(_samples: &[i16]) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no playback: rebuild with `--features play` (needs libasound2-dev)")
+}

@@ -55,14 +55,32 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_WORKER_STREAM_FRAMES", default_value_t = 16)]
     pub stream_queue_frames: usize,
 
-    /// Longest accepted text, in characters.
-    #[arg(long, env = "TTS_MAX_TEXT_CHARS", default_value_t = 5000)]
+    /// Longest accepted text, in characters (`--max-text-chars` on the
+    /// worker's command line; the orchestrator passes its own to an
+    /// embedded worker).
+    #[arg(skip = 5000usize)]
     pub max_text_chars: usize,
 
     /// Disable the voice's random noise (scales [0, 1, 0]): the same text
     /// always gives the same samples.
     #[arg(long, env = "TTS_DETERMINISTIC")]
     pub deterministic: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: WorkerConfig,
+        }
+        // Parsing no arguments yields exactly the documented defaults.
+        match Defaults::try_parse_from(["defaults"]) {
+            Ok(d) => d.config,
+            Err(e) => panic!("default worker configuration does not parse: {e}"),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -95,7 +113,21 @@ pub struct Cli {
     #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
 
+    /// Longest accepted text, in characters.
+    #[arg(long, env = "TTS_MAX_TEXT_CHARS", default_value_t = 5000)]
+    pub max_text_chars: usize,
+
     /// Engine, voices and queues.
     #[command(flatten)]
     pub worker: WorkerConfig,
+}
+
+impl Cli {
+    /// The worker configuration with every command-line value applied.
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            max_text_chars: self.max_text_chars,
+            ..self.worker.clone()
+        }
+    }
 }

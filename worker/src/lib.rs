@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod service;
+pub mod signal;
 pub mod synth;
 pub mod telemetry;
 pub mod text;

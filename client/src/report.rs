@@ -1,0 +1,138 @@
+//! What the client measured for one request, printable as text or JSON.
+
+use serde::Serialize;
+
+/// Min / mean / max of a series, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    /// Samples seen.
+    pub count: u64,
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Summary {
+    /// Adds one value.
+    pub fn add(&mut self, v: f64) {
+        if self.count == 0 {
+            self.min = v;
+            self.max = v;
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.count += 1;
+        self.mean += (v - self.mean) / self.count as f64;
+    }
+}
+
+/// The client's report for one request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The request.
+    pub request_id: String,
+    /// Its trace, as echoed in `start`.
+    pub trace_id: String,
+    /// The voice that spoke.
+    pub voice: String,
+    /// Its stream id.
+    pub stream_id: u32,
+    /// Milliseconds from sending `synthesize` to the first frame.
+    pub time_to_first_audio_ms: f64,
+    /// Frames received.
+    pub frames: u64,
+    /// Frames the server said it sent (`end.frames`).
+    pub end_frames: u64,
+    /// Samples the server said it sent (`end.samples`).
+    pub end_samples: u64,
+    /// Seconds of audio received.
+    pub audio_seconds: f64,
+    /// Seconds from sending `synthesize` to `end`.
+    pub wall_seconds: f64,
+    /// `wall_seconds / audio_seconds`: below 1 is faster than real time.
+    pub real_time_factor: f64,
+    /// Frames whose CRC-32C did not match.
+    pub checksum_failures: u64,
+    /// Frames out of sequence.
+    pub sequence_failures: u64,
+    /// Frames with a malformed header or size.
+    pub malformed_frames: u64,
+    /// Frames with more than 1 % of samples at full scale.
+    pub clipped_frames: u64,
+    /// Frames with every sample below 100.
+    pub silent_frames: u64,
+    /// Frames with a mean beyond ±100.
+    pub dc_offset_frames: u64,
+    /// Whether a frame carried the last-frame flag.
+    pub last_flag_seen: bool,
+    /// Whether the request was cancelled.
+    pub cancelled: bool,
+    /// Worker emit → orchestrator send, per frame (ms).
+    pub worker_to_orchestrator: Summary,
+    /// Orchestrator send → client receipt, per frame (ms).
+    pub orchestrator_to_client: Summary,
+}
+
+impl Report {
+    /// Frames that failed verification.
+    pub fn integrity_failures(&self) -> u64 {
+        self.checksum_failures + self.sequence_failures + self.malformed_frames
+    }
+
+    /// The report as a short table for people.
+    pub fn to_text(&self) -> String {
+        let hop = |s: &Summary| format!("mean {:.2} ms, max {:.2} ms", s.mean, s.max);
+        format!(
+            "request        {}\n\
+             trace          {}\n\
+             voice          {}\n\
+             first audio    {:.1} ms\n\
+             frames         {} (server sent {})\n\
+             audio          {:.2} s ({} samples at 48 kHz)\n\
+             wall time      {:.2} s (real-time factor {:.3})\n\
+             checksum fail  {}\n\
+             sequence fail  {}\n\
+             malformed      {}\n\
+             quality        {} clipped, {} silent, {} DC-offset frames\n\
+             worker→orch    {}\n\
+             orch→client    {}\n",
+            self.request_id,
+            self.trace_id,
+            self.voice,
+            self.time_to_first_audio_ms,
+            self.frames,
+            self.end_frames,
+            self.audio_seconds,
+            self.end_samples,
+            self.wall_seconds,
+            self.real_time_factor,
+            self.checksum_failures,
+            self.sequence_failures,
+            self.malformed_frames,
+            self.clipped_frames,
+            self.silent_frames,
+            self.dc_offset_frames,
+            hop(&self.worker_to_orchestrator),
+            hop(&self.orchestrator_to_client),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_tracks_min_mean_max() {
+        let mut s = Summary::default();
+        for v in [3.0, 1.0, 2.0] {
+            s.add(v);
+        }
+        assert_eq!((s.count, s.min, s.max), (3, 1.0, 3.0));
+        assert!((s.mean - 2.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,355 @@
+//! The WebSocket contract's JSON messages (see `docs/protocol.md`).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Protocol version announced in `ready`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Error codes a client can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, unknown type, missing fields, or a binary message.
+    BadRequest,
+    /// The text is empty or has nothing to speak.
+    EmptyText,
+    /// The text is longer than the configured limit.
+    TextTooLong,
+    /// The requested voice does not exist.
+    UnknownVoice,
+    /// The worker cannot be reached or is draining.
+    WorkerUnavailable,
+    /// Too many requests in flight.
+    Overloaded,
+    /// Anything else, including a frame that failed verification.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::EmptyText => "empty_text",
+            Self::TextTooLong => "text_too_long",
+            Self::UnknownVoice => "unknown_voice",
+            Self::WorkerUnavailable => "worker_unavailable",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses a code carried in the worker's `tts-error-code` metadata.
+    pub fn from_wire(code: &str) -> Option<Self> {
+        Some(match code {
+            "bad_request" => Self::BadRequest,
+            "empty_text" => Self::EmptyText,
+            "text_too_long" => Self::TextTooLong,
+            "unknown_voice" => Self::UnknownVoice,
+            "worker_unavailable" => Self::WorkerUnavailable,
+            "overloaded" => Self::Overloaded,
+            "internal" => Self::Internal,
+            _ => return None,
+        })
+    }
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Sent once on connect.
+    Ready {
+        /// Identifies this connection in logs.
+        session_id: String,
+        /// [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// 48,000.
+        sample_rate: u32,
+        /// 1.
+        channels: u32,
+        /// 960.
+        frame_samples: u32,
+        /// `pcm_s16le`.
+        encoding: &'static str,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's id, echoed as sent.
+        id: Value,
+        /// Server clock, µs since the Unix epoch.
+        server_time_us: u64,
+    },
+    /// Before the first frame of a request.
+    Start {
+        /// The request.
+        request_id: String,
+        /// Its trace.
+        trace_id: String,
+        /// The stream id in its frames' headers.
+        stream_id: u32,
+        /// The voice speaking.
+        voice: String,
+    },
+    /// After the last frame of a request.
+    End {
+        /// The request.
+        request_id: String,
+        /// Its stream id.
+        stream_id: u32,
+        /// Frames sent.
+        frames: u64,
+        /// Samples of audio sent, padding excluded.
+        samples: u64,
+        /// Whether the request was cancelled.
+        cancelled: bool,
+    },
+    /// A request or message failed.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+        /// The request it concerns, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+}
+
+impl ServerMessage {
+    /// An `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            request_id,
+        }
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// A parsed client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// Speak `text`.
+    Synthesize {
+        /// What to say.
+        text: String,
+        /// Voice name; `None` for the worker's default.
+        voice: Option<String>,
+        /// Client-chosen id; generated when absent.
+        request_id: Option<String>,
+        /// Client trace id; generated when absent.
+        trace_id: Option<String>,
+    },
+    /// Measure round-trip time.
+    Ping {
+        /// Echoed in `pong`.
+        id: Value,
+    },
+    /// Stop a request.
+    Cancel {
+        /// Which one.
+        request_id: String,
+    },
+}
+
+/// Why a client message was refused; always answered with `bad_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON.
+    #[error("message is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("message must be a JSON object")]
+    NotObject,
+    /// A `type` this server does not know.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// A required field is missing or has the wrong type.
+    #[error("field {field:?} is missing or not a {expected}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its JSON type.
+        expected: &'static str,
+    },
+}
+
+impl ClientMessage {
+    /// Parses a text message. A message with `text` and no `type` is a
+    /// synthesize request.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let value: Value =
+            serde_json::from_str(raw).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        let Value::Object(obj) = value else {
+            return Err(ParseError::NotObject);
+        };
+        let string = |field: &'static str| -> Result<Option<String>, ParseError> {
+            match obj.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ParseError::Field {
+                    field,
+                    expected: "string",
+                }),
+            }
+        };
+        let kind = match obj.get("type") {
+            None if obj.contains_key("text") => "synthesize",
+            None => {
+                return Err(ParseError::Field {
+                    field: "type",
+                    expected: "string",
+                });
+            }
+            Some(Value::String(t)) => t.as_str(),
+            Some(_) => {
+                return Err(ParseError::Field {
+                    field: "type",
+                    expected: "string",
+                });
+            }
+        };
+        match kind {
+            "synthesize" => Ok(Self::Synthesize {
+                text: string("text")?.ok_or(ParseError::Field {
+                    field: "text",
+                    expected: "string",
+                })?,
+                voice: string("voice")?.filter(|v| !v.is_empty()),
+                request_id: string("request_id")?.filter(|v| !v.is_empty()),
+                trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
+            }),
+            "ping" => match obj.get("id") {
+                Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping { id: id.clone() }),
+                _ => Err(ParseError::Field {
+                    field: "id",
+                    expected: "number",
+                }),
+            },
+            "cancel" => Ok(Self::Cancel {
+                request_id: string("request_id")?.ok_or(ParseError::Field {
+                    field: "request_id",
+                    expected: "string",
+                })?,
+            }),
+            other => Err(ParseError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"synthesize","text":"Hi","voice":"v","request_id":"r","trace_id":"t"}"#),
+            Ok(ClientMessage::Synthesize {
+                text: "Hi".into(),
+                voice: Some("v".into()),
+                request_id: Some("r".into()),
+                trace_id: Some("t".into())
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"text":"Hello world","trace_id":"abc"}"#),
+            Ok(ClientMessage::Synthesize {
+                text: "Hello world".into(),
+                voice: None,
+                request_id: None,
+                trace_id: Some("abc".into())
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ping","id":7}"#),
+            Ok(ClientMessage::Ping { id: 7.into() })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"cancel","request_id":"r1"}"#),
+            Ok(ClientMessage::Cancel {
+                request_id: "r1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_messages() {
+        assert!(matches!(ClientMessage::parse("not json"), Err(ParseError::NotJson(_))));
+        assert_eq!(ClientMessage::parse("[1]"), Err(ParseError::NotObject));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"dance"}"#),
+            Err(ParseError::UnknownType("dance".into()))
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"synthesize"}"#),
+            Err(ParseError::Field { field: "text", .. })
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"synthesize","text":5}"#),
+            Err(ParseError::Field { field: "text", .. })
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"cancel"}"#),
+            Err(ParseError::Field { field: "request_id", .. })
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"ping"}"#),
+            Err(ParseError::Field { field: "id", .. })
+        ));
+        assert!(ClientMessage::parse(r#"{"hello":1}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_match_the_contract() {
+        let ready: Value = serde_json::from_str(
+            &ServerMessage::Ready {
+                session_id: "s".into(),
+                protocol: 1,
+                sample_rate: 48_000,
+                channels: 1,
+                frame_samples: 960,
+                encoding: "pcm_s16le",
+            }
+            .to_json(),
+        )
+        .expect("json");
+        assert_eq!(
+            ready,
+            serde_json::json!({"type":"ready","session_id":"s","protocol":1,"sample_rate":48000,
+                "channels":1,"frame_samples":960,"encoding":"pcm_s16le"})
+        );
+        let err: Value = serde_json::from_str(
+            &ServerMessage::error(ErrorCode::TextTooLong, "too long", None).to_json(),
+        )
+        .expect("json");
+        assert_eq!(
+            err,
+            serde_json::json!({"type":"error","code":"text_too_long","message":"too long"})
+        );
+        let end: Value = serde_json::from_str(
+            &ServerMessage::End {
+                request_id: "r".into(),
+                stream_id: 3,
+                frames: 10,
+                samples: 9_500,
+                cancelled: false,
+            }
+            .to_json(),
+        )
+        .expect("json");
+        assert_eq!(
+            end,
+            serde_json::json!({"type":"end","request_id":"r","stream_id":3,"frames":10,
+                "samples":9500,"cancelled":false})
+        );
+    }
+}
