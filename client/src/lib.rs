@@ -87,10 +87,26 @@ pub struct Utterance {
 impl Client {
     /// Connects and waits for `ready`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(1 << 20))
-            .max_frame_size(Some(1 << 20));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await?;
+        Self::handshake(ws).await
+    }
+
+    /// Speaks the protocol over a TCP stream the caller connected (to set
+    /// socket options such as a small receive buffer).
+    pub async fn connect_over(url: &str, tcp: TcpStream) -> Result<Self, ClientError> {
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(tcp),
+            Some(ws_config()),
+        )
+        .await?;
+        Self::handshake(ws).await
+    }
+
+    async fn handshake(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ) -> Result<Self, ClientError> {
         let mut client = Self {
             ws,
             ready: Value::Null,
@@ -98,7 +114,11 @@ impl Client {
         };
         match client.next_event().await? {
             Event::Json(v) if v["type"] == "ready" => client.ready = v,
-            other => return Err(ClientError::Protocol(format!("expected ready, got {other:?}"))),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected ready, got {other:?}"
+                )));
+            }
         }
         Ok(client)
     }
@@ -270,7 +290,9 @@ impl Collector {
         if Some(header.stream_id) != self.stream_id {
             return;
         }
-        let outcome = self.validator.check(header.sequence, header.crc32c, payload);
+        let outcome = self
+            .validator
+            .check(header.sequence, header.crc32c, payload);
         self.tally.record(&outcome);
         if self.report.frames == 0 {
             self.report.time_to_first_audio_ms = ms(at - self.sent);
@@ -283,10 +305,16 @@ impl Collector {
 
     fn record_latency(&mut self, header: &FrameHeader) {
         let now = tts_frame::now_us();
-        let worker_hop = header.orchestrator_ts_us.saturating_sub(header.worker_ts_us);
+        let worker_hop = header
+            .orchestrator_ts_us
+            .saturating_sub(header.worker_ts_us);
         let client_hop = now.saturating_sub(header.orchestrator_ts_us);
-        self.report.worker_to_orchestrator.add(worker_hop as f64 / 1e3);
-        self.report.orchestrator_to_client.add(client_hop as f64 / 1e3);
+        self.report
+            .worker_to_orchestrator
+            .add(worker_hop as f64 / 1e3);
+        self.report
+            .orchestrator_to_client
+            .add(client_hop as f64 / 1e3);
     }
 
     fn finish(&mut self, end: &Value) -> Utterance {
@@ -315,6 +343,12 @@ impl Collector {
             report: r.clone(),
         }
     }
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
 }
 
 fn ms(d: Duration) -> f64 {

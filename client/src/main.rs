@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use tts_client::{Client, DEFAULT_URL, SynthesizeOptions, write_wav};
 
 #[derive(Parser)]
-#[command(name = "tts-client", version, about = "Client for the TTS orchestrator")]
+#[command(
+    name = "tts-client",
+    version,
+    about = "Client for the TTS orchestrator"
+)]
 struct Cli {
     /// Orchestrator WebSocket URL.
     #[arg(long, global = true, env = "TTS_URL", default_value = DEFAULT_URL)]
@@ -118,5 +122,7 @@ fn play(samples: &[i16]) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "play"))]
 fn play(_samples: &[i16]) -> anyhow::Result<()> {
-    anyhow::bail!("this build has no playback: rebuild with `--features play` (needs libasound2-dev)")
+    anyhow::bail!(
+        "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
+    )
 }

@@ -76,7 +76,11 @@ pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoRes
     let worker = check_worker(state.channel.clone(), &state.worker_url).await;
     let s = &state.stats;
     Json(Health {
-        status: if worker.status == "serving" { "ok" } else { "degraded" },
+        status: if worker.status == "serving" {
+            "ok"
+        } else {
+            "degraded"
+        },
         version: env!("CARGO_PKG_VERSION"),
         worker,
         connections: s.connections.load(Ordering::Relaxed),

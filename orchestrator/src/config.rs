@@ -8,7 +8,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrchestratorConfig {
     /// The worker's gRPC address.
-    #[arg(long = "worker", env = "TTS_WORKER_URL", default_value = "http://127.0.0.1:7001")]
+    #[arg(
+        long = "worker",
+        env = "TTS_WORKER_URL",
+        default_value = "http://127.0.0.1:7001"
+    )]
     pub worker_url: String,
 
     /// Longest accepted text, in characters.
@@ -66,12 +70,18 @@ impl OrchestratorConfig {
     /// Checks values that flags' types cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.worker_url.starts_with("http://") || self.worker_url.starts_with("https://")) {
-            return Err(format!("--worker {:?} must be an http:// URL", self.worker_url));
+            return Err(format!(
+                "--worker {:?} must be an http:// URL",
+                self.worker_url
+            ));
         }
         for (name, value) in [
             ("--max-text-chars", self.max_text_chars),
             ("--client-queue-frames", self.client_queue_frames),
-            ("--max-requests-per-connection", self.max_requests_per_connection),
+            (
+                "--max-requests-per-connection",
+                self.max_requests_per_connection,
+            ),
             ("--max-inflight", self.max_inflight),
             ("--max-connections", self.max_connections),
             ("--max-message-bytes", self.max_message_bytes),
@@ -85,7 +95,10 @@ impl OrchestratorConfig {
         }
         for (name, secs) in [
             ("--first-frame-timeout-secs", self.first_frame_timeout_secs),
-            ("--worker-connect-timeout-secs", self.worker_connect_timeout_secs),
+            (
+                "--worker-connect-timeout-secs",
+                self.worker_connect_timeout_secs,
+            ),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return Err(format!("{name} must be a positive number"));
@@ -118,7 +131,11 @@ impl Default for OrchestratorConfig {
 
 /// The `tts-orchestrator` command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "tts-orchestrator", version, about = "WebSocket front end for TTS workers")]
+#[command(
+    name = "tts-orchestrator",
+    version,
+    about = "WebSocket front end for TTS workers"
+)]
 pub struct Cli {
     /// WebSocket listen address (the socket is at path `/ws`).
     #[arg(long, env = "TTS_LISTEN", default_value = "127.0.0.1:8080")]

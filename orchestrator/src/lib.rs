@@ -106,8 +106,7 @@ impl Orchestrator {
         let stop = CancellationToken::new();
         let shared = Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
-                client: TtsClient::new(self.channel.clone())
-                    .max_decoding_message_size(64 * 1024),
+                client: TtsClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
             }),
@@ -115,6 +114,7 @@ impl Orchestrator {
             stats: Arc::clone(&self.stats),
             inflight: AtomicUsize::new(0),
             shutdown: stop.clone(),
+            force: CancellationToken::new(),
         });
         let admin_state = Arc::new(admin::AdminState {
             channel: self.channel.clone(),
@@ -152,13 +152,25 @@ impl Orchestrator {
         .with_graceful_shutdown(async move { drained.cancelled().await });
         let admin_server = axum::serve(admin, admin_app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
-        let servers = async { tokio::try_join!(ws_server.into_future(), admin_server.into_future()) };
-        tokio::pin!(servers);
-        tokio::select! {
-            r = &mut servers => { r?; }
-            _ = async { shared.shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                warn!(grace_secs = grace.as_secs_f64(), "grace period over; closing what is left");
+        tokio::try_join!(ws_server.into_future(), admin_server.into_future())?;
+        // The listeners are closed; upgraded connections live on. Let their
+        // requests finish for up to `grace`, then close them.
+        let deadline = tokio::time::Instant::now() + grace;
+        while shared
+            .stats
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    grace_secs = grace.as_secs_f64(),
+                    "grace period over; closing what is left"
+                );
+                shared.force.cancel();
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
     }
@@ -170,7 +182,10 @@ async fn ws_handler(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let open = shared.stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let open = shared
+        .stats
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
     if open >= shared.config.max_connections as u64 {
         warn!(%peer, open, "connection refused: at capacity");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
@@ -194,7 +209,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), metrics::LATENCY_BUCKETS)
         .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(metrics::QUEUE_DEPTH.into()), metrics::QUEUE_BUCKETS)
+            b.set_buckets_for_metric(
+                Matcher::Full(metrics::QUEUE_DEPTH.into()),
+                metrics::QUEUE_BUCKETS,
+            )
         })
         .and_then(|b| {
             b.set_buckets_for_metric(

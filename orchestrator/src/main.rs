@@ -21,7 +21,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let checks = [
         cli.relay.validate(),
-        if cli.embedded_worker { worker_config.validate() } else { Ok(()) },
+        if cli.embedded_worker {
+            worker_config.validate()
+        } else {
+            Ok(())
+        },
         tts_worker::telemetry::init_logging(&cli.log_format),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
@@ -29,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(64);
     }
     if cli.embedded_worker {
-        let worker = match tokio::task::spawn_blocking(move || Worker::load(&worker_config)).await? {
+        let worker = match tokio::task::spawn_blocking(move || Worker::load(&worker_config)).await?
+        {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("tts-orchestrator: embedded worker: {e}");

@@ -228,7 +228,9 @@ impl ClientMessage {
                 trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
             }),
             "ping" => match obj.get("id") {
-                Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping { id: id.clone() }),
+                Some(id @ (Value::Number(_) | Value::String(_))) => {
+                    Ok(Self::Ping { id: id.clone() })
+                }
                 _ => Err(ParseError::Field {
                     field: "id",
                     expected: "number",
@@ -252,7 +254,9 @@ mod tests {
     #[test]
     fn parses_every_client_message() {
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"synthesize","text":"Hi","voice":"v","request_id":"r","trace_id":"t"}"#),
+            ClientMessage::parse(
+                r#"{"type":"synthesize","text":"Hi","voice":"v","request_id":"r","trace_id":"t"}"#
+            ),
             Ok(ClientMessage::Synthesize {
                 text: "Hi".into(),
                 voice: Some("v".into()),
@@ -283,7 +287,10 @@ mod tests {
 
     #[test]
     fn refuses_malformed_messages() {
-        assert!(matches!(ClientMessage::parse("not json"), Err(ParseError::NotJson(_))));
+        assert!(matches!(
+            ClientMessage::parse("not json"),
+            Err(ParseError::NotJson(_))
+        ));
         assert_eq!(ClientMessage::parse("[1]"), Err(ParseError::NotObject));
         assert_eq!(
             ClientMessage::parse(r#"{"type":"dance"}"#),
@@ -299,7 +306,10 @@ mod tests {
         ));
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"cancel"}"#),
-            Err(ParseError::Field { field: "request_id", .. })
+            Err(ParseError::Field {
+                field: "request_id",
+                ..
+            })
         ));
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"ping"}"#),

@@ -168,7 +168,10 @@ async fn stream_frames(
         Err(_) => {
             return Ending::Failed(
                 ErrorCode::WorkerUnavailable,
-                format!("no audio from the worker within {:?}", ctx.first_frame_timeout),
+                format!(
+                    "no audio from the worker within {:?}",
+                    ctx.first_frame_timeout
+                ),
             );
         }
         Ok(Err(status)) => return failed(&status),
@@ -247,7 +250,10 @@ async fn forward(
     if let Err(e) = outcome {
         return Forwarded::Stop(Ending::Failed(
             ErrorCode::Internal,
-            format!("frame {} from the worker failed verification: {e}", frame.sequence),
+            format!(
+                "frame {} from the worker failed verification: {e}",
+                frame.sequence
+            ),
         ));
     }
     let header = FrameHeader {
@@ -320,7 +326,10 @@ mod tests {
             ERROR_CODE_HEADER,
             tonic::metadata::MetadataValue::from_static("text_too_long"),
         );
-        assert!(matches!(failed(&status), Ending::Failed(ErrorCode::TextTooLong, _)));
+        assert!(matches!(
+            failed(&status),
+            Ending::Failed(ErrorCode::TextTooLong, _)
+        ));
         assert!(matches!(
             failed(&Status::unavailable("tcp connect error")),
             Ending::Failed(ErrorCode::WorkerUnavailable, _)
@@ -329,7 +338,10 @@ mod tests {
             failed(&Status::resource_exhausted("full")),
             Ending::Failed(ErrorCode::Overloaded, _)
         ));
-        assert!(matches!(failed(&Status::unknown("?")), Ending::Failed(ErrorCode::Internal, _)));
+        assert!(matches!(
+            failed(&Status::unknown("?")),
+            Ending::Failed(ErrorCode::Internal, _)
+        ));
     }
 
     #[test]

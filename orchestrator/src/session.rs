@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) inflight: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: close whatever is left.
+    pub(crate) force: CancellationToken,
 }
 
 /// Close code for a client that keeps sending bad messages.
@@ -49,7 +51,12 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
     let (sink, stream) = socket.split();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
     let (data_tx, data_rx) = mpsc::channel(shared.config.client_queue_frames);
-    let writer = tokio::spawn(write_loop(sink, ctrl_rx, data_rx, Arc::clone(&shared.stats)));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        ctrl_rx,
+        data_rx,
+        Arc::clone(&shared.stats),
+    ));
     let ready = ServerMessage::Ready {
         session_id: session_id.clone(),
         protocol: PROTOCOL_VERSION,
@@ -103,8 +110,12 @@ struct Connection<'a> {
 impl Connection<'_> {
     /// Reads until the client closes, misbehaves or the server drains with
     /// nothing in flight; returns the close frame to send, if any.
-    async fn run(&mut self, mut stream: futures::stream::SplitStream<WebSocket>) -> Option<CloseFrame> {
+    async fn run(
+        &mut self,
+        mut stream: futures::stream::SplitStream<WebSocket>,
+    ) -> Option<CloseFrame> {
         let shutdown = self.shared.shutdown.clone();
+        let force = self.shared.force.clone();
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
@@ -135,6 +146,9 @@ impl Connection<'_> {
                 }
                 _ = shutdown.cancelled(), if self.active.is_empty() => {
                     return Some(CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() });
+                }
+                _ = force.cancelled() => {
+                    return Some(CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shut down".into() });
                 }
             }
         }
@@ -202,13 +216,19 @@ impl Connection<'_> {
         let limits = &self.shared.config;
         let chars = text.chars().count();
         let refusal = if self.shared.shutdown.is_cancelled() {
-            Some((ErrorCode::WorkerUnavailable, "the server is shutting down".to_owned()))
+            Some((
+                ErrorCode::WorkerUnavailable,
+                "the server is shutting down".to_owned(),
+            ))
         } else if text.trim().is_empty() {
             Some((ErrorCode::EmptyText, "text is empty".to_owned()))
         } else if chars > limits.max_text_chars {
             Some((
                 ErrorCode::TextTooLong,
-                format!("text is {chars} characters; the limit is {}", limits.max_text_chars),
+                format!(
+                    "text is {chars} characters; the limit is {}",
+                    limits.max_text_chars
+                ),
             ))
         } else if self.active.contains_key(&request_id) {
             Some((
@@ -218,10 +238,16 @@ impl Connection<'_> {
         } else if self.active.len() >= limits.max_requests_per_connection {
             Some((
                 ErrorCode::Overloaded,
-                format!("{} requests in flight on this connection", self.active.len()),
+                format!(
+                    "{} requests in flight on this connection",
+                    self.active.len()
+                ),
             ))
         } else if self.shared.inflight.load(Ordering::Relaxed) >= limits.max_inflight {
-            Some((ErrorCode::Overloaded, "the server is at capacity".to_owned()))
+            Some((
+                ErrorCode::Overloaded,
+                "the server is at capacity".to_owned(),
+            ))
         } else {
             None
         };

@@ -1,1 +1,168 @@
-//! placeholder
+//! Shared builders for the end-to-end tests: the real worker and
+//! orchestrator on ephemeral loopback ports, and checks on received audio.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tts_orchestrator::{Orchestrator, OrchestratorConfig, RelayStats};
+use tts_worker::{EngineKind, Worker, WorkerConfig};
+
+/// A medium English paragraph (~60 s of speech) for streaming tests.
+pub const LONG_TEXT: &str = "The history of the telephone is a story of many inventors. \
+In the eighteen seventies, several engineers raced to send the human voice over a wire, \
+and each of them believed that he was the first. Early calls were faint and noisy, \
+and operators had to shout to be heard across a town. Over the following decades, \
+amplifiers, switching offices and undersea cables carried conversations across \
+continents and oceans. Today a voice travels as a stream of small packets, each one \
+checked, numbered and timed, so that a listener hears a steady sound even when the \
+network beneath it is anything but steady. Engineers still measure the same things \
+their predecessors cared about: how long it takes for the first sound to arrive, \
+whether anything was lost on the way, and whether the words arrive in the right order.";
+
+/// The repository's root (where `scripts/setup.sh` puts the voice).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Worker settings for tests: the Piper voice, deterministic output.
+pub fn worker_config() -> WorkerConfig {
+    let root = repo_root();
+    WorkerConfig {
+        engine: EngineKind::Piper,
+        voice_dir: root.join(".cache/voices"),
+        onnxruntime: root.join(".cache/onnxruntime/libonnxruntime.so"),
+        deterministic: true,
+        ..WorkerConfig::default()
+    }
+}
+
+/// A running service: its address, its stop switch and its task.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the service and waits for it to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+/// Starts a worker on `127.0.0.1:0`.
+pub async fn spawn_worker(config: WorkerConfig) -> Running {
+    let worker = tokio::task::spawn_blocking(move || Worker::load(&config))
+        .await
+        .expect("join")
+        .expect("worker loads (run scripts/setup.sh first)");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    spawn_worker_on(worker, listener)
+}
+
+/// Serves a loaded worker on `listener`.
+pub fn spawn_worker_on(worker: Worker, listener: TcpListener) -> Running {
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let _ = worker
+            .serve(listener, async move { token.cancelled().await })
+            .await;
+    });
+    Running { addr, stop, task }
+}
+
+/// A running orchestrator.
+pub struct Pipeline {
+    /// `ws://…/ws`.
+    pub ws_url: String,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The relay's counters.
+    pub stats: Arc<RelayStats>,
+    /// The orchestrator itself.
+    pub orchestrator: Running,
+}
+
+/// Starts an orchestrator relaying to `worker_url`.
+pub async fn spawn_orchestrator(worker_url: String, mut config: OrchestratorConfig) -> Pipeline {
+    config.worker_url = worker_url;
+    let orchestrator = Orchestrator::new(config).expect("valid config");
+    let stats = orchestrator.stats();
+    let ws = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (ws_addr, admin_addr) = (
+        ws.local_addr().expect("addr"),
+        admin.local_addr().expect("addr"),
+    );
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move { token.cancelled().await };
+        let _ = orchestrator
+            .serve(ws, admin, shutdown, Duration::from_secs(5))
+            .await;
+    });
+    Pipeline {
+        ws_url: format!("ws://{ws_addr}/ws"),
+        admin: admin_addr,
+        stats,
+        orchestrator: Running {
+            addr: ws_addr,
+            stop,
+            task,
+        },
+    }
+}
+
+/// Worker and orchestrator with default settings.
+pub async fn spawn_pipeline() -> (Running, Pipeline) {
+    let worker = spawn_worker(worker_config()).await;
+    let pipeline = spawn_orchestrator(
+        format!("http://{}", worker.addr),
+        OrchestratorConfig::default(),
+    )
+    .await;
+    (worker, pipeline)
+}
+
+/// Asserts that `samples` (48 kHz) sound like speech of `words` words:
+/// plausible duration, loudness that varies over time, not silent, not
+/// clipped.
+pub fn assert_speech_like(samples: &[i16], words: usize) {
+    let seconds = samples.len() as f64 / 48_000.0;
+    // English speech runs at roughly 2–4 words per second.
+    let (lo, hi) = (words as f64 / 5.0, words as f64 / 1.2 + 1.0);
+    assert!(
+        (lo..hi).contains(&seconds),
+        "{seconds:.2} s of audio for {words} words (expected {lo:.1}–{hi:.1} s)"
+    );
+    let clipped = samples
+        .iter()
+        .filter(|s| s.unsigned_abs() >= 32_767)
+        .count();
+    assert_eq!(clipped, 0, "clipped samples");
+    let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    assert!(peak > 3_000, "peak {peak}: too quiet to be speech");
+    // RMS over 50 ms windows: speech alternates loud syllables and quiet gaps.
+    let levels: Vec<f64> = samples
+        .chunks(2_400)
+        .map(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
+        .collect();
+    let loud = levels.iter().filter(|&&l| l > 1_000.0).count();
+    let quiet = levels.iter().filter(|&&l| l < 300.0).count();
+    assert!(
+        loud * 4 > levels.len(),
+        "only {loud} of {} windows are loud",
+        levels.len()
+    );
+    assert!(quiet > 0, "no quiet window at all: not speech-like");
+}

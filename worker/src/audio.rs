@@ -46,8 +46,14 @@ impl Resampler {
             // About 20 ms of input, a whole number of ratio steps.
             let chunk = step * ((rate as usize / 50).div_ceil(step)).max(1);
             Some(
-                Fft::new(rate as usize, SAMPLE_RATE as usize, chunk, 1, FixedSync::Both)
-                    .map_err(|e| err(e.to_string()))?,
+                Fft::new(
+                    rate as usize,
+                    SAMPLE_RATE as usize,
+                    chunk,
+                    1,
+                    FixedSync::Both,
+                )
+                .map_err(|e| err(e.to_string()))?,
             )
         };
         let mut r = Self {

@@ -61,6 +61,10 @@ pub struct WorkerConfig {
     #[arg(skip = 5000usize)]
     pub max_text_chars: usize,
 
+    /// Seconds streams in progress may run on after a shutdown signal.
+    #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// Disable the voice's random noise (scales [0, 1, 0]): the same text
     /// always gives the same samples.
     #[arg(long, env = "TTS_DETERMINISTIC")]

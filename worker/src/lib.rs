@@ -55,6 +55,7 @@ pub enum WorkerError {
 pub struct Worker {
     service: TtsService,
     draining: Arc<AtomicBool>,
+    grace: std::time::Duration,
 }
 
 impl Worker {
@@ -65,13 +66,19 @@ impl Worker {
         let started = Instant::now();
         let mut voices: Vec<Arc<dyn Voice>> = Vec::new();
         if config.engine == EngineKind::Piper {
-            let model = config.voice_dir.join(format!("{}.onnx", config.piper_voice));
+            let model = config
+                .voice_dir
+                .join(format!("{}.onnx", config.piper_voice));
             let opts = PiperOptions {
                 runtime_library: config.onnxruntime.clone(),
                 intra_threads: config.intra_threads,
                 scales: config.deterministic.then_some([0.0, 1.0, 0.0]),
             };
-            voices.push(Arc::new(PiperVoice::load(&config.piper_voice, &model, &opts)?));
+            voices.push(Arc::new(PiperVoice::load(
+                &config.piper_voice,
+                &model,
+                &opts,
+            )?));
         }
         voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
         let pool = SynthPool::start(&voices, config.synthesis_threads, config.synthesis_queue)?;
@@ -89,12 +96,14 @@ impl Worker {
                 draining: Arc::clone(&draining),
             },
             draining,
+            grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
         })
     }
 
     /// Serves gRPC (the Tts service and `grpc.health.v1`) on `listener`
     /// until `shutdown` resolves; then reports NOT_SERVING, refuses new
-    /// requests and lets streams in progress finish.
+    /// requests and lets streams in progress finish for up to the
+    /// configured grace period before closing them.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -106,8 +115,11 @@ impl Worker {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         let draining = self.draining;
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let signalled = stopping.clone();
         let drain = async move {
             shutdown.await;
+            signalled.cancel();
             info!("draining: refusing new requests");
             draining.store(true, Ordering::Relaxed);
             reporter.set_not_serving::<TtsServer<TtsService>>().await;
@@ -118,11 +130,17 @@ impl Worker {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "worker listening");
         }
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(TtsServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-            .await?;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+        let grace = self.grace;
+        tokio::select! {
+            r = server => r?,
+            _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing streams");
+            }
+        }
         Ok(())
     }
 }

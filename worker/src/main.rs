@@ -24,6 +24,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    worker.serve(listener, tts_worker::signal::shutdown()).await?;
+    worker
+        .serve(listener, tts_worker::signal::shutdown())
+        .await?;
     Ok(())
 }

@@ -35,9 +35,10 @@ pub struct TtsService {
 /// A status whose `tts-error-code` metadata names the client-facing code.
 fn coded(status: Status, code: &'static str) -> Status {
     let mut status = status;
-    status
-        .metadata_mut()
-        .insert(ERROR_CODE_HEADER, tonic::metadata::MetadataValue::from_static(code));
+    status.metadata_mut().insert(
+        ERROR_CODE_HEADER,
+        tonic::metadata::MetadataValue::from_static(code),
+    );
     status
 }
 
@@ -49,7 +50,11 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
 }
 
 fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> RequestIds {
-    let header = |key: &str| meta.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |key: &str| {
+        meta.get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let or_header = |field: &str, fallback: Option<String>| {
         if field.is_empty() {
             fallback.unwrap_or_default()
@@ -96,11 +101,17 @@ impl Tts for TtsService {
             Err(coded(status, code))
         };
         if self.draining.load(Ordering::Relaxed) {
-            return reject(Status::unavailable("worker is draining"), "worker_unavailable");
+            return reject(
+                Status::unavailable("worker is draining"),
+                "worker_unavailable",
+            );
         }
         let chars = req.text.chars().count();
         if chars > self.max_text_chars {
-            let msg = format!("text is {chars} characters; the limit is {}", self.max_text_chars);
+            let msg = format!(
+                "text is {chars} characters; the limit is {}",
+                self.max_text_chars
+            );
             return reject(Status::invalid_argument(msg), "text_too_long");
         }
         let Some(voice) = self.find_voice(&req.voice) else {
@@ -109,7 +120,10 @@ impl Tts for TtsService {
         };
         let clauses = split_clauses(&req.text, SplitOptions::default());
         if clauses.is_empty() {
-            return reject(Status::invalid_argument("text has nothing to speak"), "empty_text");
+            return reject(
+                Status::invalid_argument("text has nothing to speak"),
+                "empty_text",
+            );
         }
         let voice_name = self.voices[voice].info().name.clone();
         let (tx, rx) = mpsc::channel(self.stream_queue_frames);
@@ -122,7 +136,9 @@ impl Tts for TtsService {
         };
         if let Err(e) = self.pool.submit(job) {
             return match e {
-                SubmitError::Full => reject(Status::resource_exhausted(e.to_string()), "overloaded"),
+                SubmitError::Full => {
+                    reject(Status::resource_exhausted(e.to_string()), "overloaded")
+                }
                 SubmitError::Closed => {
                     reject(Status::unavailable(e.to_string()), "worker_unavailable")
                 }
@@ -234,6 +250,9 @@ mod tests {
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         assert_eq!(trace_id_from_traceparent("garbage"), None);
-        assert_eq!(trace_id_from_traceparent("00-xyz-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            trace_id_from_traceparent("00-xyz-00f067aa0ba902b7-01"),
+            None
+        );
     }
 }

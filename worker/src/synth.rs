@@ -123,8 +123,8 @@ impl SynthThread {
         let mut lanes = Vec::with_capacity(voices.len());
         for voice in voices {
             let info = voice.info();
-            let resampler =
-                Resampler::new(info.sample_rate).map_err(|e| EngineError::Runtime(e.to_string()))?;
+            let resampler = Resampler::new(info.sample_rate)
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
             lanes.push((voice.synthesizer()?, resampler, info.gain));
         }
         Ok(Self {
@@ -180,16 +180,20 @@ impl SynthThread {
             metrics::clause_synthesized(started.elapsed(), self.native.len(), resampler.rate());
             self.resampled.clear();
             resampler.process(&self.native, &mut self.resampled);
-            self.framer
-                .push(self.resampled.iter().map(|&s| to_s16(s, gain)), &mut self.frames);
+            self.framer.push(
+                self.resampled.iter().map(|&s| to_s16(s, gain)),
+                &mut self.frames,
+            );
             if !sender.send_all(&mut self.frames) {
                 return Ok(Outcome::Abandoned);
             }
         }
         self.resampled.clear();
         resampler.finish(&mut self.resampled);
-        self.framer
-            .push(self.resampled.iter().map(|&s| to_s16(s, gain)), &mut self.frames);
+        self.framer.push(
+            self.resampled.iter().map(|&s| to_s16(s, gain)),
+            &mut self.frames,
+        );
         self.frames.extend(self.framer.finish());
         if !sender.send_all(&mut self.frames) {
             return Ok(Outcome::Abandoned);

@@ -136,7 +136,12 @@ mod tests {
     fn splits_long_sentences_at_commas_only() {
         let short = "First, a short one.";
         assert_eq!(texts(short), vec![short]);
-        let long = format!("{}, {}; {}.", "a".repeat(50), "b".repeat(40), "c".repeat(30));
+        let long = format!(
+            "{}, {}; {}.",
+            "a".repeat(50),
+            "b".repeat(40),
+            "c".repeat(30)
+        );
         assert_eq!(
             texts(&long),
             vec![

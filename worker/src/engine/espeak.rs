@@ -23,8 +23,12 @@ type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
 
 #[link(name = "espeak-ng")]
 unsafe extern "C" {
-    fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int)
-    -> c_int;
+    fn espeak_Initialize(
+        output: c_int,
+        buflength: c_int,
+        path: *const c_char,
+        options: c_int,
+    ) -> c_int;
     fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
     fn espeak_TextToPhonemes(
         textptr: *mut *const c_void,
@@ -98,7 +102,9 @@ fn with_espeak<T>(voice: &str, f: impl FnOnce(&Espeak) -> T) -> Result<T, Engine
         let name = CString::new(voice).map_err(|_| EngineError::Espeak("voice name".into()))?;
         // SAFETY: `name` is a valid C string for the call.
         if unsafe { espeak_SetVoiceByName(name.as_ptr()) } != EE_OK {
-            return Err(EngineError::Espeak(format!("espeak-ng has no voice {voice:?}")));
+            return Err(EngineError::Espeak(format!(
+                "espeak-ng has no voice {voice:?}"
+            )));
         }
         state.voice = voice.to_owned();
     }

@@ -108,8 +108,7 @@ impl Phonemizer {
 }
 
 /// ONNX Runtime can be loaded once per process; every voice shares it.
-static RUNTIME: OnceLock<Mutex<Option<(PathBuf, ort::environment::Environment)>>> =
-    OnceLock::new();
+static RUNTIME: OnceLock<Mutex<Option<(PathBuf, ort::environment::Environment)>>> = OnceLock::new();
 
 fn runtime(library: &Path) -> Result<ort::environment::Environment, EngineError> {
     let cell = RUNTIME.get_or_init(|| Mutex::new(None));
@@ -158,7 +157,11 @@ impl PiperVoice {
                 (Some(c), None) => {
                     ids.insert(c, id);
                 }
-                _ => return Err(config_error(format!("phoneme {symbol:?} is not one character"))),
+                _ => {
+                    return Err(config_error(format!(
+                        "phoneme {symbol:?} is not one character"
+                    )));
+                }
             }
         }
         for required in [PAD, BOS, EOS] {

@@ -1,0 +1,45 @@
+//! Existing clients send `{"text": …, "trace_id": …}` with no `type`: that
+//! is a synthesize request, and its trace id comes back in `start`.
+
+use tts_client::{Client, Collector};
+use tts_tests::spawn_pipeline;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_text_message_echoes_trace_id() {
+    let (worker, pipeline) = spawn_pipeline().await;
+    let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    client
+        .send_json(&serde_json::json!({"text": "Hello world", "trace_id": trace}))
+        .await
+        .expect("send");
+    // The server generated the request id: read it from `start`.
+    let start = match client.next_event().await.expect("start") {
+        tts_client::Event::Json(v) => v,
+        other => panic!("expected start, got {other:?}"),
+    };
+    assert_eq!(start["type"], "start");
+    assert_eq!(start["trace_id"], trace);
+    let request_id = start["request_id"]
+        .as_str()
+        .expect("generated request id")
+        .to_owned();
+    assert!(!request_id.is_empty());
+
+    let mut collector = Collector::new(request_id, std::time::Instant::now());
+    collector
+        .on_event(tts_client::Event::Json(start))
+        .expect("start accepted");
+    let utterance = loop {
+        let event = client.next_event().await.expect("event");
+        if let Some(done) = collector.on_event(event).expect("no error") {
+            break done;
+        }
+    };
+    assert_eq!(utterance.report.trace_id, trace);
+    assert!(utterance.report.frames > 10);
+    assert_eq!(utterance.report.integrity_failures(), 0);
+
+    pipeline.orchestrator.stop().await;
+    worker.stop().await;
+}

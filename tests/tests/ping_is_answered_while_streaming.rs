@@ -1,0 +1,50 @@
+//! A ping sent while a long text is streaming is answered at once, ahead of
+//! the queued audio.
+
+use serde_json::json;
+use tts_client::{Client, Event, SynthesizeOptions};
+use tts_tests::{LONG_TEXT, spawn_pipeline};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_is_answered_while_streaming() {
+    let (worker, pipeline) = spawn_pipeline().await;
+    let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
+    client
+        .start(LONG_TEXT, &SynthesizeOptions::default())
+        .await
+        .expect("send");
+    // Wait until audio flows.
+    loop {
+        if let Event::Frame(..) = client.next_event().await.expect("event") {
+            break;
+        }
+    }
+    client
+        .send_json(&json!({"type": "ping", "id": 42}))
+        .await
+        .expect("ping");
+    let mut frames_before_pong = 0;
+    let pong = loop {
+        match client.next_event().await.expect("event") {
+            Event::Frame(..) => frames_before_pong += 1,
+            Event::Json(v) if v["type"] == "pong" => break v,
+            Event::Json(v) => assert_ne!(v["type"], "end", "stream ended before the pong: {v}"),
+        }
+    };
+    assert_eq!(pong["id"], 42);
+    assert!(
+        pong["server_time_us"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000_000)
+    );
+    // Frames already in flight on the socket may precede the pong, but not
+    // the rest of the request (thousands of frames).
+    assert!(
+        frames_before_pong < 200,
+        "{frames_before_pong} frames before the pong"
+    );
+
+    drop(client);
+    pipeline.orchestrator.stop().await;
+    worker.stop().await;
+}
