@@ -33,7 +33,7 @@ pub struct TtsService {
 }
 
 /// A status whose `tts-error-code` metadata names the client-facing code.
-fn coded(status: Status, code: &'static str) -> Status {
+pub(crate) fn coded(status: Status, code: &'static str) -> Status {
     let mut status = status;
     status.metadata_mut().insert(
         ERROR_CODE_HEADER,

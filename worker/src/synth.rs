@@ -149,6 +149,13 @@ impl SynthThread {
             let ids = job.ids.clone();
             match self.run(job) {
                 Ok(Outcome::Completed) => {}
+                Ok(Outcome::NoAudio) => {
+                    let status = crate::service::coded(
+                        Status::invalid_argument("the text produced no audio"),
+                        "empty_text",
+                    );
+                    let _ = frames.blocking_send(Err(status));
+                }
                 Ok(Outcome::Abandoned) => {
                     debug!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                         session_id = %ids.session_id, "receiver gone; synthesis stopped");
@@ -194,7 +201,10 @@ impl SynthThread {
             self.resampled.iter().map(|&s| to_s16(s, gain)),
             &mut self.frames,
         );
-        self.frames.extend(self.framer.finish());
+        let Some(last) = self.framer.finish() else {
+            return Ok(Outcome::NoAudio);
+        };
+        self.frames.push(last);
         if !sender.send_all(&mut self.frames) {
             return Ok(Outcome::Abandoned);
         }
@@ -204,6 +214,8 @@ impl SynthThread {
 
 enum Outcome {
     Completed,
+    /// Every clause synthesised to nothing: no frame was produced.
+    NoAudio,
     Abandoned,
 }
 

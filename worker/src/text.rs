@@ -2,7 +2,7 @@
 //! leaves after the first clause, not after the whole text.
 //!
 //! Sentences end at `.`, `!` or `?` followed by whitespace (so `3.14` stays
-//! whole). A sentence longer than `long_sentence_chars` is split further at
+//! whole). A sentence longer than `long_sentence_chars` (default 60) is split further at
 //! `,`, `;` and `:`; a piece still longer than `max_clause_chars` (no
 //! punctuation at all) is split at the last space before the limit.
 
@@ -27,7 +27,7 @@ pub struct SplitOptions {
 impl Default for SplitOptions {
     fn default() -> Self {
         Self {
-            long_sentence_chars: 100,
+            long_sentence_chars: 60,
             max_clause_chars: 300,
         }
     }
@@ -138,16 +138,16 @@ mod tests {
         assert_eq!(texts(short), vec![short]);
         let long = format!(
             "{}, {}; {}.",
-            "a".repeat(50),
-            "b".repeat(40),
-            "c".repeat(30)
+            "a".repeat(30),
+            "b".repeat(20),
+            "c".repeat(10)
         );
         assert_eq!(
             texts(&long),
             vec![
-                format!("{},", "a".repeat(50)),
-                format!("{};", "b".repeat(40)),
-                format!("{}.", "c".repeat(30))
+                format!("{},", "a".repeat(30)),
+                format!("{};", "b".repeat(20)),
+                format!("{}.", "c".repeat(10))
             ]
         );
     }

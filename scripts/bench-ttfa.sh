@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Time to first audio and real-time factors, measured through the whole
+# pipeline (release build, embedded worker, loopback), one request at a time.
+#
+#   bash scripts/bench-ttfa.sh [RUNS]      (default 10 runs per text)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-10}
+PORT=${TTS_BENCH_PORT:-18180}
+ADMIN_PORT=${TTS_BENCH_ADMIN_PORT:-18181}
+
+bash scripts/setup.sh
+cargo build --release --bins -q
+BIN=target/release
+
+MEDIUM="The quick brown fox jumps over the lazy dog, and the dog, unimpressed, goes back to sleep."
+PARAGRAPH=$(python3 - <<'PY'
+text = ("Streaming speech must start quickly and never stall. A listener notices a gap of a "
+        "tenth of a second, and a silence of half a second feels like a dropped call. That is "
+        "why the worker speaks clause by clause, sending each piece as soon as it exists, "
+        "while the orchestrator checks every frame and passes it on without waiting for the "
+        "rest. The client measures what a person would hear: how long until the first sound, "
+        "whether every frame arrived in order, and whether any of them was damaged on the way. "
+        "When a reader falls behind, bounded queues push back on the worker instead of filling "
+        "memory, and when a request is cancelled, synthesis stops at the next frame. These "
+        "numbers are written down with the command that produced them, so that anyone can run "
+        "it again and compare. Each frame carries two timestamps, one from the worker and one "
+        "from the orchestrator, and a checksum that only the worker computes. If any of them "
+        "is wrong, the request fails loudly instead of playing damaged sound to a listener.")
+print(text[:1000].rsplit(' ', 1)[0])
+PY
+)
+
+LOG=$(mktemp -t tts-bench.XXXXXX.log)
+"$BIN/tts-orchestrator" --embedded-worker --listen "127.0.0.1:$PORT" \
+  --admin-listen "127.0.0.1:$ADMIN_PORT" 2>"$LOG" &
+ORCH=$!
+trap 'kill "$ORCH" 2>/dev/null; wait "$ORCH" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+OUT=$(mktemp -d)
+run() { # label text
+  "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$2" --out "$OUT/warmup.wav" --json >/dev/null
+  for i in $(seq 1 "$RUNS"); do
+    "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$2" --out "$OUT/$1.wav" --json >"$OUT/$1-$i.json"
+  done
+}
+run medium "$MEDIUM"
+run paragraph "$PARAGRAPH"
+python3 - "$OUT" "$RUNS" "${#MEDIUM}" "${#PARAGRAPH}" <<'PY'
+import json, sys, statistics as st
+out, runs, n_medium, n_para = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"{'text':<22}{'chars':>6}{'audio s':>9}{'TTFA p50 ms':>13}{'min':>8}{'max':>8}{'path RTF':>10}")
+for label, chars in (("medium", n_medium), ("paragraph", n_para)):
+    reports = [json.load(open(f"{out}/{label}-{i}.json")) for i in range(1, runs + 1)]
+    ttfa = [r["time_to_first_audio_ms"] for r in reports]
+    rtf = [r["real_time_factor"] for r in reports]
+    bad = sum(r["checksum_failures"] + r["sequence_failures"] + r["malformed_frames"] for r in reports)
+    print(f"{label:<22}{chars:>6}{reports[0]['audio_seconds']:>9.2f}{st.median(ttfa):>13.1f}"
+          f"{min(ttfa):>8.1f}{max(ttfa):>8.1f}{st.median(rtf):>10.3f}   ({runs} runs, {bad} bad frames)")
+PY
+# The worker's own real-time factor per clause (synthesis time / audio time).
+exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT"
+printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+python3 -c '
+import sys
+m = {}
+for line in sys.stdin:
+    parts = line.split()
+    if len(parts) == 2 and parts[0].startswith(("tts_worker_synthesis_real_time_factor_", "tts_worker_clause_synthesis_seconds_")):
+        m[parts[0]] = float(parts[1])
+n = m.get("tts_worker_synthesis_real_time_factor_count", 0)
+if n:
+    rtf = m["tts_worker_synthesis_real_time_factor_sum"] / n
+    clause_ms = 1e3 * m["tts_worker_clause_synthesis_seconds_sum"] / m["tts_worker_clause_synthesis_seconds_count"]
+    print(f"worker: {int(n)} clauses, mean real-time factor per clause {rtf:.3f}, mean clause synthesis {clause_ms:.1f} ms")
+' <&3
