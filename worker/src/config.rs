@@ -45,10 +45,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_INTRA_THREADS", default_value_t = 1)]
     pub intra_threads: usize,
 
-    /// Requests that may wait for a synthesis thread; more are refused
-    /// with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "TTS_SYNTHESIS_QUEUE", default_value_t = 64)]
-    pub synthesis_queue: usize,
+    /// Requests admitted at once (synthesising, waiting for a thread, or
+    /// streaming); more are refused with RESOURCE_EXHAUSTED. Each holds at
+    /// most one clause in the synthesis queue.
+    #[arg(long, env = "TTS_WORKER_MAX_REQUESTS", default_value_t = 64)]
+    pub max_requests: usize,
 
     /// Frames a request may have synthesised but not yet sent (16 = 320 ms
     /// of audio). When full, synthesis of that request waits.
@@ -93,7 +94,7 @@ impl WorkerConfig {
         for (name, value) in [
             ("--synthesis-threads", self.synthesis_threads),
             ("--intra-threads", self.intra_threads),
-            ("--synthesis-queue", self.synthesis_queue),
+            ("--max-requests", self.max_requests),
             ("--stream-queue-frames", self.stream_queue_frames),
             ("--max-text-chars", self.max_text_chars),
         ] {

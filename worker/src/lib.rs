@@ -81,7 +81,7 @@ impl Worker {
             )?));
         }
         voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
-        let pool = SynthPool::start(&voices, config.synthesis_threads, config.synthesis_queue)?;
+        let pool = SynthPool::start(&voices, config.synthesis_threads, config.max_requests)?;
         let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
         info!(voices = ?names, default = names[0], threads = config.synthesis_threads,
             load_ms = started.elapsed().as_millis() as u64, "voices loaded");

@@ -19,14 +19,14 @@ use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 
 use crate::engine::Voice;
 use crate::metrics;
-use crate::synth::{Job, RequestIds, SubmitError, SynthPool};
+use crate::synth::{RequestIds, SynthPool};
 use crate::text::{SplitOptions, split_clauses};
 
 /// Serves synthesis requests from the pool.
 pub struct TtsService {
     pub(crate) voices: Vec<Arc<dyn Voice>>,
     pub(crate) default_voice: usize,
-    pub(crate) pool: SynthPool,
+    pub(crate) pool: Arc<SynthPool>,
     pub(crate) max_text_chars: usize,
     pub(crate) stream_queue_frames: usize,
     pub(crate) draining: Arc<AtomicBool>,
@@ -127,22 +127,8 @@ impl Tts for TtsService {
         }
         let voice_name = self.voices[voice].info().name.clone();
         let (tx, rx) = mpsc::channel(self.stream_queue_frames);
-        let job = Job {
-            clauses,
-            voice,
-            frames: tx,
-            ids: ids.clone(),
-            queued_at: received,
-        };
-        if let Err(e) = self.pool.submit(job) {
-            return match e {
-                SubmitError::Full => {
-                    reject(Status::resource_exhausted(e.to_string()), "overloaded")
-                }
-                SubmitError::Closed => {
-                    reject(Status::unavailable(e.to_string()), "worker_unavailable")
-                }
-            };
+        if let Err(e) = self.pool.submit(voice, clauses, ids.clone(), tx) {
+            return reject(Status::resource_exhausted(e.to_string()), "overloaded");
         }
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
             voice = %voice_name, chars, "synthesis queued");
