@@ -8,4 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo test --workspace
+
+LOG=$(mktemp -t tts-test.XXXXXX.log)
+trap 'rm -f "$LOG"' EXIT
+cargo test --workspace 2>&1 | tee "$LOG"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

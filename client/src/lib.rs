@@ -3,6 +3,8 @@
 //! CRC-32C) and measures what a listener would: time to first audio and the
 //! latency of each hop.
 
+#[cfg(feature = "play")]
+pub mod playback;
 pub mod report;
 
 use std::time::{Duration, Instant};

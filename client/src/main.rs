@@ -63,10 +63,24 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tts-client: {e:#}");
+            eprintln!("tts-client: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once (some causes repeat their
+/// source's text in their own).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn read_text(args: &SayArgs) -> anyhow::Result<String> {
@@ -117,7 +131,7 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(feature = "play")]
 fn play(samples: &[i16]) -> anyhow::Result<()> {
-    tts_client::playback::play(samples)
+    Ok(tts_client::playback::play(samples)?)
 }
 
 #[cfg(not(feature = "play"))]

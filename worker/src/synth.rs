@@ -288,11 +288,7 @@ impl SynthThread {
         self.native.clear();
         let started = Instant::now();
         synth.synthesize(&job.clause, &mut self.native)?;
-        metrics::clause_synthesized(
-            started.elapsed(),
-            self.native.len(),
-            audio.resampler.rate(),
-        );
+        metrics::clause_synthesized(started.elapsed(), self.native.len(), audio.resampler.rate());
         self.resampled.clear();
         audio.resampler.process(&self.native, &mut self.resampled);
         if job.last {

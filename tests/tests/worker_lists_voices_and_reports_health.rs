@@ -1,0 +1,91 @@
+//! The worker's gRPC surface: ListVoices names both engines' voices, the
+//! standard health service says SERVING, the light espeak-ng voice speaks
+//! through the pipeline, and the orchestrator's `/health` reports the worker.
+
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tts_client::{Client, SynthesizeOptions};
+use tts_proto::v1::ListVoicesRequest;
+use tts_proto::v1::tts_client::TtsClient;
+use tts_tests::{assert_speech_like, http_get, spawn_pipeline};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_lists_voices_and_reports_health() {
+    let (worker, pipeline) = spawn_pipeline().await;
+    let channel = Channel::from_shared(format!("http://{}", worker.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+
+    let voices = TtsClient::new(channel.clone())
+        .list_voices(ListVoicesRequest {})
+        .await
+        .expect("ListVoices")
+        .into_inner();
+    assert_eq!(voices.default_voice, "en_US-joe-medium");
+    let piper = voices
+        .voices
+        .iter()
+        .find(|v| v.name == "en_US-joe-medium")
+        .expect("piper voice");
+    assert_eq!(
+        (piper.engine.as_str(), piper.native_sample_rate),
+        ("piper", 22_050)
+    );
+    assert_eq!(piper.language, "en-US");
+    let espeak = voices
+        .voices
+        .iter()
+        .find(|v| v.name == "espeak-en-us")
+        .expect("espeak voice");
+    assert_eq!(espeak.engine, "espeak");
+
+    for service in ["", "tts.v1.Tts"] {
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(status, 1, "SERVING for {service:?}");
+    }
+
+    let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
+    let opts = SynthesizeOptions {
+        voice: Some("espeak-en-us".into()),
+        ..SynthesizeOptions::default()
+    };
+    let u = client
+        .synthesize("Hello from the formant voice, quick and light.", &opts)
+        .await
+        .expect("espeak synthesis");
+    assert_eq!(u.report.voice, "espeak-en-us");
+    assert_eq!(u.report.integrity_failures(), 0);
+    assert_speech_like(&u.samples, 8);
+
+    let (status, body) = http_get(pipeline.admin, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["worker"]["status"], "serving", "{health}");
+
+    drop(client);
+    pipeline.orchestrator.stop().await;
+    // With the worker gone, the orchestrator is still up but degraded.
+    let other = tts_tests::spawn_orchestrator(
+        format!("http://{}", worker.addr),
+        tts_orchestrator::OrchestratorConfig::default(),
+    )
+    .await;
+    worker.stop().await;
+    let (status, body) = http_get(other.admin, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["worker"]["status"], "unreachable", "{health}");
+    other.orchestrator.stop().await;
+}
