@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use tts_frame::{FrameHeader, Validator};
 use tts_proto::v1::tts_client::TtsClient;
 use tts_proto::v1::{AudioFrame, SynthesizeRequest};
-use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
 
 use crate::metrics::{self, RelayStats};
 use crate::protocol::{ErrorCode, ServerMessage};
@@ -126,6 +126,9 @@ fn grpc_request(req: &Pending) -> tonic::Request<SynthesizeRequest> {
     let meta = grpc.metadata_mut();
     if let Ok(v) = req.request_id.parse() {
         meta.insert(REQUEST_ID_HEADER, v);
+    }
+    if let Ok(v) = req.trace_id.parse() {
+        meta.insert(TRACE_ID_HEADER, v);
     }
     if is_w3c_trace_id(&req.trace_id) {
         let span: u64 = rand_span_id();

@@ -10,6 +10,9 @@ pub mod v1 {
 
 /// gRPC metadata key carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// gRPC metadata key carrying the trace id as the client gave it (any
+/// string; `traceparent` only carries W3C-shaped ids).
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// gRPC metadata key carrying W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// gRPC metadata key on error statuses naming the client-facing error code

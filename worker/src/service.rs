@@ -15,7 +15,7 @@ use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, SynthesizeRequest, Voice as VoiceMessage,
 };
-use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
 
 use crate::engine::Voice;
 use crate::metrics;
@@ -63,10 +63,12 @@ fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> RequestIds {
         }
     };
     let traceparent = header(TRACEPARENT_HEADER);
-    let trace_from_header = traceparent
-        .as_deref()
-        .and_then(trace_id_from_traceparent)
-        .map(str::to_owned);
+    let trace_from_header = header(TRACE_ID_HEADER).or_else(|| {
+        traceparent
+            .as_deref()
+            .and_then(trace_id_from_traceparent)
+            .map(str::to_owned)
+    });
     RequestIds {
         request_id: or_header(&req.request_id, header(REQUEST_ID_HEADER)),
         trace_id: or_header(&req.trace_id, trace_from_header),
