@@ -1,86 +1,217 @@
-//! The admin HTTP listener: `GET /health` and `GET /metrics`.
+//! The admin HTTP listener: `GET /health` (liveness), `GET /ready`
+//! (readiness, with `?deep=1` adding a synthesis canary) and `GET /metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tts_frame::{Tally, Validator};
+use tts_proto::v1::SynthesizeRequest;
+use tts_proto::v1::tts_client::TtsClient;
+use tts_telemetry::MetricsHandle;
 
+use crate::config::OrchestratorConfig;
 use crate::metrics::RelayStats;
+
+/// The phrase the canary speaks.
+pub(crate) const CANARY_TEXT: &str = "Canary check.";
+/// Frames a good canary produces: "Canary check." is about one second.
+const CANARY_FRAMES: std::ops::RangeInclusive<u64> = 15..=250;
 
 /// What the admin routes read.
 pub(crate) struct AdminState {
     pub(crate) channel: Channel,
-    pub(crate) worker_url: String,
+    pub(crate) client: TtsClient<Channel>,
+    pub(crate) config: OrchestratorConfig,
     pub(crate) stats: Arc<RelayStats>,
-    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) metrics: Option<MetricsHandle>,
+    pub(crate) canary: Mutex<Option<(Instant, Check)>>,
 }
 
-/// The worker's answer to its gRPC health check.
-#[derive(Debug, Serialize)]
-pub(crate) struct WorkerHealth {
-    url: String,
-    /// `serving`, `not_serving` or `unreachable`.
+/// One readiness check's result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Check {
+    /// `ok`, `warn` (degrades) or `fail` (unhealthy).
     status: &'static str,
     latency_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    detail: String,
+}
+
+impl Check {
+    fn new(status: &'static str, started: Instant, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            latency_ms: (started.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Asks the worker's `grpc.health.v1` about the `tts.v1.Tts` service.
+async fn check_worker(channel: Channel, url: &str) -> Check {
+    let started = Instant::now();
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: tts_worker::HEALTH_SERVICE.into(),
+    };
+    match tokio::time::timeout(Duration::from_secs(2), client.check(request)).await {
+        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
+            Check::new("ok", started, format!("{url} SERVING"))
+        }
+        Ok(Ok(resp)) => Check::new(
+            "fail",
+            started,
+            format!(
+                "{url} answers {:?}",
+                ServingStatus::try_from(resp.get_ref().status).unwrap_or(ServingStatus::Unknown)
+            ),
+        ),
+        Ok(Err(status)) => Check::new(
+            "fail",
+            started,
+            format!("{url} unreachable: {}", status.message()),
+        ),
+        Err(_) => Check::new("fail", started, format!("{url}: no answer within 2 s")),
+    }
+}
+
+async fn check_redis(url: &str) -> Check {
+    let started = Instant::now();
+    let ping = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(Duration::from_millis(500), ping).await {
+        Ok(Ok(pong)) => Check::new("ok", started, format!("PING → {pong}")),
+        Ok(Err(e)) => Check::new("warn", started, format!("redis: {e}")),
+        Err(_) => Check::new("warn", started, "redis: no answer within 500 ms"),
+    }
+}
+
+fn check_disk(min_free_mb: u64) -> Check {
+    let started = Instant::now();
+    match nix::sys::statvfs::statvfs(".") {
+        Ok(fs) => {
+            let free_mb = fs.blocks_available() * fs.fragment_size() / (1 << 20);
+            let status = if free_mb >= min_free_mb { "ok" } else { "warn" };
+            Check::new(
+                status,
+                started,
+                format!("{free_mb} MiB free (minimum {min_free_mb})"),
+            )
+        }
+        Err(e) => Check::new("warn", started, format!("statvfs: {e}")),
+    }
+}
+
+fn check_memory(min_available_mb: u64) -> Check {
+    let started = Instant::now();
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    });
+    match available_kib {
+        Some(kib) => {
+            let mb = kib / 1024;
+            let status = if mb >= min_available_mb { "ok" } else { "warn" };
+            Check::new(
+                status,
+                started,
+                format!("{mb} MiB available (minimum {min_available_mb})"),
+            )
+        }
+        None => Check::new("ok", started, "MemAvailable not readable; not checked"),
+    }
+}
+
+/// Speaks [`CANARY_TEXT`] through the worker and checks the audio: frame
+/// count in range, sizes, sequence and checksums valid, not silent, not
+/// clipped.
+pub(crate) async fn canary(client: &TtsClient<Channel>) -> Check {
+    let started = Instant::now();
+    let request = SynthesizeRequest {
+        text: CANARY_TEXT.into(),
+        request_id: format!("canary-{}", uuid::Uuid::new_v4().simple()),
+        trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        session_id: "canary".into(),
+        voice: String::new(),
+    };
+    let mut client = client.clone();
+    let run = async {
+        let mut stream = client.synthesize(request).await?.into_inner();
+        let (mut validator, mut tally, mut last) = (Validator::new(), Tally::default(), false);
+        while let Some(frame) = stream.message().await? {
+            tally.record(&validator.check(frame.sequence, frame.crc32c, &frame.payload));
+            last |= frame.last;
+        }
+        Ok::<_, tonic::Status>((tally, last))
+    };
+    let (tally, last) = match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(status)) => {
+            return Check::new(
+                "fail",
+                started,
+                format!("synthesis failed: {}", status.message()),
+            );
+        }
+        Err(_) => return Check::new("fail", started, "no complete answer within 10 s"),
+    };
+    let frames = tally.ok + tally.errors();
+    let problem = if tally.errors() > 0 {
+        Some(format!("{} frames failed verification", tally.errors()))
+    } else if !CANARY_FRAMES.contains(&frames) || !last {
+        Some(format!(
+            "{frames} frames (expected {CANARY_FRAMES:?}, last flag {last})"
+        ))
+    } else if tally.silence == frames {
+        Some("every frame is silent".to_owned())
+    } else if tally.clipping > 0 {
+        Some(format!("{} clipped frames", tally.clipping))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Check::new("fail", started, p),
+        None => Check::new(
+            "ok",
+            started,
+            format!("{frames} frames, {} silent, checksums valid", tally.silence),
+        ),
+    }
 }
 
 #[derive(Debug, Serialize)]
-struct Health {
-    /// `ok` when the worker serves, else `degraded`: the process itself is up.
+struct Liveness {
     status: &'static str,
     version: &'static str,
-    worker: WorkerHealth,
+    /// The worker's gRPC health, for information: liveness does not depend on it.
+    worker: Check,
     connections: u64,
     frames_received: u64,
     frames_sent: u64,
     frames_buffered: u64,
 }
 
-/// Asks the worker's `grpc.health.v1` about the `tts.v1.Tts` service.
-pub(crate) async fn check_worker(channel: Channel, url: &str) -> WorkerHealth {
-    let started = Instant::now();
-    let mut client = HealthClient::new(channel);
-    let request = HealthCheckRequest {
-        service: "tts.v1.Tts".into(),
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await;
-    let (status, error) = match answer {
-        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => ("serving", None),
-        Ok(Ok(_)) => ("not_serving", None),
-        Ok(Err(status)) => ("unreachable", Some(status.message().to_owned())),
-        Err(_) => ("unreachable", Some("health check timed out".to_owned())),
-    };
-    WorkerHealth {
-        url: url.to_owned(),
-        status,
-        latency_ms: started.elapsed().as_secs_f64() * 1e3,
-        error,
-    }
-}
-
-/// `GET /health`: always 200 while the process serves; the body says
-/// whether the worker answers.
+/// `GET /health`: 200 while the process serves; the body also says whether
+/// the worker answers its gRPC health check.
 pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let worker = check_worker(state.channel.clone(), &state.worker_url).await;
+    let worker = check_worker(state.channel.clone(), &state.config.worker_url).await;
     let s = &state.stats;
-    Json(Health {
-        status: if worker.status == "serving" {
-            "ok"
-        } else {
-            "degraded"
-        },
+    Json(Liveness {
+        status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         worker,
         connections: s.connections.load(Ordering::Relaxed),
@@ -90,21 +221,82 @@ pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoRes
     })
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReadyQuery {
+    #[serde(default)]
+    deep: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Readiness {
+    /// `healthy`, `degraded` or `unhealthy`.
+    status: &'static str,
+    checks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `GET /ready[?deep=1]`: every check with its status, latency and detail;
+/// 200 when healthy or degraded, 503 when unhealthy.
+pub(crate) async fn ready(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<ReadyQuery>,
+) -> impl IntoResponse {
+    let config = &state.config;
+    let mut checks: Vec<(&str, Check)> = vec![
+        (
+            "worker",
+            check_worker(state.channel.clone(), &config.worker_url).await,
+        ),
+        ("disk", check_disk(config.min_free_disk_mb)),
+        ("memory", check_memory(config.min_available_memory_mb)),
+    ];
+    if let Some(url) = &config.redis_url {
+        checks.push(("redis", check_redis(url).await));
+    }
+    if matches!(query.deep.as_deref(), Some("1" | "true")) {
+        checks.push(("canary", cached_canary(&state).await));
+    }
+    let status = if checks.iter().any(|(_, c)| c.status == "fail") {
+        "unhealthy"
+    } else if checks.iter().any(|(_, c)| c.status == "warn") {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let code = if status == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let checks = checks
+        .into_iter()
+        .map(|(name, c)| (name.to_owned(), serde_json::to_value(c).unwrap_or_default()))
+        .collect();
+    (code, Json(Readiness { status, checks }))
+}
+
+/// The canary's last result while fresh; a new run otherwise. Concurrent
+/// callers share one run.
+async fn cached_canary(state: &AdminState) -> Check {
+    let max_age = Duration::from_secs_f64(state.config.canary_cache_secs);
+    let mut cache = state.canary.lock().await;
+    if let Some((at, check)) = cache.as_ref()
+        && at.elapsed() < max_age
+    {
+        return check.clone();
+    }
+    let check = canary(&state.client).await;
+    *cache = Some((Instant::now(), check.clone()));
+    check
+}
+
 /// `GET /metrics`: Prometheus text exposition.
-pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> axum::response::Response {
     match &state.metrics {
-        Some(handle) => {
-            handle.run_upkeep();
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                handle.render(),
-            )
-        }
+        Some(handle) => tts_telemetry::metrics::metrics_response(handle).into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "no metrics recorder installed in this process\n".to_owned(),
-        ),
+            "no metrics recorder installed in this process\n",
+        )
+            .into_response(),
     }
 }

@@ -61,6 +61,27 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_WORKER_CONNECT_TIMEOUT_SECS", default_value_t = 1.0)]
     pub worker_connect_timeout_secs: f64,
 
+    /// A request whose frames stay silent for longer than this many
+    /// milliseconds while streaming is counted and logged as dead air.
+    #[arg(long, env = "TTS_DEAD_AIR_MS", default_value_t = 2000)]
+    pub dead_air_ms: u64,
+
+    /// Optional Redis server checked by `/ready` (e.g. `redis://127.0.0.1:6379`).
+    #[arg(long, env = "TTS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Seconds a `/ready?deep=1` canary result is reused.
+    #[arg(long, env = "TTS_CANARY_CACHE_SECS", default_value_t = 30.0)]
+    pub canary_cache_secs: f64,
+
+    /// `/ready` reports `degraded` below this much free disk, in MiB.
+    #[arg(long, env = "TTS_MIN_FREE_DISK_MB", default_value_t = 512)]
+    pub min_free_disk_mb: u64,
+
+    /// `/ready` reports `degraded` below this much available memory, in MiB.
+    #[arg(long, env = "TTS_MIN_AVAILABLE_MEMORY_MB", default_value_t = 256)]
+    pub min_available_memory_mb: u64,
+
     /// Consecutive bad messages after which a connection is closed.
     #[arg(long, env = "TTS_MAX_BAD_MESSAGES", default_value_t = 32)]
     pub max_bad_messages: u32,

@@ -6,7 +6,7 @@
 //! - [`protocol`]: the WebSocket contract's JSON messages.
 //! - `session`: one connection (reader loop, writer task, queues).
 //! - `relay`: one request's gRPC stream → the connection's queue.
-//! - `admin`: `/health` and `/metrics`.
+//! - `admin`: `/health`, `/ready` (with the synthesis canary) and `/metrics`.
 //! - [`config`]: flags and environment.
 
 pub mod config;
@@ -29,12 +29,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 use tts_proto::v1::tts_client::TtsClient;
+use tts_telemetry::MetricsHandle;
 
 pub use config::OrchestratorConfig;
 pub use metrics::RelayStats;
@@ -55,7 +55,7 @@ pub struct Orchestrator {
     config: OrchestratorConfig,
     channel: Channel,
     stats: Arc<RelayStats>,
-    metrics: Option<PrometheusHandle>,
+    metrics: Option<MetricsHandle>,
 }
 
 impl Orchestrator {
@@ -82,7 +82,7 @@ impl Orchestrator {
     }
 
     /// Serves `/metrics` from this Prometheus recorder.
-    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+    pub fn with_metrics(mut self, handle: MetricsHandle) -> Self {
         self.metrics = Some(handle);
         self
     }
@@ -104,11 +104,15 @@ impl Orchestrator {
         grace: Duration,
     ) -> Result<(), OrchestratorError> {
         let stop = CancellationToken::new();
+        metrics::started();
+        let client = TtsClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024);
         let shared = Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
-                client: TtsClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024),
+                client: client.clone(),
+                channel: self.channel.clone(),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
+                dead_air: Duration::from_millis(self.config.dead_air_ms),
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
@@ -118,15 +122,18 @@ impl Orchestrator {
         });
         let admin_state = Arc::new(admin::AdminState {
             channel: self.channel.clone(),
-            worker_url: self.config.worker_url.clone(),
+            client,
+            config: self.config.clone(),
             stats: Arc::clone(&self.stats),
             metrics: self.metrics.clone(),
+            canary: tokio::sync::Mutex::new(None),
         });
         let ws_app = Router::new()
             .route("/ws", get(ws_handler))
             .with_state(Arc::clone(&shared));
         let admin_app = Router::new()
             .route("/health", get(admin::health))
+            .route("/ready", get(admin::ready))
             .route("/metrics", get(admin::metrics))
             .with_state(admin_state);
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
@@ -201,26 +208,4 @@ async fn ws_handler(
         .max_frame_size(max)
         .write_buffer_size(0)
         .on_upgrade(move |socket| session::serve(socket, shared, trace_hint))
-}
-
-/// Installs the process-wide Prometheus recorder with explicit histogram
-/// buckets, and returns the handle that renders `/metrics`.
-pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), metrics::LATENCY_BUCKETS)
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(metrics::QUEUE_DEPTH.into()),
-                metrics::QUEUE_BUCKETS,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Suffix("_real_time_factor".into()),
-                &[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
-            )
-        })
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())
 }

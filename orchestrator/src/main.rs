@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             Ok(())
         },
-        tts_worker::telemetry::init_logging(&cli.log_format),
+        tts_telemetry::init_logging(&cli.log_format),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
         eprintln!("tts-orchestrator: {e}");
@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let metrics = tts_orchestrator::install_metrics().map_err(anyhow::Error::msg)?;
+    let metrics = tts_telemetry::install_metrics().map_err(anyhow::Error::msg)?;
     let orchestrator = Orchestrator::new(cli.relay)?.with_metrics(metrics);
     let ws = TcpListener::bind(cli.listen)
         .await
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.admin_listen))?;
     orchestrator
-        .serve(ws, admin, tts_worker::signal::shutdown(), SHUTDOWN_GRACE)
+        .serve(ws, admin, tts_telemetry::signal::shutdown(), SHUTDOWN_GRACE)
         .await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Every metric the orchestrator records, by name, in one place, and the
-//! process-wide counters the relay keeps for tests and `/health`.
+//! Every metric the orchestrator records, by name, in one place (listed with
+//! units and labels in `docs/metrics.md`), and the process-wide counters the
+//! relay keeps for `/health` and tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -8,30 +9,38 @@ use tts_frame::{FrameError, QualityStats};
 
 /// Open WebSocket connections.
 pub const CONNECTIONS: &str = "tts_orchestrator_websocket_connections";
-/// Requests by `outcome` (completed, cancelled, failed) and `code`.
+/// WebSocket connections accepted since start.
+pub const CONNECTIONS_TOTAL: &str = "tts_orchestrator_websocket_connections_total";
+/// Requests by `outcome` (completed, cancelled, failed, rejected,
+/// disconnected) and `code` (an error code, or `none`).
 pub const REQUESTS: &str = "tts_orchestrator_requests_total";
 /// Requests in flight.
 pub const INFLIGHT: &str = "tts_orchestrator_inflight_requests";
-/// Frames by `hop` and `result` (ok, bad_size, out_of_sequence,
-/// checksum_mismatch, dropped).
+/// Frames by `hop` (worker_to_orchestrator, orchestrator_to_client) and
+/// `result` (ok, bad_size, out_of_sequence, checksum_mismatch, dropped).
 pub const FRAMES: &str = "tts_orchestrator_frames_total";
 /// Quality warnings on frames received from the worker, by `kind`.
 pub const QUALITY_EVENTS: &str = "tts_orchestrator_frame_quality_events_total";
+/// Frame RMS level, dBFS.
+pub const FRAME_LEVEL: &str = "tts_orchestrator_frame_level_dbfs";
+/// Requests whose audio was silent for longer than `--dead-air-ms`.
+pub const DEAD_AIR: &str = "tts_orchestrator_dead_air_total";
 /// Seconds from `synthesize` received to first frame sent.
 pub const TIME_TO_FIRST_AUDIO: &str = "tts_orchestrator_time_to_first_audio_seconds";
 /// Seconds from the worker's stamp to the orchestrator's receipt.
 pub const WORKER_HOP_LATENCY: &str = "tts_orchestrator_worker_hop_latency_seconds";
+/// Seconds from the orchestrator's receipt of a frame to its send.
+pub const RELAY_LATENCY: &str = "tts_orchestrator_relay_latency_seconds";
+/// Seconds between consecutive frames of a stream at send.
+pub const FRAME_GAP: &str = "tts_orchestrator_frame_gap_seconds";
 /// Frames waiting in a connection's queue, sampled on enqueue.
 pub const QUEUE_DEPTH: &str = "tts_orchestrator_client_queue_frames";
+/// Seconds a relay waited for room in a full connection queue, per wait.
+pub const BACKPRESSURE: &str = "tts_orchestrator_backpressure_wait_seconds";
+/// Always 1, labelled with `version`.
+pub const BUILD_INFO: &str = "tts_orchestrator_build_info";
 
-/// Histogram buckets (seconds) for latencies; boundaries at the targets.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.025, 0.04, 0.06, 0.1, 0.17, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-/// Histogram buckets for queue depth in frames.
-pub const QUEUE_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0];
-
-/// Counters the relay keeps in-process: cheap to read, exact, and what
+/// Counters the relay keeps in-process: exact, cheap to read, and what
 /// `/health` and the tests look at.
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -62,6 +71,7 @@ impl RelayStats {
     pub(crate) fn connection_opened(&self) {
         let n = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!(CONNECTIONS).set(n as f64);
+        metrics::counter!(CONNECTIONS_TOTAL).increment(1);
     }
 
     pub(crate) fn connection_closed(&self) {
@@ -70,12 +80,22 @@ impl RelayStats {
     }
 }
 
+pub(crate) fn started() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(CONNECTIONS).set(0.0);
+    metrics::gauge!(INFLIGHT).set(0.0);
+    metrics::counter!(DEAD_AIR).absolute(0);
+}
+
 pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_latency: Duration) {
     metrics::histogram!(WORKER_HOP_LATENCY).record(hop_latency.as_secs_f64());
     match outcome {
         Ok(stats) => {
             metrics::counter!(FRAMES, "hop" => "worker_to_orchestrator", "result" => "ok")
                 .increment(1);
+            if stats.rms_dbfs.is_finite() {
+                metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
+            }
             let q = stats.quality();
             for (flag, kind) in [
                 (q.clipping, "clipping"),
@@ -94,8 +114,25 @@ pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_lat
     }
 }
 
-pub(crate) fn frames_sent(result: &'static str, n: u64) {
-    metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => result).increment(n);
+pub(crate) fn frame_sent(relay: Duration, gap: Option<Duration>) {
+    metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => "ok").increment(1);
+    metrics::histogram!(RELAY_LATENCY).record(relay.as_secs_f64());
+    if let Some(gap) = gap {
+        metrics::histogram!(FRAME_GAP).record(gap.as_secs_f64());
+    }
+}
+
+pub(crate) fn frames_dropped(n: u64) {
+    metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => "dropped")
+        .increment(n);
+}
+
+pub(crate) fn dead_air() {
+    metrics::counter!(DEAD_AIR).increment(1);
+}
+
+pub(crate) fn backpressure(waited: Duration) {
+    metrics::histogram!(BACKPRESSURE).record(waited.as_secs_f64());
 }
 
 pub(crate) fn first_audio(after: Duration) {

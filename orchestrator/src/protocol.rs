@@ -80,6 +80,13 @@ pub enum ServerMessage {
         id: Value,
         /// Server clock, µs since the Unix epoch.
         server_time_us: u64,
+        /// For a deep ping: the worker's gRPC health round trip, µs.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_rtt_us: Option<u64>,
+        /// For a deep ping: the worker's health (`SERVING`, `NOT_SERVING`,
+        /// or the error).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker_status: Option<String>,
     },
     /// Before the first frame of a request.
     Start {
@@ -152,6 +159,8 @@ pub enum ClientMessage {
     Ping {
         /// Echoed in `pong`.
         id: Value,
+        /// Also measure a gRPC round trip to the worker before answering.
+        deep: bool,
     },
     /// Stop a request.
     Cancel {
@@ -228,9 +237,10 @@ impl ClientMessage {
                 trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
             }),
             "ping" => match obj.get("id") {
-                Some(id @ (Value::Number(_) | Value::String(_))) => {
-                    Ok(Self::Ping { id: id.clone() })
-                }
+                Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping {
+                    id: id.clone(),
+                    deep: obj.get("deep").and_then(Value::as_bool).unwrap_or(false),
+                }),
                 _ => Err(ParseError::Field {
                     field: "id",
                     expected: "number",
@@ -275,7 +285,17 @@ mod tests {
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"ping","id":7}"#),
-            Ok(ClientMessage::Ping { id: 7.into() })
+            Ok(ClientMessage::Ping {
+                id: 7.into(),
+                deep: false
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ping","id":"a","deep":true}"#),
+            Ok(ClientMessage::Ping {
+                id: "a".into(),
+                deep: true
+            })
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"cancel","request_id":"r1"}"#),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
-use tts_frame::{FrameHeader, Validator};
+use tts_frame::{FrameError, FrameHeader, Tally, Validator};
 use tts_proto::v1::tts_client::TtsClient;
 use tts_proto::v1::{AudioFrame, SynthesizeRequest};
 use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
@@ -28,6 +28,8 @@ pub(crate) enum Outgoing {
         header: FrameHeader,
         payload: Bytes,
         samples: u32,
+        /// When the orchestrator received it from the worker.
+        received: Instant,
         /// Set when the request is cancelled: the writer drops the frame.
         cancelled: CancellationToken,
     },
@@ -37,7 +39,12 @@ pub(crate) enum Outgoing {
         stream_id: u32,
         cancelled: bool,
     },
-    /// `start` or a request's `error`.
+    /// The request's `error`, which ends it instead of `end`.
+    Failed {
+        stream_id: u32,
+        error: ServerMessage,
+    },
+    /// `start`.
     Message(ServerMessage),
 }
 
@@ -62,11 +69,57 @@ enum Ending {
     Disconnected,
 }
 
+/// What the relay learnt about one request's frames: verification,
+/// quality counts, and the current run of silent frames (for dead air).
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    validator: Validator,
+    tally: Tally,
+    silent_run: u32,
+    dead_air: bool,
+}
+
+impl Audit {
+    /// Checks one frame; counts and logs dead air once per request.
+    fn check(
+        &mut self,
+        ctx: &RelayContext,
+        req: &Pending,
+        frame: &AudioFrame,
+        hop: std::time::Duration,
+    ) -> Result<(), FrameError> {
+        let outcome = self
+            .validator
+            .check(frame.sequence, frame.crc32c, &frame.payload);
+        metrics::frame_received(&outcome, hop);
+        self.tally.record(&outcome);
+        let stats = outcome?;
+        if stats.quality().silence {
+            self.silent_run += 1;
+        } else {
+            self.silent_run = 0;
+        }
+        let silent_ms = u64::from(self.silent_run) * u64::from(tts_frame::FRAME_MS);
+        if !self.dead_air && silent_ms > ctx.dead_air.as_millis() as u64 {
+            self.dead_air = true;
+            metrics::dead_air();
+            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
+                session_id = %req.session_id, silent_ms, sequence = frame.sequence,
+                "dead air: only silent frames for too long");
+        }
+        Ok(())
+    }
+}
+
 /// Shared by every relay of the process.
 pub(crate) struct RelayContext {
     pub(crate) client: TtsClient<Channel>,
+    /// The same connection, for `grpc.health.v1` (deep pings).
+    pub(crate) channel: Channel,
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) first_frame_timeout: std::time::Duration,
+    /// Silence longer than this within a request counts as dead air.
+    pub(crate) dead_air: std::time::Duration,
 }
 
 /// Relays one request to completion, cancellation or failure. Sends
@@ -77,7 +130,8 @@ pub(crate) async fn relay(
     out: mpsc::Sender<Outgoing>,
     cancel: CancellationToken,
 ) -> String {
-    let ending = stream_frames(&ctx, &req, &out, &cancel).await;
+    let mut audit = Audit::default();
+    let ending = stream_frames(&ctx, &req, &mut audit, &out, &cancel).await;
     let (outcome, code) = match &ending {
         Ending::Completed => ("completed", "none"),
         Ending::Cancelled => ("cancelled", "none"),
@@ -96,17 +150,18 @@ pub(crate) async fn relay(
         Ending::Failed(code, message) => {
             warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
                 code = code.as_str(), %message, elapsed_ms, "request failed");
-            Some(Outgoing::Message(ServerMessage::error(
-                code,
-                message,
-                Some(req.request_id.clone()),
-            )))
+            Some(Outgoing::Failed {
+                stream_id: req.stream_id,
+                error: ServerMessage::error(code, message, Some(req.request_id.clone())),
+            })
         }
         Ending::Disconnected => None,
     };
     if outcome != "failed" {
+        let t = &audit.tally;
         info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2, outcome,
-            elapsed_ms, "request finished");
+            elapsed_ms, frames = t.ok, silent_frames = t.silence, clipped_frames = t.clipping,
+            dc_offset_frames = t.dc_offset, dead_air = audit.dead_air, "request finished");
     }
     if let Some(last) = last {
         // The client may be gone; then there is no one to tell.
@@ -154,6 +209,7 @@ fn rand_span_id() -> u64 {
 async fn stream_frames(
     ctx: &RelayContext,
     req: &Pending,
+    audit: &mut Audit,
     out: &mpsc::Sender<Outgoing>,
     cancel: &CancellationToken,
 ) -> Ending {
@@ -180,7 +236,6 @@ async fn stream_frames(
         Ok(Err(status)) => return failed(&status),
         Ok(Ok(opened)) => opened,
     };
-    let mut validator = Validator::new();
     let mut started = false;
     loop {
         let frame = match next {
@@ -211,7 +266,7 @@ async fn stream_frames(
             metrics::first_audio(req.received.elapsed());
         }
         let last = frame.last;
-        match forward(ctx, req, &mut validator, frame, out, cancel).await {
+        match forward(ctx, req, audit, frame, out, cancel).await {
             Forwarded::Sent => {}
             Forwarded::Stop(ending) => return ending,
         }
@@ -238,18 +293,18 @@ enum Forwarded {
 async fn forward(
     ctx: &RelayContext,
     req: &Pending,
-    validator: &mut Validator,
+    audit: &mut Audit,
     frame: AudioFrame,
     out: &mpsc::Sender<Outgoing>,
     cancel: &CancellationToken,
 ) -> Forwarded {
+    let received = Instant::now();
     let received_us = tts_frame::now_us();
     ctx.stats
         .frames_received
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
     let hop = std::time::Duration::from_micros(received_us.saturating_sub(frame.worker_ts_us));
-    metrics::frame_received(&outcome, hop);
+    let outcome = audit.check(ctx, req, &frame, hop);
     if let Err(e) = outcome {
         return Forwarded::Stop(Ending::Failed(
             ErrorCode::Internal,
@@ -271,10 +326,12 @@ async fn forward(
         header,
         payload: Bytes::from(frame.payload),
         samples: frame.samples.min(tts_frame::FRAME_SAMPLES as u32),
+        received,
         cancelled: cancel.clone(),
     };
     ctx.stats
         .frame_enqueued(out.max_capacity() - out.capacity());
+    let full = out.capacity() == 0;
     tokio::select! {
         biased;
         _ = cancel.cancelled() => {
@@ -282,7 +339,12 @@ async fn forward(
             Forwarded::Stop(Ending::Cancelled)
         }
         sent = out.send(item) => match sent {
-            Ok(()) => Forwarded::Sent,
+            Ok(()) => {
+                if full {
+                    metrics::backpressure(received.elapsed());
+                }
+                Forwarded::Sent
+            }
             Err(_) => {
                 ctx.stats.frame_dequeued();
                 debug!(request_id = %req.request_id, trace_id = %req.trace_id,

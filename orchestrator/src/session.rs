@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
@@ -164,12 +165,29 @@ impl Connection<'_> {
         };
         self.bad_messages = 0;
         match message {
-            ClientMessage::Ping { id } => {
+            ClientMessage::Ping { id, deep: false } => {
                 let pong = ServerMessage::Pong {
                     id,
                     server_time_us: tts_frame::now_us(),
+                    worker_rtt_us: None,
+                    worker_status: None,
                 };
                 let _ = self.ctrl.send(Control::Message(pong)).await;
+            }
+            ClientMessage::Ping { id, deep: true } => {
+                // The gRPC round trip runs beside the reader, which keeps
+                // serving this connection meanwhile.
+                let (channel, ctrl) = (self.shared.relay.channel.clone(), self.ctrl.clone());
+                tokio::spawn(async move {
+                    let (rtt, status) = deep_ping(channel).await;
+                    let pong = ServerMessage::Pong {
+                        id,
+                        server_time_us: tts_frame::now_us(),
+                        worker_rtt_us: Some(rtt),
+                        worker_status: Some(status),
+                    };
+                    let _ = ctrl.send(Control::Message(pong)).await;
+                });
             }
             ClientMessage::Cancel { request_id } => match self.active.get(&request_id) {
                 Some(active) => active.cancel.cancel(),
@@ -309,6 +327,29 @@ impl Connection<'_> {
     }
 }
 
+/// One `grpc.health.v1` round trip to the worker: its duration in µs and
+/// the answer.
+async fn deep_ping(channel: tonic::transport::Channel) -> (u64, String) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let started = Instant::now();
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: tts_worker::HEALTH_SERVICE.into(),
+    };
+    let answer =
+        tokio::time::timeout(std::time::Duration::from_secs(2), client.check(request)).await;
+    let rtt = started.elapsed().as_micros() as u64;
+    let status = match answer {
+        Ok(Ok(resp)) => ServingStatus::try_from(resp.get_ref().status)
+            .unwrap_or(ServingStatus::Unknown)
+            .as_str_name()
+            .to_owned(),
+        Ok(Err(status)) => format!("error: {}", status.message()),
+        Err(_) => "error: no answer within 2 s".to_owned(),
+    };
+    (rtt, status)
+}
+
 /// Owns the socket's send half. Stamps each frame with the orchestrator's
 /// time as it is written, drops frames of cancelled requests, and fills
 /// each `end` with the frames and samples actually sent.
@@ -318,7 +359,7 @@ async fn write_loop(
     mut data: mpsc::Receiver<Outgoing>,
     stats: Arc<RelayStats>,
 ) {
-    let mut sent: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut streams: HashMap<u32, SentSoFar> = HashMap::new();
     let mut wire = Vec::with_capacity(tts_frame::FrameHeader::LEN + tts_frame::PAYLOAD_BYTES);
     loop {
         let message = tokio::select! {
@@ -332,25 +373,39 @@ async fn write_loop(
                 None => break,
             },
             d = data.recv() => match d {
-                Some(Outgoing::Frame { mut header, payload, samples, cancelled }) => {
+                Some(Outgoing::Frame { mut header, payload, samples, received, cancelled }) => {
                     stats.frame_dequeued();
                     if cancelled.is_cancelled() {
-                        metrics::frames_sent("dropped", 1);
+                        metrics::frames_dropped(1);
                         continue;
                     }
+                    let now = Instant::now();
                     header.orchestrator_ts_us = tts_frame::now_us();
                     encode_frame(&header, &payload, &mut wire);
-                    let entry = sent.entry(header.stream_id).or_default();
-                    entry.0 += 1;
-                    entry.1 += u64::from(samples);
+                    let stream = streams.entry(header.stream_id).or_default();
+                    let gap = stream.last_sent.map(|last| now - last);
+                    stream.last_sent = Some(now);
+                    stream.frames += 1;
+                    stream.samples += u64::from(samples);
                     stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    metrics::frames_sent("ok", 1);
+                    metrics::frame_sent(now - received, gap);
                     Message::Binary(bytes::Bytes::copy_from_slice(&wire))
                 }
                 Some(Outgoing::End { request_id, stream_id, cancelled }) => {
-                    let (frames, samples) = sent.remove(&stream_id).unwrap_or_default();
-                    let end = ServerMessage::End { request_id, stream_id, frames, samples, cancelled };
+                    let sent = streams.remove(&stream_id).unwrap_or_default();
+                    let end = ServerMessage::End {
+                        request_id,
+                        stream_id,
+                        frames: sent.frames,
+                        samples: sent.samples,
+                        cancelled,
+                    };
                     Message::Text(end.to_json().into())
+                }
+                Some(Outgoing::Failed { stream_id, error }) => {
+                    // A failed request sends no `end`: forget its stream.
+                    streams.remove(&stream_id);
+                    Message::Text(error.to_json().into())
                 }
                 Some(Outgoing::Message(m)) => Message::Text(m.to_json().into()),
                 None => break,
@@ -370,6 +425,14 @@ async fn write_loop(
         }
     }
     if dropped > 0 {
-        metrics::frames_sent("dropped", dropped);
+        metrics::frames_dropped(dropped);
     }
+}
+
+/// What the writer has sent of one stream.
+#[derive(Debug, Default)]
+struct SentSoFar {
+    frames: u64,
+    samples: u64,
+    last_sent: Option<Instant>,
 }

@@ -71,21 +71,10 @@ async fn worker_lists_voices_and_reports_health() {
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(health["status"], "ok", "{health}");
-    assert_eq!(health["worker"]["status"], "serving", "{health}");
+    assert_eq!(health["worker"]["status"], "ok", "{health}");
+    assert!(health["frames_sent"].as_u64().is_some_and(|n| n > 0), "{health}");
 
     drop(client);
     pipeline.orchestrator.stop().await;
-    // With the worker gone, the orchestrator is still up but degraded.
-    let other = tts_tests::spawn_orchestrator(
-        format!("http://{}", worker.addr),
-        tts_orchestrator::OrchestratorConfig::default(),
-    )
-    .await;
     worker.stop().await;
-    let (status, body) = http_get(other.admin, "/health").await;
-    assert_eq!(status, 200);
-    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["worker"]["status"], "unreachable", "{health}");
-    other.orchestrator.stop().await;
 }

@@ -114,6 +114,14 @@ pub struct Cli {
     #[arg(long, env = "TTS_WORKER_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
 
+    /// Prometheus `GET /metrics` listen address.
+    #[arg(
+        long,
+        env = "TTS_WORKER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
     pub log_format: String,

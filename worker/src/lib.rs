@@ -5,8 +5,9 @@
 //! - [`text`]: text → clauses.
 //! - [`engine`]: Piper (ONNX Runtime) and espeak-ng voices.
 //! - [`audio`]: resampling to 48 kHz, limiting, framing with CRC-32C.
-//! - [`synth`]: the synthesis thread pool and its bounded queues.
+//! - [`synth`]: the synthesis thread pool and each request's pump.
 //! - [`service`]: the `tts.v1.Tts` gRPC service.
+//! - [`metrics`]: every metric the worker records.
 //! - [`config`]: flags and environment.
 
 pub mod audio;
@@ -14,28 +15,31 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod service;
-pub mod signal;
 pub mod synth;
-pub mod telemetry;
 pub mod text;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{error, info, warn};
 use tts_proto::v1::tts_server::TtsServer;
 
 pub use config::{EngineKind, WorkerConfig};
 use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
-use service::TtsService;
+use service::{Loaded, TtsService};
 use synth::SynthPool;
 
 /// Name of the espeak-ng formant voice.
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
+/// The service name `grpc.health.v1` reports on (besides `""`).
+pub const HEALTH_SERVICE: &str = "tts.v1.Tts";
 
 /// The worker failed to start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -51,96 +55,138 @@ pub enum WorkerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A worker with its voices loaded and synthesis threads running.
+/// A worker: its configuration and, once loaded, its voices.
 pub struct Worker {
-    service: TtsService,
-    draining: Arc<AtomicBool>,
-    grace: std::time::Duration,
+    config: WorkerConfig,
+    loaded: Arc<OnceLock<Loaded>>,
 }
 
 impl Worker {
-    /// Loads the voices and starts the synthesis threads. Blocking: loading
-    /// a Piper voice takes about half a second per synthesis thread.
-    pub fn load(config: &WorkerConfig) -> Result<Self, WorkerError> {
+    /// Checks `config`; loads nothing yet ([`serve`](Self::serve) loads the
+    /// voices while health reports NOT_SERVING).
+    pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
-        let started = Instant::now();
-        let mut voices: Vec<Arc<dyn Voice>> = Vec::new();
-        if config.engine == EngineKind::Piper {
-            let model = config
-                .voice_dir
-                .join(format!("{}.onnx", config.piper_voice));
-            let opts = PiperOptions {
-                runtime_library: config.onnxruntime.clone(),
-                intra_threads: config.intra_threads,
-                scales: config.deterministic.then_some([0.0, 1.0, 0.0]),
-            };
-            voices.push(Arc::new(PiperVoice::load(
-                &config.piper_voice,
-                &model,
-                &opts,
-            )?));
-        }
-        voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
-        let pool = SynthPool::start(&voices, config.synthesis_threads, config.max_requests)?;
-        let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
-        info!(voices = ?names, default = names[0], threads = config.synthesis_threads,
-            load_ms = started.elapsed().as_millis() as u64, "voices loaded");
-        let draining = Arc::new(AtomicBool::new(false));
         Ok(Self {
-            service: TtsService {
-                voices,
-                default_voice: 0,
-                pool,
-                max_text_chars: config.max_text_chars,
-                stream_queue_frames: config.stream_queue_frames,
-                draining: Arc::clone(&draining),
-            },
-            draining,
-            grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
+            config,
+            loaded: Arc::new(OnceLock::new()),
         })
     }
 
-    /// Serves gRPC (the Tts service and `grpc.health.v1`) on `listener`
-    /// until `shutdown` resolves; then reports NOT_SERVING, refuses new
-    /// requests and lets streams in progress finish for up to the
-    /// configured grace period before closing them.
+    /// Checks `config` and loads the voices now. Blocking: a Piper voice
+    /// takes about half a second per synthesis thread.
+    pub fn load(config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let worker = Self::new(config.clone())?;
+        let loaded = load_voices(&worker.config)?;
+        let _ = worker.loaded.set(loaded);
+        Ok(worker)
+    }
+
+    /// Serves gRPC (the Tts service and `grpc.health.v1`) on `listener`.
+    /// Health is NOT_SERVING until the voices are loaded, SERVING after, and
+    /// NOT_SERVING again once `shutdown` resolves: then new requests are
+    /// refused and streams in progress may finish for the configured grace
+    /// period. A voice that fails to load ends `serve` with the error.
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
+        shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_serving::<TtsServer<TtsService>>().await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-        let draining = self.draining;
-        let stopping = tokio_util::sync::CancellationToken::new();
-        let signalled = stopping.clone();
-        let drain = async move {
-            shutdown.await;
-            signalled.cancel();
-            info!("draining: refusing new requests");
-            draining.store(true, Ordering::Relaxed);
-            reporter.set_not_serving::<TtsServer<TtsService>>().await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let draining = Arc::new(AtomicBool::new(false));
+        let service = TtsService {
+            loaded: Arc::clone(&self.loaded),
+            max_text_chars: self.config.max_text_chars,
+            stream_queue_frames: self.config.stream_queue_frames,
+            draining: Arc::clone(&draining),
+        };
+        let stopping = CancellationToken::new();
+        let drain = {
+            let (stopping, reporter) = (stopping.clone(), reporter.clone());
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = stopping.cancelled() => {}
+                }
+                stopping.cancel();
+                info!("draining: refusing new requests");
+                draining.store(true, Ordering::Relaxed);
+                set_health(&reporter, ServingStatus::NotServing).await;
+            }
         };
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "worker listening");
         }
         let server = tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(TtsServer::new(self.service))
+            .add_service(TtsServer::new(service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
-        let grace = self.grace;
+        let loading = self.load_in_background(reporter);
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         tokio::select! {
             r = server => r?,
+            Err(e) = loading => return Err(e),
             _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing streams");
+                warn!(grace_secs = grace.as_secs(), "grace period over; closing streams");
             }
         }
         Ok(())
     }
+
+    /// Loads the voices unless already loaded, then reports SERVING.
+    /// Resolves only on failure (success leaves it pending, so that it can
+    /// sit in a `select!` beside the server).
+    async fn load_in_background(&self, reporter: HealthReporter) -> Result<(), WorkerError> {
+        if self.loaded.get().is_none() {
+            let config = self.config.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_voices(&config))
+                .await
+                .map_err(|e| EngineError::Runtime(format!("loading task: {e}")))?;
+            match loaded {
+                Ok(loaded) => {
+                    let _ = self.loaded.set(loaded);
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot load the voices");
+                    return Err(e);
+                }
+            }
+        }
+        set_health(&reporter, ServingStatus::Serving).await;
+        std::future::pending().await
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(HEALTH_SERVICE, status).await;
+}
+
+fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
+    let started = Instant::now();
+    let mut voices: Vec<Arc<dyn Voice>> = Vec::new();
+    if config.engine == EngineKind::Piper {
+        let model = config
+            .voice_dir
+            .join(format!("{}.onnx", config.piper_voice));
+        let opts = PiperOptions {
+            runtime_library: config.onnxruntime.clone(),
+            intra_threads: config.intra_threads,
+            scales: config.deterministic.then_some([0.0, 1.0, 0.0]),
+        };
+        voices.push(Arc::new(PiperVoice::load(
+            &config.piper_voice,
+            &model,
+            &opts,
+        )?));
+    }
+    voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
+    let pool = SynthPool::start(&voices, config.synthesis_threads, config.max_requests)?;
+    let took = started.elapsed();
+    let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
+    let default_engine = voices[0].info().engine;
+    metrics::voices_loaded(default_engine, took);
+    info!(voices = ?names, default = names[0], engine = default_engine,
+        threads = config.synthesis_threads, load_ms = took.as_millis() as u64, "voices loaded");
+    Ok(Loaded { voices, pool })
 }

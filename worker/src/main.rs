@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::net::TcpListener;
 use tts_worker::Worker;
 use tts_worker::config::Cli;
 
@@ -9,23 +10,33 @@ use tts_worker::config::Cli;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config();
-    if let Err(e) = config.validate() {
+    let checks = [
+        config.validate(),
+        tts_telemetry::init_logging(&cli.log_format),
+    ];
+    if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
         eprintln!("tts-worker: {e}");
         std::process::exit(64);
     }
-    tts_worker::telemetry::init_logging(&cli.log_format).map_err(anyhow::Error::msg)?;
-    let worker = match tokio::task::spawn_blocking(move || Worker::load(&config)).await? {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("tts-worker: {e}");
-            std::process::exit(1);
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let metrics = tts_telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    worker
-        .serve(listener, tts_worker::signal::shutdown())
-        .await?;
+    let metrics_listener = TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", cli.metrics_listen))?;
+    tokio::spawn(tts_telemetry::serve_metrics(
+        metrics_listener,
+        metrics,
+        tts_telemetry::signal::shutdown(),
+    ));
+    let worker = Worker::new(config)?;
+    if let Err(e) = worker
+        .serve(listener, tts_telemetry::signal::shutdown())
+        .await
+    {
+        eprintln!("tts-worker: {e}");
+        std::process::exit(1);
+    }
     Ok(())
 }

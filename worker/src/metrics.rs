@@ -1,18 +1,25 @@
-//! Every metric the worker records, by name, in one place. The recorder
-//! (Prometheus exporter) is installed by the binary; without one these
-//! calls cost next to nothing.
+//! Every metric the worker records, by name, in one place (listed with
+//! units and labels in `docs/metrics.md`). The recorder is installed by the
+//! binary; without one these calls cost next to nothing.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tts_frame::{FrameError, QualityStats};
 
-/// Frames checked before sending, by `result`.
+/// Frames checked before sending, by `hop` (`worker`) and `result`.
 pub const FRAMES: &str = "tts_worker_frames_total";
 /// Quality warnings on frames sent, by `kind` (clipping, silence, dc_offset).
 pub const QUALITY_EVENTS: &str = "tts_worker_frame_quality_events_total";
-/// Requests by `outcome`.
+/// Frame RMS level, dBFS.
+pub const FRAME_LEVEL: &str = "tts_worker_frame_level_dbfs";
+/// Requests by `outcome` (completed, cancelled, failed, rejected).
 pub const REQUESTS: &str = "tts_worker_requests_total";
-/// Seconds a request waited for a synthesis thread.
+/// Requests admitted and not yet finished.
+pub const INFLIGHT: &str = "tts_worker_inflight_requests";
+/// Clauses being synthesised right now.
+pub const CONCURRENT_SYNTHESES: &str = "tts_worker_concurrent_syntheses";
+/// Seconds a clause waited for a synthesis thread.
 pub const SYNTHESIS_QUEUE_WAIT: &str = "tts_worker_synthesis_queue_wait_seconds";
 /// Seconds to synthesise one clause.
 pub const CLAUSE_SYNTHESIS: &str = "tts_worker_clause_synthesis_seconds";
@@ -20,6 +27,24 @@ pub const CLAUSE_SYNTHESIS: &str = "tts_worker_clause_synthesis_seconds";
 pub const SYNTHESIS_RTF: &str = "tts_worker_synthesis_real_time_factor";
 /// Seconds from request to first frame emitted.
 pub const TIME_TO_FIRST_AUDIO: &str = "tts_worker_time_to_first_audio_seconds";
+/// Frames waiting in a request's outgoing queue, sampled on enqueue.
+pub const STREAM_QUEUE: &str = "tts_worker_stream_queue_frames";
+/// Seconds a request waited for room in its full outgoing queue, per wait
+/// (the `_sum` is the total time backpressure held synthesis).
+pub const BACKPRESSURE: &str = "tts_worker_backpressure_wait_seconds";
+/// Seconds the voices took to load, by `engine`.
+pub const ENGINE_LOAD: &str = "tts_worker_engine_load_seconds";
+/// Always 1, labelled with `version` and default `engine`.
+pub const BUILD_INFO: &str = "tts_worker_build_info";
+
+static INFLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
+static SYNTHESES_NOW: AtomicI64 = AtomicI64::new(0);
+
+pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {
+    metrics::gauge!(ENGINE_LOAD, "engine" => engine).set(took.as_secs_f64());
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "engine" => engine)
+        .set(1.0);
+}
 
 pub(crate) fn synthesis_queue_wait(waited: Duration) {
     metrics::histogram!(SYNTHESIS_QUEUE_WAIT).record(waited.as_secs_f64());
@@ -33,10 +58,13 @@ pub(crate) fn clause_synthesized(took: Duration, samples: usize, rate: u32) {
     }
 }
 
-pub(crate) fn frame_validated(hop: &'static str, outcome: &Result<QualityStats, FrameError>) {
+pub(crate) fn frame_validated(outcome: &Result<QualityStats, FrameError>) {
     match outcome {
         Ok(stats) => {
-            metrics::counter!(FRAMES, "hop" => hop, "result" => "ok").increment(1);
+            metrics::counter!(FRAMES, "hop" => "worker", "result" => "ok").increment(1);
+            if stats.rms_dbfs.is_finite() {
+                metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
+            }
             let q = stats.quality();
             for (flag, kind) in [
                 (q.clipping, "clipping"),
@@ -49,9 +77,17 @@ pub(crate) fn frame_validated(hop: &'static str, outcome: &Result<QualityStats, 
             }
         }
         Err(e) => {
-            metrics::counter!(FRAMES, "hop" => hop, "result" => e.kind()).increment(1);
+            metrics::counter!(FRAMES, "hop" => "worker", "result" => e.kind()).increment(1);
         }
     }
+}
+
+pub(crate) fn frame_enqueued(depth: usize) {
+    metrics::histogram!(STREAM_QUEUE).record(depth as f64);
+}
+
+pub(crate) fn backpressure(waited: Duration) {
+    metrics::histogram!(BACKPRESSURE).record(waited.as_secs_f64());
 }
 
 pub(crate) fn request_finished(outcome: &'static str) {
@@ -60,4 +96,40 @@ pub(crate) fn request_finished(outcome: &'static str) {
 
 pub(crate) fn first_frame(after: Duration) {
     metrics::histogram!(TIME_TO_FIRST_AUDIO).record(after.as_secs_f64());
+}
+
+/// Counts a request in flight until dropped.
+pub(crate) struct InflightGuard;
+
+impl InflightGuard {
+    pub(crate) fn new() -> Self {
+        let n = INFLIGHT_NOW.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(INFLIGHT).set(n as f64);
+        Self
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let n = INFLIGHT_NOW.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!(INFLIGHT).set(n as f64);
+    }
+}
+
+/// Counts a clause being synthesised until dropped.
+pub(crate) struct SynthesisGuard;
+
+impl SynthesisGuard {
+    pub(crate) fn new() -> Self {
+        let n = SYNTHESES_NOW.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(CONCURRENT_SYNTHESES).set(n as f64);
+        Self
+    }
+}
+
+impl Drop for SynthesisGuard {
+    fn drop(&mut self) {
+        let n = SYNTHESES_NOW.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!(CONCURRENT_SYNTHESES).set(n as f64);
+    }
 }

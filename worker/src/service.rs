@@ -1,8 +1,8 @@
 //! The `tts.v1.Tts` gRPC service.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,11 +22,25 @@ use crate::metrics;
 use crate::synth::{RequestIds, SynthPool};
 use crate::text::{SplitOptions, split_clauses};
 
+/// The voices and the threads that speak them, once loaded. The first
+/// voice is the default.
+pub(crate) struct Loaded {
+    pub(crate) voices: Vec<Arc<dyn Voice>>,
+    pub(crate) pool: Arc<SynthPool>,
+}
+
+impl Loaded {
+    fn find_voice(&self, name: &str) -> Option<usize> {
+        if name.is_empty() {
+            return Some(0);
+        }
+        self.voices.iter().position(|v| v.info().name == name)
+    }
+}
+
 /// Serves synthesis requests from the pool.
 pub struct TtsService {
-    pub(crate) voices: Vec<Arc<dyn Voice>>,
-    pub(crate) default_voice: usize,
-    pub(crate) pool: Arc<SynthPool>,
+    pub(crate) loaded: Arc<OnceLock<Loaded>>,
     pub(crate) max_text_chars: usize,
     pub(crate) stream_queue_frames: usize,
     pub(crate) draining: Arc<AtomicBool>,
@@ -76,15 +90,6 @@ fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> RequestIds {
     }
 }
 
-impl TtsService {
-    fn find_voice(&self, name: &str) -> Option<usize> {
-        if name.is_empty() {
-            return Some(self.default_voice);
-        }
-        self.voices.iter().position(|v| v.info().name == name)
-    }
-}
-
 #[tonic::async_trait]
 impl Tts for TtsService {
     type SynthesizeStream = Pin<Box<dyn Stream<Item = Result<AudioFrame, Status>> + Send>>;
@@ -108,6 +113,12 @@ impl Tts for TtsService {
                 "worker_unavailable",
             );
         }
+        let Some(loaded) = self.loaded.get() else {
+            return reject(
+                Status::unavailable("voices are still loading"),
+                "worker_unavailable",
+            );
+        };
         let chars = req.text.chars().count();
         if chars > self.max_text_chars {
             let msg = format!(
@@ -116,7 +127,7 @@ impl Tts for TtsService {
             );
             return reject(Status::invalid_argument(msg), "text_too_long");
         }
-        let Some(voice) = self.find_voice(&req.voice) else {
+        let Some(voice) = loaded.find_voice(&req.voice) else {
             let msg = format!("unknown voice {:?}", req.voice);
             return reject(Status::not_found(msg), "unknown_voice");
         };
@@ -127,9 +138,9 @@ impl Tts for TtsService {
                 "empty_text",
             );
         }
-        let voice_name = self.voices[voice].info().name.clone();
+        let voice_name = loaded.voices[voice].info().name.clone();
         let (tx, rx) = mpsc::channel(self.stream_queue_frames);
-        if let Err(e) = self.pool.submit(voice, clauses, ids.clone(), tx) {
+        if let Err(e) = loaded.pool.submit(voice, clauses, ids.clone(), tx) {
             return reject(Status::resource_exhausted(e.to_string()), "overloaded");
         }
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
@@ -148,7 +159,10 @@ impl Tts for TtsService {
         &self,
         _request: Request<ListVoicesRequest>,
     ) -> Result<Response<ListVoicesResponse>, Status> {
-        let voices = self
+        let Some(loaded) = self.loaded.get() else {
+            return Err(Status::unavailable("voices are still loading"));
+        };
+        let voices = loaded
             .voices
             .iter()
             .map(|v| {
@@ -164,7 +178,7 @@ impl Tts for TtsService {
             .collect();
         Ok(Response::new(ListVoicesResponse {
             voices,
-            default_voice: self.voices[self.default_voice].info().name.clone(),
+            default_voice: loaded.voices[0].info().name.clone(),
         }))
     }
 }

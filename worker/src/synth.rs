@@ -157,6 +157,7 @@ async fn pump(
     ids: RequestIds,
     tx: mpsc::Sender<Result<AudioFrame, Status>>,
 ) {
+    let _inflight = metrics::InflightGuard::new();
     let cancelled = CancellationToken::new();
     let _cancel_queued_work = cancelled.clone().drop_guard();
     let info = pool.voices[voice].info();
@@ -211,8 +212,8 @@ async fn pump(
         pending = clauses.next().map(|next| submit(audio, next));
         for frame in frames {
             let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
-            metrics::frame_validated("worker", &outcome);
-            if tx.send(Ok(to_message(frame))).await.is_err() {
+            metrics::frame_validated(&outcome);
+            if !send(&tx, to_message(frame)).await {
                 debug!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                     session_id = %ids.session_id, "receiver gone; synthesis stopped");
                 return;
@@ -224,6 +225,19 @@ async fn pump(
         let status = Status::invalid_argument("the text produced no audio");
         let _ = tx.send(Err(coded(status, "empty_text"))).await;
     }
+}
+
+/// Sends one frame, waiting while the queue is full; false once the
+/// receiver is gone.
+async fn send(tx: &mpsc::Sender<Result<AudioFrame, Status>>, frame: AudioFrame) -> bool {
+    metrics::frame_enqueued(tx.max_capacity() - tx.capacity());
+    if tx.capacity() > 0 {
+        return tx.send(Ok(frame)).await.is_ok();
+    }
+    let waiting = Instant::now();
+    let sent = tx.send(Ok(frame)).await.is_ok();
+    metrics::backpressure(waiting.elapsed());
+    sent
 }
 
 fn to_message(frame: Frame) -> AudioFrame {
@@ -284,6 +298,7 @@ impl SynthThread {
             .synthesizers
             .get_mut(job.voice)
             .ok_or_else(|| EngineError::Runtime(format!("no voice #{}", job.voice)))?;
+        let _busy = metrics::SynthesisGuard::new();
         let audio = &mut *job.audio;
         self.native.clear();
         let started = Instant::now();

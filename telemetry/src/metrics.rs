@@ -1,0 +1,92 @@
+//! The process-wide Prometheus recorder. Every histogram gets explicit
+//! buckets (a histogram without buckets would be rendered as a summary,
+//! which cannot be aggregated), chosen by the metric name's unit suffix,
+//! with boundaries at the targets (20 ms frames, 25/40 ms gaps, 170/500 ms
+//! first audio).
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Buckets for latencies, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.025, 0.03, 0.04, 0.06, 0.1, 0.17, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+/// Buckets for real-time factors (compute time ÷ audio time).
+pub const RTF_BUCKETS: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0];
+/// Buckets for queue depths, in frames.
+pub const FRAME_COUNT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 16.0, 25.0, 33.0, 50.0, 100.0, 200.0,
+];
+/// Buckets for levels, in dB relative to full scale.
+pub const DBFS_BUCKETS: &[f64] = &[
+    -90.0, -60.0, -50.0, -40.0, -30.0, -20.0, -12.0, -6.0, -3.0, -1.0, 0.0,
+];
+
+/// Renders `/metrics`: the recorder's metrics and the process section.
+#[derive(Clone, Debug)]
+pub struct MetricsHandle(PrometheusHandle);
+
+impl MetricsHandle {
+    /// The full text exposition.
+    pub fn render(&self) -> String {
+        self.0.run_upkeep();
+        let mut text = self.0.render();
+        text.push_str(&crate::process::render());
+        text
+    }
+}
+
+/// Installs the recorder for this process. Call once, from a binary (or a
+/// test binary that checks metrics).
+pub fn install_metrics() -> Result<MetricsHandle, String> {
+    let suffixes: [(&str, &[f64]); 4] = [
+        ("_seconds", LATENCY_BUCKETS),
+        ("_real_time_factor", RTF_BUCKETS),
+        ("_frames", FRAME_COUNT_BUCKETS),
+        ("_dbfs", DBFS_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (suffix, buckets) in suffixes {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
+            .map_err(|e| e.to_string())?;
+    }
+    let handle = builder.install_recorder().map_err(|e| e.to_string())?;
+    Ok(MetricsHandle(handle))
+}
+
+/// The response of a `GET /metrics` route.
+pub fn metrics_response(handle: &MetricsHandle) -> impl IntoResponse + use<> {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: MetricsHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { metrics_response(&handle) }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
