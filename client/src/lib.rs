@@ -3,6 +3,7 @@
 //! CRC-32C) and measures what a listener would: time to first audio and the
 //! latency of each hop.
 
+pub mod doctor;
 #[cfg(feature = "play")]
 pub mod playback;
 pub mod report;
@@ -84,6 +85,8 @@ pub struct Utterance {
     pub samples: Vec<i16>,
     /// Measurements and verification counts.
     pub report: Report,
+    /// Per-frame records, when the collector kept them.
+    pub frames: Vec<FrameRecord>,
 }
 
 impl Client {
@@ -201,7 +204,11 @@ impl Client {
     ) -> Result<Utterance, ClientError> {
         let sent = Instant::now();
         let request_id = self.start(text, opts).await?;
-        let mut collector = Collector::new(request_id, sent);
+        self.collect(Collector::new(request_id, sent)).await
+    }
+
+    /// Feeds server messages to `collector` until its request ends.
+    pub async fn collect(&mut self, mut collector: Collector) -> Result<Utterance, ClientError> {
         loop {
             let event = self.next_event().await?;
             if let Some(done) = collector.on_event(event)? {
@@ -209,6 +216,33 @@ impl Client {
             }
         }
     }
+}
+
+/// One frame as the client saw it (recorded by [`Collector::record_frames`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameRecord {
+    /// Sequence number.
+    pub sequence: u32,
+    /// RMS level, dBFS (−inf as −200 for digital silence).
+    pub rms_dbfs: f64,
+    /// Largest sample magnitude.
+    pub peak: u16,
+    /// More than 1 % of samples at full scale.
+    pub clipping: bool,
+    /// Every sample below 100.
+    pub silent: bool,
+    /// Mean sample value.
+    pub dc: f64,
+    /// Whether size, sequence and CRC-32C checked out.
+    pub verified: bool,
+    /// What failed, if anything.
+    pub error: Option<String>,
+    /// Worker emit → orchestrator send, ms.
+    pub worker_to_orchestrator_ms: f64,
+    /// Orchestrator send → client receipt, ms.
+    pub orchestrator_to_client_ms: f64,
+    /// Milliseconds since the request was sent.
+    pub arrival_ms: f64,
 }
 
 /// Follows one request through the messages of a connection: checks each
@@ -223,6 +257,7 @@ pub struct Collector {
     tally: Tally,
     samples: Vec<i16>,
     report: Report,
+    frame_log: Option<Vec<FrameRecord>>,
 }
 
 impl Collector {
@@ -239,7 +274,19 @@ impl Collector {
             validator: Validator::new(),
             tally: Tally::default(),
             samples: Vec::new(),
+            frame_log: None,
         }
+    }
+
+    /// Also keeps a [`FrameRecord`] per frame.
+    pub fn record_frames(mut self) -> Self {
+        self.frame_log = Some(Vec::new());
+        self
+    }
+
+    /// The frames recorded so far (empty unless [`record_frames`](Self::record_frames)).
+    pub fn frames(&self) -> &[FrameRecord] {
+        self.frame_log.as_deref().unwrap_or_default()
     }
 
     /// The request's stream id, once `start` arrived.
@@ -301,22 +348,31 @@ impl Collector {
         }
         self.report.frames += 1;
         self.report.last_flag_seen |= header.last;
-        self.record_latency(&header);
+        let (worker_hop, client_hop) = hop_latencies_ms(&header);
+        self.report.worker_to_orchestrator.add(worker_hop);
+        self.report.orchestrator_to_client.add(client_hop);
+        if let Some(log) = &mut self.frame_log {
+            let stats = tts_frame::analyse(payload);
+            let q = stats.quality();
+            log.push(FrameRecord {
+                sequence: header.sequence,
+                rms_dbfs: if stats.rms_dbfs.is_finite() {
+                    stats.rms_dbfs
+                } else {
+                    -200.0
+                },
+                peak: stats.peak,
+                clipping: q.clipping,
+                silent: q.silence,
+                dc: stats.mean,
+                verified: outcome.is_ok(),
+                error: outcome.err().map(|e| e.to_string()),
+                worker_to_orchestrator_ms: worker_hop,
+                orchestrator_to_client_ms: client_hop,
+                arrival_ms: ms(at - self.sent),
+            });
+        }
         self.samples.extend(bytes_to_samples(payload));
-    }
-
-    fn record_latency(&mut self, header: &FrameHeader) {
-        let now = tts_frame::now_us();
-        let worker_hop = header
-            .orchestrator_ts_us
-            .saturating_sub(header.worker_ts_us);
-        let client_hop = now.saturating_sub(header.orchestrator_ts_us);
-        self.report
-            .worker_to_orchestrator
-            .add(worker_hop as f64 / 1e3);
-        self.report
-            .orchestrator_to_client
-            .add(client_hop as f64 / 1e3);
     }
 
     fn finish(&mut self, end: &Value) -> Utterance {
@@ -343,8 +399,19 @@ impl Collector {
         Utterance {
             samples: std::mem::take(&mut self.samples),
             report: r.clone(),
+            frames: self.frame_log.take().unwrap_or_default(),
         }
     }
+}
+
+/// Worker emit → orchestrator send and orchestrator send → now, in ms.
+fn hop_latencies_ms(header: &FrameHeader) -> (f64, f64) {
+    let now = tts_frame::now_us();
+    let worker_hop = header
+        .orchestrator_ts_us
+        .saturating_sub(header.worker_ts_us);
+    let client_hop = now.saturating_sub(header.orchestrator_ts_us);
+    (worker_hop as f64 / 1e3, client_hop as f64 / 1e3)
 }
 
 fn ws_config() -> WebSocketConfig {

@@ -28,6 +28,59 @@ struct Cli {
 enum Command {
     /// Synthesise text and save it as a WAV file.
     Say(SayArgs),
+    /// Diagnose a running system (exit code 1 when something is wrong).
+    Doctor {
+        #[command(subcommand)]
+        command: DoctorCommand,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Every component's liveness and readiness, metrics endpoints, Redis,
+    /// listening ports, disk and memory, and error counts from the metrics.
+    Health {
+        /// Orchestrator admin URL.
+        #[arg(
+            long,
+            env = "TTS_ORCHESTRATOR_ADMIN",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        orchestrator: String,
+        /// Worker gRPC URL (default: the one the orchestrator relays to).
+        #[arg(long, env = "TTS_WORKER_URL")]
+        worker: Option<String>,
+        /// Worker metrics URL.
+        #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
+        worker_metrics: String,
+        /// Redis URL, when one is used.
+        #[arg(long, env = "TTS_REDIS_URL")]
+        redis: Option<String>,
+    },
+    /// WebSocket ping and deep ping (through the worker over gRPC) round
+    /// trips: min, mean, p50, p95, p99, max.
+    Rtt {
+        /// Pings of each kind.
+        #[arg(long, default_value_t = 20)]
+        count: u32,
+    },
+    /// One request's timeline across processes, from their JSON logs.
+    Trace {
+        /// The trace id to follow.
+        trace_id: String,
+        /// JSON log files (one or more, any order).
+        #[arg(long = "log", required = true, num_args = 1..)]
+        logs: Vec<PathBuf>,
+    },
+    /// Synthesise a probe sentence and check every frame.
+    Frames {
+        /// The sentence to speak.
+        #[arg(default_value = tts_client::doctor::frames::PROBE_TEXT)]
+        text: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -59,6 +112,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Say(args) => say(&cli.url, args).await,
+        Command::Doctor { command, json } => doctor(&cli.url, command, json).await,
     };
     match result {
         Ok(code) => code,
@@ -127,6 +181,36 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn doctor(url: &str, command: DoctorCommand, json: bool) -> anyhow::Result<ExitCode> {
+    use tts_client::doctor;
+    let findings = match command {
+        DoctorCommand::Health {
+            orchestrator,
+            worker,
+            worker_metrics,
+            redis,
+        } => {
+            let targets = doctor::health::Targets {
+                orchestrator,
+                worker,
+                worker_metrics,
+                url: url.to_owned(),
+                redis,
+            };
+            doctor::health::run(&targets).await
+        }
+        DoctorCommand::Rtt { count } => doctor::rtt::run(url, count.max(1)).await?,
+        DoctorCommand::Trace { trace_id, logs } => doctor::trace::run(&trace_id, &logs)?,
+        DoctorCommand::Frames { text } => doctor::frames::run(url, &text).await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings.detail)?);
+    } else {
+        print!("{}", findings.to_table());
+    }
+    Ok(ExitCode::from(findings.exit_code()))
 }
 
 #[cfg(feature = "play")]

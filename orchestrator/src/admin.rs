@@ -197,6 +197,8 @@ pub(crate) async fn canary(client: &TtsClient<Channel>) -> Check {
 struct Liveness {
     status: &'static str,
     version: &'static str,
+    /// Where requests are relayed.
+    worker_url: String,
     /// The worker's gRPC health, for information: liveness does not depend on it.
     worker: Check,
     connections: u64,
@@ -213,6 +215,7 @@ pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoRes
     Json(Liveness {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
+        worker_url: state.config.worker_url.clone(),
         worker,
         connections: s.connections.load(Ordering::Relaxed),
         frames_received: s.frames_received.load(Ordering::Relaxed),

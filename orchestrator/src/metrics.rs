@@ -80,7 +80,57 @@ impl RelayStats {
     }
 }
 
+/// Registers the help text of every metric (promtool requires it).
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
+    describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted.");
+    describe_counter!(REQUESTS, "Requests by outcome and error code.");
+    describe_gauge!(INFLIGHT, "Requests in flight.");
+    describe_counter!(FRAMES, "Frames by hop and validation result.");
+    describe_counter!(
+        QUALITY_EVENTS,
+        "Quality warnings on frames from the worker, by kind."
+    );
+    describe_histogram!(FRAME_LEVEL, "RMS level of frames from the worker, dBFS.");
+    describe_counter!(
+        DEAD_AIR,
+        "Requests silent for longer than the dead-air limit while streaming."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_AUDIO,
+        Unit::Seconds,
+        "Synthesize received to first frame sent."
+    );
+    describe_histogram!(
+        WORKER_HOP_LATENCY,
+        Unit::Seconds,
+        "Worker frame stamp to orchestrator receipt."
+    );
+    describe_histogram!(
+        RELAY_LATENCY,
+        Unit::Seconds,
+        "Orchestrator receipt of a frame to its send."
+    );
+    describe_histogram!(
+        FRAME_GAP,
+        Unit::Seconds,
+        "Time between consecutive frames of a stream at send."
+    );
+    describe_histogram!(
+        QUEUE_DEPTH,
+        "Frames queued for a connection, sampled on enqueue."
+    );
+    describe_histogram!(
+        BACKPRESSURE,
+        Unit::Seconds,
+        "Waits for room in a full connection queue."
+    );
+    describe_gauge!(BUILD_INFO, "Build information; always 1.");
+}
+
 pub(crate) fn started() {
+    describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);

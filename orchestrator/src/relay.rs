@@ -75,8 +75,22 @@ enum Ending {
 pub(crate) struct Audit {
     validator: Validator,
     tally: Tally,
-    silent_run: u32,
+    silence: SilenceRun,
     dead_air: bool,
+}
+
+/// The current run of silent frames.
+#[derive(Debug, Default)]
+struct SilenceRun {
+    frames: u32,
+}
+
+impl SilenceRun {
+    /// Adds a frame; returns how long the run of silence now is.
+    fn push(&mut self, silent: bool) -> std::time::Duration {
+        self.frames = if silent { self.frames + 1 } else { 0 };
+        std::time::Duration::from_millis(u64::from(self.frames) * u64::from(tts_frame::FRAME_MS))
+    }
 }
 
 impl Audit {
@@ -94,13 +108,9 @@ impl Audit {
         metrics::frame_received(&outcome, hop);
         self.tally.record(&outcome);
         let stats = outcome?;
-        if stats.quality().silence {
-            self.silent_run += 1;
-        } else {
-            self.silent_run = 0;
-        }
-        let silent_ms = u64::from(self.silent_run) * u64::from(tts_frame::FRAME_MS);
-        if !self.dead_air && silent_ms > ctx.dead_air.as_millis() as u64 {
+        let silent_for = self.silence.push(stats.quality().silence);
+        if !self.dead_air && silent_for > ctx.dead_air {
+            let silent_ms = silent_for.as_millis() as u64;
             self.dead_air = true;
             metrics::dead_air();
             warn!(request_id = %req.request_id, trace_id = %req.trace_id,
@@ -407,6 +417,17 @@ mod tests {
             failed(&Status::unknown("?")),
             Ending::Failed(ErrorCode::Internal, _)
         ));
+    }
+
+    #[test]
+    fn silence_runs_reset_on_sound() {
+        let mut run = SilenceRun::default();
+        for _ in 0..99 {
+            run.push(true);
+        }
+        assert_eq!(run.push(true).as_millis(), 2_000);
+        assert_eq!(run.push(false).as_millis(), 0);
+        assert_eq!(run.push(true).as_millis(), 20);
     }
 
     #[test]

@@ -93,9 +93,21 @@ pub struct Pipeline {
 }
 
 /// Starts an orchestrator relaying to `worker_url`.
-pub async fn spawn_orchestrator(worker_url: String, mut config: OrchestratorConfig) -> Pipeline {
+pub async fn spawn_orchestrator(worker_url: String, config: OrchestratorConfig) -> Pipeline {
+    spawn_orchestrator_metered(worker_url, config, None).await
+}
+
+/// Starts an orchestrator that serves `/metrics` from `metrics`.
+pub async fn spawn_orchestrator_metered(
+    worker_url: String,
+    mut config: OrchestratorConfig,
+    metrics: Option<tts_telemetry::MetricsHandle>,
+) -> Pipeline {
     config.worker_url = worker_url;
-    let orchestrator = Orchestrator::new(config).expect("valid config");
+    let mut orchestrator = Orchestrator::new(config).expect("valid config");
+    if let Some(handle) = metrics {
+        orchestrator = orchestrator.with_metrics(handle);
+    }
     let stats = orchestrator.stats();
     let ws = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -188,4 +200,135 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes;
+/// returns whether it became true.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `promtool check metrics` on an exposition; panics with its output
+/// when it objects. promtool comes from `scripts/setup.sh --test`.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (run scripts/setup.sh --test)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of one sample in a Prometheus exposition: `series` is the
+/// metric name with its labels exactly as rendered, e.g.
+/// `x_total{a="b"}`. Missing series read as 0.
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The path of one of the workspace's binaries, built on first use (the
+/// tests that run real processes need them).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "--bins"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join("debug").join(name)
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real `redis-server` on a free loopback port, stopped on drop.
+pub struct RedisServer {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `scripts/setup.sh --test`) without
+    /// persistence and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (run scripts/setup.sh --test)");
+        let up = eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "redis-server did not start");
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

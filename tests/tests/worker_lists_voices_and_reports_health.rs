@@ -72,7 +72,10 @@ async fn worker_lists_voices_and_reports_health() {
     let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["worker"]["status"], "ok", "{health}");
-    assert!(health["frames_sent"].as_u64().is_some_and(|n| n > 0), "{health}");
+    assert!(
+        health["frames_sent"].as_u64().is_some_and(|n| n > 0),
+        "{health}"
+    );
 
     drop(client);
     pipeline.orchestrator.stop().await;

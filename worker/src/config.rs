@@ -66,6 +66,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Test hook: flip one payload byte of this frame (by sequence number)
+    /// after its checksum is computed, to prove the next hop notices.
+    #[arg(skip)]
+    pub fault_corrupt_frame: Option<u32>,
+
     /// Disable the voice's random noise (scales [0, 1, 0]): the same text
     /// always gives the same samples.
     #[arg(long, env = "TTS_DETERMINISTIC")]

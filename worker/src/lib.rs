@@ -91,6 +91,7 @@ impl Worker {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
+        metrics::describe();
         let (reporter, health) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::NotServing).await;
         let draining = Arc::new(AtomicBool::new(false));
@@ -181,7 +182,12 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
         )?));
     }
     voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
-    let pool = SynthPool::start(&voices, config.synthesis_threads, config.max_requests)?;
+    let pool = SynthPool::start(
+        &voices,
+        config.synthesis_threads,
+        config.max_requests,
+        config.fault_corrupt_frame,
+    )?;
     let took = started.elapsed();
     let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
     let default_engine = voices[0].info().engine;

@@ -40,6 +40,49 @@ pub const BUILD_INFO: &str = "tts_worker_build_info";
 static INFLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
 static SYNTHESES_NOW: AtomicI64 = AtomicI64::new(0);
 
+/// Registers the help text of every metric (promtool requires it).
+pub(crate) fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(FRAMES, "Frames checked before sending, by result.");
+    describe_counter!(QUALITY_EVENTS, "Quality warnings on frames sent, by kind.");
+    describe_histogram!(FRAME_LEVEL, "RMS level of frames sent, dBFS.");
+    describe_counter!(REQUESTS, "Requests by outcome.");
+    describe_gauge!(INFLIGHT, "Requests admitted and not finished.");
+    describe_gauge!(CONCURRENT_SYNTHESES, "Clauses being synthesised now.");
+    describe_histogram!(
+        SYNTHESIS_QUEUE_WAIT,
+        Unit::Seconds,
+        "Wait of a clause for a synthesis thread."
+    );
+    describe_histogram!(
+        CLAUSE_SYNTHESIS,
+        Unit::Seconds,
+        "Time to synthesise one clause."
+    );
+    describe_histogram!(
+        SYNTHESIS_RTF,
+        "Synthesis time divided by audio duration, per clause."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_AUDIO,
+        Unit::Seconds,
+        "Request received to first frame emitted."
+    );
+    describe_histogram!(
+        STREAM_QUEUE,
+        "Frames queued for a request's stream, sampled on enqueue."
+    );
+    describe_histogram!(
+        BACKPRESSURE,
+        Unit::Seconds,
+        "Waits for room in a request's full stream queue."
+    );
+    describe_gauge!(ENGINE_LOAD, Unit::Seconds, "Time the voices took to load.");
+    describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    metrics::gauge!(INFLIGHT).set(0.0);
+    metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
+}
+
 pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {
     metrics::gauge!(ENGINE_LOAD, "engine" => engine).set(took.as_secs_f64());
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "engine" => engine)

@@ -79,6 +79,9 @@ pub struct SynthPool {
     voices: Vec<Arc<dyn Voice>>,
     admitted: Arc<Semaphore>,
     max_requests: usize,
+    /// Test hook: corrupt the frame with this sequence number after its
+    /// checksum is computed.
+    fault_corrupt_frame: Option<u32>,
 }
 
 impl SynthPool {
@@ -89,6 +92,7 @@ impl SynthPool {
         voices: &[Arc<dyn Voice>],
         threads: usize,
         max_requests: usize,
+        fault_corrupt_frame: Option<u32>,
     ) -> Result<Arc<Self>, EngineError> {
         let (tx, rx) = channel::<ClauseJob>();
         let rx = Arc::new(Mutex::new(rx));
@@ -120,6 +124,7 @@ impl SynthPool {
             voices: voices.to_vec(),
             admitted: Arc::new(Semaphore::new(max_requests)),
             max_requests,
+            fault_corrupt_frame,
         }))
     }
 
@@ -210,9 +215,12 @@ async fn pump(
         };
         // Ask for the next clause before sending this one's frames.
         pending = clauses.next().map(|next| submit(audio, next));
-        for frame in frames {
+        for mut frame in frames {
             let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
             metrics::frame_validated(&outcome);
+            if pool.fault_corrupt_frame == Some(frame.sequence) {
+                frame.payload[100] ^= 0x5A;
+            }
             if !send(&tx, to_message(frame)).await {
                 debug!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                     session_id = %ids.session_id, "receiver gone; synthesis stopped");
