@@ -36,10 +36,18 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     assert_eq!(status_of("orchestrator /health"), "ok");
     assert_eq!(status_of("orchestrator /ready"), "ok");
     assert_eq!(status_of("ready: redis"), "ok");
-    assert_eq!(status_of("worker gRPC health"), "ok", "found from the orchestrator's /health");
+    assert_eq!(
+        status_of("worker gRPC health"),
+        "ok",
+        "found from the orchestrator's /health"
+    );
     assert_eq!(status_of("redis PING"), "ok");
     assert_eq!(status_of("listening: websocket port"), "ok");
-    assert_eq!(status_of("worker /metrics"), "warn", "nothing listens there");
+    assert_eq!(
+        status_of("worker /metrics"),
+        "warn",
+        "nothing listens there"
+    );
     assert_eq!(status_of("orchestrator /metrics"), "ok");
     assert_eq!(status_of("checksum mismatches"), "ok");
     assert_eq!(health.status, Status::Warn, "{}", health.to_table());
@@ -50,17 +58,30 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     for path in ["websocket", "deep", "worker_grpc"] {
         let p = &rtt.detail[path];
         assert_eq!(p["count"], 5, "{path}: {p}");
-        let (min, p50, p99, max) = (p["min"].as_f64(), p["p50"].as_f64(), p["p99"].as_f64(), p["max"].as_f64());
-        assert!(min > Some(0.0) && min <= p50 && p50 <= p99 && p99 <= max, "{path}: {p}");
+        let (min, p50, p99, max) = (
+            p["min"].as_f64(),
+            p["p50"].as_f64(),
+            p["p99"].as_f64(),
+            p["max"].as_f64(),
+        );
+        assert!(
+            min > Some(0.0) && min <= p50 && p50 <= p99 && p99 <= max,
+            "{path}: {p}"
+        );
     }
     assert!(rtt.detail["deep"]["p50"].as_f64() >= rtt.detail["worker_grpc"]["p50"].as_f64());
 
-    let frames = doctor::frames::run(&pipeline.ws_url, doctor::frames::PROBE_TEXT).await.expect("frames");
+    let frames = doctor::frames::run(&pipeline.ws_url, doctor::frames::PROBE_TEXT)
+        .await
+        .expect("frames");
     assert_ne!(frames.status, Status::Fail, "{}", frames.to_table());
     let list = frames.detail["frames"].as_array().expect("frames");
     assert!(list.len() > 50, "{} frames", list.len());
     assert!(list.iter().all(|f| f["verified"] == true));
-    assert!(list.iter().any(|f| f["silent"] == false && f["rms_dbfs"].as_f64() > Some(-30.0)));
+    assert!(
+        list.iter()
+            .any(|f| f["silent"] == false && f["rms_dbfs"].as_f64() > Some(-30.0))
+    );
     assert_eq!(frames.detail["integrity_failures"], 0);
     assert_eq!(frames.rows.len(), list.len(), "one table row per frame");
 
@@ -68,7 +89,10 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     drop(redis);
     let degraded = doctor::health::run(&targets).await;
     let checks = degraded.detail["checks"].as_array().expect("checks");
-    let redis_row = checks.iter().find(|c| c["check"] == "redis PING").expect("row");
+    let redis_row = checks
+        .iter()
+        .find(|c| c["check"] == "redis PING")
+        .expect("row");
     assert_eq!(redis_row["status"], "fail");
     assert_eq!(degraded.exit_code(), 1);
 

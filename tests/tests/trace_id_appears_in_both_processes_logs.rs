@@ -63,12 +63,17 @@ async fn trace_id_appears_in_both_processes_logs() {
     assert!(ready, "the processes did not become ready");
 
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let mut client = Client::connect(&format!("ws://127.0.0.1:{ws}/ws")).await.expect("connect");
+    let mut client = Client::connect(&format!("ws://127.0.0.1:{ws}/ws"))
+        .await
+        .expect("connect");
     let opts = SynthesizeOptions {
         trace_id: Some(trace.into()),
         ..SynthesizeOptions::default()
     };
-    let u = client.synthesize("Follow me through the logs.", &opts).await.expect("synthesis");
+    let u = client
+        .synthesize("Follow me through the logs.", &opts)
+        .await
+        .expect("synthesis");
     assert_eq!(u.report.trace_id, trace);
     drop(client);
 
@@ -82,14 +87,23 @@ async fn trace_id_appears_in_both_processes_logs() {
         let text = std::fs::read_to_string(log).expect("log");
         let lines: Vec<serde_json::Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
             .collect();
         let about: Vec<_> = lines.iter().filter(|l| l["trace_id"] == trace).collect();
-        assert!(about.len() >= 2, "{component} logged {} lines with the trace id", about.len());
+        assert!(
+            about.len() >= 2,
+            "{component} logged {} lines with the trace id",
+            about.len()
+        );
         for line in about {
             assert_eq!(line["component"], component, "{line}");
             assert_eq!(line["request_id"], u.report.request_id.as_str(), "{line}");
-            assert!(line["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{line}");
+            assert!(
+                line["session_id"].as_str().is_some_and(|s| !s.is_empty()),
+                "{line}"
+            );
         }
     }
 
@@ -97,12 +111,24 @@ async fn trace_id_appears_in_both_processes_logs() {
         .expect("read logs");
     assert_eq!(findings.status, Status::Ok);
     let steps = findings.detail["steps"].as_array().expect("steps");
-    let components: Vec<&str> = steps.iter().map(|s| s["component"].as_str().unwrap_or("")).collect();
+    let components: Vec<&str> = steps
+        .iter()
+        .map(|s| s["component"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(components.first(), Some(&"orchestrator"), "{components:?}");
     assert!(components.contains(&"worker"), "{components:?}");
-    let offsets: Vec<f64> = steps.iter().map(|s| s["offset_ms"].as_f64().unwrap_or(-1.0)).collect();
-    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "sorted by time: {offsets:?}");
-    let messages: Vec<&str> = steps.iter().map(|s| s["message"].as_str().unwrap_or("")).collect();
+    let offsets: Vec<f64> = steps
+        .iter()
+        .map(|s| s["offset_ms"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] <= w[1]),
+        "sorted by time: {offsets:?}"
+    );
+    let messages: Vec<&str> = steps
+        .iter()
+        .map(|s| s["message"].as_str().unwrap_or(""))
+        .collect();
     assert!(messages.contains(&"request accepted") && messages.contains(&"synthesis queued"));
     assert_eq!(messages.last(), Some(&"request finished"), "{messages:?}");
     let _ = std::fs::remove_dir_all(&dir);
