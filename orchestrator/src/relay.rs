@@ -46,6 +46,8 @@ pub(crate) enum Outgoing {
     },
     /// `start`.
     Message(ServerMessage),
+    /// Close the connection (after everything queued before it).
+    Close(axum::extract::ws::CloseFrame),
 }
 
 /// A request accepted by the connection.

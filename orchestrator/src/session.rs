@@ -44,6 +44,10 @@ struct Active {
     cancel: CancellationToken,
 }
 
+/// How long a closing connection's writer may take to flush what is
+/// queued before it is stopped.
+const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves one connection until the client leaves or the server drains.
 pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Option<String>) {
     let session_id = uuid::Uuid::new_v4().simple().to_string();
@@ -52,7 +56,7 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
     let (sink, stream) = socket.split();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
     let (data_tx, data_rx) = mpsc::channel(shared.config.client_queue_frames);
-    let writer = tokio::spawn(write_loop(
+    let mut writer = tokio::spawn(write_loop(
         sink,
         ctrl_rx,
         data_rx,
@@ -66,28 +70,58 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
         frame_samples: FRAME_SAMPLES as u32,
         encoding: "pcm_s16le",
     };
+    let mut closing = None;
     if ctrl_tx.send(Control::Message(ready)).await.is_ok() {
         let mut conn = Connection {
             shared: &shared,
             session_id: &session_id,
             trace_hint,
             ctrl: ctrl_tx.clone(),
-            data: data_tx,
+            data: data_tx.clone(),
             active: HashMap::new(),
             tasks: JoinSet::new(),
             next_stream_id: 1,
             bad_messages: 0,
         };
-        let close = conn.run(stream).await;
+        closing = conn.run(stream).await;
         conn.finish().await;
-        if let Some(close) = close {
-            let _ = ctrl_tx.send(Control::Close(close)).await;
-        }
     }
-    drop(ctrl_tx);
-    let _ = writer.await;
+    let close_requested = closing.is_some();
+    match closing {
+        // After everything already queued for the client.
+        Some(Closing::Drain(frame)) => {
+            let _ = data_tx.send(Outgoing::Close(frame)).await;
+        }
+        Some(Closing::Now(frame)) => {
+            let _ = ctrl_tx.send(Control::Close(frame)).await;
+        }
+        // The client is gone: the control queue closes below, which stops
+        // the writer.
+        None => {}
+    }
+    // While a close is pending the control queue stays open, so that the
+    // writer flushes the data queue up to the close instead of stopping.
+    let keep_open = close_requested.then_some(ctrl_tx);
+    drop(data_tx);
+    let flushed = tokio::select! {
+        _ = &mut writer => true,
+        _ = shared.force.cancelled() => false,
+        _ = tokio::time::sleep(CLOSE_FLUSH_LIMIT) => false,
+    };
+    if !flushed {
+        writer.abort();
+    }
+    drop(keep_open);
     shared.stats.connection_closed();
     info!(%session_id, "connection closed");
+}
+
+/// How the server ends a connection.
+enum Closing {
+    /// After the frames and messages already queued.
+    Drain(CloseFrame),
+    /// At once (the shutdown grace period is over).
+    Now(CloseFrame),
 }
 
 /// What the reader asks the writer to do outside the data queue.
@@ -110,11 +144,11 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     /// Reads until the client closes, misbehaves or the server drains with
-    /// nothing in flight; returns the close frame to send, if any.
+    /// nothing in flight; returns how to close, if the server closes.
     async fn run(
         &mut self,
         mut stream: futures::stream::SplitStream<WebSocket>,
-    ) -> Option<CloseFrame> {
+    ) -> Option<Closing> {
         let shutdown = self.shared.shutdown.clone();
         let force = self.shared.force.clone();
         loop {
@@ -146,16 +180,18 @@ impl Connection<'_> {
                     self.update_inflight(-1);
                 }
                 _ = shutdown.cancelled(), if self.active.is_empty() => {
-                    return Some(CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() });
+                    let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() };
+                    return Some(Closing::Drain(frame));
                 }
                 _ = force.cancelled() => {
-                    return Some(CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shut down".into() });
+                    let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shut down".into() };
+                    return Some(Closing::Now(frame));
                 }
             }
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Option<CloseFrame> {
+    async fn on_text(&mut self, text: &str) -> Option<Closing> {
         let message = match ClientMessage::parse(text) {
             Ok(m) => m,
             Err(e) => {
@@ -210,13 +246,15 @@ impl Connection<'_> {
         None
     }
 
-    async fn bad_message(&mut self, err: ServerMessage) -> Option<CloseFrame> {
+    async fn bad_message(&mut self, err: ServerMessage) -> Option<Closing> {
         self.bad_messages += 1;
         metrics::request_finished("rejected", ErrorCode::BadRequest.as_str());
         let _ = self.ctrl.send(Control::Message(err)).await;
-        (self.bad_messages >= self.shared.config.max_bad_messages).then(|| CloseFrame {
-            code: CLOSE_POLICY,
-            reason: "too many bad messages".into(),
+        (self.bad_messages >= self.shared.config.max_bad_messages).then(|| {
+            Closing::Drain(CloseFrame {
+                code: CLOSE_POLICY,
+                reason: "too many bad messages".into(),
+            })
         })
     }
 
@@ -408,6 +446,10 @@ async fn write_loop(
                     Message::Text(error.to_json().into())
                 }
                 Some(Outgoing::Message(m)) => Message::Text(m.to_json().into()),
+                Some(Outgoing::Close(frame)) => {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
                 None => break,
             },
         };

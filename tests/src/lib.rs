@@ -24,6 +24,12 @@ network beneath it is anything but steady. Engineers still measure the same thin
 their predecessors cared about: how long it takes for the first sound to arrive, \
 whether anything was lost on the way, and whether the words arrive in the right order.";
 
+/// A few sentences (~15 s of speech).
+pub const MEDIUM_TEXT: &str = "The history of the telephone is a story of many inventors. \
+In the eighteen seventies, several engineers raced to send the human voice over a wire, \
+and each of them believed that he was the first. Early calls were faint and noisy, \
+and operators had to shout to be heard across a town.";
+
 /// The repository's root (where `scripts/setup.sh` puts the voice).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -50,6 +56,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// Signals the service to shut down, without waiting.
+    pub fn signal_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits (up to `limit`) for the service to end; returns whether it did.
+    pub async fn join(self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.task).await.is_ok()
+    }
+
     /// Stops the service and waits for it to end.
     pub async fn stop(self) {
         self.stop.cancel();

@@ -1,0 +1,74 @@
+//! When the orchestrator is told to stop, it refuses new requests, lets the
+//! ones in flight finish, then closes connections with code 1001.
+
+use tts_client::{Client, ClientError, Collector, Event, SynthesizeOptions};
+use tts_tests::{MEDIUM_TEXT, spawn_pipeline};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_shutdown_lets_requests_finish() {
+    let (worker, pipeline) = spawn_pipeline().await;
+    let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
+    let sent = std::time::Instant::now();
+    let request_id = client
+        .start(MEDIUM_TEXT, &SynthesizeOptions::default())
+        .await
+        .expect("send");
+    let mut collector = Collector::new(request_id, sent);
+    loop {
+        let event = client.next_event().await.expect("event");
+        let is_frame = matches!(event, Event::Frame(..));
+        assert!(collector.on_event(event).expect("ok").is_none());
+        if is_frame {
+            break;
+        }
+    }
+    pipeline.orchestrator.signal_stop();
+    // Shutdown has begun once the listeners stop accepting.
+    let admin = pipeline.admin;
+    let closed = tts_tests::eventually(std::time::Duration::from_secs(5), || async move {
+        tokio::net::TcpStream::connect(admin).await.is_err()
+    })
+    .await;
+    assert!(closed, "the admin listener still accepts");
+
+    // A new request on the same connection is refused...
+    client
+        .send_json(
+            &serde_json::json!({"type": "synthesize", "text": "One more?", "request_id": "late"}),
+        )
+        .await
+        .expect("send");
+    // ...while the one in flight runs to its end.
+    let mut refused = false;
+    let done = loop {
+        let event = client.next_event().await.expect("event");
+        if let Event::Json(v) = &event
+            && v["request_id"] == "late"
+        {
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(v["code"], "worker_unavailable", "{v}");
+            refused = true;
+            continue;
+        }
+        if let Some(done) = collector.on_event(event).expect("no error") {
+            break done;
+        }
+    };
+    assert!(refused, "the late request was answered");
+    assert!(!done.report.cancelled && done.report.last_flag_seen);
+    assert_eq!(done.report.frames, done.report.end_frames);
+    assert!(done.report.frames > 400);
+
+    // Then the server closes the connection.
+    match client.next_event().await {
+        Err(ClientError::Closed) => {}
+        other => panic!("expected the connection to close, got {other:?}"),
+    }
+    assert!(
+        pipeline
+            .orchestrator
+            .join(std::time::Duration::from_secs(10))
+            .await
+    );
+    worker.stop().await;
+}
