@@ -45,6 +45,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_INTRA_THREADS", default_value_t = 1)]
     pub intra_threads: usize,
 
+    /// Stream inside each clause (Piper voices whose graph can be split):
+    /// first audio after the text encoder and one small decoder window.
+    /// `false` synthesises whole clauses.
+    #[arg(long, env = "TTS_STREAM_IN_CLAUSE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream_in_clause: bool,
+
+    /// Latent frames of context on each side of a streamed decoder window
+    /// (10 matches one-shot output to 2e-6; the analytic bound is 11).
+    #[arg(long, env = "TTS_DECODER_CONTEXT", default_value_t = 10)]
+    pub decoder_context: usize,
+
     /// Requests admitted at once (synthesising, waiting for a thread, or
     /// streaming); more are refused with RESOURCE_EXHAUSTED. Each holds at
     /// most one clause in the synthesis queue.

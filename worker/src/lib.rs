@@ -174,6 +174,11 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             runtime_library: config.onnxruntime.clone(),
             intra_threads: config.intra_threads,
             scales: config.deterministic.then_some([0.0, 1.0, 0.0]),
+            streaming: config.stream_in_clause,
+            plan: engine::ChunkPlan {
+                context: config.decoder_context,
+                ..engine::ChunkPlan::default()
+            },
         };
         voices.push(Arc::new(PiperVoice::load(
             &config.piper_voice,
@@ -192,6 +197,9 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
     let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
     let default_engine = voices[0].info().engine;
     metrics::voices_loaded(default_engine, took);
+    for v in &voices {
+        metrics::voice_streams(&v.info().name, v.info().streaming);
+    }
     info!(voices = ?names, default = names[0], engine = default_engine,
         threads = config.synthesis_threads, load_ms = took.as_millis() as u64, "voices loaded");
     Ok(Loaded { voices, pool })

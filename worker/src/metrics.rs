@@ -34,6 +34,9 @@ pub const STREAM_QUEUE: &str = "tts_worker_stream_queue_frames";
 pub const BACKPRESSURE: &str = "tts_worker_backpressure_wait_seconds";
 /// Seconds the voices took to load, by `engine`.
 pub const ENGINE_LOAD: &str = "tts_worker_engine_load_seconds";
+/// 1 when a voice streams inside a clause, 0 when it synthesises whole
+/// clauses, by `voice` (the installed voices: a bounded set).
+pub const VOICE_STREAMING: &str = "tts_worker_voice_streaming";
 /// Always 1, labelled with `version` and default `engine`.
 pub const BUILD_INFO: &str = "tts_worker_build_info";
 
@@ -79,6 +82,10 @@ pub(crate) fn describe() {
     );
     describe_gauge!(ENGINE_LOAD, Unit::Seconds, "Time the voices took to load.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_gauge!(
+        VOICE_STREAMING,
+        "Whether a voice streams inside a clause (1) or not (0)."
+    );
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
 }
@@ -87,6 +94,14 @@ pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {
     metrics::gauge!(ENGINE_LOAD, "engine" => engine).set(took.as_secs_f64());
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "engine" => engine)
         .set(1.0);
+}
+
+pub(crate) fn voice_streams(voice: &str, streaming: bool) {
+    metrics::gauge!(VOICE_STREAMING, "voice" => voice.to_owned()).set(if streaming {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 pub(crate) fn synthesis_queue_wait(waited: Duration) {

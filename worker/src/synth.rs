@@ -3,17 +3,20 @@
 //!
 //! Requests take turns clause by clause (the pool's queue is FIFO), so one
 //! long text never holds a thread while others wait. A thread never blocks
-//! on the network: it hands a clause's frames back to the request's pump,
-//! which sends them into the request's bounded channel. The pump asks for
-//! the next clause before sending the current one's frames, so synthesis
-//! runs at most one clause ahead of what the reader has taken: a slow
-//! reader stops its own synthesis, not anyone else's.
+//! on the network: it hands frames to the request's pump as the engine
+//! produces them (window by window for streaming voices), and the pump
+//! sends them into the request's bounded channel. The pump asks for the
+//! next clause once fewer than [`LOOKAHEAD_FRAMES`] of its frames wait to
+//! be sent, so synthesis runs at most one clause ahead of the reader: a
+//! slow reader stops its own synthesis, not anyone else's, and a request
+//! holds at most about one clause of frames in memory.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
@@ -25,6 +28,10 @@ use crate::engine::{EngineError, Synthesizer, Voice};
 use crate::metrics;
 use crate::service::coded;
 use crate::text::Clause;
+
+/// The next clause is requested once fewer frames than this (2 s of audio)
+/// wait to be sent.
+pub const LOOKAHEAD_FRAMES: usize = 100;
 
 /// Ids that follow a request through logs.
 #[derive(Debug, Clone, Default)]
@@ -61,16 +68,21 @@ struct ClauseJob {
     /// Flush the resampler and emit the last frame after this clause.
     last: bool,
     audio: Box<AudioState>,
-    /// Cancelled when the request is gone: skip the work.
+    /// Cancelled when the request is gone: skip or stop the work.
     cancelled: CancellationToken,
     queued_at: Instant,
-    reply: oneshot::Sender<ClauseDone>,
+    events: mpsc::UnboundedSender<ClauseEvent>,
 }
 
-/// A synthesised clause: its frames, and the audio state for the next one.
-struct ClauseDone {
-    audio: Box<AudioState>,
-    frames: Result<Vec<Frame>, EngineError>,
+/// What a thread reports about a clause, in order.
+enum ClauseEvent {
+    /// Frames ready to send.
+    Frames(Vec<Frame>),
+    /// The clause is done (or failed); the audio state for the next one.
+    Done {
+        audio: Box<AudioState>,
+        result: Result<(), EngineError>,
+    },
 }
 
 /// The synthesis threads and the admission limit.
@@ -140,115 +152,146 @@ impl SynthPool {
         let permit = Arc::clone(&self.admitted)
             .try_acquire_owned()
             .map_err(|_| SubmitError::Full(self.max_requests))?;
-        tokio::spawn(pump(Arc::clone(self), permit, voice, clauses, ids, frames));
+        let pump = Pump {
+            pool: Arc::clone(self),
+            _permit: permit,
+            voice,
+            ids,
+            tx: frames,
+            cancelled: CancellationToken::new(),
+            validator: Validator::new(),
+        };
+        tokio::spawn(pump.run(clauses));
         Ok(())
     }
 
     fn enqueue(&self, job: ClauseJob) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        // The threads only stop when the pool is dropped, and the pool
-        // outlives every pump (each holds an Arc): sending cannot fail. If
-        // it did, the dropped reply tells the pump.
+        // The threads stop only when the pool is dropped, and every pump
+        // holds the pool: sending cannot fail. If it did, the dropped
+        // event sender tells the pump.
         let _ = queue.send(job);
     }
 }
 
 /// Drives one request: clause jobs out, frames into the request's channel.
-async fn pump(
+struct Pump {
     pool: Arc<SynthPool>,
     _permit: OwnedSemaphorePermit,
     voice: usize,
-    clauses: Vec<Clause>,
     ids: RequestIds,
     tx: mpsc::Sender<Result<AudioFrame, Status>>,
-) {
-    let _inflight = metrics::InflightGuard::new();
-    let cancelled = CancellationToken::new();
-    let _cancel_queued_work = cancelled.clone().drop_guard();
-    let info = pool.voices[voice].info();
-    let audio = match Resampler::new(info.sample_rate) {
-        Ok(resampler) => Box::new(AudioState {
-            resampler,
-            framer: Framer::default(),
-            gain: info.gain,
-        }),
-        Err(e) => {
-            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-            return;
+    cancelled: CancellationToken,
+    validator: Validator,
+}
+
+impl Pump {
+    async fn run(mut self, clauses: Vec<Clause>) {
+        let _inflight = metrics::InflightGuard::new();
+        let _stop_queued_work = self.cancelled.clone().drop_guard();
+        let info = self.pool.voices[self.voice].info();
+        let audio = match Resampler::new(info.sample_rate) {
+            Ok(resampler) => Box::new(AudioState {
+                resampler,
+                framer: Framer::default(),
+                gain: info.gain,
+            }),
+            Err(e) => {
+                let _ = self.tx.send(Err(Status::internal(e.to_string()))).await;
+                return;
+            }
+        };
+        let count = clauses.len();
+        let mut clauses = clauses.into_iter().enumerate().peekable();
+        let Some(first) = clauses.next() else { return };
+        let mut events = Some(self.submit(audio, first, count));
+        // The audio state, between a clause's end and the next one's start.
+        let mut between: Option<Box<AudioState>> = None;
+        let mut pending: VecDeque<Frame> = VecDeque::new();
+        let mut sent = 0u32;
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            if between.is_some()
+                && pending.len() < LOOKAHEAD_FRAMES
+                && let (Some(audio), Some(next)) = (between.take(), clauses.next())
+            {
+                events = Some(self.submit(audio, next, count));
+            }
+            if events.is_none() && pending.is_empty() && clauses.peek().is_none() {
+                break;
+            }
+            if !pending.is_empty() && self.tx.capacity() == 0 {
+                waiting_since.get_or_insert_with(Instant::now);
+            }
+            tokio::select! {
+                biased;
+                _ = self.tx.closed() => {
+                    debug!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                        session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
+                    return;
+                }
+                event = recv(&mut events), if events.is_some() => match event {
+                    Some(ClauseEvent::Frames(frames)) => pending.extend(frames),
+                    Some(ClauseEvent::Done { audio, result: Ok(()) }) => {
+                        events = None;
+                        between = Some(audio);
+                    }
+                    Some(ClauseEvent::Done { result: Err(e), .. }) => {
+                        warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                            session_id = %self.ids.session_id, error = %e, "synthesis failed");
+                        let _ = self.tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                    // The job was dropped unrun: the request is going away.
+                    None => return,
+                },
+                permit = self.tx.reserve(), if !pending.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(since) = waiting_since.take() {
+                        metrics::backpressure(since.elapsed());
+                    }
+                    if let Some(frame) = pending.pop_front() {
+                        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
+                        let fault = self.pool.fault_corrupt_frame;
+                        permit.send(Ok(checked(&mut self.validator, fault, frame)));
+                        sent += 1;
+                    }
+                }
+            }
         }
-    };
-    let count = clauses.len();
-    let mut clauses = clauses.into_iter().enumerate();
-    let submit = |audio: Box<AudioState>, (i, clause): (usize, Clause)| {
-        let (reply, done) = oneshot::channel();
-        pool.enqueue(ClauseJob {
-            voice,
+        if sent == 0 {
+            let status = Status::invalid_argument("the text produced no audio");
+            let _ = self.tx.send(Err(coded(status, "empty_text"))).await;
+        }
+    }
+
+    fn submit(
+        &self,
+        audio: Box<AudioState>,
+        (i, clause): (usize, Clause),
+        count: usize,
+    ) -> mpsc::UnboundedReceiver<ClauseEvent> {
+        let (events, rx) = mpsc::unbounded_channel();
+        self.pool.enqueue(ClauseJob {
+            voice: self.voice,
             clause,
             last: i + 1 == count,
             audio,
-            cancelled: cancelled.clone(),
+            cancelled: self.cancelled.clone(),
             queued_at: Instant::now(),
-            reply,
+            events,
         });
-        done
-    };
-    let Some(first) = clauses.next() else { return };
-    let mut pending = Some(submit(audio, first));
-    let mut validator = Validator::new();
-    let mut sent = 0u32;
-    while let Some(done) = pending.take() {
-        let done = tokio::select! {
-            done = done => done,
-            _ = tx.closed() => return,
-        };
-        let Ok(ClauseDone { audio, frames }) = done else {
-            return;
-        };
-        let frames = match frames {
-            Ok(frames) => frames,
-            Err(e) => {
-                warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, error = %e, "synthesis failed");
-                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                return;
-            }
-        };
-        // Ask for the next clause before sending this one's frames.
-        pending = clauses.next().map(|next| submit(audio, next));
-        for mut frame in frames {
-            let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
-            metrics::frame_validated(&outcome);
-            if pool.fault_corrupt_frame == Some(frame.sequence) {
-                frame.payload[100] ^= 0x5A;
-            }
-            if !send(&tx, to_message(frame)).await {
-                debug!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, "receiver gone; synthesis stopped");
-                return;
-            }
-            sent += 1;
-        }
-    }
-    if sent == 0 {
-        let status = Status::invalid_argument("the text produced no audio");
-        let _ = tx.send(Err(coded(status, "empty_text"))).await;
+        rx
     }
 }
 
-/// Sends one frame, waiting while the queue is full; false once the
-/// receiver is gone.
-async fn send(tx: &mpsc::Sender<Result<AudioFrame, Status>>, frame: AudioFrame) -> bool {
-    metrics::frame_enqueued(tx.max_capacity() - tx.capacity());
-    if tx.capacity() > 0 {
-        return tx.send(Ok(frame)).await.is_ok();
+/// Validates a frame before it leaves (and applies the fault hook).
+fn checked(validator: &mut Validator, fault: Option<u32>, mut frame: Frame) -> AudioFrame {
+    let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
+    metrics::frame_validated(&outcome);
+    if fault == Some(frame.sequence) {
+        frame.payload[100] ^= 0x5A;
     }
-    let waiting = Instant::now();
-    let sent = tx.send(Ok(frame)).await.is_ok();
-    metrics::backpressure(waiting.elapsed());
-    sent
-}
-
-fn to_message(frame: Frame) -> AudioFrame {
     AudioFrame {
         sequence: frame.sequence,
         payload: frame.payload,
@@ -260,10 +303,16 @@ fn to_message(frame: Frame) -> AudioFrame {
     }
 }
 
-/// What one thread owns: a synthesiser per voice and scratch buffers.
+async fn recv(events: &mut Option<mpsc::UnboundedReceiver<ClauseEvent>>) -> Option<ClauseEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one thread owns: a synthesiser per voice and a scratch buffer.
 struct SynthThread {
     synthesizers: Vec<Box<dyn Synthesizer>>,
-    native: Vec<f32>,
     resampled: Vec<f32>,
 }
 
@@ -275,7 +324,6 @@ impl SynthThread {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             synthesizers,
-            native: Vec::new(),
             resampled: Vec::new(),
         })
     }
@@ -292,39 +340,52 @@ impl SynthThread {
                 continue;
             }
             metrics::synthesis_queue_wait(job.queued_at.elapsed());
-            let frames = self.run(&mut job);
-            let _ = job.reply.send(ClauseDone {
+            let result = self.run(&mut job);
+            let _ = job.events.send(ClauseEvent::Done {
                 audio: job.audio,
-                frames,
+                result,
             });
         }
     }
 
-    /// Synthesises one clause and cuts what it adds into frames.
-    fn run(&mut self, job: &mut ClauseJob) -> Result<Vec<Frame>, EngineError> {
+    /// Synthesises one clause, sending its frames as they are cut.
+    fn run(&mut self, job: &mut ClauseJob) -> Result<(), EngineError> {
+        let _busy = metrics::SynthesisGuard::new();
         let synth = self
             .synthesizers
             .get_mut(job.voice)
             .ok_or_else(|| EngineError::Runtime(format!("no voice #{}", job.voice)))?;
-        let _busy = metrics::SynthesisGuard::new();
-        let audio = &mut *job.audio;
-        self.native.clear();
-        let started = Instant::now();
-        synth.synthesize(&job.clause, &mut self.native)?;
-        metrics::clause_synthesized(started.elapsed(), self.native.len(), audio.resampler.rate());
-        self.resampled.clear();
-        audio.resampler.process(&self.native, &mut self.resampled);
-        if job.last {
-            audio.resampler.finish(&mut self.resampled);
-        }
+        let (audio, resampled, events) = (&mut *job.audio, &mut self.resampled, &job.events);
         let gain = audio.gain;
-        let mut frames = Vec::with_capacity(self.resampled.len() / tts_frame::FRAME_SAMPLES + 1);
-        audio
-            .framer
-            .push(self.resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
+        let mut native_samples = 0usize;
+        let started = Instant::now();
+        let mut emit = |samples: &[f32]| {
+            native_samples += samples.len();
+            resampled.clear();
+            audio.resampler.process(samples, resampled);
+            let mut frames = Vec::new();
+            audio
+                .framer
+                .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
+            if !frames.is_empty() {
+                let _ = events.send(ClauseEvent::Frames(frames));
+            }
+            !job.cancelled.is_cancelled()
+        };
+        synth.synthesize(&job.clause, &mut emit)?;
+        metrics::clause_synthesized(started.elapsed(), native_samples, audio.resampler.rate());
         if job.last {
+            resampled.clear();
+            audio.resampler.finish(resampled);
+            let mut frames = Vec::new();
+            audio
+                .framer
+                .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
             frames.extend(audio.framer.finish());
+            if !frames.is_empty() {
+                let _ = events.send(ClauseEvent::Frames(frames));
+            }
         }
-        Ok(frames)
+        Ok(())
     }
 }

@@ -2,10 +2,15 @@
 //! thread asks it for its own [`Synthesizer`] (ONNX Runtime sessions need
 //! exclusive access while they run).
 
+mod chunks;
 mod espeak;
 mod piper;
+pub mod split;
+mod stream;
 
-pub use piper::{PiperOptions, PiperVoice};
+pub use chunks::{ChunkPlan, Window};
+pub use piper::{PiperOptions, PiperSynthesizer, PiperVoice};
+pub use stream::FLOW_CONTEXT;
 
 use crate::text::Clause;
 
@@ -63,9 +68,16 @@ pub trait Voice: Send + Sync {
 
 /// Turns one clause into audio. Owned by one thread.
 pub trait Synthesizer: Send {
-    /// Appends the clause's samples, at the voice's native rate with full
-    /// scale at ±1.0, to `out`.
-    fn synthesize(&mut self, clause: &Clause, out: &mut Vec<f32>) -> Result<(), EngineError>;
+    /// Synthesises the clause, handing its samples (at the voice's native
+    /// rate, full scale ±1.0) to `emit` as they are produced: once for
+    /// engines that synthesise whole clauses, several times for streaming
+    /// ones. When `emit` returns false the request is gone: a streaming
+    /// engine stops there.
+    fn synthesize(
+        &mut self,
+        clause: &Clause,
+        emit: &mut dyn FnMut(&[f32]) -> bool,
+    ) -> Result<(), EngineError>;
 }
 
 /// espeak-ng's own formant voice: light and fast (real-time factor about
@@ -112,10 +124,19 @@ struct EspeakSynthesizer {
 }
 
 impl Synthesizer for EspeakSynthesizer {
-    fn synthesize(&mut self, clause: &Clause, out: &mut Vec<f32>) -> Result<(), EngineError> {
+    fn synthesize(
+        &mut self,
+        clause: &Clause,
+        emit: &mut dyn FnMut(&[f32]) -> bool,
+    ) -> Result<(), EngineError> {
         self.scratch.clear();
         espeak::synthesize(&self.voice, &clause.text, &mut self.scratch)?;
-        out.extend(self.scratch.iter().map(|&s| f32::from(s) / 32768.0));
+        let samples: Vec<f32> = self
+            .scratch
+            .iter()
+            .map(|&s| f32::from(s) / 32768.0)
+            .collect();
+        emit(&samples);
         Ok(())
     }
 }

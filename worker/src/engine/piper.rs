@@ -10,6 +10,9 @@ use ort::value::Tensor;
 use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
+use super::chunks::ChunkPlan;
+use super::split::{SplitModel, split};
+use super::stream::StreamedSessions;
 use super::{EngineError, Synthesizer, Voice, VoiceInfo, espeak};
 use crate::text::Clause;
 
@@ -31,6 +34,10 @@ pub struct PiperOptions {
     /// `[noise_scale, length_scale, noise_w]`; `None` takes the voice's
     /// config. `[0, 1, 0]` makes output deterministic.
     pub scales: Option<[f32; 3]>,
+    /// Stream inside a clause when the graph allows it (see [`split`](super::split)).
+    pub streaming: bool,
+    /// Decoder windows and context, when streaming.
+    pub plan: ChunkPlan,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +81,9 @@ pub struct PiperVoice {
     scales: [f32; 3],
     intra_threads: usize,
     env: ort::environment::Environment,
+    /// The model's three parts, when it can stream.
+    parts: Option<Arc<SplitModel>>,
+    plan: ChunkPlan,
 }
 
 /// Text → phoneme ids, shared by a voice's synthesis threads.
@@ -170,6 +180,19 @@ impl PiperVoice {
             }
         }
         let inference = &config.inference;
+        let parts = if opts.streaming {
+            let bytes = std::fs::read(model)
+                .map_err(|e| EngineError::Runtime(format!("reading {}: {e}", model.display())))?;
+            match split(&bytes) {
+                Ok(parts) => Some(Arc::new(parts)),
+                Err(e) => {
+                    tracing::warn!(voice = name, error = %e, "voice cannot stream inside a clause; synthesising whole clauses");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let voice = Self {
             info: VoiceInfo {
                 name: name.to_owned(),
@@ -179,7 +202,7 @@ impl PiperVoice {
                     .map_or_else(|| "en-US".into(), |l| l.code.replace('_', "-")),
                 sample_rate: config.audio.sample_rate,
                 gain: PIPER_GAIN,
-                streaming: false,
+                streaming: parts.is_some(),
             },
             model: model.to_owned(),
             phonemizer: Arc::new(Phonemizer {
@@ -193,6 +216,8 @@ impl PiperVoice {
             ]),
             intra_threads: opts.intra_threads.max(1),
             env: runtime(&opts.runtime_library)?,
+            parts,
+            plan: opts.plan,
         };
         espeak::sample_rate(&voice.phonemizer.espeak_voice)?;
         Ok(voice)
@@ -203,16 +228,48 @@ impl PiperVoice {
         self.phonemizer.ids(clause)
     }
 
-    fn session(&self) -> Result<Session, EngineError> {
+    fn builder(&self) -> Result<ort::session::builder::SessionBuilder, EngineError> {
         let err = |e: ort::Error| EngineError::Runtime(e.to_string());
         Session::builder(&self.env)
             .map_err(err)?
             .with_intra_threads(self.intra_threads)
             .map_err(|e| err(e.into()))?
+            // Spinning threads steal the core from the next window's call.
             .with_intra_op_spinning(false)
-            .map_err(|e| err(e.into()))?
+            .map_err(|e| err(e.into()))
+    }
+
+    /// A synthesiser that runs the whole model once per clause.
+    pub fn one_shot(&self) -> Result<PiperSynthesizer, EngineError> {
+        let session = self
+            .builder()?
             .commit_from_file(&self.model)
-            .map_err(err)
+            .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        Ok(self.synthesizer_with(Engine::OneShot(session)))
+    }
+
+    /// A synthesiser that streams inside each clause; `None` when the
+    /// voice's graph cannot be split.
+    pub fn streamed(&self) -> Result<Option<PiperSynthesizer>, EngineError> {
+        let Some(parts) = &self.parts else {
+            return Ok(None);
+        };
+        let sessions = StreamedSessions::open(parts, self.plan, |bytes| {
+            self.builder()?
+                .commit_from_memory(bytes)
+                .map_err(|e| EngineError::Runtime(e.to_string()))
+        })?;
+        Ok(Some(
+            self.synthesizer_with(Engine::Streamed(Box::new(sessions))),
+        ))
+    }
+
+    fn synthesizer_with(&self, engine: Engine) -> PiperSynthesizer {
+        PiperSynthesizer {
+            engine,
+            phonemizer: Arc::clone(&self.phonemizer),
+            scales: self.scales,
+        }
     }
 }
 
@@ -222,58 +279,93 @@ impl Voice for PiperVoice {
     }
 
     fn synthesizer(&self) -> Result<Box<dyn Synthesizer>, EngineError> {
-        Ok(Box::new(PiperSynthesizer {
-            session: self.session()?,
-            phonemizer: Arc::clone(&self.phonemizer),
-            scales: self.scales,
-        }))
+        match self.streamed()? {
+            Some(s) => Ok(Box::new(s)),
+            None => Ok(Box::new(self.one_shot()?)),
+        }
     }
 }
 
-struct PiperSynthesizer {
-    session: Session,
+enum Engine {
+    OneShot(Session),
+    Streamed(Box<StreamedSessions>),
+}
+
+/// Speaks clauses with a Piper voice, one-shot or streaming.
+pub struct PiperSynthesizer {
+    engine: Engine,
     phonemizer: Arc<Phonemizer>,
     scales: [f32; 3],
 }
 
 impl Synthesizer for PiperSynthesizer {
-    fn synthesize(&mut self, clause: &Clause, out: &mut Vec<f32>) -> Result<(), EngineError> {
+    fn synthesize(
+        &mut self,
+        clause: &Clause,
+        emit: &mut dyn FnMut(&[f32]) -> bool,
+    ) -> Result<(), EngineError> {
         let ids = self.phonemizer.ids(clause)?;
-        let err = |e: ort::Error| EngineError::Runtime(e.to_string());
-        let n = ids.len();
-        let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
-        let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
-        let scales = Tensor::from_array(([3usize], self.scales.to_vec())).map_err(err)?;
-        let outputs = self
-            .session
-            .run(ort::inputs![
-                "input" => input,
-                "input_lengths" => lengths,
-                "scales" => scales,
-            ])
-            .map_err(err)?;
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        out.extend_from_slice(audio);
-        Ok(())
+        match &mut self.engine {
+            Engine::OneShot(session) => one_shot(session, ids, self.scales, emit),
+            Engine::Streamed(sessions) => sessions.run(ids, self.scales, emit),
+        }
     }
+}
+
+fn one_shot(
+    session: &mut Session,
+    ids: Vec<i64>,
+    scales: [f32; 3],
+    emit: &mut dyn FnMut(&[f32]) -> bool,
+) -> Result<(), EngineError> {
+    let err = |e: ort::Error| EngineError::Runtime(e.to_string());
+    let n = ids.len();
+    let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
+    let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
+    let scales = Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?;
+    let outputs = session
+        .run(ort::inputs![
+            "input" => input,
+            "input_lengths" => lengths,
+            "scales" => scales,
+        ])
+        .map_err(err)?;
+    let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+    emit(audio);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn voice() -> Option<PiperVoice> {
+    enum PlanChoice {
+        Default,
+        /// One window over the whole clause, no context: the three parts in
+        /// plain sequence.
+        Whole,
+    }
+
+    fn voice(plan: PlanChoice) -> PiperVoice {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let model = root.join(".cache/voices/en_US-joe-medium.onnx");
+        let plan = match plan {
+            PlanChoice::Default => ChunkPlan::default(),
+            PlanChoice::Whole => ChunkPlan {
+                first: usize::MAX / 4,
+                max: usize::MAX / 4,
+                context: 0,
+            },
+        };
         let opts = PiperOptions {
             runtime_library: root.join(".cache/onnxruntime/libonnxruntime.so"),
             intra_threads: 1,
             scales: Some([0.0, 1.0, 0.0]),
+            streaming: true,
+            plan,
         };
-        match PiperVoice::load("joe", &model, &opts) {
-            Ok(v) => Some(v),
-            Err(e) => panic!("the Piper voice is required for these tests ({e})"),
-        }
+        PiperVoice::load("joe", &model, &opts)
+            .unwrap_or_else(|e| panic!("the Piper voice is required (run scripts/setup.sh): {e}"))
     }
 
     fn clause(text: &str) -> Clause {
@@ -283,9 +375,31 @@ mod tests {
         }
     }
 
+    /// The samples of one clause, and how many pieces they came in.
+    fn speak(synth: &mut PiperSynthesizer, text: &str) -> (Vec<f32>, usize) {
+        let (mut out, mut pieces) = (Vec::new(), 0);
+        synth
+            .synthesize(&clause(text), &mut |s: &[f32]| {
+                out.extend_from_slice(s);
+                pieces += 1;
+                true
+            })
+            .expect("synthesis");
+        (out, pieces)
+    }
+
+    const SENTENCES: [&str; 4] = [
+        "Hello there.",
+        "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.",
+        "Streaming speech has to start quickly, keep a steady pace, and never stall, even when \
+         the sentence is long, full of commas, and the machine is busy with many other listeners \
+         who are all waiting for their own first words to arrive.",
+        "Yes!",
+    ];
+
     #[test]
     fn phoneme_ids_match_the_reference_implementation() {
-        let Some(v) = voice() else { return };
+        let v = voice(PlanChoice::Default);
         let s1: Vec<i64> = vec![
             1, 0, 41, 0, 59, 0, 3, 0, 23, 0, 35, 0, 120, 0, 74, 0, 23, 0, 3, 0, 15, 0, 88, 0, 120,
             0, 14, 0, 100, 0, 26, 0, 3, 0, 19, 0, 120, 0, 51, 0, 122, 0, 23, 0, 31, 0, 3, 0, 17, 0,
@@ -309,21 +423,160 @@ mod tests {
     }
 
     #[test]
+    fn the_graph_splits_and_the_voice_streams() {
+        let v = voice(PlanChoice::Default);
+        assert!(v.info().streaming, "the voice should stream");
+        assert!(v.streamed().expect("sessions").is_some());
+    }
+
+    #[test]
+    fn split_parts_compose_to_the_full_model() {
+        let v = voice(PlanChoice::Whole);
+        let mut whole = v.one_shot().expect("one-shot session");
+        let mut parts = v.streamed().expect("sessions").expect("streams");
+        for text in SENTENCES {
+            let (a, _) = speak(&mut whole, text);
+            let (b, pieces) = speak(&mut parts, text);
+            assert_eq!(pieces, 1);
+            assert_eq!(a.len(), b.len(), "{text}");
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "composed parts, {} samples: max abs difference {worst:e}",
+                a.len()
+            );
+            assert_eq!(
+                a, b,
+                "{text}: the parts in sequence differ from the whole (max {worst})"
+            );
+        }
+    }
+
+    #[test]
+    fn streamed_samples_equal_the_one_shot_samples() {
+        let v = voice(PlanChoice::Default);
+        let mut whole = v.one_shot().expect("one-shot session");
+        let mut streamed = v.streamed().expect("sessions").expect("streams");
+        for text in SENTENCES {
+            let (a, _) = speak(&mut whole, text);
+            let (b, pieces) = speak(&mut streamed, text);
+            assert!(pieces >= 2 || a.len() < 20 * 256, "{text}: {pieces} pieces");
+            assert_eq!(a.len(), b.len(), "{text}");
+            let (worst, at) = a
+                .iter()
+                .zip(&b)
+                .enumerate()
+                .map(|(i, (x, y))| ((x - y).abs(), i))
+                .fold((0f32, 0), |m, d| if d.0 > m.0 { d } else { m });
+            eprintln!(
+                "streamed in {pieces} pieces, {} samples: max abs difference {worst:e}",
+                a.len()
+            );
+            assert!(
+                worst <= 1e-4,
+                "{text}: max abs difference {worst} at sample {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn streamed_frames_match_one_shot_frames_across_window_edges() {
+        use crate::audio::{Framer, Resampler, to_s16};
+        let v = voice(PlanChoice::Default);
+        let frames = |synth: &mut PiperSynthesizer, text: &str| {
+            let mut resampler = Resampler::new(v.info().sample_rate).expect("resampler");
+            let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
+            synth
+                .synthesize(&clause(text), &mut |s: &[f32]| {
+                    out.clear();
+                    resampler.process(s, &mut out);
+                    framer.push(out.iter().map(|&x| to_s16(x, PIPER_GAIN)), &mut frames);
+                    true
+                })
+                .expect("synthesis");
+            out.clear();
+            resampler.finish(&mut out);
+            framer.push(out.iter().map(|&x| to_s16(x, PIPER_GAIN)), &mut frames);
+            frames.extend(framer.finish());
+            frames
+        };
+        let mut whole = v.one_shot().expect("one-shot session");
+        let mut streamed = v.streamed().expect("sessions").expect("streams");
+        let text = SENTENCES[2];
+        let (a, b) = (frames(&mut whole, text), frames(&mut streamed, text));
+        assert_eq!(a.len(), b.len());
+        for (fa, fb) in a.iter().zip(&b) {
+            assert_eq!(
+                (fa.sequence, fa.samples, fa.last),
+                (fb.sequence, fb.samples, fb.last)
+            );
+            let worst = tts_frame::bytes_to_samples(&fa.payload)
+                .zip(tts_frame::bytes_to_samples(&fb.payload))
+                .map(|(x, y)| (i32::from(x) - i32::from(y)).abs())
+                .max()
+                .unwrap_or(0);
+            assert!(
+                worst <= 2,
+                "frame {}: samples differ by {worst} LSB",
+                fa.sequence
+            );
+        }
+    }
+
+    #[test]
+    fn a_graph_without_the_structure_falls_back_to_one_shot() {
+        use onnx_protobuf::{GraphProto, Message, ModelProto, NodeProto, ValueInfoProto};
+        let dir = std::env::temp_dir().join(format!("tts-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut node = NodeProto::new();
+        node.op_type = "Identity".into();
+        node.input = vec!["scales".into()];
+        node.output = vec!["output".into()];
+        let mut graph = GraphProto::new();
+        graph.node = vec![node];
+        let mut input = ValueInfoProto::new();
+        input.name = "scales".into();
+        graph.input.push(input);
+        let mut out = ValueInfoProto::new();
+        out.name = "output".into();
+        graph.output.push(out);
+        let mut model = ModelProto::new();
+        model.ir_version = 8;
+        model.graph = protobuf::MessageField::some(graph);
+        let path = dir.join("plain.onnx");
+        std::fs::write(&path, model.write_to_bytes().expect("encode")).expect("write");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::copy(
+            root.join(".cache/voices/en_US-joe-medium.onnx.json"),
+            dir.join("plain.onnx.json"),
+        )
+        .expect("config");
+        let opts = PiperOptions {
+            runtime_library: root.join(".cache/onnxruntime/libonnxruntime.so"),
+            intra_threads: 1,
+            scales: None,
+            streaming: true,
+            plan: ChunkPlan::default(),
+        };
+        let v = PiperVoice::load("plain", &path, &opts).expect("loads");
+        assert!(!v.info().streaming);
+        assert!(v.streamed().expect("no error").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn synthesizes_deterministic_speech() {
-        let Some(v) = voice() else { return };
-        let mut synth = v.synthesizer().expect("session");
-        let mut a = Vec::new();
-        synth
-            .synthesize(&clause("Hello there, world."), &mut a)
-            .expect("synthesis");
+        let v = voice(PlanChoice::Default);
+        let mut synth = v.one_shot().expect("session");
+        let (a, _) = speak(&mut synth, "Hello there, world.");
         let seconds = a.len() as f32 / v.info().sample_rate as f32;
         assert!((0.6..3.0).contains(&seconds), "{seconds} s");
         let peak = a.iter().fold(0f32, |m, s| m.max(s.abs()));
         assert!(peak > 0.05 && peak < 1.0, "peak {peak}");
-        let mut b = Vec::new();
-        synth
-            .synthesize(&clause("Hello there, world."), &mut b)
-            .expect("synthesis");
+        let (b, _) = speak(&mut synth, "Hello there, world.");
         assert_eq!(a, b, "scales [0, 1, 0] are deterministic");
     }
 
@@ -333,6 +586,8 @@ mod tests {
             runtime_library: PathBuf::from("/nonexistent/libonnxruntime.so"),
             intra_threads: 1,
             scales: None,
+            streaming: true,
+            plan: ChunkPlan::default(),
         };
         let err = PiperVoice::load("x", Path::new("/nonexistent/voice.onnx"), &opts)
             .err()

@@ -1,0 +1,379 @@
+//! Splits a Piper (VITS) ONNX graph into its three parts, found from the
+//! graph's structure rather than from tensor names:
+//!
+//! - **decoder**: the HiFi-GAN generator. Its input `D` is the earliest
+//!   tensor on the path into the first `ConvTranspose` that alone separates
+//!   the graph's output from its inputs (every path from the inputs to the
+//!   output passes through it).
+//! - **flow**: `D` is produced by `z · mask`; the flow's inputs are the mask
+//!   and the earliest tensor `Z` such that `{Z, mask}` separates `z` from the
+//!   graph's inputs. No random node may lie between them.
+//! - **text**: everything from the graph's inputs to `{Z, mask}` (text
+//!   encoder, duration predictor, length regulator and both noise nodes).
+//!
+//! Each part is a standalone model: the nodes reachable backwards from its
+//! outputs up to its inputs, in the original (topological) order, with the
+//! initializers they use.
+
+use std::collections::{HashMap, HashSet};
+
+use onnx_protobuf::{
+    GraphProto, Message, ModelProto, NodeProto, TypeProto, ValueInfoProto, type_proto,
+};
+
+/// Why a graph cannot be split; the voice then synthesises one-shot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// The bytes are not an ONNX model.
+    #[error("not an ONNX model: {0}")]
+    Parse(String),
+    /// The graph lacks the structure streaming needs.
+    #[error("graph does not have the expected VITS structure: {0}")]
+    Structure(String),
+}
+
+/// The three parts, serialised, and the names of the tensors between them.
+#[derive(Debug, Clone)]
+pub struct SplitModel {
+    /// Graph inputs → `[z, mask]`.
+    pub text: Vec<u8>,
+    /// `[z, mask]` → `d`.
+    pub flow: Vec<u8>,
+    /// `d` → audio.
+    pub decoder: Vec<u8>,
+    /// The flow's first input (latent frames, `[1, C, T]`).
+    pub z: String,
+    /// The mask (`[1, 1, T]`).
+    pub mask: String,
+    /// The decoder's input (`[1, C, T]`).
+    pub d: String,
+}
+
+/// Operators the decoder may contain: pointwise or convolutional, so that
+/// it can run on a window of frames.
+const DECODER_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "LeakyRelu",
+    "Relu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Tanh",
+    "Unsqueeze",
+    "Squeeze",
+    "Identity",
+    "Constant",
+];
+/// Operators that draw random numbers: they must stay in the text part.
+const RANDOM_OPS: &[&str] = &[
+    "RandomNormalLike",
+    "RandomNormal",
+    "RandomUniformLike",
+    "RandomUniform",
+];
+
+/// The graph's dataflow: which node produces and which nodes consume each tensor.
+struct Dataflow<'a> {
+    nodes: &'a [NodeProto],
+    producer: HashMap<&'a str, usize>,
+    sources: HashSet<&'a str>,
+}
+
+impl<'a> Dataflow<'a> {
+    fn new(graph: &'a GraphProto) -> Self {
+        let initializers: HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let sources = graph
+            .input
+            .iter()
+            .map(|i| i.name.as_str())
+            .filter(|n| !initializers.contains(n))
+            .collect();
+        let mut producer = HashMap::new();
+        for (i, node) in graph.node.iter().enumerate() {
+            for out in &node.output {
+                producer.insert(out.as_str(), i);
+            }
+        }
+        Self {
+            nodes: &graph.node,
+            producer,
+            sources,
+        }
+    }
+
+    /// Nodes needed to compute `outputs` when `stop` tensors are given,
+    /// and whether the walk reached a graph input (or a random node, if
+    /// `random_is_source`).
+    fn ancestors(
+        &self,
+        outputs: &[&str],
+        stop: &[&str],
+        random_is_source: bool,
+    ) -> (Vec<usize>, bool) {
+        let mut seen = HashSet::new();
+        let mut reached_source = false;
+        let mut stack: Vec<&str> = outputs.to_vec();
+        let mut visited_tensors = HashSet::new();
+        while let Some(t) = stack.pop() {
+            if stop.contains(&t) || !visited_tensors.insert(t) {
+                continue;
+            }
+            if self.sources.contains(t) {
+                reached_source = true;
+                continue;
+            }
+            let Some(&n) = self.producer.get(t) else {
+                continue;
+            };
+            if seen.insert(n) {
+                let node = &self.nodes[n];
+                if random_is_source && RANDOM_OPS.contains(&node.op_type.as_str()) {
+                    reached_source = true;
+                }
+                stack.extend(
+                    node.input
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|s| !s.is_empty()),
+                );
+            }
+        }
+        let mut order: Vec<usize> = seen.into_iter().collect();
+        order.sort_unstable();
+        (order, reached_source)
+    }
+
+    /// Nodes that depend on every random node of the graph (empty when
+    /// there is none).
+    fn downstream_of_random(&self) -> HashSet<usize> {
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            for input in &node.input {
+                consumers.entry(input.as_str()).or_default().push(i);
+            }
+        }
+        let mut common: Option<HashSet<usize>> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !RANDOM_OPS.contains(&node.op_type.as_str()) {
+                continue;
+            }
+            let mut reached = HashSet::from([i]);
+            let mut stack = vec![i];
+            while let Some(n) = stack.pop() {
+                for out in &self.nodes[n].output {
+                    for &c in consumers.get(out.as_str()).into_iter().flatten() {
+                        if reached.insert(c) {
+                            stack.push(c);
+                        }
+                    }
+                }
+            }
+            common = Some(match common {
+                None => reached,
+                Some(c) => c.intersection(&reached).copied().collect(),
+            });
+        }
+        common.unwrap_or_default()
+    }
+
+    /// Whether `stop` separates `output` from the graph's inputs.
+    fn separates(&self, output: &str, stop: &[&str], random_is_source: bool) -> bool {
+        !self.ancestors(&[output], stop, random_is_source).1
+    }
+}
+
+/// Splits `model` (the bytes of an `.onnx` file).
+pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
+    let structure = |m: &str| SplitError::Structure(m.to_owned());
+    let model =
+        ModelProto::parse_from_bytes(model).map_err(|e| SplitError::Parse(e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or_else(|| structure("no graph"))?;
+    let output = graph
+        .output
+        .first()
+        .map(|o| o.name.as_str())
+        .ok_or_else(|| structure("no output"))?;
+    let flow = Dataflow::new(graph);
+
+    // The decoder's input: walk back from the first ConvTranspose along its
+    // data input while each tensor still separates the output on its own.
+    let first_up = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "ConvTranspose")
+        .ok_or_else(|| structure("no ConvTranspose (no HiFi-GAN decoder)"))?;
+    let mut d: Option<&str> = None;
+    let mut cursor = graph.node[first_up].input.first().map(String::as_str);
+    while let Some(t) = cursor {
+        if !flow.separates(output, &[t], false) {
+            break;
+        }
+        d = Some(t);
+        cursor = flow
+            .producer
+            .get(t)
+            .and_then(|&n| graph.node[n].input.first())
+            .map(String::as_str);
+    }
+    let d = d.ok_or_else(|| structure("no single tensor feeds the decoder"))?;
+    let (decoder_nodes, _) = flow.ancestors(&[output], &[d], false);
+    if let Some(n) = decoder_nodes
+        .iter()
+        .find(|&&n| !DECODER_OPS.contains(&graph.node[n].op_type.as_str()))
+    {
+        return Err(SplitError::Structure(format!(
+            "decoder holds a {} node, which cannot run on a window",
+            graph.node[*n].op_type
+        )));
+    }
+
+    // D = z · mask: find which operand is the mask and where the flow starts.
+    let mul = flow
+        .producer
+        .get(d)
+        .map(|&n| &graph.node[n])
+        .ok_or_else(|| structure("decoder input has no producer"))?;
+    if mul.op_type != "Mul" || mul.input.len() != 2 {
+        return Err(structure("decoder input is not z · mask"));
+    }
+    let (z_path, mask) = [(0, 1), (1, 0)]
+        .into_iter()
+        .map(|(a, b)| (mul.input[a].as_str(), mul.input[b].as_str()))
+        .find(|(z, mask)| flow.producer.contains_key(z) && !flow.separates(z, &[mask], true))
+        .ok_or_else(|| structure("cannot tell the flow output from the mask"))?;
+    // The earliest Z with {Z, mask} separating z from the inputs and from
+    // every random node. Such a Z lies downstream of every random node, so
+    // only those nodes are tried (all of z's ancestors when there is none).
+    let (mut flow_candidates, _) = flow.ancestors(&[z_path], &[mask], false);
+    let noise = flow.downstream_of_random();
+    if !noise.is_empty() {
+        flow_candidates.retain(|n| noise.contains(n));
+    }
+    let mut z: Option<&str> = None;
+    for &n in &flow_candidates {
+        for t in &graph.node[n].output {
+            if flow.separates(z_path, &[t.as_str(), mask], true) {
+                z = Some(t.as_str());
+                break;
+            }
+        }
+        if z.is_some() {
+            break;
+        }
+    }
+    let z = z.ok_or_else(|| structure("no flow input found"))?;
+
+    let text = extract(&model, &[], &[z, mask])?;
+    let flow_part = extract(&model, &[z, mask], &[d])?;
+    let decoder = extract(&model, &[d], &[output])?;
+    Ok(SplitModel {
+        text: text
+            .write_to_bytes()
+            .map_err(|e| SplitError::Parse(e.to_string()))?,
+        flow: flow_part
+            .write_to_bytes()
+            .map_err(|e| SplitError::Parse(e.to_string()))?,
+        decoder: decoder
+            .write_to_bytes()
+            .map_err(|e| SplitError::Parse(e.to_string()))?,
+        z: z.to_owned(),
+        mask: mask.to_owned(),
+        d: d.to_owned(),
+    })
+}
+
+/// The sub-model computing `outputs` from `inputs` (the original graph
+/// inputs when `inputs` is empty).
+fn extract(
+    model: &ModelProto,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<ModelProto, SplitError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| SplitError::Structure("no graph".into()))?;
+    let flow = Dataflow::new(graph);
+    let (nodes, _) = flow.ancestors(outputs, inputs, false);
+    if nodes.iter().any(|&n| {
+        graph.node[n]
+            .attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    }) {
+        return Err(SplitError::Structure("control flow with subgraphs".into()));
+    }
+    let used: HashSet<&str> = nodes
+        .iter()
+        .flat_map(|&n| graph.node[n].input.iter().map(String::as_str))
+        .collect();
+    let mut sub = GraphProto::new();
+    sub.name = format!("{}_part", graph.name);
+    sub.node = nodes.iter().map(|&n| graph.node[n].clone()).collect();
+    sub.initializer = graph
+        .initializer
+        .iter()
+        .filter(|t| used.contains(t.name.as_str()))
+        .cloned()
+        .collect();
+    sub.input = if inputs.is_empty() {
+        graph
+            .input
+            .iter()
+            .filter(|i| used.contains(i.name.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        inputs
+            .iter()
+            .map(|name| value_info(graph, &flow, name))
+            .collect()
+    };
+    sub.output = outputs
+        .iter()
+        .map(|name| value_info(graph, &flow, name))
+        .collect();
+    let mut part = ModelProto::new();
+    part.ir_version = model.ir_version;
+    part.opset_import = model.opset_import.clone();
+    part.producer_name = model.producer_name.clone();
+    part.producer_version = model.producer_version.clone();
+    part.domain = model.domain.clone();
+    part.model_version = model.model_version;
+    part.graph = protobuf::MessageField::some(sub);
+    Ok(part)
+}
+
+/// Type information for a tensor: from the graph when it has it, else a
+/// tensor of unknown shape whose element type comes from a producing
+/// `Cast`, or float.
+fn value_info(graph: &GraphProto, flow: &Dataflow<'_>, name: &str) -> ValueInfoProto {
+    let known = graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .chain(&graph.value_info)
+        .find(|v| v.name == name);
+    if let Some(v) = known {
+        return v.clone();
+    }
+    const FLOAT: i32 = 1;
+    let elem_type = flow
+        .producer
+        .get(name)
+        .map(|&n| &graph.node[n])
+        .filter(|n| n.op_type == "Cast")
+        .and_then(|n| n.attribute.iter().find(|a| a.name == "to"))
+        .map_or(FLOAT, |a| a.i as i32);
+    let mut tensor = type_proto::Tensor::new();
+    tensor.elem_type = elem_type;
+    let mut ty = TypeProto::new();
+    ty.value = Some(type_proto::Value::TensorType(tensor));
+    let mut v = ValueInfoProto::new();
+    v.name = name.to_owned();
+    v.type_ = protobuf::MessageField::some(ty);
+    v
+}

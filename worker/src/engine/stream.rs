@@ -1,0 +1,190 @@
+//! Streaming synthesis inside a clause: the text part runs once, then the
+//! flow and the decoder run on windows of latent frames, so the first
+//! samples exist after one small decoder call instead of after the whole
+//! clause. With enough context the result equals the one-shot output (the
+//! flow and decoder are convolutional with short receptive fields).
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::EngineError;
+use super::chunks::ChunkPlan;
+use super::split::SplitModel;
+
+/// Frames of context the flow gets on each side (its receptive field is
+/// ±32 latent frames for this architecture).
+pub const FLOW_CONTEXT: usize = 32;
+/// After the first, the flow runs in blocks of at least this many frames,
+/// ahead of the decoder, to spend less on context.
+const FLOW_BLOCK: usize = 128;
+
+/// One ONNX Runtime session per part, and the names joining them.
+pub(crate) struct StreamedSessions {
+    text: Session,
+    flow: Session,
+    decoder: Session,
+    z: String,
+    mask: String,
+    d: String,
+    plan: ChunkPlan,
+}
+
+fn err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Runtime(e.to_string())
+}
+
+/// A `[1, channels, frames]` tensor kept channel-major.
+struct Frames {
+    data: Vec<f32>,
+    channels: usize,
+    len: usize,
+}
+
+impl Frames {
+    fn from_output(shape: &[i64], data: &[f32]) -> Result<Self, EngineError> {
+        match shape {
+            [1, c, t] => Ok(Self {
+                data: data.to_vec(),
+                channels: *c as usize,
+                len: *t as usize,
+            }),
+            other => Err(err(format!("expected a [1, C, T] tensor, got {other:?}"))),
+        }
+    }
+
+    /// Frames `lo..hi` of every channel, as a `[1, C, hi − lo]` tensor.
+    fn window(&self, lo: usize, hi: usize) -> Result<Tensor<f32>, EngineError> {
+        let mut out = Vec::with_capacity(self.channels * (hi - lo));
+        for c in 0..self.channels {
+            out.extend_from_slice(&self.data[c * self.len + lo..c * self.len + hi]);
+        }
+        Tensor::from_array(([1usize, self.channels, hi - lo], out)).map_err(err)
+    }
+}
+
+impl StreamedSessions {
+    /// Opens the three parts with `make`, which configures a session
+    /// builder (threads, spinning) and loads the bytes.
+    pub(crate) fn open(
+        parts: &SplitModel,
+        plan: ChunkPlan,
+        make: impl Fn(&[u8]) -> Result<Session, EngineError>,
+    ) -> Result<Self, EngineError> {
+        Ok(Self {
+            text: make(&parts.text)?,
+            flow: make(&parts.flow)?,
+            decoder: make(&parts.decoder)?,
+            z: parts.z.clone(),
+            mask: parts.mask.clone(),
+            d: parts.d.clone(),
+            plan,
+        })
+    }
+
+    /// Synthesises phoneme `ids`, handing audio to `emit` window by window.
+    pub(crate) fn run(
+        &mut self,
+        ids: Vec<i64>,
+        scales: [f32; 3],
+        emit: &mut dyn FnMut(&[f32]) -> bool,
+    ) -> Result<(), EngineError> {
+        let (z, mask) = self.text_part(ids, scales)?;
+        let len = z.len;
+        let mut d = Frames {
+            data: vec![0.0; z.channels * len],
+            channels: z.channels,
+            len,
+        };
+        let mut ready = 0;
+        for w in self.plan.windows(len) {
+            if ready < w.hi {
+                let upto = if ready == 0 {
+                    w.hi
+                } else {
+                    (ready + FLOW_BLOCK).max(w.hi).min(len)
+                };
+                self.flow_part(&z, &mask, &mut d, ready, upto)?;
+                ready = upto;
+            }
+            let audio = self.decode(&d, w.lo, w.hi)?;
+            let hop = audio.len() / (w.hi - w.lo);
+            if !emit(&audio[(w.start - w.lo) * hop..(w.end - w.lo) * hop]) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn text_part(
+        &mut self,
+        ids: Vec<i64>,
+        scales: [f32; 3],
+    ) -> Result<(Frames, Frames), EngineError> {
+        let n = ids.len();
+        let outputs = self
+            .text
+            .run(ort::inputs![
+                "input" => Tensor::from_array(([1usize, n], ids)).map_err(err)?,
+                "input_lengths" => Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?,
+                "scales" => Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?,
+            ])
+            .map_err(err)?;
+        let (shape, z) = outputs[self.z.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(err)?;
+        let z = Frames::from_output(shape, z)?;
+        let (shape, mask) = outputs[self.mask.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(err)?;
+        let mask = Frames::from_output(shape, mask)?;
+        Ok((z, mask))
+    }
+
+    /// Computes frames `from..to` of `d` with the flow, given context.
+    fn flow_part(
+        &mut self,
+        z: &Frames,
+        mask: &Frames,
+        d: &mut Frames,
+        from: usize,
+        to: usize,
+    ) -> Result<(), EngineError> {
+        let lo = from.saturating_sub(FLOW_CONTEXT);
+        let hi = (to + FLOW_CONTEXT).min(z.len);
+        let outputs = self
+            .flow
+            .run(ort::inputs![
+                self.z.as_str() => z.window(lo, hi)?,
+                self.mask.as_str() => mask.window(lo, hi)?,
+            ])
+            .map_err(err)?;
+        let (shape, out) = outputs[self.d.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(err)?;
+        let width = hi - lo;
+        if shape.iter().product::<i64>() as usize != d.channels * width {
+            return Err(err(format!("flow produced {shape:?} for {width} frames")));
+        }
+        for c in 0..d.channels {
+            let src = &out[c * width + (from - lo)..c * width + (to - lo)];
+            d.data[c * d.len + from..c * d.len + to].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, d: &Frames, lo: usize, hi: usize) -> Result<Vec<f32>, EngineError> {
+        let outputs = self
+            .decoder
+            .run(ort::inputs![self.d.as_str() => d.window(lo, hi)?])
+            .map_err(err)?;
+        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        if audio.len() % (hi - lo) != 0 {
+            return Err(err(format!(
+                "decoder produced {} samples for {} frames",
+                audio.len(),
+                hi - lo
+            )));
+        }
+        Ok(audio.to_vec())
+    }
+}
