@@ -2,7 +2,11 @@
 # Time to first audio and real-time factors, measured through the whole
 # pipeline (release build, embedded worker, loopback), one request at a time.
 #
-#   bash scripts/bench-ttfa.sh [RUNS]      (default 10 runs per text)
+#   bash scripts/bench-ttfa.sh [RUNS]
+#
+# RUNS (default 10) runs of a 5-word sentence, at most 20 of a medium
+# sentence and at most 10 of a 1,000-character paragraph. Worker settings
+# come from the environment, e.g. TTS_STREAM_IN_CLAUSE=false.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
@@ -13,6 +17,7 @@ bash scripts/setup.sh
 cargo build --release --bins -q
 BIN=target/release
 
+SHORT="The quick brown fox jumps."
 MEDIUM="The quick brown fox jumps over the lazy dog, and the dog, unimpressed, goes back to sleep."
 PARAGRAPH=$(python3 - <<'PY'
 text = ("Streaming speech must start quickly and never stall. A listener notices a gap of a "
@@ -42,25 +47,31 @@ for _ in $(seq 1 100); do
 done
 
 OUT=$(mktemp -d)
-run() { # label text
-  "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$2" --out "$OUT/warmup.wav" --json >/dev/null
-  for i in $(seq 1 "$RUNS"); do
-    "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$2" --out "$OUT/$1.wav" --json >"$OUT/$1-$i.json"
+run() { # label runs text
+  "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --out "$OUT/warmup.wav" --json >/dev/null
+  for i in $(seq 1 "$2"); do
+    "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --out "$OUT/$1.wav" --json >"$OUT/$1-$i.json"
   done
+  echo "$1 $2 ${#3}" >>"$OUT/index"
 }
-run medium "$MEDIUM"
-run paragraph "$PARAGRAPH"
-python3 - "$OUT" "$RUNS" "${#MEDIUM}" "${#PARAGRAPH}" <<'PY'
+run short "$RUNS" "$SHORT"
+run medium "$(( RUNS < 20 ? RUNS : 20 ))" "$MEDIUM"
+run paragraph "$(( RUNS < 10 ? RUNS : 10 ))" "$PARAGRAPH"
+python3 - "$OUT" <<'PY'
 import json, sys, statistics as st
-out, runs, n_medium, n_para = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-print(f"{'text':<22}{'chars':>6}{'audio s':>9}{'TTFA p50 ms':>13}{'min':>8}{'max':>8}{'path RTF':>10}")
-for label, chars in (("medium", n_medium), ("paragraph", n_para)):
-    reports = [json.load(open(f"{out}/{label}-{i}.json")) for i in range(1, runs + 1)]
+out = sys.argv[1]
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+print(f"{'text':<12}{'chars':>6}{'runs':>6}{'audio s':>9}{'TTFA p50 ms':>13}{'p95':>8}{'min':>8}{'max':>8}{'path RTF':>10}")
+for line in open(f"{out}/index"):
+    label, runs, chars = line.split()
+    reports = [json.load(open(f"{out}/{label}-{i}.json")) for i in range(1, int(runs) + 1)]
     ttfa = [r["time_to_first_audio_ms"] for r in reports]
     rtf = [r["real_time_factor"] for r in reports]
     bad = sum(r["checksum_failures"] + r["sequence_failures"] + r["malformed_frames"] for r in reports)
-    print(f"{label:<22}{chars:>6}{reports[0]['audio_seconds']:>9.2f}{st.median(ttfa):>13.1f}"
-          f"{min(ttfa):>8.1f}{max(ttfa):>8.1f}{st.median(rtf):>10.3f}   ({runs} runs, {bad} bad frames)")
+    print(f"{label:<12}{chars:>6}{runs:>6}{reports[0]['audio_seconds']:>9.2f}{st.median(ttfa):>13.1f}"
+          f"{pct(ttfa, 95):>8.1f}{min(ttfa):>8.1f}{max(ttfa):>8.1f}{st.median(rtf):>10.3f}   ({bad} bad frames)")
 PY
 # The worker's own real-time factor per clause (synthesis time / audio time).
 exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT"

@@ -121,7 +121,7 @@ impl Worker {
         let server = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(TtsServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+            .serve_with_incoming_shutdown(incoming(listener), drain);
         let loading = self.load_in_background(reporter);
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         tokio::select! {
@@ -156,6 +156,19 @@ impl Worker {
         set_health(&reporter, ServingStatus::Serving).await;
         std::future::pending().await
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: frames are small and
+/// must leave at once.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

@@ -236,6 +236,8 @@ impl PiperVoice {
             .map_err(|e| err(e.into()))?
             // Spinning threads steal the core from the next window's call.
             .with_intra_op_spinning(false)
+            .map_err(|e| err(e.into()))?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(|e| err(e.into()))
     }
 

@@ -18,6 +18,24 @@ pub const FLOW_CONTEXT: usize = 32;
 /// ahead of the decoder, to spend less on context.
 const FLOW_BLOCK: usize = 128;
 
+/// Where the flow block that starts at `ready` ends, when the decoder needs
+/// frames up to `need`: just those for the first block (first audio waits
+/// on it), then at least [`FLOW_BLOCK`] frames, and never leaving a tail
+/// shorter than half a block for one more call (each call costs a few
+/// milliseconds whatever its size).
+fn flow_block_end(ready: usize, need: usize, len: usize) -> usize {
+    let end = if ready == 0 {
+        need
+    } else {
+        (ready + FLOW_BLOCK).max(need)
+    };
+    if len.saturating_sub(end) < FLOW_BLOCK / 2 && ready > 0 {
+        len
+    } else {
+        end.min(len)
+    }
+}
+
 /// One ONNX Runtime session per part, and the names joining them.
 pub(crate) struct StreamedSessions {
     text: Session,
@@ -98,11 +116,7 @@ impl StreamedSessions {
         let mut ready = 0;
         for w in self.plan.windows(len) {
             if ready < w.hi {
-                let upto = if ready == 0 {
-                    w.hi
-                } else {
-                    (ready + FLOW_BLOCK).max(w.hi).min(len)
-                };
+                let upto = flow_block_end(ready, w.hi, len);
                 self.flow_part(&z, &mask, &mut d, ready, upto)?;
                 ready = upto;
             }
@@ -186,5 +200,28 @@ impl StreamedSessions {
             )));
         }
         Ok(audio.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_blocks_cover_the_clause_without_tiny_tails() {
+        assert_eq!(
+            flow_block_end(0, 18, 151),
+            18,
+            "the first block is only what the decoder needs"
+        );
+        assert_eq!(
+            flow_block_end(18, 34, 151),
+            151,
+            "a 5-frame tail joins the second block"
+        );
+        assert_eq!(flow_block_end(18, 34, 600), 146);
+        assert_eq!(flow_block_end(146, 200, 600), 274);
+        assert_eq!(flow_block_end(530, 600, 600), 600);
+        assert_eq!(flow_block_end(0, 10, 10), 10);
     }
 }

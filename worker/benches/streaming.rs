@@ -1,0 +1,125 @@
+//! Worker-side time to first audio and total compute, one-shot versus
+//! streaming inside a clause, for a 5-word, a ~20-word and a ~50-word
+//! clause (1 intra-op thread). Prints a table; asserts nothing.
+//!
+//!     cargo bench -p tts-worker --bench streaming
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tts_worker::audio::{Framer, Resampler, to_s16};
+use tts_worker::engine::{
+    ChunkPlan, PiperOptions, PiperSynthesizer, PiperVoice, Synthesizer, Voice,
+};
+use tts_worker::text::Clause;
+
+const RUNS: usize = 10;
+
+const CLAUSES: [(&str, &str); 3] = [
+    ("5 words", "The quick brown fox jumps."),
+    (
+        "20 words",
+        "The quick brown fox jumps over the lazy dog while the farmer watches from the porch and drinks his morning coffee.",
+    ),
+    (
+        "50 words",
+        "Streaming speech has to start quickly and keep a steady pace without ever stalling even when the sentence is very long and the machine is busy with many other listeners who are all waiting for their own first words to arrive at the same moment from the same small server in the corner of the room.",
+    ),
+];
+
+/// Time to the first 20 ms frame at 48 kHz, and total time, for one clause.
+fn measure(synth: &mut PiperSynthesizer, rate: u32, gain: f32, text: &str) -> (Duration, Duration) {
+    let clause = Clause {
+        text: text.into(),
+        terminator: text.chars().last().filter(|c| ".,;:!?".contains(*c)),
+    };
+    let mut resampler = Resampler::new(rate).expect("resampler");
+    let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
+    let mut first = None;
+    let started = Instant::now();
+    synth
+        .synthesize(&clause, &mut |s: &[f32]| {
+            out.clear();
+            resampler.process(s, &mut out);
+            framer.push(out.iter().map(|&x| to_s16(x, gain)), &mut frames);
+            if first.is_none() && !frames.is_empty() {
+                first = Some(started.elapsed());
+            }
+            true
+        })
+        .expect("synthesis");
+    let total = started.elapsed();
+    (first.unwrap_or(total), total)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let opts = PiperOptions {
+        runtime_library: root.join(".cache/onnxruntime/libonnxruntime.so"),
+        intra_threads: 1,
+        scales: None,
+        streaming: true,
+        plan: ChunkPlan::default(),
+    };
+    let voice = PiperVoice::load(
+        "en_US-joe-medium",
+        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+        &opts,
+    )
+    .expect("voice (run scripts/setup.sh)");
+    let (rate, gain) = (voice.info().sample_rate, voice.info().gain);
+    let mut one_shot = voice.one_shot().expect("session");
+    let mut streamed = voice
+        .streamed()
+        .expect("sessions")
+        .expect("the voice streams");
+    println!("{RUNS} runs each after one warm-up; medians; 1 intra-op thread");
+    println!(
+        "{:<10} {:>9} | {:>13} {:>11} | {:>13} {:>11} | {:>13}",
+        "clause", "audio s", "one-shot TTFA", "total", "streamed TTFA", "total", "compute ratio"
+    );
+    for (label, text) in CLAUSES {
+        let mut rows = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        for (i, synth) in [&mut one_shot, &mut streamed].into_iter().enumerate() {
+            measure(synth, rate, gain, text);
+            for _ in 0..RUNS {
+                let (first, total) = measure(synth, rate, gain, text);
+                rows[i].0.push(first);
+                rows[i].1.push(total);
+            }
+        }
+        let audio = {
+            let mut n = 0usize;
+            one_shot
+                .synthesize(
+                    &Clause {
+                        text: text.into(),
+                        terminator: Some('.'),
+                    },
+                    &mut |s: &[f32]| {
+                        n += s.len();
+                        true
+                    },
+                )
+                .expect("synthesis");
+            n as f64 / f64::from(rate)
+        };
+        let [(a_first, a_total), (b_first, b_total)] = rows.map(|(f, t)| (median(f), median(t)));
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{:<10} {:>9.2} | {:>13} {:>11} | {:>13} {:>11} | {:>12.2}×",
+            label,
+            audio,
+            ms(a_first),
+            ms(a_total),
+            ms(b_first),
+            ms(b_total),
+            b_total.as_secs_f64() / a_total.as_secs_f64()
+        );
+    }
+}
