@@ -89,6 +89,10 @@ struct Args {
     /// Capacity search: largest concurrency to try.
     #[arg(long, default_value_t = 64)]
     max_concurrency: usize,
+    /// Also hold this many idle connections open for the whole run (to
+    /// measure what idle clients cost the server).
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -222,6 +226,17 @@ async fn main() -> ExitCode {
 }
 
 async fn main_result(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut idle = Vec::with_capacity(args.idle_connections);
+    for _ in 0..args.idle_connections {
+        idle.push(
+            tts_client::Client::connect(&args.url)
+                .await
+                .context("opening an idle connection")?,
+        );
+    }
+    if !idle.is_empty() {
+        eprintln!("holding {} idle connections", idle.len());
+    }
     let (report, capacity) = if args.find_capacity {
         let (r, c) = find_capacity(args).await?;
         (r, Some(c))
