@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+# The optional OpenTelemetry export must keep building.
+cargo clippy -q -p tts-telemetry -p tts-worker -p tts-orchestrator --features otel -- -D warnings
 
 LOG=$(mktemp -t tts-test.XXXXXX.log)
 trap 'rm -f "$LOG"' EXIT

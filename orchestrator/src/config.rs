@@ -175,6 +175,11 @@ pub struct Cli {
     #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
 
+    /// Export request spans over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317` (needs a build with `--features otel`).
+    #[arg(long, env = "TTS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Relay settings.
     #[command(flatten)]
     pub relay: OrchestratorConfig,

@@ -26,7 +26,11 @@ async fn main() -> anyhow::Result<()> {
         } else {
             Ok(())
         },
-        tts_telemetry::init_logging(&cli.log_format),
+        tts_telemetry::init_logging(
+            &cli.log_format,
+            cli.otlp_endpoint.as_deref(),
+            "tts-orchestrator",
+        ),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
         eprintln!("tts-orchestrator: {e}");
@@ -57,8 +61,10 @@ async fn main() -> anyhow::Result<()> {
     let admin = TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("binding {}", cli.admin_listen))?;
-    orchestrator
+    let served = orchestrator
         .serve(ws, admin, tts_telemetry::signal::shutdown(), SHUTDOWN_GRACE)
-        .await?;
+        .await;
+    tts_telemetry::otel::shutdown();
+    served?;
     Ok(())
 }

@@ -143,7 +143,12 @@ pub(crate) async fn relay(
     cancel: CancellationToken,
 ) -> String {
     let mut audit = Audit::default();
-    let ending = stream_frames(&ctx, &req, &mut audit, &out, &cancel).await;
+    let span = tracing::info_span!("relay", request_id = %req.request_id, trace_id = %req.trace_id,
+        session_id = %req.session_id, stream_id = req.stream_id);
+    tts_telemetry::otel::link_trace(&span, &req.trace_id);
+    let ending =
+        tracing::Instrument::instrument(stream_frames(&ctx, &req, &mut audit, &out, &cancel), span)
+            .await;
     let (outcome, code) = match &ending {
         Ending::Completed => ("completed", "none"),
         Ending::Cancelled => ("cancelled", "none"),

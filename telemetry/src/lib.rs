@@ -4,6 +4,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod process;
 pub mod signal;
 

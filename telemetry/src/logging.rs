@@ -16,18 +16,40 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber. `format` is `json` or `text`; the level
-/// comes from `RUST_LOG` (default `info`). Logs go to stderr.
-pub fn init_logging(format: &str) -> Result<(), String> {
+/// comes from `RUST_LOG` (default `info`). Logs go to stderr. With an
+/// `otlp_endpoint`, request spans are also exported over OTLP as
+/// `service` (needs the `otel` feature).
+pub fn init_logging(
+    format: &str,
+    otlp_endpoint: Option<&str>,
+    service: &'static str,
+) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        "json" => builder.event_format(JsonLines).try_init(),
-        "text" => builder.try_init(),
+    let (json, text) = match format {
+        "json" => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonLines)
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        "text" => (
+            None,
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+        ),
         other => return Err(format!("unknown log format {other:?}; use json or text")),
     };
-    result.map_err(|e| e.to_string())
+    let otel = crate::otel::layer(otlp_endpoint, service)?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .with(otel)
+        .try_init()
+        .map_err(|e| e.to_string())
 }
 
 /// The component a log target belongs to.

@@ -142,6 +142,11 @@ pub struct Cli {
     #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
 
+    /// Export request spans over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317` (needs a build with `--features otel`).
+    #[arg(long, env = "TTS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Longest accepted text, in characters.
     #[arg(long, env = "TTS_MAX_TEXT_CHARS", default_value_t = 5000)]
     pub max_text_chars: usize,

@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config();
     let checks = [
         config.validate(),
-        tts_telemetry::init_logging(&cli.log_format),
+        tts_telemetry::init_logging(&cli.log_format, cli.otlp_endpoint.as_deref(), "tts-worker"),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
         eprintln!("tts-worker: {e}");

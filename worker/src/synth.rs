@@ -161,7 +161,10 @@ impl SynthPool {
             cancelled: CancellationToken::new(),
             validator: Validator::new(),
         };
-        tokio::spawn(pump.run(clauses));
+        let span = tracing::info_span!("synthesize", request_id = %pump.ids.request_id,
+            trace_id = %pump.ids.trace_id, session_id = %pump.ids.session_id);
+        tts_telemetry::otel::link_trace(&span, &pump.ids.trace_id);
+        tokio::spawn(tracing::Instrument::instrument(pump.run(clauses), span));
         Ok(())
     }
 
