@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
 OUT=${BENCH_OUT:-$(mktemp -d -t tts-bench.XXXXXX)}
+mkdir -p "$OUT"
 W=17101; WM=17191; O=17180; A=17181
 BIN=target/release
 
@@ -47,7 +48,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 start() { # engine
   cleanup; PIDS=()
-  "$BIN/tts-worker" --engine "$1" --listen 127.0.0.1:$W --metrics-listen 127.0.0.1:$WM 2>"$OUT/worker-$1.log" & PIDS+=($!)
+  "$BIN/tts-worker" --engine "$1" --listen 127.0.0.1:$W --metrics-listen 127.0.0.1:$WM \
+    --max-requests 2048 2>"$OUT/worker-$1.log" & PIDS+=($!)
   "$BIN/tts-orchestrator" --listen 127.0.0.1:$O --admin-listen 127.0.0.1:$A --worker http://127.0.0.1:$W \
     --max-requests-per-connection 4 --max-inflight 2048 2>"$OUT/orchestrator-$1.log" & PIDS+=($!)
   wait_ready
@@ -90,7 +92,8 @@ for c in 100 250 500; do
   python3 -c 'import sys; c0,c1,f0,f1=map(float,sys.argv[1:]); n=(f1-f0)/2; print(f"               orchestrator CPU per relayed frame: {(c1-c0)/max(n,1)*1e6:.1f} us ({n:.0f} frames)")' "$cpu0" "$cpu1" "$f0" "$f1"
 done
 
-echo "== 4. Orchestrator memory"
+echo "== 4. Orchestrator memory (fresh processes)"
+start espeak
 rss() { metric "http://127.0.0.1:$A/metrics" process_resident_memory_bytes; }
 base=$(rss)
 load -c 1 -d 8s --idle-connections 1000 --mix short >/dev/null 2>&1 & LT=$!

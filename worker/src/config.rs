@@ -73,6 +73,12 @@ pub struct WorkerConfig {
     #[arg(skip = 5000usize)]
     pub max_text_chars: usize,
 
+    /// Seconds the worker keeps answering after a shutdown signal, with
+    /// health NOT_SERVING and new requests refused, before it closes its
+    /// listener.
+    #[arg(long, env = "TTS_DRAIN_NOTICE_SECS", default_value_t = 2.0)]
+    pub drain_notice_secs: f64,
+
     /// Seconds streams in progress may run on after a shutdown signal.
     #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -117,6 +123,9 @@ impl WorkerConfig {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if !(self.drain_notice_secs.is_finite() && self.drain_notice_secs >= 0.0) {
+            return Err("--drain-notice-secs must be zero or more".into());
         }
         Ok(())
     }

@@ -84,8 +84,9 @@ impl Worker {
     /// Serves gRPC (the Tts service and `grpc.health.v1`) on `listener`.
     /// Health is NOT_SERVING until the voices are loaded, SERVING after, and
     /// NOT_SERVING again once `shutdown` resolves: then new requests are
-    /// refused and streams in progress may finish for the configured grace
-    /// period. A voice that fails to load ends `serve` with the error.
+    /// refused, the listener stays open for the drain notice so health
+    /// checkers see the change, and streams in progress may finish for the
+    /// configured grace period. A voice that fails to load ends `serve` with the error.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -102,6 +103,7 @@ impl Worker {
             draining: Arc::clone(&draining),
         };
         let stopping = CancellationToken::new();
+        let notice = Duration::from_secs_f64(self.config.drain_notice_secs);
         let drain = {
             let (stopping, reporter) = (stopping.clone(), reporter.clone());
             async move {
@@ -113,6 +115,10 @@ impl Worker {
                 info!("draining: refusing new requests");
                 draining.store(true, Ordering::Relaxed);
                 set_health(&reporter, ServingStatus::NotServing).await;
+                // Keep answering (health says NOT_SERVING, synthesis is
+                // refused) so that health checkers see the change before
+                // the listener closes.
+                tokio::time::sleep(notice).await;
             }
         };
         if let Ok(addr) = listener.local_addr() {

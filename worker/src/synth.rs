@@ -1,8 +1,9 @@
 //! Synthesis: a fixed pool of threads that synthesise one clause at a time,
 //! and one async pump per request that feeds them and streams the frames.
 //!
-//! Requests take turns clause by clause (the pool's queue is FIFO), so one
-//! long text never holds a thread while others wait. A thread never blocks
+//! Requests take turns clause by clause (first clauses of new requests
+//! first, then later clauses in arrival order), so one long text never
+//! holds a thread while others wait. A thread never blocks
 //! on the network: it hands frames to the request's pump as the engine
 //! produces them (window by window for streaming voices), and the pump
 //! sends them into the request's bounded channel. The pump asks for the
@@ -12,8 +13,8 @@
 //! holds at most about one clause of frames in memory.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -87,7 +88,7 @@ enum ClauseEvent {
 
 /// The synthesis threads and the admission limit.
 pub struct SynthPool {
-    queue: Mutex<Sender<ClauseJob>>,
+    queue: Arc<JobQueue>,
     voices: Vec<Arc<dyn Voice>>,
     admitted: Arc<Semaphore>,
     max_requests: usize,
@@ -106,12 +107,11 @@ impl SynthPool {
         max_requests: usize,
         fault_corrupt_frame: Option<u32>,
     ) -> Result<Arc<Self>, EngineError> {
-        let (tx, rx) = channel::<ClauseJob>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(JobQueue::default());
         let (ready_tx, ready_rx) = channel();
         for i in 0..threads {
             let voices: Vec<Arc<dyn Voice>> = voices.to_vec();
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             let ready = ready_tx.clone();
             std::thread::Builder::new()
                 .name(format!("synth-{i}"))
@@ -119,7 +119,7 @@ impl SynthPool {
                     Ok(mut t) => {
                         let _ = ready.send(Ok(()));
                         drop(ready);
-                        t.serve(&rx);
+                        t.serve(&queue);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -132,7 +132,7 @@ impl SynthPool {
             result?;
         }
         Ok(Arc::new(Self {
-            queue: Mutex::new(tx),
+            queue,
             voices: voices.to_vec(),
             admitted: Arc::new(Semaphore::new(max_requests)),
             max_requests,
@@ -168,12 +168,63 @@ impl SynthPool {
         Ok(())
     }
 
-    fn enqueue(&self, job: ClauseJob) {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        // The threads stop only when the pool is dropped, and every pump
-        // holds the pool: sending cannot fail. If it did, the dropped
-        // event sender tells the pump.
-        let _ = queue.send(job);
+    fn enqueue(&self, job: ClauseJob, first: bool) {
+        self.queue.push(job, first);
+    }
+}
+
+impl Drop for SynthPool {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// The pool's queue, in two lanes: the first clause of a request goes
+/// ahead of later clauses of requests already playing (those have up to
+/// [`LOOKAHEAD_FRAMES`] of audio queued), so that a new listener's first
+/// audio does not wait behind everyone else's next sentence.
+#[derive(Default)]
+struct JobQueue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Lanes {
+    first: std::collections::VecDeque<ClauseJob>,
+    later: std::collections::VecDeque<ClauseJob>,
+    closed: bool,
+}
+
+impl JobQueue {
+    fn push(&self, job: ClauseJob, first: bool) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if first {
+            lanes.first.push_back(job);
+        } else {
+            lanes.later.push_back(job);
+        }
+        drop(lanes);
+        self.ready.notify_one();
+    }
+
+    /// The next job, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<ClauseJob> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = lanes.first.pop_front().or_else(|| lanes.later.pop_front()) {
+                return Some(job);
+            }
+            if lanes.closed {
+                return None;
+            }
+            lanes = self.ready.wait(lanes).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
     }
 }
 
@@ -275,7 +326,7 @@ impl Pump {
         count: usize,
     ) -> mpsc::UnboundedReceiver<ClauseEvent> {
         let (events, rx) = mpsc::unbounded_channel();
-        self.pool.enqueue(ClauseJob {
+        let job = ClauseJob {
             voice: self.voice,
             clause,
             last: i + 1 == count,
@@ -283,7 +334,8 @@ impl Pump {
             cancelled: self.cancelled.clone(),
             queued_at: Instant::now(),
             events,
-        });
+        };
+        self.pool.enqueue(job, i == 0);
         rx
     }
 }
@@ -331,14 +383,8 @@ impl SynthThread {
         })
     }
 
-    fn serve(&mut self, queue: &Mutex<Receiver<ClauseJob>>) {
-        loop {
-            // The lock is held only while waiting for the next job.
-            let job = match queue.lock() {
-                Ok(rx) => rx.recv(),
-                Err(poisoned) => poisoned.into_inner().recv(),
-            };
-            let Ok(mut job) = job else { return };
+    fn serve(&mut self, queue: &JobQueue) {
+        while let Some(mut job) = queue.pop() {
             if job.cancelled.is_cancelled() {
                 continue;
             }
