@@ -78,6 +78,20 @@ pub struct Quality {
     pub dc_offset: bool,
 }
 
+impl Quality {
+    /// The names of the warnings raised (`clipping`, `silence`,
+    /// `dc_offset`), as counted in metrics.
+    pub fn kinds(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.clipping, "clipping"),
+            (self.silence, "silence"),
+            (self.dc_offset, "dc_offset"),
+        ]
+        .into_iter()
+        .filter_map(|(raised, kind)| raised.then_some(kind))
+    }
+}
+
 impl QualityStats {
     /// The warnings these statistics raise.
     pub fn quality(&self) -> Quality {
@@ -253,6 +267,11 @@ mod tests {
         let ten = analyse(&payload(|i| if i < 10 { i16::MIN } else { speech_like(i) }));
         assert!(ten.quality().clipping, "{ten:?}");
         assert_eq!(ten.clipped_samples, 10);
+        // Ten samples at −32768 also shift the mean beyond −100.
+        assert_eq!(
+            ten.quality().kinds().collect::<Vec<_>>(),
+            ["clipping", "dc_offset"]
+        );
     }
 
     #[test]

@@ -146,15 +146,8 @@ pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_lat
             if stats.rms_dbfs.is_finite() {
                 metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
             }
-            let q = stats.quality();
-            for (flag, kind) in [
-                (q.clipping, "clipping"),
-                (q.silence, "silence"),
-                (q.dc_offset, "dc_offset"),
-            ] {
-                if flag {
-                    metrics::counter!(QUALITY_EVENTS, "kind" => kind).increment(1);
-                }
+            for kind in stats.quality().kinds() {
+                metrics::counter!(QUALITY_EVENTS, "kind" => kind).increment(1);
             }
         }
         Err(e) => {
