@@ -76,6 +76,9 @@ pub struct SynthesizeOptions {
     pub request_id: Option<String>,
     /// Trace id; the server generates one when `None`.
     pub trace_id: Option<String>,
+    /// Ask for frames as fast as synthesis allows (`"delivery":"fast"`)
+    /// instead of on the playout clock.
+    pub fast: bool,
 }
 
 /// A finished request: its audio and what was measured.
@@ -191,6 +194,9 @@ impl Client {
         }
         if let Some(t) = &opts.trace_id {
             msg["trace_id"] = json!(t);
+        }
+        if opts.fast {
+            msg["delivery"] = json!("fast");
         }
         self.send_json(&msg).await?;
         Ok(request_id)

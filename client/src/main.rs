@@ -99,6 +99,10 @@ struct SayArgs {
     /// Trace id to send with the request.
     #[arg(long)]
     trace_id: Option<String>,
+    /// Ask for the frames as fast as the worker can synthesise them
+    /// instead of in real time (for writing files).
+    #[arg(long)]
+    fast: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -161,6 +165,7 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
     let opts = SynthesizeOptions {
         voice: args.voice.clone(),
         trace_id: args.trace_id.clone(),
+        fast: args.fast,
         ..SynthesizeOptions::default()
     };
     let utterance = client.synthesize(&text, &opts).await?;

@@ -121,6 +121,10 @@ pub enum ServerMessage {
         /// The request it concerns, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
+        /// For `overloaded`: milliseconds after which the request would
+        /// likely be admitted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -131,6 +135,7 @@ impl ServerMessage {
             code,
             message: message.into(),
             request_id,
+            retry_after_ms: None,
         }
     }
 
@@ -139,6 +144,18 @@ impl ServerMessage {
         // Serialising these plain structs cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+}
+
+/// When a request's frames leave the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// On the stream's playout clock (at most about 1 s ahead): for
+    /// listeners.
+    #[default]
+    Realtime,
+    /// As fast as synthesis allows, behind every stream due sooner: for
+    /// downloads.
+    Fast,
 }
 
 /// A parsed client message.
@@ -154,6 +171,8 @@ pub enum ClientMessage {
         request_id: Option<String>,
         /// Client trace id; generated when absent.
         trace_id: Option<String>,
+        /// When frames leave (`"realtime"`, the default, or `"fast"`).
+        delivery: Delivery,
     },
     /// Measure round-trip time.
     Ping {
@@ -181,6 +200,14 @@ pub enum ParseError {
     /// A `type` this server does not know.
     #[error("unknown message type {0:?}")]
     UnknownType(String),
+    /// A field has a value outside its set.
+    #[error("field {field:?} must be one of {allowed}")]
+    Value {
+        /// The field.
+        field: &'static str,
+        /// The values it accepts.
+        allowed: &'static str,
+    },
     /// A required field is missing or has the wrong type.
     #[error("field {field:?} is missing or not a {expected}")]
     Field {
@@ -235,6 +262,16 @@ impl ClientMessage {
                 voice: string("voice")?.filter(|v| !v.is_empty()),
                 request_id: string("request_id")?.filter(|v| !v.is_empty()),
                 trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
+                delivery: match string("delivery")?.as_deref() {
+                    None | Some("realtime") => Delivery::Realtime,
+                    Some("fast") => Delivery::Fast,
+                    Some(_) => {
+                        return Err(ParseError::Value {
+                            field: "delivery",
+                            allowed: "\"realtime\", \"fast\"",
+                        });
+                    }
+                },
             }),
             "ping" => match obj.get("id") {
                 Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping {
@@ -271,7 +308,8 @@ mod tests {
                 text: "Hi".into(),
                 voice: Some("v".into()),
                 request_id: Some("r".into()),
-                trace_id: Some("t".into())
+                trace_id: Some("t".into()),
+                delivery: Delivery::Realtime,
             })
         );
         assert_eq!(
@@ -280,7 +318,8 @@ mod tests {
                 text: "Hello world".into(),
                 voice: None,
                 request_id: None,
-                trace_id: Some("abc".into())
+                trace_id: Some("abc".into()),
+                delivery: Delivery::Realtime,
             })
         );
         assert_eq!(
@@ -301,6 +340,25 @@ mod tests {
             ClientMessage::parse(r#"{"type":"cancel","request_id":"r1"}"#),
             Ok(ClientMessage::Cancel {
                 request_id: "r1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn delivery_is_realtime_unless_fast_is_asked_for() {
+        let fast = ClientMessage::parse(r#"{"type":"synthesize","text":"Hi","delivery":"fast"}"#);
+        assert!(matches!(
+            fast,
+            Ok(ClientMessage::Synthesize {
+                delivery: Delivery::Fast,
+                ..
+            })
+        ));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"synthesize","text":"Hi","delivery":"slow"}"#),
+            Err(ParseError::Value {
+                field: "delivery",
+                allowed: "\"realtime\", \"fast\""
             })
         );
     }

@@ -15,10 +15,12 @@ use tracing::{debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
 use tts_proto::v1::tts_client::TtsClient;
 use tts_proto::v1::{AudioFrame, SynthesizeRequest};
-use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
+use tts_proto::{
+    ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
+};
 
 use crate::metrics::{self, RelayStats};
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::protocol::{Delivery, ErrorCode, ServerMessage};
 
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
@@ -59,6 +61,7 @@ pub(crate) struct Pending {
     pub(crate) stream_id: u32,
     pub(crate) text: String,
     pub(crate) voice: Option<String>,
+    pub(crate) delivery: Delivery,
     pub(crate) received: Instant,
 }
 
@@ -67,6 +70,11 @@ enum Ending {
     Completed,
     Cancelled,
     Failed(ErrorCode, String),
+    /// The worker refused the request: admitted streams would be late.
+    Refused {
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     /// The client's connection is gone; nothing more can be sent.
     Disconnected,
 }
@@ -153,6 +161,7 @@ pub(crate) async fn relay(
         Ending::Completed => ("completed", "none"),
         Ending::Cancelled => ("cancelled", "none"),
         Ending::Failed(code, _) => ("failed", code.as_str()),
+        Ending::Refused { .. } => ("refused", ErrorCode::Overloaded.as_str()),
         Ending::Disconnected => ("disconnected", "none"),
     };
     metrics::request_finished(outcome, code);
@@ -172,9 +181,25 @@ pub(crate) async fn relay(
                 error: ServerMessage::error(code, message, Some(req.request_id.clone())),
             })
         }
+        Ending::Refused {
+            message,
+            retry_after_ms,
+        } => {
+            info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                retry_after_ms, elapsed_ms, "request refused: the worker is at capacity");
+            Some(Outgoing::Failed {
+                stream_id: req.stream_id,
+                error: ServerMessage::Error {
+                    code: ErrorCode::Overloaded,
+                    message,
+                    request_id: Some(req.request_id.clone()),
+                    retry_after_ms,
+                },
+            })
+        }
         Ending::Disconnected => None,
     };
-    if outcome != "failed" {
+    if !matches!(outcome, "failed" | "refused") {
         let t = &audit.tally;
         info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2, outcome,
             elapsed_ms, frames = t.ok, silent_frames = t.silence, clipped_frames = t.clipping,
@@ -194,6 +219,10 @@ fn grpc_request(req: &Pending) -> tonic::Request<SynthesizeRequest> {
         request_id: req.request_id.clone(),
         trace_id: req.trace_id.clone(),
         session_id: req.session_id.clone(),
+        delivery: match req.delivery {
+            Delivery::Realtime => tts_proto::v1::Delivery::Realtime,
+            Delivery::Fast => tts_proto::v1::Delivery::Fast,
+        } as i32,
     });
     let meta = grpc.metadata_mut();
     if let Ok(v) = req.request_id.parse() {
@@ -375,11 +404,14 @@ async fn forward(
 /// Maps a worker status to the client's error code: the worker's own
 /// `tts-error-code` when it sent one, else by gRPC code.
 fn failed(status: &Status) -> Ending {
-    let from_worker = status
-        .metadata()
-        .get(ERROR_CODE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(ErrorCode::from_wire);
+    let header = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok());
+    let from_worker = header(ERROR_CODE_HEADER).and_then(ErrorCode::from_wire);
+    if from_worker == Some(ErrorCode::Overloaded) {
+        return Ending::Refused {
+            message: status.message().to_owned(),
+            retry_after_ms: header(RETRY_AFTER_HEADER).and_then(|v| v.parse().ok()),
+        };
+    }
     let code = from_worker.unwrap_or(match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             ErrorCode::WorkerUnavailable
@@ -419,6 +451,17 @@ mod tests {
         assert!(matches!(
             failed(&Status::resource_exhausted("full")),
             Ending::Failed(ErrorCode::Overloaded, _)
+        ));
+        let mut refused = Status::resource_exhausted("at capacity");
+        let meta = refused.metadata_mut();
+        meta.insert(ERROR_CODE_HEADER, "overloaded".parse().expect("ascii"));
+        meta.insert(RETRY_AFTER_HEADER, "350".parse().expect("ascii"));
+        assert!(matches!(
+            failed(&refused),
+            Ending::Refused {
+                retry_after_ms: Some(350),
+                ..
+            }
         ));
         assert!(matches!(
             failed(&Status::unknown("?")),

@@ -21,7 +21,7 @@ use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE, encode_frame};
 
 use crate::config::OrchestratorConfig;
 use crate::metrics::{self, RelayStats};
-use crate::protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
+use crate::protocol::{ClientMessage, Delivery, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use crate::relay::{Outgoing, Pending, RelayContext, relay};
 
 /// What every connection shares.
@@ -241,7 +241,11 @@ impl Connection<'_> {
                 voice,
                 request_id,
                 trace_id,
-            } => self.synthesize(text, voice, request_id, trace_id).await,
+                delivery,
+            } => {
+                self.synthesize(text, voice, request_id, trace_id, delivery)
+                    .await
+            }
         }
         None
     }
@@ -264,6 +268,7 @@ impl Connection<'_> {
         voice: Option<String>,
         request_id: Option<String>,
         trace_id: Option<String>,
+        delivery: Delivery,
     ) {
         let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let trace_id = trace_id
@@ -334,6 +339,7 @@ impl Connection<'_> {
             stream_id,
             text,
             voice,
+            delivery,
             received: std::time::Instant::now(),
         };
         self.tasks.spawn(relay(

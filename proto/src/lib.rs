@@ -18,3 +18,6 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// gRPC metadata key on error statuses naming the client-facing error code
 /// (`empty_text`, `text_too_long`, `unknown_voice`, `overloaded`, ...).
 pub const ERROR_CODE_HEADER: &str = "tts-error-code";
+/// gRPC metadata key on `overloaded` statuses: milliseconds after which
+/// the worker expects the request would be admitted.
+pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";

@@ -24,6 +24,14 @@ pub const RTF_BUCKETS: &[f64] = &[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0
 pub const FRAME_COUNT_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 16.0, 25.0, 33.0, 50.0, 100.0, 200.0,
 ];
+/// Buckets for slack (time to spare before a deadline; negative when
+/// late), in seconds.
+pub const SLACK_BUCKETS: &[f64] = &[
+    -1.0, -0.25, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+/// Histograms whose buckets are not chosen by unit suffix (full names,
+/// which take precedence over suffixes).
+const BY_NAME: &[(&str, &[f64])] = &[("tts_worker_step_slack_seconds", SLACK_BUCKETS)];
 /// Buckets for levels, in dB relative to full scale.
 pub const DBFS_BUCKETS: &[f64] = &[
     -90.0, -60.0, -50.0, -40.0, -30.0, -20.0, -12.0, -6.0, -3.0, -1.0, 0.0,
@@ -53,6 +61,11 @@ pub fn install_metrics() -> Result<MetricsHandle, String> {
         ("_dbfs", DBFS_BUCKETS),
     ];
     let mut builder = PrometheusBuilder::new();
+    for &(name, buckets) in BY_NAME {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+            .map_err(|e| e.to_string())?;
+    }
     for (suffix, buckets) in suffixes {
         builder = builder
             .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)

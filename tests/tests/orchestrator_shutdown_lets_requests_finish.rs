@@ -2,7 +2,11 @@
 //! ones in flight finish, then closes connections with code 1001.
 
 use tts_client::{Client, ClientError, Collector, Event, SynthesizeOptions};
-use tts_tests::{MEDIUM_TEXT, spawn_pipeline};
+use tts_tests::spawn_pipeline;
+
+/// About 3.5 s of speech: streamed in real time, it ends well inside the
+/// test orchestrator's 5 s grace period.
+const TEXT: &str = "The history of the telephone is a story of many inventors.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orchestrator_shutdown_lets_requests_finish() {
@@ -10,7 +14,7 @@ async fn orchestrator_shutdown_lets_requests_finish() {
     let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
     let sent = std::time::Instant::now();
     let request_id = client
-        .start(MEDIUM_TEXT, &SynthesizeOptions::default())
+        .start(TEXT, &SynthesizeOptions::default())
         .await
         .expect("send");
     let mut collector = Collector::new(request_id, sent);
@@ -57,7 +61,7 @@ async fn orchestrator_shutdown_lets_requests_finish() {
     assert!(refused, "the late request was answered");
     assert!(!done.report.cancelled && done.report.last_flag_seen);
     assert_eq!(done.report.frames, done.report.end_frames);
-    assert!(done.report.frames > 400);
+    assert!(done.report.frames > 120, "{} frames", done.report.frames);
 
     // Then the server closes the connection.
     match client.next_event().await {

@@ -65,6 +65,7 @@ fn main() {
         scales: None,
         streaming: true,
         plan: ChunkPlan::default(),
+        wide_threads: 0,
     };
     let voice = PiperVoice::load(
         "en_US-joe-medium",

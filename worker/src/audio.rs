@@ -199,6 +199,11 @@ impl Framer {
         self.sequence = 0;
     }
 
+    /// Frames cut so far (the next frame's sequence number).
+    pub fn frames_cut(&self) -> u32 {
+        self.sequence
+    }
+
     /// Adds samples; returns the frames now complete (never the last one).
     pub fn push(&mut self, samples: impl IntoIterator<Item = i16>, frames: &mut Vec<Frame>) {
         self.buffer.extend(samples);

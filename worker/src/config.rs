@@ -56,11 +56,52 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_DECODER_CONTEXT", default_value_t = 10)]
     pub decoder_context: usize,
 
-    /// Requests admitted at once (synthesising, waiting for a thread, or
-    /// streaming); more are refused with RESOURCE_EXHAUSTED. Each holds at
-    /// most one clause in the synthesis queue.
+    /// Largest decoder window, in latent frames (128 ≈ 1.5 s of audio).
+    /// Smaller windows pre-empt sooner but spend more on context.
+    #[arg(long, env = "TTS_MAX_WINDOW_FRAMES", default_value_t = 128)]
+    pub max_window_frames: usize,
+
+    /// Intra-op threads a request's first step may use when fewer streams
+    /// are active than there are synthesis threads (an extra set of
+    /// sessions; 0 or 1 turns this off).
+    #[arg(long, env = "TTS_IDLE_INTRA_THREADS", default_value_t = 2)]
+    pub idle_intra_threads: usize,
+
+    /// Requests admitted at once, whatever admission control says (a
+    /// hard bound); more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "TTS_WORKER_MAX_REQUESTS", default_value_t = 64)]
     pub max_requests: usize,
+
+    /// A new request's first audio is due this many milliseconds after it
+    /// arrives (its deadline in the scheduler).
+    #[arg(long, env = "TTS_FIRST_AUDIO_BUDGET_MS", default_value_t = 100)]
+    pub first_audio_budget_ms: u64,
+
+    /// A stream this many milliseconds of audio ahead of its playout clock
+    /// is parked until it needs more.
+    #[arg(long, env = "TTS_LOOKAHEAD_MS", default_value_t = 2000)]
+    pub lookahead_ms: u64,
+
+    /// A frame leaves at most this many milliseconds before its due time
+    /// (the listener's buffer beyond its own jitter buffer).
+    #[arg(long, env = "TTS_SEND_AHEAD_MS", default_value_t = 1000)]
+    pub send_ahead_ms: u64,
+
+    /// A stream's next step is due when its audio ahead of the playout
+    /// clock would fall below this many milliseconds.
+    #[arg(long, env = "TTS_SAFETY_MARGIN_MS", default_value_t = 100)]
+    pub safety_margin_ms: u64,
+
+    /// Refuse a request with `overloaded` when admitting it would make
+    /// admitted streams late (`false`: admit up to --max-requests).
+    #[arg(long, env = "TTS_ADMISSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub admission: bool,
+
+    /// Share of the synthesis threads' time admission may promise to
+    /// streams (0–1]; the rest absorbs estimate error and steps that cannot
+    /// be pre-empted.
+    #[arg(long, env = "TTS_ADMISSION_EFFICIENCY", default_value_t = 0.8)]
+    pub admission_efficiency: f64,
 
     /// Frames a request may have synthesised but not yet sent (16 = 320 ms
     /// of audio). When full, synthesis of that request waits.
@@ -127,7 +168,29 @@ impl WorkerConfig {
         if !(self.drain_notice_secs.is_finite() && self.drain_notice_secs >= 0.0) {
             return Err("--drain-notice-secs must be zero or more".into());
         }
+        if !(self.admission_efficiency > 0.0 && self.admission_efficiency <= 1.0) {
+            return Err("--admission-efficiency must be in (0, 1]".into());
+        }
+        if self.max_window_frames < 8 {
+            return Err("--max-window-frames must be at least 8".into());
+        }
         Ok(())
+    }
+
+    /// The scheduler's policy from these flags.
+    pub fn policy(&self) -> crate::sched::Policy {
+        use std::time::Duration;
+        // Latent frames of Piper's decoder: 256 samples at 22,050 Hz.
+        let window = Duration::from_secs_f64(self.max_window_frames as f64 * 256.0 / 22_050.0);
+        crate::sched::Policy {
+            threads: self.synthesis_threads,
+            first_audio_budget: Duration::from_millis(self.first_audio_budget_ms),
+            lookahead: Duration::from_millis(self.lookahead_ms),
+            safety_margin: Duration::from_millis(self.safety_margin_ms),
+            efficiency: self.admission_efficiency,
+            step_audio: window,
+            admission: self.admission,
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`text`]: text → clauses.
 //! - [`engine`]: Piper (ONNX Runtime) and espeak-ng voices.
 //! - [`audio`]: resampling to 48 kHz, limiting, framing with CRC-32C.
-//! - [`synth`]: the synthesis thread pool and each request's pump.
+//! - [`sched`]: deadline scheduling of synthesis steps, and admission.
+//! - [`synth`]: the synthesis threads and each request's paced sender.
 //! - [`service`]: the `tts.v1.Tts` gRPC service.
 //! - [`metrics`]: every metric the worker records.
 //! - [`config`]: flags and environment.
@@ -14,6 +15,7 @@ pub mod audio;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod sched;
 pub mod service;
 pub mod synth;
 pub mod text;
@@ -34,7 +36,7 @@ use tts_proto::v1::tts_server::TtsServer;
 pub use config::{EngineKind, WorkerConfig};
 use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
 use service::{Loaded, TtsService};
-use synth::SynthPool;
+use synth::{PoolConfig, SynthPool};
 
 /// Name of the espeak-ng formant voice.
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
@@ -106,6 +108,7 @@ impl Worker {
         let notice = Duration::from_secs_f64(self.config.drain_notice_secs);
         let drain = {
             let (stopping, reporter) = (stopping.clone(), reporter.clone());
+            let loaded = Arc::clone(&self.loaded);
             async move {
                 tokio::select! {
                     _ = shutdown => {}
@@ -114,6 +117,10 @@ impl Worker {
                 stopping.cancel();
                 info!("draining: refusing new requests");
                 draining.store(true, Ordering::Relaxed);
+                // Streams in progress finish as fast as the machine allows.
+                if let Some(loaded) = loaded.get() {
+                    loaded.pool.drain();
+                }
                 set_health(&reporter, ServingStatus::NotServing).await;
                 // Keep answering (health says NOT_SERVING, synthesis is
                 // refused) so that health checkers see the change before
@@ -196,8 +203,10 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             streaming: config.stream_in_clause,
             plan: engine::ChunkPlan {
                 context: config.decoder_context,
+                max: config.max_window_frames,
                 ..engine::ChunkPlan::default()
             },
+            wide_threads: config.idle_intra_threads,
         };
         voices.push(Arc::new(PiperVoice::load(
             &config.piper_voice,
@@ -208,9 +217,12 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
     voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
     let pool = SynthPool::start(
         &voices,
-        config.synthesis_threads,
-        config.max_requests,
-        config.fault_corrupt_frame,
+        PoolConfig {
+            policy: config.policy(),
+            max_requests: config.max_requests,
+            send_ahead: Duration::from_millis(config.send_ahead_ms),
+            fault_corrupt_frame: config.fault_corrupt_frame,
+        },
     )?;
     let took = started.elapsed();
     let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();

@@ -3,7 +3,7 @@
 //! binary; without one these calls cost next to nothing.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tts_frame::{FrameError, QualityStats};
 
@@ -13,17 +13,25 @@ pub const FRAMES: &str = "tts_worker_frames_total";
 pub const QUALITY_EVENTS: &str = "tts_worker_frame_quality_events_total";
 /// Frame RMS level, dBFS.
 pub const FRAME_LEVEL: &str = "tts_worker_frame_level_dbfs";
-/// Requests by `outcome` (completed, cancelled, failed, rejected).
+/// Requests by `outcome` (completed, cancelled, failed, rejected, refused).
 pub const REQUESTS: &str = "tts_worker_requests_total";
 /// Requests admitted and not yet finished.
 pub const INFLIGHT: &str = "tts_worker_inflight_requests";
-/// Clauses being synthesised right now.
+/// Steps being synthesised right now.
 pub const CONCURRENT_SYNTHESES: &str = "tts_worker_concurrent_syntheses";
-/// Seconds a clause waited for a synthesis thread.
-pub const SYNTHESIS_QUEUE_WAIT: &str = "tts_worker_synthesis_queue_wait_seconds";
-/// Seconds to synthesise one clause.
-pub const CLAUSE_SYNTHESIS: &str = "tts_worker_clause_synthesis_seconds";
-/// Synthesis time divided by audio duration, per clause.
+/// Seconds of compute of one synthesis step.
+pub const STEP: &str = "tts_worker_step_seconds";
+/// Seconds between a step's completion and its deadline (negative: late).
+pub const STEP_SLACK: &str = "tts_worker_step_slack_seconds";
+/// Frames sent after their due time because synthesis was late, by `kind`
+/// (`first_audio`: after the first-audio budget; `playout`: after the
+/// frame's time on the playout clock).
+pub const DEADLINE_MISSES: &str = "tts_worker_deadline_misses_total";
+/// Share of the synthesis threads the admitted streams need.
+pub const UTILISATION: &str = "tts_worker_admission_utilisation";
+/// Compute seconds per second of audio, the admission estimate, by `voice`.
+pub const VOICE_COST: &str = "tts_worker_compute_per_audio_second";
+/// Synthesis time divided by audio duration, per step.
 pub const SYNTHESIS_RTF: &str = "tts_worker_synthesis_real_time_factor";
 /// Seconds from request to first frame emitted.
 pub const TIME_TO_FIRST_AUDIO: &str = "tts_worker_time_to_first_audio_seconds";
@@ -51,20 +59,28 @@ pub(crate) fn describe() {
     describe_histogram!(FRAME_LEVEL, "RMS level of frames sent, dBFS.");
     describe_counter!(REQUESTS, "Requests by outcome.");
     describe_gauge!(INFLIGHT, "Requests admitted and not finished.");
-    describe_gauge!(CONCURRENT_SYNTHESES, "Clauses being synthesised now.");
+    describe_gauge!(CONCURRENT_SYNTHESES, "Steps being synthesised now.");
+    describe_histogram!(STEP, Unit::Seconds, "Compute time of one synthesis step.");
     describe_histogram!(
-        SYNTHESIS_QUEUE_WAIT,
+        STEP_SLACK,
         Unit::Seconds,
-        "Wait of a clause for a synthesis thread."
+        "Time between a step's completion and its deadline; negative when late."
     );
-    describe_histogram!(
-        CLAUSE_SYNTHESIS,
-        Unit::Seconds,
-        "Time to synthesise one clause."
+    describe_counter!(
+        DEADLINE_MISSES,
+        "Frames sent after their due time because synthesis was late, by kind."
+    );
+    describe_gauge!(
+        UTILISATION,
+        "Share of the synthesis threads the admitted streams need."
+    );
+    describe_gauge!(
+        VOICE_COST,
+        "Compute seconds per second of audio, the admission estimate, by voice."
     );
     describe_histogram!(
         SYNTHESIS_RTF,
-        "Synthesis time divided by audio duration, per clause."
+        "Synthesis time divided by audio duration, per step."
     );
     describe_histogram!(
         TIME_TO_FIRST_AUDIO,
@@ -88,6 +104,10 @@ pub(crate) fn describe() {
     );
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
+    metrics::gauge!(UTILISATION).set(0.0);
+    for kind in ["first_audio", "playout"] {
+        metrics::counter!(DEADLINE_MISSES, "kind" => kind).absolute(0);
+    }
 }
 
 pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {
@@ -104,16 +124,33 @@ pub(crate) fn voice_streams(voice: &str, streaming: bool) {
     });
 }
 
-pub(crate) fn synthesis_queue_wait(waited: Duration) {
-    metrics::histogram!(SYNTHESIS_QUEUE_WAIT).record(waited.as_secs_f64());
+pub(crate) fn step_computed(took: Duration, audio_seconds: f64) {
+    metrics::histogram!(STEP).record(took.as_secs_f64());
+    if audio_seconds > 0.0 {
+        metrics::histogram!(SYNTHESIS_RTF).record(took.as_secs_f64() / audio_seconds);
+    }
 }
 
-pub(crate) fn clause_synthesized(took: Duration, samples: usize, rate: u32) {
-    metrics::histogram!(CLAUSE_SYNTHESIS).record(took.as_secs_f64());
-    if samples > 0 && rate > 0 {
-        let audio = samples as f64 / f64::from(rate);
-        metrics::histogram!(SYNTHESIS_RTF).record(took.as_secs_f64() / audio);
-    }
+/// A step due at `deadline` finished at `finished`.
+pub(crate) fn step_finished(deadline: Instant, finished: Instant) {
+    let slack = if finished <= deadline {
+        (deadline - finished).as_secs_f64()
+    } else {
+        -(finished - deadline).as_secs_f64()
+    };
+    metrics::histogram!(STEP_SLACK).record(slack);
+}
+
+pub(crate) fn deadline_miss(kind: &'static str) {
+    metrics::counter!(DEADLINE_MISSES, "kind" => kind).increment(1);
+}
+
+pub(crate) fn utilisation(share: f64) {
+    metrics::gauge!(UTILISATION).set(share);
+}
+
+pub(crate) fn voice_cost(voice: &str, cost: f64) {
+    metrics::gauge!(VOICE_COST, "voice" => voice.to_owned()).set(cost);
 }
 
 pub(crate) fn frame_validated(outcome: &Result<QualityStats, FrameError>) {

@@ -15,11 +15,14 @@ use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, SynthesizeRequest, Voice as VoiceMessage,
 };
-use tts_proto::{ERROR_CODE_HEADER, REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
+use tts_proto::{
+    ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
+};
 
-use crate::engine::Voice;
+use crate::engine::{EngineError, Voice};
 use crate::metrics;
-use crate::synth::{RequestIds, SynthPool};
+use crate::sched::Delivery;
+use crate::synth::{RequestIds, Sent, SubmitError, SynthPool};
 use crate::text::{SplitOptions, split_clauses};
 
 /// The voices and the threads that speak them, once loaded. The first
@@ -140,8 +143,26 @@ impl Tts for TtsService {
         }
         let voice_name = loaded.voices[voice].info().name.clone();
         let (tx, rx) = mpsc::channel(self.stream_queue_frames);
-        if let Err(e) = loaded.pool.submit(voice, clauses, ids.clone(), tx) {
-            return reject(Status::resource_exhausted(e.to_string()), "overloaded");
+        let delivery = match req.delivery() {
+            tts_proto::v1::Delivery::Realtime => Delivery::Realtime,
+            tts_proto::v1::Delivery::Fast => Delivery::Fast,
+        };
+        if let Err(e) = loaded
+            .pool
+            .submit(voice, clauses, delivery, ids.clone(), tx)
+        {
+            let mut status = Status::resource_exhausted(e.to_string());
+            if let SubmitError::Overloaded { retry_after } = e {
+                metrics::request_finished("refused");
+                info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                    session_id = %ids.session_id, retry_after_ms = retry_after.as_millis() as u64,
+                    "request refused: admitted streams would be late");
+                if let Ok(v) = retry_after.as_millis().to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
+                }
+                return Err(coded(status, "overloaded"));
+            }
+            return reject(status, "overloaded");
         }
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
             voice = %voice_name, chars, "synthesis queued");
@@ -187,7 +208,7 @@ impl Tts for TtsService {
 /// request's first frame and outcome. Dropping it (the client went away)
 /// drops the receiver, which stops synthesis.
 struct FrameStream {
-    rx: mpsc::Receiver<Result<AudioFrame, Status>>,
+    rx: mpsc::Receiver<Sent>,
     received: Instant,
     voice: Option<String>,
     ids: RequestIds,
@@ -202,21 +223,38 @@ impl Stream for FrameStream {
         let item = std::task::ready!(self.rx.poll_recv(cx));
         let this = &mut *self;
         match item {
-            Some(Ok(mut frame)) => {
-                frame.worker_ts_us = tts_frame::now_us();
-                if this.frames == 0 {
+            Some(Sent::Frame(frame)) => {
+                let voice = if this.frames == 0 {
                     metrics::first_frame(this.received.elapsed());
-                    frame.voice = this.voice.take().unwrap_or_default();
-                }
+                    this.voice.take().unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 this.frames += 1;
                 if frame.last {
                     this.finish("completed");
                 }
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Ok(AudioFrame {
+                    sequence: frame.sequence,
+                    payload: frame.payload,
+                    crc32c: frame.crc32c,
+                    last: frame.last,
+                    worker_ts_us: tts_frame::now_us(),
+                    samples: frame.samples,
+                    voice,
+                })))
             }
-            Some(Err(status)) => {
+            Some(Sent::Failed(EngineError::NoAudio)) => {
+                this.finish("rejected");
+                let status = Status::invalid_argument("the text produced no audio");
+                Poll::Ready(Some(Err(coded(status, "empty_text"))))
+            }
+            Some(Sent::Failed(e)) => {
                 this.finish("failed");
-                Poll::Ready(Some(Err(status)))
+                Poll::Ready(Some(Err(coded(
+                    Status::internal(e.to_string()),
+                    "internal",
+                ))))
             }
             None => Poll::Ready(None),
         }

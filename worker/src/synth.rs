@@ -1,38 +1,31 @@
-//! Synthesis: a fixed pool of threads that synthesise one clause at a time,
-//! and one async pump per request that feeds them and streams the frames.
+//! Synthesis: a fixed pool of threads that run one step of one stream at a
+//! time, chosen by the deadline scheduler ([`crate::sched`]), and one async
+//! sender per request that releases its frames on the stream's playout
+//! clock.
 //!
-//! Requests take turns clause by clause (first clauses of new requests
-//! first, then later clauses in arrival order), so one long text never
-//! holds a thread while others wait. A thread never blocks
-//! on the network: it hands frames to the request's pump as the engine
-//! produces them (window by window for streaming voices), and the pump
-//! sends them into the request's bounded channel. The pump asks for the
-//! next clause once fewer than [`LOOKAHEAD_FRAMES`] of its frames wait to
-//! be sent, so synthesis runs at most one clause ahead of the reader: a
-//! slow reader stops its own synthesis, not anyone else's, and a request
-//! holds at most about one clause of frames in memory.
+//! A thread never blocks on the network: it hands a step's frames to the
+//! request's sender and goes back for the next step. The sender releases
+//! frame `k` once it is at most the send-ahead before its due time (so a
+//! listener holds a steady buffer instead of bursts and gaps) and counts
+//! frames sent after their due time as deadline misses. When the reader
+//! holds frames up, the clock moves back with it: a slow reader parks its
+//! own stream, not anyone else's.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-use tonic::Status;
 use tracing::{debug, warn};
 use tts_frame::Validator;
-use tts_proto::v1::AudioFrame;
 
 use crate::audio::{Frame, Framer, Resampler, to_s16};
-use crate::engine::{EngineError, Synthesizer, Voice};
+use crate::engine::{ClauseState, EngineError, Synthesizer, Voice};
 use crate::metrics;
-use crate::service::coded;
+use crate::sched::{Delivery, Demand, Next, Playout, Policy, Step, StreamId, Streams};
 use crate::text::Clause;
-
-/// The next clause is requested once fewer frames than this (2 s of audio)
-/// wait to be sent.
-pub const LOOKAHEAD_FRAMES: usize = 100;
 
 /// Ids that follow a request through logs.
 #[derive(Debug, Clone, Default)]
@@ -51,75 +44,156 @@ pub enum SubmitError {
     /// As many requests as allowed are in flight.
     #[error("{0} requests are already in flight")]
     Full(usize),
-}
-
-/// A request's audio state between clauses: it travels with each clause
-/// job, so resampling and framing continue seamlessly across clauses
-/// whichever thread synthesises the next one.
-struct AudioState {
-    resampler: Resampler,
-    framer: Framer,
-    gain: f32,
-}
-
-/// One clause to synthesise.
-struct ClauseJob {
-    voice: usize,
-    clause: Clause,
-    /// Flush the resampler and emit the last frame after this clause.
-    last: bool,
-    audio: Box<AudioState>,
-    /// Cancelled when the request is gone: skip or stop the work.
-    cancelled: CancellationToken,
-    queued_at: Instant,
-    events: mpsc::UnboundedSender<ClauseEvent>,
-}
-
-/// What a thread reports about a clause, in order.
-enum ClauseEvent {
-    /// Frames ready to send.
-    Frames(Vec<Frame>),
-    /// The clause is done (or failed); the audio state for the next one.
-    Done {
-        audio: Box<AudioState>,
-        result: Result<(), EngineError>,
+    /// The request would make admitted streams late.
+    #[error("the worker is at capacity; retry in {} ms", retry_after.as_millis())]
+    Overloaded {
+        /// When it would fit, as far as the worker can tell.
+        retry_after: Duration,
     },
 }
 
-/// The synthesis threads and the admission limit.
-pub struct SynthPool {
-    queue: Arc<JobQueue>,
-    voices: Vec<Arc<dyn Voice>>,
-    admitted: Arc<Semaphore>,
-    max_requests: usize,
+/// What the sender gets from a request's steps.
+#[derive(Debug)]
+pub enum Sent {
+    /// A frame, validated and ready for the wire.
+    Frame(Frame),
+    /// Synthesis failed; nothing more follows.
+    Failed(EngineError),
+}
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Scheduling and admission.
+    pub policy: Policy,
+    /// Requests admitted at once, whatever admission says.
+    pub max_requests: usize,
+    /// How far ahead of its due time a frame may leave.
+    pub send_ahead: Duration,
     /// Test hook: corrupt the frame with this sequence number after its
     /// checksum is computed.
-    fault_corrupt_frame: Option<u32>,
+    pub fault_corrupt_frame: Option<u32>,
+}
+
+/// A ratio kept as decayed sums: recent observations weigh most, and
+/// large ones more than small ones.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    num: f64,
+    den: f64,
+}
+
+impl Ratio {
+    /// Each observation keeps this share of the past (≈ the last 50 count).
+    const KEEP: f64 = 0.98;
+
+    fn seeded(value: f64) -> Self {
+        Self {
+            num: value,
+            den: 1.0,
+        }
+    }
+
+    fn add(&mut self, num: f64, den: f64) {
+        self.num = self.num * Self::KEEP + num;
+        self.den = self.den * Self::KEEP + den;
+    }
+
+    fn value(&self) -> f64 {
+        if self.den > 0.0 {
+            self.num / self.den
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What the worker has measured about a voice.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    /// Compute seconds per second of audio.
+    cost: Ratio,
+    /// Audio seconds per character of text.
+    audio_per_char: Ratio,
+}
+
+impl Estimate {
+    fn demand(&self, audio: f64) -> Demand {
+        Demand {
+            audio,
+            cost: self.cost.value(),
+        }
+    }
+}
+
+/// The scheduler and the estimates, behind one lock.
+struct State {
+    streams: Streams<Job>,
+    estimates: Vec<Estimate>,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remove(&self, id: StreamId) {
+        let mut state = self.lock();
+        // Dropping the job drops its work at once.
+        drop(state.streams.remove(id));
+        metrics::utilisation(state.streams.utilisation());
+    }
+}
+
+/// The synthesis threads, the scheduler and the admission limits.
+pub struct SynthPool {
+    shared: Arc<Shared>,
+    voices: Vec<Arc<dyn Voice>>,
+    admitted: Arc<Semaphore>,
+    config: PoolConfig,
+    /// Set while draining: frames leave as soon as they exist.
+    draining: AtomicBool,
 }
 
 impl SynthPool {
-    /// Starts `threads` threads, each with its own synthesiser per voice
-    /// (built before this returns; a failure is returned), admitting at most
-    /// `max_requests` requests at once.
-    pub fn start(
-        voices: &[Arc<dyn Voice>],
-        threads: usize,
-        max_requests: usize,
-        fault_corrupt_frame: Option<u32>,
-    ) -> Result<Arc<Self>, EngineError> {
-        let queue = Arc::new(JobQueue::default());
+    /// Starts the threads, each with its own synthesiser per voice (built,
+    /// and warmed up on a short phrase, before this returns; a failure is
+    /// returned).
+    pub fn start(voices: &[Arc<dyn Voice>], config: PoolConfig) -> Result<Arc<Self>, EngineError> {
+        let threads = config.policy.threads;
+        let estimates: Vec<Estimate> = voices
+            .iter()
+            .map(|_| Estimate {
+                cost: Ratio::seeded(0.1),
+                audio_per_char: Ratio::seeded(0.065),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                streams: Streams::new(config.policy),
+                estimates,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         let (ready_tx, ready_rx) = channel();
         for i in 0..threads {
             let voices: Vec<Arc<dyn Voice>> = voices.to_vec();
-            let queue = Arc::clone(&queue);
+            let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
             std::thread::Builder::new()
                 .name(format!("synth-{i}"))
                 .spawn(move || match SynthThread::new(&voices) {
                     Ok(mut t) => {
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(t.warm_up(&voices));
                         drop(ready);
-                        t.serve(&queue);
+                        t.serve(&shared);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -128,247 +202,175 @@ impl SynthPool {
                 .map_err(|e| EngineError::Runtime(format!("spawning a synthesis thread: {e}")))?;
         }
         drop(ready_tx);
-        for result in ready_rx.iter().take(threads) {
-            result?;
+        let mut state = shared.lock();
+        for measured in ready_rx.iter().take(threads) {
+            for (estimate, m) in state.estimates.iter_mut().zip(measured?) {
+                estimate.cost.add(m.compute, m.audio);
+                estimate.audio_per_char.add(m.audio, m.chars);
+            }
         }
+        for (voice, e) in voices.iter().zip(&state.estimates) {
+            metrics::voice_cost(&voice.info().name, e.cost.value());
+        }
+        drop(state);
         Ok(Arc::new(Self {
-            queue,
+            shared,
             voices: voices.to_vec(),
-            admitted: Arc::new(Semaphore::new(max_requests)),
-            max_requests,
-            fault_corrupt_frame,
+            admitted: Arc::new(Semaphore::new(config.max_requests)),
+            config,
+            draining: AtomicBool::new(false),
         }))
     }
 
+    /// From now on frames leave as soon as they exist and no stream is
+    /// parked: streams finish as fast as the machine allows.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shared.lock().streams.unpark_all();
+        self.shared.ready.notify_all();
+    }
+
     /// Admits a request and starts streaming its frames into `frames`.
-    /// Returns at once; the frames follow as clauses are synthesised.
+    /// Returns at once; the frames follow as steps are synthesised.
     pub fn submit(
         self: &Arc<Self>,
         voice: usize,
         clauses: Vec<Clause>,
+        delivery: Delivery,
         ids: RequestIds,
-        frames: mpsc::Sender<Result<AudioFrame, Status>>,
+        frames: mpsc::Sender<Sent>,
     ) -> Result<(), SubmitError> {
         let permit = Arc::clone(&self.admitted)
             .try_acquire_owned()
-            .map_err(|_| SubmitError::Full(self.max_requests))?;
-        let pump = Pump {
-            pool: Arc::clone(self),
-            _permit: permit,
+            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
+        let info = self.voices[voice].info();
+        let resampler = Resampler::new(info.sample_rate)
+            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
+        let chars: usize = clauses.iter().map(|c| c.text.chars().count()).sum();
+        let arrival = Instant::now();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let job = Job {
             voice,
+            clauses: clauses.into(),
+            clause: ClauseState::Done,
+            clause_chars: 0,
+            chars_left: chars,
+            audio: Box::new(AudioState {
+                resampler,
+                framer: Framer::default(),
+                gain: info.gain,
+            }),
+            events: events_tx,
+        };
+        let (id, playout) = {
+            let mut state = self.shared.lock();
+            let demand = state.estimates[voice]
+                .demand(chars as f64 * state.estimates[voice].audio_per_char.value());
+            let id = state
+                .streams
+                .admit(arrival, demand, delivery)
+                .map_err(|r| SubmitError::Overloaded {
+                    retry_after: r.retry_after,
+                })?;
+            state.streams.insert(id, job);
+            metrics::utilisation(state.streams.utilisation());
+            let playout = state.streams.playout(id).unwrap_or_default();
+            (id, playout)
+        };
+        self.shared.ready.notify_one();
+        let sender = Sender {
+            pool: Arc::clone(self),
+            id,
+            delivery,
+            playout,
+            arrival,
+            _permit: permit,
             ids,
             tx: frames,
-            cancelled: CancellationToken::new(),
+            events,
             validator: Validator::new(),
         };
-        let span = tracing::info_span!("synthesize", request_id = %pump.ids.request_id,
-            trace_id = %pump.ids.trace_id, session_id = %pump.ids.session_id);
-        tts_telemetry::otel::link_trace(&span, &pump.ids.trace_id);
-        tokio::spawn(tracing::Instrument::instrument(pump.run(clauses), span));
+        let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
+            trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
+        tts_telemetry::otel::link_trace(&span, &sender.ids.trace_id);
+        tokio::spawn(tracing::Instrument::instrument(sender.run(), span));
         Ok(())
     }
 
-    fn enqueue(&self, job: ClauseJob, first: bool) {
-        self.queue.push(job, first);
+    /// The streams admitted now and the share of the threads they need.
+    pub fn load(&self) -> (usize, f64) {
+        let state = self.shared.lock();
+        (state.streams.len(), state.streams.utilisation())
     }
 }
 
 impl Drop for SynthPool {
     fn drop(&mut self) {
-        self.queue.close();
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
     }
 }
 
-/// The pool's queue, in two lanes: the first clause of a request goes
-/// ahead of later clauses of requests already playing (those have up to
-/// [`LOOKAHEAD_FRAMES`] of audio queued), so that a new listener's first
-/// audio does not wait behind everyone else's next sentence.
-#[derive(Default)]
-struct JobQueue {
-    lanes: Mutex<Lanes>,
-    ready: Condvar,
+/// A request's audio state between steps: it travels with the job, so
+/// resampling and framing continue seamlessly whichever thread runs the
+/// next step.
+struct AudioState {
+    resampler: Resampler,
+    framer: Framer,
+    gain: f32,
 }
 
-#[derive(Default)]
-struct Lanes {
-    first: std::collections::VecDeque<ClauseJob>,
-    later: std::collections::VecDeque<ClauseJob>,
-    closed: bool,
-}
-
-impl JobQueue {
-    fn push(&self, job: ClauseJob, first: bool) {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        if first {
-            lanes.first.push_back(job);
-        } else {
-            lanes.later.push_back(job);
-        }
-        drop(lanes);
-        self.ready.notify_one();
-    }
-
-    /// The next job, waiting for one; `None` once closed and empty.
-    fn pop(&self) -> Option<ClauseJob> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(job) = lanes.first.pop_front().or_else(|| lanes.later.pop_front()) {
-                return Some(job);
-            }
-            if lanes.closed {
-                return None;
-            }
-            lanes = self.ready.wait(lanes).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn close(&self) {
-        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
-        self.ready.notify_all();
-    }
-}
-
-/// Drives one request: clause jobs out, frames into the request's channel.
-struct Pump {
-    pool: Arc<SynthPool>,
-    _permit: OwnedSemaphorePermit,
+/// One request's work, owned by the scheduler between steps.
+struct Job {
     voice: usize,
-    ids: RequestIds,
-    tx: mpsc::Sender<Result<AudioFrame, Status>>,
-    cancelled: CancellationToken,
-    validator: Validator,
+    /// Clauses not started.
+    clauses: VecDeque<Clause>,
+    /// The clause in progress (`Done` between clauses).
+    clause: ClauseState,
+    /// Characters of the clause in progress.
+    clause_chars: usize,
+    /// Characters of the clauses not started.
+    chars_left: usize,
+    audio: Box<AudioState>,
+    events: mpsc::UnboundedSender<Sent>,
 }
 
-impl Pump {
-    async fn run(mut self, clauses: Vec<Clause>) {
-        let _inflight = metrics::InflightGuard::new();
-        let _stop_queued_work = self.cancelled.clone().drop_guard();
-        let info = self.pool.voices[self.voice].info();
-        let audio = match Resampler::new(info.sample_rate) {
-            Ok(resampler) => Box::new(AudioState {
-                resampler,
-                framer: Framer::default(),
-                gain: info.gain,
-            }),
-            Err(e) => {
-                let _ = self.tx.send(Err(Status::internal(e.to_string()))).await;
-                return;
-            }
+impl Job {
+    fn finished(&self) -> bool {
+        self.clause.is_done() && self.clauses.is_empty()
+    }
+
+    /// Audio seconds still to produce, exact for the clause in progress
+    /// once its text part has run.
+    fn remaining_audio(&self, rate: u32, audio_per_char: f64) -> f64 {
+        let current = match self.clause.remaining_samples() {
+            Some(samples) => samples as f64 / f64::from(rate),
+            None => self.clause_chars as f64 * audio_per_char,
         };
-        let count = clauses.len();
-        let mut clauses = clauses.into_iter().enumerate().peekable();
-        let Some(first) = clauses.next() else { return };
-        let mut events = Some(self.submit(audio, first, count));
-        // The audio state, between a clause's end and the next one's start.
-        let mut between: Option<Box<AudioState>> = None;
-        let mut pending: VecDeque<Frame> = VecDeque::new();
-        let mut sent = 0u32;
-        let mut waiting_since: Option<Instant> = None;
-        loop {
-            if between.is_some()
-                && pending.len() < LOOKAHEAD_FRAMES
-                && let (Some(audio), Some(next)) = (between.take(), clauses.next())
-            {
-                events = Some(self.submit(audio, next, count));
-            }
-            if events.is_none() && pending.is_empty() && clauses.peek().is_none() {
-                break;
-            }
-            if !pending.is_empty() && self.tx.capacity() == 0 {
-                waiting_since.get_or_insert_with(Instant::now);
-            }
-            tokio::select! {
-                biased;
-                _ = self.tx.closed() => {
-                    debug!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-                        session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
-                    return;
-                }
-                event = recv(&mut events), if events.is_some() => match event {
-                    Some(ClauseEvent::Frames(frames)) => pending.extend(frames),
-                    Some(ClauseEvent::Done { audio, result: Ok(()) }) => {
-                        events = None;
-                        between = Some(audio);
-                    }
-                    Some(ClauseEvent::Done { result: Err(e), .. }) => {
-                        warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-                            session_id = %self.ids.session_id, error = %e, "synthesis failed");
-                        let _ = self.tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                    // The job was dropped unrun: the request is going away.
-                    None => return,
-                },
-                permit = self.tx.reserve(), if !pending.is_empty() => {
-                    let Ok(permit) = permit else { return };
-                    if let Some(since) = waiting_since.take() {
-                        metrics::backpressure(since.elapsed());
-                    }
-                    if let Some(frame) = pending.pop_front() {
-                        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
-                        let fault = self.pool.fault_corrupt_frame;
-                        permit.send(Ok(checked(&mut self.validator, fault, frame)));
-                        sent += 1;
-                    }
-                }
-            }
-        }
-        if sent == 0 {
-            let status = Status::invalid_argument("the text produced no audio");
-            let _ = self.tx.send(Err(coded(status, "empty_text"))).await;
-        }
-    }
-
-    fn submit(
-        &self,
-        audio: Box<AudioState>,
-        (i, clause): (usize, Clause),
-        count: usize,
-    ) -> mpsc::UnboundedReceiver<ClauseEvent> {
-        let (events, rx) = mpsc::unbounded_channel();
-        let job = ClauseJob {
-            voice: self.voice,
-            clause,
-            last: i + 1 == count,
-            audio,
-            cancelled: self.cancelled.clone(),
-            queued_at: Instant::now(),
-            events,
-        };
-        self.pool.enqueue(job, i == 0);
-        rx
+        current + self.chars_left as f64 * audio_per_char
     }
 }
 
-/// Validates a frame before it leaves (and applies the fault hook).
-fn checked(validator: &mut Validator, fault: Option<u32>, mut frame: Frame) -> AudioFrame {
-    let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
-    metrics::frame_validated(&outcome);
-    if fault == Some(frame.sequence) {
-        frame.payload[100] ^= 0x5A;
-    }
-    AudioFrame {
-        sequence: frame.sequence,
-        payload: frame.payload,
-        crc32c: frame.crc32c,
-        last: frame.last,
-        worker_ts_us: 0,
-        samples: frame.samples,
-        voice: String::new(),
-    }
-}
-
-async fn recv(events: &mut Option<mpsc::UnboundedReceiver<ClauseEvent>>) -> Option<ClauseEvent> {
-    match events {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
+/// What a step did.
+struct StepReport {
+    compute: Duration,
+    /// Audio produced, seconds.
+    audio: f64,
+    /// The clause's whole length, when this step started it.
+    clause: Option<(f64, usize)>,
 }
 
 /// What one thread owns: a synthesiser per voice and a scratch buffer.
 struct SynthThread {
     synthesizers: Vec<Box<dyn Synthesizer>>,
     resampled: Vec<f32>,
+}
+
+/// A warm-up measurement.
+struct Measured {
+    compute: f64,
+    audio: f64,
+    chars: f64,
 }
 
 impl SynthThread {
@@ -383,58 +385,303 @@ impl SynthThread {
         })
     }
 
-    fn serve(&mut self, queue: &JobQueue) {
-        while let Some(mut job) = queue.pop() {
-            if job.cancelled.is_cancelled() {
-                continue;
-            }
-            metrics::synthesis_queue_wait(job.queued_at.elapsed());
-            let result = self.run(&mut job);
-            let _ = job.events.send(ClauseEvent::Done {
-                audio: job.audio,
-                result,
+    /// Speaks a short phrase twice with every voice (the first run sets up
+    /// the runtime's buffers) and measures the second.
+    fn warm_up(&mut self, voices: &[Arc<dyn Voice>]) -> Result<Vec<Measured>, EngineError> {
+        const PHRASE: &str = "This phrase warms the voice up.";
+        let clause = Clause {
+            text: PHRASE.into(),
+            terminator: Some('.'),
+        };
+        let mut measured = Vec::new();
+        for (synth, voice) in self.synthesizers.iter_mut().zip(voices) {
+            let mut samples = 0usize;
+            synth.synthesize(&clause, &mut |_| true)?;
+            let started = Instant::now();
+            synth.synthesize(&clause, &mut |s| {
+                samples += s.len();
+                true
+            })?;
+            measured.push(Measured {
+                compute: started.elapsed().as_secs_f64(),
+                audio: samples as f64 / f64::from(voice.info().sample_rate.max(1)),
+                chars: PHRASE.len() as f64,
             });
+        }
+        Ok(measured)
+    }
+
+    fn serve(&mut self, shared: &Shared) {
+        let mut state = shared.lock();
+        loop {
+            if state.closed {
+                return;
+            }
+            let now = Instant::now();
+            match state.streams.next(now) {
+                Next::Run(step) => {
+                    drop(state);
+                    let done = self.run(step);
+                    state = shared.lock();
+                    done.settle(&mut state);
+                    metrics::utilisation(state.streams.utilisation());
+                }
+                Next::Wait(until) => {
+                    state = match until {
+                        Some(at) => {
+                            let wait = at.saturating_duration_since(now);
+                            shared
+                                .ready
+                                .wait_timeout(state, wait)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                        None => shared.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+                    };
+                }
+            }
         }
     }
 
-    /// Synthesises one clause, sending its frames as they are cut.
-    fn run(&mut self, job: &mut ClauseJob) -> Result<(), EngineError> {
+    /// Runs one step; what to tell the scheduler comes back.
+    fn run(&mut self, step: Step<Job>) -> Done {
+        let Step {
+            id,
+            mut job,
+            deadline,
+            wide,
+            ..
+        } = step;
         let _busy = metrics::SynthesisGuard::new();
+        let result = self.step(&mut job, wide);
+        let finished_at = Instant::now();
+        metrics::step_finished(deadline, finished_at);
+        Done { id, job, result }
+    }
+
+    fn step(&mut self, job: &mut Job, wide: bool) -> Result<StepReport, EngineError> {
+        let mut starts_clause = None;
+        if job.clause.is_done()
+            && let Some(clause) = job.clauses.pop_front()
+        {
+            let chars = clause.text.chars().count();
+            job.chars_left = job.chars_left.saturating_sub(chars);
+            job.clause_chars = chars;
+            job.clause = ClauseState::Pending(clause);
+            starts_clause = Some(chars);
+        }
         let synth = self
             .synthesizers
             .get_mut(job.voice)
             .ok_or_else(|| EngineError::Runtime(format!("no voice #{}", job.voice)))?;
-        let (audio, resampled, events) = (&mut *job.audio, &mut self.resampled, &job.events);
+        let (audio, resampled) = (&mut *job.audio, &mut self.resampled);
         let gain = audio.gain;
-        let mut native_samples = 0usize;
+        let rate = audio.resampler.rate();
+        let mut native = 0usize;
+        let mut frames = Vec::new();
         let started = Instant::now();
-        let mut emit = |samples: &[f32]| {
-            native_samples += samples.len();
+        synth.step(&mut job.clause, wide, &mut |samples: &[f32]| {
+            native += samples.len();
             resampled.clear();
             audio.resampler.process(samples, resampled);
-            let mut frames = Vec::new();
             audio
                 .framer
                 .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
-            if !frames.is_empty() {
-                let _ = events.send(ClauseEvent::Frames(frames));
-            }
-            !job.cancelled.is_cancelled()
-        };
-        synth.synthesize(&job.clause, &mut emit)?;
-        metrics::clause_synthesized(started.elapsed(), native_samples, audio.resampler.rate());
-        if job.last {
+        })?;
+        let compute = started.elapsed();
+        if job.clause.is_done() && job.clauses.is_empty() {
             resampled.clear();
             audio.resampler.finish(resampled);
-            let mut frames = Vec::new();
             audio
                 .framer
                 .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
             frames.extend(audio.framer.finish());
-            if !frames.is_empty() {
-                let _ = events.send(ClauseEvent::Frames(frames));
+        }
+        for frame in frames {
+            // The sender may be gone; the scheduler drops the job then.
+            let _ = job.events.send(Sent::Frame(frame));
+        }
+        let seconds = |samples: usize| samples as f64 / f64::from(rate.max(1));
+        let clause = starts_clause.map(|chars| {
+            let rest = job.clause.remaining_samples().unwrap_or(0);
+            (seconds(native + rest), chars)
+        });
+        metrics::step_computed(compute, seconds(native));
+        Ok(StepReport {
+            compute,
+            audio: seconds(native),
+            clause,
+        })
+    }
+}
+
+/// A finished step on its way back to the scheduler.
+struct Done {
+    id: StreamId,
+    job: Job,
+    result: Result<StepReport, EngineError>,
+}
+
+impl Done {
+    fn settle(self, state: &mut State) {
+        let Self { id, job, result } = self;
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                let _ = job.events.send(Sent::Failed(e));
+                drop(state.streams.remove(id));
+                return;
+            }
+        };
+        let estimate = &mut state.estimates[job.voice];
+        estimate
+            .cost
+            .add(report.compute.as_secs_f64(), report.audio.max(1e-3));
+        if let Some((audio, chars)) = report.clause
+            && chars > 0
+        {
+            estimate.audio_per_char.add(audio, chars as f64);
+        }
+        if job.finished() {
+            // Dropping the job closes the sender's channel: it sends what
+            // is left and ends.
+            drop(state.streams.remove(id));
+            return;
+        }
+        let rate = job.audio.resampler.rate();
+        let estimate = state.estimates[job.voice];
+        let demand = estimate.demand(job.remaining_audio(rate, estimate.audio_per_char.value()));
+        let produced = job.audio.framer.frames_cut();
+        // A job whose stream was removed meanwhile is dropped here.
+        drop(state.streams.put_back(id, job, produced, demand));
+    }
+}
+
+/// Sends one request's frames on its playout clock.
+struct Sender {
+    pool: Arc<SynthPool>,
+    id: StreamId,
+    delivery: Delivery,
+    playout: Arc<Playout>,
+    arrival: Instant,
+    _permit: OwnedSemaphorePermit,
+    ids: RequestIds,
+    tx: mpsc::Sender<Sent>,
+    events: mpsc::UnboundedReceiver<Sent>,
+    validator: Validator,
+}
+
+/// Removes a stream from the scheduler when its sender ends, however it
+/// ends: its queued work is dropped at once.
+struct RemoveOnDrop(Arc<Shared>, StreamId);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
+}
+
+impl Sender {
+    async fn run(mut self) {
+        let _inflight = metrics::InflightGuard::new();
+        let _remove = RemoveOnDrop(Arc::clone(&self.pool.shared), self.id);
+        let mut pending: VecDeque<(Frame, Instant)> = VecDeque::new();
+        let mut producing = true;
+        let mut sent = 0u32;
+        let mut blocked_since: Option<Instant> = None;
+        loop {
+            if !producing && pending.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let release = pending
+                .front()
+                .map(|(f, _)| self.release_at(f.sequence, now));
+            let releasable = release.is_some_and(|at| at <= now);
+            if releasable && self.tx.capacity() == 0 {
+                blocked_since.get_or_insert(now);
+            }
+            tokio::select! {
+                biased;
+                _ = self.tx.closed() => {
+                    debug!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                        session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
+                    return;
+                }
+                event = self.events.recv(), if producing => match event {
+                    Some(Sent::Frame(frame)) => pending.push_back((frame, Instant::now())),
+                    Some(Sent::Failed(e)) => {
+                        warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                            session_id = %self.ids.session_id, error = %e, "synthesis failed");
+                        let _ = self.tx.send(Sent::Failed(e)).await;
+                        return;
+                    }
+                    None => producing = false,
+                },
+                _ = tokio::time::sleep_until(release.unwrap_or(now).into()), if !releasable && release.is_some() => {}
+                permit = self.tx.reserve(), if releasable => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(since) = blocked_since.take() {
+                        metrics::backpressure(since.elapsed());
+                    }
+                    if let Some((frame, produced_at)) = pending.pop_front() {
+                        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
+                        self.account(&frame, produced_at, Instant::now());
+                        let fault = self.pool.config.fault_corrupt_frame;
+                        permit.send(Sent::Frame(checked(&mut self.validator, fault, frame)));
+                        sent += 1;
+                    }
+                }
             }
         }
-        Ok(())
+        if sent == 0 {
+            let _ = self.tx.send(Sent::Failed(EngineError::NoAudio)).await;
+        }
     }
+
+    /// When frame `k` may leave: at once for the first frame, for fast
+    /// delivery and while draining, else the send-ahead before its due
+    /// time.
+    fn release_at(&self, k: u32, now: Instant) -> Instant {
+        if self.delivery == Delivery::Fast || self.pool.draining.load(Ordering::Relaxed) {
+            return now;
+        }
+        match self.playout.due(k) {
+            Some(due) => due.checked_sub(self.pool.config.send_ahead).unwrap_or(now),
+            None => now,
+        }
+    }
+
+    /// Starts the clock on the first frame; counts a frame sent after its
+    /// due time as a deadline miss when its synthesis was late, and moves
+    /// the clock back when the reader held it up.
+    fn account(&self, frame: &Frame, produced_at: Instant, sent_at: Instant) {
+        if frame.sequence == 0 {
+            self.playout.start(sent_at);
+            if sent_at > self.arrival + self.pool.config.policy.first_audio_budget {
+                metrics::deadline_miss("first_audio");
+            }
+        } else if let Some(due) = self.playout.due(frame.sequence)
+            && sent_at > due
+        {
+            if produced_at > due {
+                metrics::deadline_miss("playout");
+            }
+            let held = sent_at.saturating_duration_since(produced_at.max(due));
+            if held > Duration::from_millis(2) {
+                self.playout.shift_by(held);
+            }
+        }
+        self.playout.sent_one();
+    }
+}
+
+/// Validates a frame before it leaves (and applies the fault hook).
+fn checked(validator: &mut Validator, fault: Option<u32>, mut frame: Frame) -> Frame {
+    let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
+    metrics::frame_validated(&outcome);
+    if fault == Some(frame.sequence) {
+        frame.payload[100] ^= 0x5A;
+    }
+    frame
 }

@@ -10,7 +10,7 @@ mod stream;
 
 pub use chunks::{ChunkPlan, Window};
 pub use piper::{PiperOptions, PiperSynthesizer, PiperVoice};
-pub use stream::FLOW_CONTEXT;
+pub use stream::{FLOW_CONTEXT, StreamProgress};
 
 use crate::text::Clause;
 
@@ -39,6 +39,9 @@ pub enum EngineError {
     /// libespeak-ng failed.
     #[error("espeak-ng: {0}")]
     Espeak(String),
+    /// The text produced no audio at all.
+    #[error("the text produced no audio")]
+    NoAudio,
 }
 
 /// What a client can learn about a voice (reported by `ListVoices`).
@@ -66,18 +69,63 @@ pub trait Voice: Send + Sync {
     fn synthesizer(&self) -> Result<Box<dyn Synthesizer>, EngineError>;
 }
 
-/// Turns one clause into audio. Owned by one thread.
+/// Where one clause's synthesis stands between steps. It holds data only
+/// (no runtime sessions), so each step may run on a different thread.
+pub enum ClauseState {
+    /// Nothing computed yet.
+    Pending(Clause),
+    /// A streaming voice's clause after its text part: windows remain.
+    Streaming(Box<StreamProgress>),
+    /// Every sample has been emitted.
+    Done,
+}
+
+impl ClauseState {
+    /// Whether every sample has been emitted.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// Samples (at the voice's rate) still to come, once the text part has
+    /// run; `None` before.
+    pub fn remaining_samples(&self) -> Option<usize> {
+        match self {
+            Self::Pending(_) => None,
+            Self::Streaming(p) => Some(p.remaining_frames() * p.hop()),
+            Self::Done => Some(0),
+        }
+    }
+}
+
+/// Turns clauses into audio, one step at a time. Owned by one thread.
 pub trait Synthesizer: Send {
-    /// Synthesises the clause, handing its samples (at the voice's native
-    /// rate, full scale ±1.0) to `emit` as they are produced: once for
-    /// engines that synthesise whole clauses, several times for streaming
-    /// ones. When `emit` returns false the request is gone: a streaming
-    /// engine stops there.
+    /// Runs the next step of `state` and hands its samples (at the voice's
+    /// native rate, full scale ±1.0) to `emit`. A step is, for a streaming
+    /// voice, the text part with the first decoder window, then one window
+    /// (with the flow block it needs) per step; for other voices the whole
+    /// clause. `wide` asks for more intra-op threads, when the voice has
+    /// them, because the machine is otherwise idle.
+    fn step(
+        &mut self,
+        state: &mut ClauseState,
+        wide: bool,
+        emit: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), EngineError>;
+
+    /// Synthesises a whole clause step by step, stopping early when `emit`
+    /// returns false.
     fn synthesize(
         &mut self,
         clause: &Clause,
         emit: &mut dyn FnMut(&[f32]) -> bool,
-    ) -> Result<(), EngineError>;
+    ) -> Result<(), EngineError> {
+        let mut state = ClauseState::Pending(clause.clone());
+        let mut go = true;
+        while go && !state.is_done() {
+            self.step(&mut state, false, &mut |s| go = emit(s))?;
+        }
+        Ok(())
+    }
 }
 
 /// espeak-ng's own formant voice: light and fast (real-time factor about
@@ -124,11 +172,15 @@ struct EspeakSynthesizer {
 }
 
 impl Synthesizer for EspeakSynthesizer {
-    fn synthesize(
+    fn step(
         &mut self,
-        clause: &Clause,
-        emit: &mut dyn FnMut(&[f32]) -> bool,
+        state: &mut ClauseState,
+        _wide: bool,
+        emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError> {
+        let ClauseState::Pending(clause) = std::mem::replace(state, ClauseState::Done) else {
+            return Ok(());
+        };
         self.scratch.clear();
         espeak::synthesize(&self.voice, &clause.text, &mut self.scratch)?;
         let samples: Vec<f32> = self

@@ -12,8 +12,8 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::chunks::ChunkPlan;
 use super::split::{SplitModel, split};
-use super::stream::StreamedSessions;
-use super::{EngineError, Synthesizer, Voice, VoiceInfo, espeak};
+use super::stream::{StreamProgress, StreamedSessions};
+use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, espeak};
 use crate::text::Clause;
 
 const PAD: char = '_';
@@ -38,6 +38,10 @@ pub struct PiperOptions {
     pub streaming: bool,
     /// Decoder windows and context, when streaming.
     pub plan: ChunkPlan,
+    /// Intra-op threads of one extra set of sessions, shared by every
+    /// synthesis thread, that a clause's first step may use when the
+    /// machine is otherwise idle (0 or 1: no such set).
+    pub wide_threads: usize,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +88,9 @@ pub struct PiperVoice {
     /// The model's three parts, when it can stream.
     parts: Option<Arc<SplitModel>>,
     plan: ChunkPlan,
+    /// Sessions with more intra-op threads, for first steps on an idle
+    /// machine; whoever holds the lock uses them.
+    wide: Option<Arc<Mutex<StreamedSessions>>>,
 }
 
 /// Text → phoneme ids, shared by a voice's synthesis threads.
@@ -218,9 +225,16 @@ impl PiperVoice {
             env: runtime(&opts.runtime_library)?,
             parts,
             plan: opts.plan,
+            wide: None,
         };
         espeak::sample_rate(&voice.phonemizer.espeak_voice)?;
-        Ok(voice)
+        let wide = match &voice.parts {
+            Some(parts) if opts.wide_threads > 1 => Some(Arc::new(Mutex::new(
+                voice.open_sessions(parts, opts.wide_threads)?,
+            ))),
+            _ => None,
+        };
+        Ok(Self { wide, ..voice })
     }
 
     /// Phoneme ids for one clause (see [`Phonemizer::ids`]).
@@ -228,11 +242,14 @@ impl PiperVoice {
         self.phonemizer.ids(clause)
     }
 
-    fn builder(&self) -> Result<ort::session::builder::SessionBuilder, EngineError> {
+    fn builder(
+        &self,
+        threads: usize,
+    ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
         let err = |e: ort::Error| EngineError::Runtime(e.to_string());
         Session::builder(&self.env)
             .map_err(err)?
-            .with_intra_threads(self.intra_threads)
+            .with_intra_threads(threads)
             .map_err(|e| err(e.into()))?
             // Spinning threads steal the core from the next window's call.
             .with_intra_op_spinning(false)
@@ -244,7 +261,7 @@ impl PiperVoice {
     /// A synthesiser that runs the whole model once per clause.
     pub fn one_shot(&self) -> Result<PiperSynthesizer, EngineError> {
         let session = self
-            .builder()?
+            .builder(self.intra_threads)?
             .commit_from_file(&self.model)
             .map_err(|e| EngineError::Runtime(e.to_string()))?;
         Ok(self.synthesizer_with(Engine::OneShot(session)))
@@ -256,14 +273,22 @@ impl PiperVoice {
         let Some(parts) = &self.parts else {
             return Ok(None);
         };
-        let sessions = StreamedSessions::open(parts, self.plan, |bytes| {
-            self.builder()?
-                .commit_from_memory(bytes)
-                .map_err(|e| EngineError::Runtime(e.to_string()))
-        })?;
+        let sessions = self.open_sessions(parts, self.intra_threads)?;
         Ok(Some(
             self.synthesizer_with(Engine::Streamed(Box::new(sessions))),
         ))
+    }
+
+    fn open_sessions(
+        &self,
+        parts: &SplitModel,
+        threads: usize,
+    ) -> Result<StreamedSessions, EngineError> {
+        StreamedSessions::open(parts, self.plan, |bytes| {
+            self.builder(threads)?
+                .commit_from_memory(bytes)
+                .map_err(|e| EngineError::Runtime(e.to_string()))
+        })
     }
 
     fn synthesizer_with(&self, engine: Engine) -> PiperSynthesizer {
@@ -271,6 +296,7 @@ impl PiperVoice {
             engine,
             phonemizer: Arc::clone(&self.phonemizer),
             scales: self.scales,
+            wide: self.wide.clone(),
         }
     }
 }
@@ -298,19 +324,56 @@ pub struct PiperSynthesizer {
     engine: Engine,
     phonemizer: Arc<Phonemizer>,
     scales: [f32; 3],
+    wide: Option<Arc<Mutex<StreamedSessions>>>,
 }
 
 impl Synthesizer for PiperSynthesizer {
-    fn synthesize(
+    fn step(
         &mut self,
-        clause: &Clause,
-        emit: &mut dyn FnMut(&[f32]) -> bool,
+        state: &mut ClauseState,
+        wide: bool,
+        emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError> {
-        let ids = self.phonemizer.ids(clause)?;
-        match &mut self.engine {
-            Engine::OneShot(session) => one_shot(session, ids, self.scales, emit),
-            Engine::Streamed(sessions) => sessions.run(ids, self.scales, emit),
-        }
+        let next = match std::mem::replace(state, ClauseState::Done) {
+            ClauseState::Pending(clause) => {
+                let ids = self.phonemizer.ids(&clause)?;
+                match &mut self.engine {
+                    Engine::OneShot(session) => {
+                        one_shot(session, ids, self.scales, emit)?;
+                        ClauseState::Done
+                    }
+                    Engine::Streamed(own) => {
+                        // The shared wide sessions when asked for and free.
+                        let mut shared = wide
+                            .then_some(self.wide.as_ref())
+                            .flatten()
+                            .and_then(|m| m.try_lock().ok());
+                        let sessions = shared.as_deref_mut().unwrap_or(own);
+                        let mut progress = sessions.begin(ids, self.scales)?;
+                        more(sessions.step(&mut progress, emit)?, progress)
+                    }
+                }
+            }
+            ClauseState::Streaming(mut progress) => match &mut self.engine {
+                Engine::Streamed(sessions) => more(sessions.step(&mut progress, emit)?, *progress),
+                Engine::OneShot(_) => {
+                    return Err(EngineError::Runtime(
+                        "a streamed clause reached a one-shot synthesiser".into(),
+                    ));
+                }
+            },
+            ClauseState::Done => ClauseState::Done,
+        };
+        *state = next;
+        Ok(())
+    }
+}
+
+fn more(remaining: bool, progress: StreamProgress) -> ClauseState {
+    if remaining {
+        ClauseState::Streaming(Box::new(progress))
+    } else {
+        ClauseState::Done
     }
 }
 
@@ -318,7 +381,7 @@ fn one_shot(
     session: &mut Session,
     ids: Vec<i64>,
     scales: [f32; 3],
-    emit: &mut dyn FnMut(&[f32]) -> bool,
+    emit: &mut dyn FnMut(&[f32]),
 ) -> Result<(), EngineError> {
     let err = |e: ort::Error| EngineError::Runtime(e.to_string());
     let n = ids.len();
@@ -365,6 +428,7 @@ mod tests {
             scales: Some([0.0, 1.0, 0.0]),
             streaming: true,
             plan,
+            wide_threads: 0,
         };
         PiperVoice::load("joe", &model, &opts)
             .unwrap_or_else(|e| panic!("the Piper voice is required (run scripts/setup.sh): {e}"))
@@ -562,6 +626,7 @@ mod tests {
             scales: None,
             streaming: true,
             plan: ChunkPlan::default(),
+            wide_threads: 0,
         };
         let v = PiperVoice::load("plain", &path, &opts).expect("loads");
         assert!(!v.info().streaming);
@@ -590,6 +655,7 @@ mod tests {
             scales: None,
             streaming: true,
             plan: ChunkPlan::default(),
+            wide_threads: 0,
         };
         let err = PiperVoice::load("x", Path::new("/nonexistent/voice.onnx"), &opts)
             .err()

@@ -8,7 +8,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::EngineError;
-use super::chunks::ChunkPlan;
+use super::chunks::{ChunkPlan, Window};
 use super::split::SplitModel;
 
 /// Frames of context the flow gets on each side (its receptive field is
@@ -49,6 +49,36 @@ pub(crate) struct StreamedSessions {
 
 fn err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Runtime(e.to_string())
+}
+
+/// A clause between decoder windows: the text part's output, the flow's
+/// output so far, and the windows still to decode. Plain data, so the next
+/// window may run on any thread's sessions.
+pub struct StreamProgress {
+    z: Frames,
+    mask: Frames,
+    d: Frames,
+    /// Frames of `d` the flow has computed.
+    ready: usize,
+    windows: Vec<Window>,
+    /// The next window to decode.
+    next: usize,
+    /// Samples per latent frame (known after the first window; 0 before).
+    hop: usize,
+}
+
+impl StreamProgress {
+    /// Latent frames not yet decoded.
+    pub fn remaining_frames(&self) -> usize {
+        self.windows
+            .get(self.next)
+            .map_or(0, |w| self.z.len - w.start)
+    }
+
+    /// Samples per latent frame, once a window has been decoded.
+    pub fn hop(&self) -> usize {
+        self.hop
+    }
 }
 
 /// A `[1, channels, frames]` tensor kept channel-major.
@@ -99,34 +129,50 @@ impl StreamedSessions {
         })
     }
 
-    /// Synthesises phoneme `ids`, handing audio to `emit` window by window.
-    pub(crate) fn run(
+    /// Runs the text part on phoneme `ids`: the clause's latent frames
+    /// are known from here on, and windows can be decoded one by one.
+    pub(crate) fn begin(
         &mut self,
         ids: Vec<i64>,
         scales: [f32; 3],
-        emit: &mut dyn FnMut(&[f32]) -> bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<StreamProgress, EngineError> {
         let (z, mask) = self.text_part(ids, scales)?;
         let len = z.len;
-        let mut d = Frames {
-            data: vec![0.0; z.channels * len],
-            channels: z.channels,
-            len,
+        Ok(StreamProgress {
+            d: Frames {
+                data: vec![0.0; z.channels * len],
+                channels: z.channels,
+                len,
+            },
+            z,
+            mask,
+            ready: 0,
+            windows: self.plan.windows(len),
+            next: 0,
+            hop: 0,
+        })
+    }
+
+    /// Decodes the next window (running the flow block it needs first)
+    /// and hands its samples to `emit`. Returns whether windows remain.
+    pub(crate) fn step(
+        &mut self,
+        p: &mut StreamProgress,
+        emit: &mut dyn FnMut(&[f32]),
+    ) -> Result<bool, EngineError> {
+        let Some(&w) = p.windows.get(p.next) else {
+            return Ok(false);
         };
-        let mut ready = 0;
-        for w in self.plan.windows(len) {
-            if ready < w.hi {
-                let upto = flow_block_end(ready, w.hi, len);
-                self.flow_part(&z, &mask, &mut d, ready, upto)?;
-                ready = upto;
-            }
-            let audio = self.decode(&d, w.lo, w.hi)?;
-            let hop = audio.len() / (w.hi - w.lo);
-            if !emit(&audio[(w.start - w.lo) * hop..(w.end - w.lo) * hop]) {
-                break;
-            }
+        if p.ready < w.hi {
+            let upto = flow_block_end(p.ready, w.hi, p.z.len);
+            self.flow_part(&p.z, &p.mask, &mut p.d, p.ready, upto)?;
+            p.ready = upto;
         }
-        Ok(())
+        let audio = self.decode(&p.d, w.lo, w.hi)?;
+        p.hop = audio.len() / (w.hi - w.lo);
+        p.next += 1;
+        emit(&audio[(w.start - w.lo) * p.hop..(w.end - w.lo) * p.hop]);
+        Ok(p.next < p.windows.len())
     }
 
     fn text_part(
