@@ -5,8 +5,10 @@
 #   bash scripts/bench-ttfa.sh [RUNS]
 #
 # RUNS (default 10) runs of a 5-word sentence, at most 20 of a medium
-# sentence and at most 10 of a 1,000-character paragraph. Worker settings
-# come from the environment, e.g. TTS_STREAM_IN_CLAUSE=false.
+# sentence and at most 10 of a 1,000-character paragraph, with fast delivery
+# (so that the path real-time factor measures synthesis, not the playout
+# clock). Worker settings come from the environment, e.g.
+# TTS_STREAM_IN_CLAUSE=false.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
@@ -48,9 +50,9 @@ done
 
 OUT=$(mktemp -d)
 run() { # label runs text
-  "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --out "$OUT/warmup.wav" --json >/dev/null
+  "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --fast --out "$OUT/warmup.wav" --json >/dev/null
   for i in $(seq 1 "$2"); do
-    "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --out "$OUT/$1.wav" --json >"$OUT/$1-$i.json"
+    "$BIN/tts-client" --url "ws://127.0.0.1:$PORT/ws" say "$3" --fast --out "$OUT/$1.wav" --json >"$OUT/$1-$i.json"
   done
   echo "$1 $2 ${#3}" >>"$OUT/index"
 }
@@ -73,7 +75,7 @@ for line in open(f"{out}/index"):
     print(f"{label:<12}{chars:>6}{runs:>6}{reports[0]['audio_seconds']:>9.2f}{st.median(ttfa):>13.1f}"
           f"{pct(ttfa, 95):>8.1f}{min(ttfa):>8.1f}{max(ttfa):>8.1f}{st.median(rtf):>10.3f}   ({bad} bad frames)")
 PY
-# The worker's own real-time factor per clause (synthesis time / audio time).
+# The worker's own real-time factor per step (synthesis time / audio time).
 exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT"
 printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
 python3 -c '
@@ -81,11 +83,11 @@ import sys
 m = {}
 for line in sys.stdin:
     parts = line.split()
-    if len(parts) == 2 and parts[0].startswith(("tts_worker_synthesis_real_time_factor_", "tts_worker_clause_synthesis_seconds_")):
+    if len(parts) == 2 and parts[0].startswith(("tts_worker_synthesis_real_time_factor_", "tts_worker_step_seconds_")):
         m[parts[0]] = float(parts[1])
 n = m.get("tts_worker_synthesis_real_time_factor_count", 0)
 if n:
     rtf = m["tts_worker_synthesis_real_time_factor_sum"] / n
-    clause_ms = 1e3 * m["tts_worker_clause_synthesis_seconds_sum"] / m["tts_worker_clause_synthesis_seconds_count"]
-    print(f"worker: {int(n)} clauses, mean real-time factor per clause {rtf:.3f}, mean clause synthesis {clause_ms:.1f} ms")
+    step_ms = 1e3 * m["tts_worker_step_seconds_sum"] / m["tts_worker_step_seconds_count"]
+    print(f"worker: {int(n)} steps, mean real-time factor per step {rtf:.3f}, mean step {step_ms:.1f} ms")
 ' <&3

@@ -1,6 +1,8 @@
-//! `--find-capacity`: the most concurrent streams that still meet the
-//! targets. Concurrency doubles until a step fails, then bisects between
-//! the last step that passed and the first that failed.
+//! `--find-capacity`: the most load that still meets the targets, searched
+//! over closed-loop concurrency (streams back to back) or, with
+//! `--rate-search`, over the open-loop arrival rate. The load doubles until
+//! a step fails, then bisects between the last step that passed and the
+//! first that failed.
 
 use serde::Serialize;
 
@@ -15,114 +17,216 @@ pub struct Target {
     pub underruns: u64,
     /// The jitter buffer the underruns are counted against, ms.
     pub buffer_ms: u64,
+    /// Largest acceptable share of requests refused with `overloaded`.
+    pub refused_ratio: f64,
 }
 
 /// One measured step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// Concurrent streams.
-    pub concurrency: usize,
+    /// The load: concurrent sessions, or requests per second.
+    pub load: f64,
     /// Whether it met the target.
     pub pass: bool,
     /// Its p99 time to first audio, ms.
     pub ttfa_p99_ms: f64,
     /// Its late frames at the target's buffer.
     pub late_frames: u64,
-    /// Its failed requests.
+    /// Its failed requests (refusals not included).
     pub failed: u64,
+    /// Its refused requests.
+    pub refused: u64,
+    /// Seconds of audio received per second.
+    pub audio_seconds_per_second: f64,
+    /// Mean audio per completed request, seconds.
+    pub mean_audio_seconds: f64,
 }
 
 impl Target {
     /// Judges one step's report.
-    pub fn judge(&self, concurrency: usize, report: &Report) -> Step {
+    pub fn judge(&self, load: f64, report: &Report) -> Step {
         let late = report
             .underruns
             .iter()
             .find(|u| u.buffer_ms == self.buffer_ms)
             .map_or(u64::MAX, |u| u.late_frames);
         let p99 = report.latency_ms.ttfa.p99;
+        let q = &report.requests;
+        let refused_ratio = if q.sent == 0 {
+            0.0
+        } else {
+            q.refused as f64 / q.sent as f64
+        };
         Step {
-            concurrency,
-            pass: report.requests.failed == 0
-                && report.requests.completed > 0
+            load,
+            pass: q.failed == 0
+                && q.completed > 0
                 && p99 <= self.ttfa_p99_ms
-                && late <= self.underruns,
+                && late <= self.underruns
+                && refused_ratio <= self.refused_ratio,
             ttfa_p99_ms: p99,
             late_frames: late,
-            failed: report.requests.failed,
+            failed: q.failed,
+            refused: q.refused,
+            audio_seconds_per_second: report.throughput.audio_seconds_per_second,
+            mean_audio_seconds: report.audio_seconds / q.completed.max(1) as f64,
         }
     }
 }
 
-/// The next concurrency to try, given the steps so far; `None` when the
-/// answer is known (the largest passing concurrency, or 0).
-pub fn next_step(steps: &[Step], max: usize) -> Option<usize> {
-    let best_pass = steps.iter().filter(|s| s.pass).map(|s| s.concurrency).max();
-    let first_fail = steps
-        .iter()
-        .filter(|s| !s.pass)
-        .map(|s| s.concurrency)
-        .min();
-    match (best_pass, first_fail) {
-        (None, None) => Some(1),
-        (None, Some(_)) => None,
-        (Some(p), None) if p >= max => None,
-        (Some(p), None) => Some((p * 2).min(max)),
-        (Some(p), Some(f)) if f <= p + 1 => None,
-        (Some(p), Some(f)) => Some(p + (f - p) / 2),
+/// How the load moves between steps.
+#[derive(Debug, Clone, Copy)]
+pub struct Search {
+    /// The first load tried.
+    pub start: f64,
+    /// The largest load tried.
+    pub max: f64,
+    /// Bisection stops when the pass/fail interval is this narrow.
+    pub resolution: f64,
+    /// Loads are whole numbers (concurrency).
+    pub whole: bool,
+}
+
+impl Search {
+    /// Concurrency from 1 up to `max`, to the stream.
+    pub fn concurrency(max: usize) -> Self {
+        Self {
+            start: 1.0,
+            max: max as f64,
+            resolution: 1.0,
+            whole: true,
+        }
+    }
+
+    /// The next load to try, given the steps so far; `None` when the answer
+    /// is known.
+    pub fn next(&self, steps: &[Step]) -> Option<f64> {
+        let best_pass = steps
+            .iter()
+            .filter(|s| s.pass)
+            .map(|s| s.load)
+            .max_by(f64::total_cmp);
+        let first_fail = steps
+            .iter()
+            .filter(|s| !s.pass)
+            .map(|s| s.load)
+            .min_by(f64::total_cmp);
+        let next = match (best_pass, first_fail) {
+            (None, None) => self.start,
+            // Below the first step: halve, unless that is already too fine.
+            (None, Some(f)) if f / 2.0 >= self.resolution && !self.whole => f / 2.0,
+            (None, Some(_)) => return None,
+            (Some(p), None) if p >= self.max => return None,
+            (Some(p), None) => (p * 2.0).min(self.max),
+            (Some(p), Some(f)) if f - p <= self.resolution => return None,
+            (Some(p), Some(f)) => p + (f - p) / 2.0,
+        };
+        Some(if self.whole { next.floor() } else { next })
     }
 }
 
-/// The answer: the largest concurrency that passed.
-pub fn capacity(steps: &[Step]) -> usize {
+/// The answer: the largest load that passed below the first that failed.
+pub fn capacity(steps: &[Step]) -> f64 {
     let first_fail = steps
         .iter()
         .filter(|s| !s.pass)
-        .map(|s| s.concurrency)
-        .min()
-        .unwrap_or(usize::MAX);
+        .map(|s| s.load)
+        .min_by(f64::total_cmp)
+        .unwrap_or(f64::INFINITY);
     steps
         .iter()
-        .filter(|s| s.pass && s.concurrency < first_fail)
-        .map(|s| s.concurrency)
-        .max()
-        .unwrap_or(0)
+        .filter(|s| s.pass && s.load < first_fail)
+        .map(|s| s.load)
+        .max_by(f64::total_cmp)
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn step(concurrency: usize, pass: bool) -> Step {
+    fn step(load: f64, pass: bool) -> Step {
         Step {
-            concurrency,
+            load,
             pass,
             ttfa_p99_ms: 0.0,
             late_frames: 0,
             failed: 0,
+            refused: 0,
+            audio_seconds_per_second: 0.0,
+            mean_audio_seconds: 0.0,
         }
     }
 
     #[test]
     fn doubles_then_bisects() {
+        let search = Search::concurrency(64);
         let mut steps = Vec::new();
         // Suppose up to 11 streams pass.
-        while let Some(c) = next_step(&steps, 64) {
-            steps.push(step(c, c <= 11));
+        while let Some(c) = search.next(&steps) {
+            steps.push(step(c, c <= 11.0));
         }
-        let tried: Vec<usize> = steps.iter().map(|s| s.concurrency).collect();
-        assert_eq!(tried, vec![1, 2, 4, 8, 16, 12, 10, 11]);
-        assert_eq!(capacity(&steps), 11);
+        let tried: Vec<f64> = steps.iter().map(|s| s.load).collect();
+        assert_eq!(tried, vec![1.0, 2.0, 4.0, 8.0, 16.0, 12.0, 10.0, 11.0]);
+        assert_eq!(capacity(&steps), 11.0);
     }
 
     #[test]
     fn stops_at_the_cap_or_at_the_first_failure() {
+        let search = Search::concurrency(4);
         let mut steps = Vec::new();
-        while let Some(c) = next_step(&steps, 4) {
+        while let Some(c) = search.next(&steps) {
             steps.push(step(c, true));
         }
-        assert_eq!(capacity(&steps), 4);
-        assert_eq!(next_step(&[step(1, false)], 8), None);
-        assert_eq!(capacity(&[step(1, false)]), 0);
+        assert_eq!(capacity(&steps), 4.0);
+        assert_eq!(search.next(&[step(1.0, false)]), None);
+        assert_eq!(capacity(&[step(1.0, false)]), 0.0);
+    }
+
+    #[test]
+    fn a_rate_search_halves_below_its_start_and_bisects_to_its_resolution() {
+        let search = Search {
+            start: 2.0,
+            max: 64.0,
+            resolution: 0.25,
+            whole: false,
+        };
+        let mut steps = Vec::new();
+        // Suppose rates up to 1.3 req/s pass.
+        while let Some(r) = search.next(&steps) {
+            steps.push(step(r, r <= 1.3));
+        }
+        let tried: Vec<f64> = steps.iter().map(|s| s.load).collect();
+        assert_eq!(tried, vec![2.0, 1.0, 1.5, 1.25]);
+        assert_eq!(capacity(&steps), 1.25);
+    }
+
+    #[test]
+    fn refusals_beyond_the_allowance_fail_a_step() {
+        let target = Target {
+            ttfa_p99_ms: 250.0,
+            underruns: 0,
+            buffer_ms: 60,
+            refused_ratio: 0.01,
+        };
+        let report = |refused: u64| {
+            let mut r: Report = serde_json::from_value(serde_json::json!({
+                "schema": crate::stats::SCHEMA, "config": {}, "wall_seconds": 60.0,
+                "requests": {"sent": 100, "completed": 100 - refused, "refused": refused,
+                    "failed": 0, "errors": {}},
+                "throughput": {"requests_per_second": 1.0, "audio_seconds_per_second": 5.0},
+                "latency_ms": {}, "underruns": [{"buffer_ms": 60, "late_frames": 0,
+                    "late_frame_ratio": 0.0, "requests_with_underrun": 0, "underrun_rate": 0.0}],
+                "integrity": {"frames_expected": 0, "frames_received": 0, "lost": 0,
+                    "duplicated": 0, "out_of_order": 0, "checksum_failures": 0, "malformed": 0},
+                "audio_seconds": 500.0, "timeline": [], "ttfa_curve": []
+            }))
+            .expect("a report");
+            r.latency_ms.ttfa.p99 = 100.0;
+            r
+        };
+        assert!(target.judge(2.0, &report(1)).pass);
+        assert!(!target.judge(2.0, &report(2)).pass);
+        assert!((target.judge(2.0, &report(0)).mean_audio_seconds - 5.0).abs() < 1e-9);
     }
 }

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tts_loadtest::capacity::{self, Target};
+use tts_loadtest::capacity::{self, Search, Target};
 use tts_loadtest::corpus::{self, Mix};
-use tts_loadtest::run::{Limit, Mode, RunConfig, run};
+use tts_loadtest::run::{Limit, Mode, Pace, RunConfig, run};
 use tts_loadtest::stats::Report;
 
 /// Load tester for the TTS orchestrator.
@@ -28,8 +28,9 @@ struct Args {
     /// (coordinated omission corrected); one connection per request.
     #[arg(long)]
     rate: Option<f64>,
-    /// Open loop arrivals at fixed intervals instead of Poisson.
-    #[arg(long, requires = "rate")]
+    /// Open loop (--rate or --rate-search): arrivals at fixed intervals
+    /// instead of Poisson.
+    #[arg(long)]
     fixed_interval: bool,
     /// How long to send requests (e.g. 30s, 2m).
     #[arg(long, short = 'd', value_parser = humantime::parse_duration, default_value = "10s")]
@@ -43,6 +44,18 @@ struct Args {
     /// Closed loop: requests per connection before reconnecting (0 = keep the connection).
     #[arg(long, default_value_t = 0)]
     requests_per_connection: u64,
+    /// Closed loop: when a session sends its next request (`playout`: once
+    /// the previous audio has finished playing, plus --think-time).
+    #[arg(long, value_enum, default_value = "back-to-back")]
+    pace: Pace,
+    /// Closed loop with `--pace playout`: pause after the audio ends.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    think_time: Duration,
+    /// Ask for frames as fast as the worker synthesises them
+    /// (`"delivery":"fast"`) instead of in real time: measures the
+    /// synthesis throughput, not what listeners hear.
+    #[arg(long)]
+    fast: bool,
     /// Built-in texts to send.
     #[arg(long, value_enum, default_value = "mixed")]
     mix: Mix,
@@ -74,9 +87,31 @@ struct Args {
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Step concurrency (doubling, then bisecting) to find the most
-    /// concurrent streams that meet --ttfa-p99 and --underruns.
+    /// concurrent streams that meet --ttfa-p99, --underruns and --refused.
     #[arg(long)]
     find_capacity: bool,
+    /// With --find-capacity: search the open-loop arrival rate (Poisson)
+    /// instead of concurrency, and report it also as concurrent real-time
+    /// streams and as a share of the saturation throughput.
+    #[arg(long, requires = "find_capacity")]
+    rate_search: bool,
+    /// Rate search: the first rate tried, requests per second.
+    #[arg(long, default_value_t = 1.0)]
+    start_rate: f64,
+    /// Rate search: the largest rate tried, requests per second.
+    #[arg(long, default_value_t = 64.0)]
+    max_rate: f64,
+    /// Rate search: stop bisecting when pass and fail are this close, req/s.
+    #[arg(long, default_value_t = 0.25)]
+    rate_resolution: f64,
+    /// Rate search: the saturation throughput (audio seconds per second)
+    /// to report the answer against; measured first (16 sessions back to
+    /// back with fast delivery) when not given.
+    #[arg(long)]
+    saturation: Option<f64>,
+    /// Capacity target: largest share of requests refused with `overloaded`.
+    #[arg(long, default_value_t = 0.01)]
+    refused: f64,
     /// Capacity target: p99 time to first audio, ms.
     #[arg(long, default_value_t = 500.0)]
     ttfa_p99: f64,
@@ -125,6 +160,9 @@ impl Args {
             ping_interval: self.ping_interval,
             request_timeout: self.request_timeout,
             max_outstanding: self.max_outstanding,
+            pace: self.pace,
+            think_time: self.think_time,
+            fast: self.fast,
         })
     }
 
@@ -182,35 +220,103 @@ async fn find_capacity(args: &Args) -> anyhow::Result<(Report, serde_json::Value
         ttfa_p99_ms: args.ttfa_p99,
         underruns: args.underruns,
         buffer_ms: args.capacity_buffer_ms,
+        refused_ratio: args.refused,
     };
+    let saturation = match (args.rate_search, args.saturation) {
+        (false, _) => None,
+        (true, Some(s)) => Some(s),
+        (true, None) => Some(measure_saturation(args).await?),
+    };
+    let search = if args.rate_search {
+        Search {
+            start: args.start_rate,
+            max: args.max_rate,
+            resolution: args.rate_resolution,
+            whole: false,
+        }
+    } else {
+        Search::concurrency(args.max_concurrency)
+    };
+    let unit = if args.rate_search { "req/s" } else { "streams" };
     let mut steps = Vec::new();
     let mut last = None;
-    while let Some(concurrency) = capacity::next_step(&steps, args.max_concurrency) {
-        let config = args.run_config(Mode::Closed { concurrency })?;
-        let report = measure(args, &config).await;
-        let step = target.judge(concurrency, &report);
+    while let Some(load) = search.next(&steps) {
+        let mode = if args.rate_search {
+            Mode::Open {
+                rate: load,
+                poisson: !args.fixed_interval,
+            }
+        } else {
+            Mode::Closed {
+                concurrency: load as usize,
+            }
+        };
+        let report = measure(args, &args.run_config(mode)?).await;
+        let step = target.judge(load, &report);
         eprintln!(
-            "concurrency {:>4}: p99 TTFA {:>8.1} ms, {} late frames at {} ms, {} failed → {}",
-            concurrency,
+            "{load:>7.2} {unit}: p99 TTFA {:>8.1} ms, {} late frames at {} ms, {} refused, {} failed, {:.1} audio s/s → {}",
             step.ttfa_p99_ms,
             step.late_frames,
             target.buffer_ms,
+            step.refused,
             step.failed,
+            step.audio_seconds_per_second,
             if step.pass { "pass" } else { "FAIL" }
         );
         steps.push(step);
         last = Some(report);
     }
     let answer = capacity::capacity(&steps);
-    println!(
-        "capacity: {answer} concurrent streams meet p99 TTFA ≤ {} ms with ≤ {} late frames at a {} ms buffer",
-        target.ttfa_p99_ms, target.underruns, target.buffer_ms
+    let limits = format!(
+        "p99 TTFA ≤ {} ms, ≤ {} late frames at a {} ms buffer, ≤ {:.1} % refused",
+        target.ttfa_p99_ms,
+        target.underruns,
+        target.buffer_ms,
+        target.refused_ratio * 100.0
     );
+    let mut result = json!({"target": target, "steps": steps, "capacity": answer});
+    if let Some(s) = saturation {
+        // The passing step's mean audio per request turns a rate into streams.
+        let mean_audio = steps
+            .iter()
+            .filter(|st| st.pass && st.load == answer)
+            .map(|st| st.mean_audio_seconds)
+            .next()
+            .unwrap_or(0.0);
+        let streams = answer * mean_audio;
+        println!(
+            "capacity: {answer:.2} req/s ≈ {streams:.1} concurrent real-time streams \
+             ({mean_audio:.2} s of audio each) = {:.0} % of the saturation throughput \
+             ({s:.1} audio s/s), meeting {limits}",
+            if s > 0.0 { streams / s * 100.0 } else { 0.0 }
+        );
+        result["rate"] = json!({
+            "requests_per_second": answer,
+            "mean_audio_seconds": mean_audio,
+            "concurrent_streams": streams,
+            "saturation_audio_seconds_per_second": s,
+            "share_of_saturation": if s > 0.0 { streams / s } else { 0.0 },
+        });
+    } else {
+        println!("capacity: {answer} concurrent streams meet {limits}");
+    }
     let report = last.context("no step ran")?;
-    Ok((
-        report,
-        json!({"target": target, "steps": steps, "capacity": answer}),
-    ))
+    Ok((report, result))
+}
+
+/// The synthesis throughput: 16 sessions back to back asking for fast
+/// delivery, so that the worker never waits for a listener.
+async fn measure_saturation(args: &Args) -> anyhow::Result<f64> {
+    let mut config = args.run_config(Mode::Closed { concurrency: 16 })?;
+    config.fast = true;
+    config.pace = Pace::BackToBack;
+    let report = measure(args, &config).await;
+    let s = report.throughput.audio_seconds_per_second;
+    eprintln!(
+        "saturation: {s:.1} audio s/s (16 sessions back to back, fast delivery, {} refused)",
+        report.requests.refused
+    );
+    Ok(s)
 }
 
 #[tokio::main]

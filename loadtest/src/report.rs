@@ -18,8 +18,8 @@ pub fn text(r: &Report) -> String {
     let q = &r.requests;
     let _ = writeln!(
         out,
-        "requests: {} sent, {} completed, {} failed in {:.1} s ({:.2} req/s)",
-        q.sent, q.completed, q.failed, r.wall_seconds, r.throughput.requests_per_second
+        "requests: {} sent, {} completed, {} refused (overloaded), {} failed in {:.1} s ({:.2} req/s)",
+        q.sent, q.completed, q.refused, q.failed, r.wall_seconds, r.throughput.requests_per_second
     );
     let _ = writeln!(
         out,
@@ -42,6 +42,7 @@ pub fn text(r: &Report) -> String {
         ("worker → orchestrator", &l.worker_to_orchestrator),
         ("orchestrator → client", &l.orchestrator_to_client),
         ("connect", &l.connect),
+        ("refusal", &l.refusal),
     ] {
         if p.count > 0 {
             row(&mut out, name, p);

@@ -32,6 +32,19 @@ pub enum Mode {
     },
 }
 
+/// When a closed-loop session sends its next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Pace {
+    /// As soon as the previous request ends (a load that never idles).
+    #[default]
+    BackToBack,
+    /// Once the previous request's audio has finished playing (from its
+    /// first frame, in real time), plus the think time: what a
+    /// conversation looks like. A refused request is retried after the
+    /// server's `retry_after_ms`.
+    Playout,
+}
+
 /// When the run stops starting requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
@@ -68,6 +81,36 @@ pub struct RunConfig {
     /// Open loop: most requests outstanding before new ones are dropped
     /// (and counted as `client_backlog`).
     pub max_outstanding: usize,
+    /// Closed loop: when a session sends its next request.
+    pub pace: Pace,
+    /// Closed loop with [`Pace::Playout`]: the pause after the audio ends.
+    pub think_time: Duration,
+    /// Ask for `"delivery":"fast"` (frames as fast as synthesis allows)
+    /// instead of real-time delivery.
+    pub fast: bool,
+}
+
+impl Default for RunConfig {
+    /// One request of "Hello." to the default URL, real-time delivery,
+    /// one 60 ms jitter buffer, no pings.
+    fn default() -> Self {
+        Self {
+            url: tts_client::DEFAULT_URL.to_owned(),
+            mode: Mode::Closed { concurrency: 1 },
+            limit: Limit::Requests(1),
+            ramp_up: Duration::ZERO,
+            requests_per_connection: 0,
+            texts: vec!["Hello.".to_owned()],
+            voice: None,
+            buffers: vec![Duration::from_millis(60)],
+            ping_interval: Duration::ZERO,
+            request_timeout: Duration::from_secs(30),
+            max_outstanding: 4096,
+            pace: Pace::BackToBack,
+            think_time: Duration::ZERO,
+            fast: false,
+        }
+    }
 }
 
 impl RunConfig {
@@ -97,6 +140,9 @@ impl RunConfig {
             "texts": self.texts.len(),
             "mix": mix,
             "jitter_buffers_ms": self.buffers.iter().map(|b| b.as_millis() as u64).collect::<Vec<_>>(),
+            "pace": match self.pace { Pace::BackToBack => "back-to-back", Pace::Playout => "playout" },
+            "think_time_seconds": self.think_time.as_secs_f64(),
+            "delivery": if self.fast { "fast" } else { "realtime" },
         })
     }
 }
@@ -252,10 +298,28 @@ async fn session(
         ) {
             conn = None;
         }
+        let next = next_request_at(&config, scheduled, &result);
         if tx.send(Sample::Request(result)).is_err() {
             return;
         }
+        tokio::time::sleep_until(next.into()).await;
     }
+}
+
+/// When a closed-loop session sends its next request after `result`.
+fn next_request_at(config: &RunConfig, scheduled: Instant, result: &RequestResult) -> Instant {
+    let now = Instant::now();
+    if config.pace == Pace::BackToBack {
+        return now;
+    }
+    if let Some(retry) = result.retry_after {
+        return now + retry;
+    }
+    let played = match result.ttfa {
+        Some(first) => scheduled + first + Duration::from_secs_f64(result.audio_seconds),
+        None => now,
+    };
+    played.max(now) + config.think_time
 }
 
 async fn open_loop(
@@ -341,6 +405,8 @@ fn failed(started: &Instant, scheduled: Instant, code: &str) -> RequestResult {
         arrivals: Vec::new(),
         integrity: Default::default(),
         error: Some(code.to_owned()),
+        ended: None,
+        retry_after: None,
         audio_seconds: 0.0,
     }
 }
@@ -366,6 +432,7 @@ async fn one_request(
     let mut result = failed(&started, scheduled, "protocol");
     let opts = SynthesizeOptions {
         voice: config.voice.clone(),
+        fast: config.fast,
         ..SynthesizeOptions::default()
     };
     let request_id = match client.start(text, &opts).await {
@@ -396,6 +463,7 @@ async fn one_request(
                 }
                 Some("error") => {
                     result.error = Some(v["code"].as_str().unwrap_or("unknown").to_owned());
+                    result.retry_after = v["retry_after_ms"].as_u64().map(Duration::from_millis);
                     break;
                 }
                 _ => {}
@@ -422,6 +490,7 @@ async fn one_request(
             }
         }
     }
+    result.ended = Some(scheduled.elapsed());
     if result.error.is_some() {
         result.integrity = integrity(&result.arrivals, result.arrivals.len() as u64, malformed);
     }

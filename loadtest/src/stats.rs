@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::record::{Arrival, Integrity, gaps, late_frames};
 
 /// Version of the JSON report's layout (`loadtest/schema.json`).
-pub const SCHEMA: &str = "tts-loadtest/1";
+pub const SCHEMA: &str = "tts-loadtest/2";
 
 /// One finished request, as the workload hands it over.
 #[derive(Debug, Clone)]
@@ -27,6 +27,10 @@ pub struct RequestResult {
     pub integrity: Integrity,
     /// Error code, if the request failed.
     pub error: Option<String>,
+    /// Scheduled start → its `end` or `error`.
+    pub ended: Option<Duration>,
+    /// For a refusal, the server's `retry_after_ms`.
+    pub retry_after: Option<Duration>,
     /// Seconds of audio received.
     pub audio_seconds: f64,
 }
@@ -159,11 +163,19 @@ pub struct Requests {
     pub sent: u64,
     /// Requests that ended with `end`.
     pub completed: u64,
-    /// Requests that ended with an error.
+    /// Requests refused with `overloaded`: the server protecting the
+    /// streams it admitted, not a failure.
+    #[serde(default)]
+    pub refused: u64,
+    /// Requests that ended with any other error.
     pub failed: u64,
-    /// Errors by code (server codes, or `connect`, `timeout`, `closed`, `protocol`).
+    /// Errors by code (server codes, or `connect`, `timeout`, `closed`,
+    /// `protocol`), refusals included.
     pub errors: BTreeMap<String, u64>,
 }
+
+/// The error code of a refusal.
+pub const REFUSED: &str = "overloaded";
 
 /// Rates over the run.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -177,6 +189,7 @@ pub struct Throughput {
 
 /// Latency percentiles.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LatencyReport {
     /// Scheduled start → first frame.
     pub ttfa: Percentiles,
@@ -190,6 +203,9 @@ pub struct LatencyReport {
     pub orchestrator_to_client: Percentiles,
     /// Connection setup (when requests open their own).
     pub connect: Percentiles,
+    /// Scheduled start → the `overloaded` error, for refused requests.
+    #[serde(default)]
+    pub refusal: Percentiles,
 }
 
 /// Accumulates results while the run goes on.
@@ -203,6 +219,7 @@ pub struct Aggregate {
     worker_hop: Latency,
     client_hop: Latency,
     connect: Latency,
+    refusal: Latency,
     late: Vec<(u64, u64)>,
     frames: u64,
     requests_with_audio: u64,
@@ -223,6 +240,7 @@ impl Aggregate {
             worker_hop: Latency::default(),
             client_hop: Latency::default(),
             connect: Latency::default(),
+            refusal: Latency::default(),
             late: vec![(0, 0); buffers.len()],
             frames: 0,
             requests_with_audio: 0,
@@ -238,7 +256,14 @@ impl Aggregate {
         self.requests.sent += 1;
         match &r.error {
             Some(code) => {
-                self.requests.failed += 1;
+                if code == REFUSED {
+                    self.requests.refused += 1;
+                    if let Some(t) = r.ended {
+                        self.refusal.record(t);
+                    }
+                } else {
+                    self.requests.failed += 1;
+                }
                 *self.requests.errors.entry(code.clone()).or_default() += 1;
             }
             None => self.requests.completed += 1,
@@ -300,6 +325,7 @@ impl Aggregate {
                 worker_to_orchestrator: self.worker_hop.percentiles(),
                 orchestrator_to_client: self.client_hop.percentiles(),
                 connect: self.connect.percentiles(),
+                refusal: self.refusal.percentiles(),
             },
             underruns: self
                 .buffers
@@ -324,6 +350,33 @@ impl Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_counted_apart_from_failures() {
+        let mut agg = Aggregate::new(&[]);
+        let result = |error: Option<&str>| RequestResult {
+            scheduled_at: 0.0,
+            connect: None,
+            ttfa: None,
+            arrivals: Vec::new(),
+            integrity: Integrity::default(),
+            error: error.map(str::to_owned),
+            ended: Some(Duration::from_millis(3)),
+            retry_after: None,
+            audio_seconds: 0.0,
+        };
+        agg.add(&result(Some("overloaded")));
+        agg.add(&result(Some("internal")));
+        agg.add(&result(None));
+        let r = agg.report(serde_json::Value::Null, Duration::from_secs(1));
+        assert_eq!(
+            (r.requests.refused, r.requests.failed, r.requests.completed),
+            (1, 1, 1)
+        );
+        assert_eq!(r.requests.errors.get("overloaded"), Some(&1));
+        assert_eq!(r.latency_ms.refusal.count, 1);
+        assert!((r.latency_ms.refusal.p50 - 3.0).abs() < 0.01);
+    }
 
     #[test]
     fn percentiles_come_from_the_histogram() {

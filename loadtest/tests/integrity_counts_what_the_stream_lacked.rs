@@ -72,6 +72,7 @@ async fn integrity_counts_what_the_stream_lacked() {
         ping_interval: Duration::ZERO,
         request_timeout: Duration::from_secs(5),
         max_outstanding: 16,
+        ..RunConfig::default()
     };
     let (agg, wall) = run(&config, |_| {}).await;
     let report = agg.report(json!({}), wall);

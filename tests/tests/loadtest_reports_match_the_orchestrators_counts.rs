@@ -24,6 +24,7 @@ fn config(url: &str, mode: Mode, requests: u64) -> RunConfig {
         ping_interval: Duration::from_millis(50),
         request_timeout: Duration::from_secs(30),
         max_outstanding: 64,
+        ..RunConfig::default()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Worker-side time to first audio and total compute, one-shot versus
 //! streaming inside a clause, for a 5-word, a ~20-word and a ~50-word
-//! clause (1 intra-op thread). Prints a table; asserts nothing.
+//! clause (1 intra-op thread), and streamed with 2 intra-op threads (what a
+//! first step gets on an idle machine). Prints a table; asserts nothing.
 //!
 //!     cargo bench -p tts-worker --bench streaming
 
@@ -79,14 +80,41 @@ fn main() {
         .streamed()
         .expect("sessions")
         .expect("the voice streams");
+    let wide_voice = PiperVoice::load(
+        "en_US-joe-medium",
+        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+        &PiperOptions {
+            intra_threads: 2,
+            ..opts.clone()
+        },
+    )
+    .expect("voice");
+    let mut wide = wide_voice
+        .streamed()
+        .expect("sessions")
+        .expect("the voice streams");
     println!("{RUNS} runs each after one warm-up; medians; 1 intra-op thread");
     println!(
-        "{:<10} {:>9} | {:>13} {:>11} | {:>13} {:>11} | {:>13}",
-        "clause", "audio s", "one-shot TTFA", "total", "streamed TTFA", "total", "compute ratio"
+        "{:<10} {:>9} | {:>13} {:>11} | {:>13} {:>11} | {:>13} | {:>17}",
+        "clause",
+        "audio s",
+        "one-shot TTFA",
+        "total",
+        "streamed TTFA",
+        "total",
+        "compute ratio",
+        "2-thread TTFA"
     );
     for (label, text) in CLAUSES {
-        let mut rows = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
-        for (i, synth) in [&mut one_shot, &mut streamed].into_iter().enumerate() {
+        let mut rows = [
+            (Vec::new(), Vec::new()),
+            (Vec::new(), Vec::new()),
+            (Vec::new(), Vec::new()),
+        ];
+        for (i, synth) in [&mut one_shot, &mut streamed, &mut wide]
+            .into_iter()
+            .enumerate()
+        {
             measure(synth, rate, gain, text);
             for _ in 0..RUNS {
                 let (first, total) = measure(synth, rate, gain, text);
@@ -110,17 +138,19 @@ fn main() {
                 .expect("synthesis");
             n as f64 / f64::from(rate)
         };
-        let [(a_first, a_total), (b_first, b_total)] = rows.map(|(f, t)| (median(f), median(t)));
+        let [(a_first, a_total), (b_first, b_total), (c_first, _)] =
+            rows.map(|(f, t)| (median(f), median(t)));
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
         println!(
-            "{:<10} {:>9.2} | {:>13} {:>11} | {:>13} {:>11} | {:>12.2}×",
+            "{:<10} {:>9.2} | {:>13} {:>11} | {:>13} {:>11} | {:>12.2}× | {:>17}",
             label,
             audio,
             ms(a_first),
             ms(a_total),
             ms(b_first),
             ms(b_total),
-            b_total.as_secs_f64() / a_total.as_secs_f64()
+            b_total.as_secs_f64() / a_total.as_secs_f64(),
+            ms(c_first)
         );
     }
 }

@@ -87,8 +87,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_SEND_AHEAD_MS", default_value_t = 1000)]
     pub send_ahead_ms: u64,
 
-    /// A stream's next step is due when its audio ahead of the playout
-    /// clock would fall below this many milliseconds.
+    /// A stream's next step is due this many milliseconds before its
+    /// first frame should leave (the send-ahead before its due time).
     #[arg(long, env = "TTS_SAFETY_MARGIN_MS", default_value_t = 100)]
     pub safety_margin_ms: u64,
 
@@ -128,6 +128,12 @@ pub struct WorkerConfig {
     /// after its checksum is computed, to prove the next hop notices.
     #[arg(skip)]
     pub fault_corrupt_frame: Option<u32>,
+
+    /// Test hook: serve only the fixed-cost test voice (a tone whose every
+    /// step takes a fixed time), so that capacity is the same on any
+    /// machine.
+    #[arg(skip)]
+    pub fixed_cost: Option<crate::engine::FixedCost>,
 
     /// Disable the voice's random noise (scales [0, 1, 0]): the same text
     /// always gives the same samples.
@@ -186,6 +192,7 @@ impl WorkerConfig {
             threads: self.synthesis_threads,
             first_audio_budget: Duration::from_millis(self.first_audio_budget_ms),
             lookahead: Duration::from_millis(self.lookahead_ms),
+            send_ahead: Duration::from_millis(self.send_ahead_ms),
             safety_margin: Duration::from_millis(self.safety_margin_ms),
             efficiency: self.admission_efficiency,
             step_audio: window,

@@ -1,6 +1,44 @@
 //! The TTS worker: synthesises speech with a real engine and streams it over
 //! gRPC as checksummed 20 ms frames of 48 kHz mono s16le.
 //!
+//! # Scheduling
+//!
+//! Synthesis threads run *steps*, never whole requests: a clause's first
+//! step is its text part and first decoder window, each later step one
+//! decoder window (with the flow block it needs). Every stream has a
+//! playout clock — once its first frame is sent, frame `k` is due at
+//! `first_sent + k × 20 ms` — and every step a deadline; threads always
+//! take the runnable step with the earliest deadline ([`sched`]). A
+//! window's life:
+//!
+//! ```text
+//!  request arrives ──► admission: does every admitted stream, plus this
+//!        │             one, still fit threads × efficiency? ── no ──► overloaded
+//!        │ yes                                                       (retry_after_ms)
+//!        ▼
+//!  first step due at arrival + first-audio budget (100 ms)
+//!        │
+//!        ▼            ┌─────────────────────────────────────────────┐
+//!  runnable ◄─────────┤ parked: more than the lookahead (2 s) ahead │
+//!        │            │ of the clock, or the reader holds frames up │
+//!        │ earliest   └─────────────────────────────────────────────┘
+//!        │ deadline            ▲ produced − played > lookahead
+//!        ▼                     │
+//!  running on a thread ──► frames to the stream's sender ──► put back with
+//!        │                      │                            deadline =
+//!        │                      ▼                            due(next frame)
+//!        │               released at due(k) − send-ahead       − safety margin
+//!        │               (1 s); sent after due(k) because
+//!        │               synthesis was late = deadline miss
+//!        ▼
+//!  last window of the last clause: the stream leaves the scheduler;
+//!  cancel or disconnect removes it at once, dropping queued work
+//! ```
+//!
+//! When fewer streams are active than there are threads, a first step may
+//! use a shared set of sessions with more intra-op threads, so that a
+//! lone request gets its first audio sooner.
+//!
 //! # Layout
 //! - [`text`]: text → clauses.
 //! - [`engine`]: Piper (ONNX Runtime) and espeak-ng voices.
@@ -40,6 +78,8 @@ use synth::{PoolConfig, SynthPool};
 
 /// Name of the espeak-ng formant voice.
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
+/// Name of the fixed-cost test voice ([`WorkerConfig::fixed_cost`]).
+pub const FIXED_COST_VOICE: &str = "fixed-cost";
 /// The service name `grpc.health.v1` reports on (besides `""`).
 pub const HEALTH_SERVICE: &str = "tts.v1.Tts";
 
@@ -192,7 +232,12 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
     let started = Instant::now();
     let mut voices: Vec<Arc<dyn Voice>> = Vec::new();
-    if config.engine == EngineKind::Piper {
+    if let Some(cost) = config.fixed_cost {
+        voices.push(Arc::new(engine::FixedCostVoice::new(
+            FIXED_COST_VOICE,
+            cost,
+        )));
+    } else if config.engine == EngineKind::Piper {
         let model = config
             .voice_dir
             .join(format!("{}.onnx", config.piper_voice));
@@ -214,7 +259,9 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             &opts,
         )?));
     }
-    voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
+    if config.fixed_cost.is_none() {
+        voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
+    }
     let pool = SynthPool::start(
         &voices,
         PoolConfig {

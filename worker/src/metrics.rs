@@ -131,12 +131,12 @@ pub(crate) fn step_computed(took: Duration, audio_seconds: f64) {
     }
 }
 
-/// A step due at `deadline` finished at `finished`.
-pub(crate) fn step_finished(deadline: Instant, finished: Instant) {
-    let slack = if finished <= deadline {
-        (deadline - finished).as_secs_f64()
+/// A step whose first frame is due at `due` finished at `finished`.
+pub(crate) fn step_finished(due: Instant, finished: Instant) {
+    let slack = if finished <= due {
+        (due - finished).as_secs_f64()
     } else {
-        -(finished - deadline).as_secs_f64()
+        -(finished - due).as_secs_f64()
     };
     metrics::histogram!(STEP_SLACK).record(slack);
 }

@@ -4,12 +4,14 @@
 //! The unit of work is one *step* of a stream: the text part and first
 //! decoder window of a clause, or one further window (with the flow block
 //! it needs). Each stream has a playout clock ([`Playout`]): once its first
-//! frame is sent, frame `k` is due at `first_sent + k × 20 ms`. A stream's
-//! next step is due when the audio it has produced ahead of that clock
-//! would fall below the safety margin; a new stream's first step is due at
-//! `arrival + first-audio budget`. Threads take the runnable step with the
-//! earliest deadline (EDF). A stream more than the lookahead ahead of its
-//! clock is parked until it needs more.
+//! frame is sent, frame `k` is due at `first_sent + k × 20 ms`, and leaves
+//! the worker up to the send-ahead before that. A stream's next step is
+//! due the safety margin before its first frame should leave, so that the
+//! listener's buffer stays full and frames keep a steady pace (the
+//! send-ahead is then left to absorb what goes wrong); a new stream's first
+//! step is due at `arrival + first-audio budget`. Threads take the
+//! runnable step with the earliest deadline (EDF). A stream more than the
+//! lookahead ahead of its clock is parked until it needs more.
 //!
 //! Admission is a fluid feasibility test: with the new stream, the compute
 //! due by every future deadline must fit into `threads × efficiency` of the
@@ -39,8 +41,10 @@ pub struct Policy {
     pub first_audio_budget: Duration,
     /// A stream more than this far ahead of its playout clock is parked.
     pub lookahead: Duration,
-    /// A stream's next step is due when its audio ahead of the clock would
-    /// fall below this.
+    /// How far ahead of its due time a real-time stream's frame leaves.
+    pub send_ahead: Duration,
+    /// A stream's next step is due this long before its first frame
+    /// should leave.
     pub safety_margin: Duration,
     /// Fraction of the threads' time the admission test may promise away;
     /// the rest absorbs steps that cannot be pre-empted, estimate error and
@@ -59,6 +63,7 @@ impl Default for Policy {
             threads: 2,
             first_audio_budget: Duration::from_millis(100),
             lookahead: Duration::from_secs(2),
+            send_ahead: Duration::from_secs(1),
             safety_margin: Duration::from_millis(100),
             efficiency: 0.8,
             step_audio: Duration::from_millis(1_500),
@@ -171,8 +176,12 @@ pub struct Step<J> {
     pub id: StreamId,
     /// Its work, to hand back with [`Streams::put_back`].
     pub job: J,
-    /// When the step is due.
+    /// Its place in the queue: the safety margin before its first frame
+    /// should leave (or the end of the first-audio budget).
     pub deadline: Instant,
+    /// When its first frame is due on the playout clock (or, for a first
+    /// step, the end of the first-audio budget): finishing later is late.
+    pub due: Instant,
     /// Whether this is the stream's first step.
     pub first: bool,
     /// Whether the step may use more intra-op threads: fewer streams are
@@ -193,7 +202,7 @@ struct Slot<J> {
 }
 
 /// The scheduler's state: every admitted stream. Not thread-safe by
-/// itself; [`Scheduler`] wraps it.
+/// itself: the synthesis pool keeps it behind a lock.
 #[derive(Debug)]
 pub struct Streams<J> {
     policy: Policy,
@@ -320,12 +329,32 @@ impl<J> Streams<J> {
         if slot.produced == 0 {
             return slot.arrival + self.policy.first_audio_budget;
         }
-        // Frames produced but not yet sent: the clock starts about now.
-        let due = slot
-            .playout
-            .due(slot.produced)
-            .unwrap_or_else(|| now + FRAME * slot.produced);
-        due.checked_sub(self.policy.safety_margin).unwrap_or(due)
+        // Fast streams send at once: their deadline keeps them behind every
+        // real-time stream that needs its frames sooner.
+        let lead = match slot.delivery {
+            Delivery::Realtime => self.policy.send_ahead + self.policy.safety_margin,
+            Delivery::Fast => self.policy.safety_margin,
+        };
+        let due = self.slot_due(slot, now);
+        due.checked_sub(lead).unwrap_or(due)
+    }
+
+    /// When the next frame the stream produces is due.
+    fn slot_due(&self, slot: &Slot<J>, now: Instant) -> Instant {
+        if slot.produced == 0 {
+            return slot.arrival + self.policy.first_audio_budget;
+        }
+        match slot.playout.position(now) {
+            // Frames produced but not yet sent: the clock starts about now.
+            None => now + FRAME * slot.produced,
+            // The reader holds frames up: the listener can be no further
+            // than what was sent, so the clock stands there.
+            Some((sent, true)) => now + (FRAME * slot.produced).saturating_sub(sent),
+            Some((_, false)) => slot
+                .playout
+                .due(slot.produced)
+                .unwrap_or_else(|| now + FRAME * slot.produced),
+        }
     }
 
     /// `None` when the stream may run now; else when to look again.
@@ -367,6 +396,10 @@ impl<J> Streams<J> {
             return Next::Wait(wake);
         };
         let wide = self.slots.len() < self.policy.threads;
+        let due = match self.slots.get(&id) {
+            Some(slot) => self.slot_due(slot, now),
+            None => return Next::Wait(wake),
+        };
         let Some(slot) = self.slots.get_mut(&id) else {
             return Next::Wait(wake);
         };
@@ -375,6 +408,7 @@ impl<J> Streams<J> {
                 id,
                 job,
                 deadline,
+                due,
                 first: slot.produced == 0,
                 wide,
             }),
@@ -495,6 +529,7 @@ mod tests {
             threads: 1,
             first_audio_budget: ms(100),
             lookahead: ms(2_000),
+            send_ahead: ms(0),
             safety_margin: ms(100),
             efficiency: 1.0,
             step_audio: ms(500),
@@ -553,6 +588,27 @@ mod tests {
     }
 
     #[test]
+    fn a_real_time_step_is_due_before_its_frames_should_leave() {
+        let t0 = Instant::now();
+        let mut s = Streams::new(Policy {
+            send_ahead: ms(1_000),
+            admission: false,
+            ..policy()
+        });
+        // 1.5 s produced: frame 75 is due at t0 + 1.5 s and leaves at
+        // t0 + 0.5 s, so the step that makes it is due at t0 + 0.4 s.
+        let id = playing(&mut s, "listener", t0, 75, 50);
+        assert_eq!(s.deadline(id, t0), Some(t0 + ms(400)));
+        // A fast stream sends at once: only the margin counts.
+        let fast = s.admit(t0, demand(10.0), Delivery::Fast).expect("fast");
+        s.insert(fast, "fast");
+        let slot = s.slots.get_mut(&fast).expect("slot");
+        slot.produced = 75;
+        slot.playout.start(t0);
+        assert_eq!(s.deadline(fast, t0), Some(t0 + ms(1_400)));
+    }
+
+    #[test]
     fn a_stream_far_enough_ahead_is_parked_until_it_needs_more() {
         let t0 = Instant::now();
         let mut s = Streams::new(policy());
@@ -607,6 +663,11 @@ mod tests {
                 "parked after {later:?}"
             );
         }
+        // Its next step is not late: the listener has 2.1 s left.
+        assert_eq!(
+            s.deadline(id, t0 + ms(60_000)),
+            Some(t0 + ms(60_000 + 2_100 - 100))
+        );
         // Once the reader takes frames again, the stream runs.
         let clock = s.playout(id).expect("clock");
         for _ in 5..100 {
@@ -705,6 +766,20 @@ mod tests {
             cost: 0.3,
         };
         assert!(s.admit(t0, short, Delivery::Realtime).is_ok());
+    }
+
+    #[test]
+    fn a_reader_that_stopped_reading_does_not_block_admission() {
+        let t0 = Instant::now();
+        let mut s: Streams<&str> = Streams::new(Policy {
+            safety_margin: ms(0),
+            ..policy()
+        });
+        // A stream whose reader took 5 frames and stopped, a minute ago.
+        let stalled = playing(&mut s, "stalled", t0, 110, 5);
+        let later = t0 + ms(60_000);
+        assert!(s.deadline(stalled, later) > Some(later));
+        assert!(s.admit(later, demand(5.0), Delivery::Realtime).is_ok());
     }
 
     #[test]

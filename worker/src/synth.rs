@@ -109,8 +109,10 @@ impl Ratio {
 }
 
 /// What the worker has measured about a voice.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Estimate {
+    /// The voice's name (a metric label).
+    voice: String,
     /// Compute seconds per second of audio.
     cost: Ratio,
     /// Audio seconds per character of text.
@@ -169,7 +171,8 @@ impl SynthPool {
         let threads = config.policy.threads;
         let estimates: Vec<Estimate> = voices
             .iter()
-            .map(|_| Estimate {
+            .map(|v| Estimate {
+                voice: v.info().name.clone(),
                 cost: Ratio::seeded(0.1),
                 audio_per_char: Ratio::seeded(0.065),
             })
@@ -209,8 +212,8 @@ impl SynthPool {
                 estimate.audio_per_char.add(m.audio, m.chars);
             }
         }
-        for (voice, e) in voices.iter().zip(&state.estimates) {
-            metrics::voice_cost(&voice.info().name, e.cost.value());
+        for e in &state.estimates {
+            metrics::voice_cost(&e.voice, e.cost.value());
         }
         drop(state);
         Ok(Arc::new(Self {
@@ -448,14 +451,13 @@ impl SynthThread {
         let Step {
             id,
             mut job,
-            deadline,
+            due,
             wide,
             ..
         } = step;
         let _busy = metrics::SynthesisGuard::new();
         let result = self.step(&mut job, wide);
-        let finished_at = Instant::now();
-        metrics::step_finished(deadline, finished_at);
+        metrics::step_finished(due, Instant::now());
         Done { id, job, result }
     }
 
@@ -537,6 +539,7 @@ impl Done {
         estimate
             .cost
             .add(report.compute.as_secs_f64(), report.audio.max(1e-3));
+        metrics::voice_cost(&estimate.voice, estimate.cost.value());
         if let Some((audio, chars)) = report.clause
             && chars > 0
         {
@@ -549,7 +552,7 @@ impl Done {
             return;
         }
         let rate = job.audio.resampler.rate();
-        let estimate = state.estimates[job.voice];
+        let estimate = &state.estimates[job.voice];
         let demand = estimate.demand(job.remaining_audio(rate, estimate.audio_per_char.value()));
         let produced = job.audio.framer.frames_cut();
         // A job whose stream was removed meanwhile is dropped here.

@@ -4,11 +4,13 @@
 
 mod chunks;
 mod espeak;
+mod fixed;
 mod piper;
 pub mod split;
 mod stream;
 
 pub use chunks::{ChunkPlan, Window};
+pub use fixed::{FixedCost, FixedCostVoice};
 pub use piper::{PiperOptions, PiperSynthesizer, PiperVoice};
 pub use stream::{FLOW_CONTEXT, StreamProgress};
 
@@ -76,6 +78,14 @@ pub enum ClauseState {
     Pending(Clause),
     /// A streaming voice's clause after its text part: windows remain.
     Streaming(Box<StreamProgress>),
+    /// An engine that knows how many samples the clause has: `done` of
+    /// them emitted, `left` to go.
+    Counted {
+        /// Samples emitted.
+        done: usize,
+        /// Samples still to emit.
+        left: usize,
+    },
     /// Every sample has been emitted.
     Done,
 }
@@ -92,6 +102,7 @@ impl ClauseState {
         match self {
             Self::Pending(_) => None,
             Self::Streaming(p) => Some(p.remaining_frames() * p.hop()),
+            Self::Counted { left, .. } => Some(*left),
             Self::Done => Some(0),
         }
     }

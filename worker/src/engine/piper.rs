@@ -237,7 +237,8 @@ impl PiperVoice {
         Ok(Self { wide, ..voice })
     }
 
-    /// Phoneme ids for one clause (see [`Phonemizer::ids`]).
+    /// Phoneme ids for one clause, as the reference Piper implementation
+    /// builds them.
     pub fn phoneme_ids(&self, clause: &Clause) -> Result<Vec<i64>, EngineError> {
         self.phonemizer.ids(clause)
     }
@@ -362,7 +363,7 @@ impl Synthesizer for PiperSynthesizer {
                     ));
                 }
             },
-            ClauseState::Done => ClauseState::Done,
+            ClauseState::Counted { .. } | ClauseState::Done => ClauseState::Done,
         };
         *state = next;
         Ok(())
