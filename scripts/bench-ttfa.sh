@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Time to first audio and real-time factors, measured through the whole
-# pipeline (release build, embedded worker, loopback), one request at a time.
+# pipeline (release build, tts-pipeline: worker and orchestrator in one
+# process with a real gRPC hop on loopback), one request at a time.
 #
 #   bash scripts/bench-ttfa.sh [RUNS]
 #
@@ -39,7 +40,7 @@ PY
 )
 
 LOG=$(mktemp -t tts-bench.XXXXXX.log)
-"$BIN/tts-orchestrator" --embedded-worker --listen "127.0.0.1:$PORT" \
+"$BIN/tts-pipeline" --listen "127.0.0.1:$PORT" \
   --admin-listen "127.0.0.1:$ADMIN_PORT" 2>"$LOG" &
 ORCH=$!
 trap 'kill "$ORCH" 2>/dev/null; wait "$ORCH" 2>/dev/null || true' EXIT

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, starts the orchestrator with an embedded
-# worker on loopback, speaks a real sentence through worker → orchestrator →
+# The main job: sets up, builds, starts tts-pipeline (worker and orchestrator
+# in one process, a real gRPC hop on loopback), speaks a real sentence through worker → orchestrator →
 # client, writes speech.wav and prints what the client measured.
 #
 #   bash scripts/demo.sh ["text to speak"]
@@ -25,7 +25,7 @@ else
 fi
 
 LOG=$(mktemp -t tts-orchestrator.XXXXXX.log)
-"$BIN/tts-orchestrator" --embedded-worker \
+"$BIN/tts-pipeline" \
   --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" 2>"$LOG" &
 ORCH=$!
 trap 'kill "$ORCH" 2>/dev/null; wait "$ORCH" 2>/dev/null || true' EXIT

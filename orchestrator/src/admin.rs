@@ -36,6 +36,8 @@ pub(crate) struct AdminState {
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) metrics: Option<MetricsHandle>,
     pub(crate) canary: Mutex<Option<(Instant, Check)>>,
+    /// Cancelled when shutdown begins: readiness turns 503.
+    pub(crate) draining: tokio_util::sync::CancellationToken,
 }
 
 /// One readiness check's result.
@@ -62,7 +64,7 @@ async fn check_worker(channel: Channel, url: &str) -> Check {
     let started = Instant::now();
     let mut client = HealthClient::new(channel);
     let request = HealthCheckRequest {
-        service: tts_worker::HEALTH_SERVICE.into(),
+        service: tts_proto::HEALTH_SERVICE.into(),
     };
     match tokio::time::timeout(Duration::from_secs(2), client.check(request)).await {
         Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
@@ -246,6 +248,20 @@ pub(crate) async fn ready(
     Query(query): Query<ReadyQuery>,
 ) -> impl IntoResponse {
     let config = &state.config;
+    if state.draining.is_cancelled() {
+        let started = Instant::now();
+        let mut checks = serde_json::Map::new();
+        let check = Check::new("fail", started, "shutting down: draining requests");
+        checks.insert(
+            "drain".into(),
+            serde_json::to_value(check).unwrap_or_default(),
+        );
+        let body = Readiness {
+            status: "unhealthy",
+            checks,
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     let mut checks: Vec<(&str, Check)> = vec![
         (
             "worker",

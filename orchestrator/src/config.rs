@@ -25,7 +25,7 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_CLIENT_QUEUE_FRAMES", default_value_t = 50)]
     pub client_queue_frames: usize,
 
-    /// Requests in flight on one connection; more get `overloaded`.
+    /// Requests in flight on one connection; more get `rate_limited`.
     #[arg(long, env = "TTS_MAX_REQUESTS_PER_CONNECTION", default_value_t = 4)]
     pub max_requests_per_connection: usize,
 
@@ -33,9 +33,49 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_MAX_INFLIGHT", default_value_t = 512)]
     pub max_inflight: usize,
 
-    /// Open WebSocket connections; more are refused with HTTP 503.
+    /// Characters of text in flight on one connection (≈ 0.065 s of audio
+    /// each); a request beyond it gets `rate_limited`.
+    #[arg(long, env = "TTS_MAX_CONNECTION_CHARS", default_value_t = 10_000)]
+    pub max_connection_chars: usize,
+
+    /// Requests per second from one client address (bursts of twice as
+    /// many); more get `rate_limited` with `retry_after_ms`.
+    #[arg(
+        long,
+        env = "TTS_REQUESTS_PER_SECOND_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    pub requests_per_second_per_address: u32,
+
+    /// Seconds a connection may stay open with nothing in flight and no
+    /// message from the client; then it is closed with code 1000.
+    #[arg(long, env = "TTS_IDLE_TIMEOUT_SECS", default_value_t = 120.0)]
+    pub idle_timeout_secs: f64,
+
+    /// Seconds a request may wait for its client to take a frame; then it
+    /// ends with `client_too_slow` and frees its worker slot.
+    #[arg(long, env = "TTS_STALLED_STREAM_SECS", default_value_t = 10.0)]
+    pub stalled_stream_secs: f64,
+
+    /// Seconds without a frame from the worker, on a real-time stream
+    /// whose client keeps up, after which the worker counts as lost
+    /// (`worker_unavailable`).
+    #[arg(long, env = "TTS_PROGRESS_TIMEOUT_SECS", default_value_t = 2.0)]
+    pub progress_timeout_secs: f64,
+
+    /// Open client connections, handshakes included (capped further at
+    /// the file-descriptor limit less 256); more are closed at once.
     #[arg(long, env = "TTS_MAX_CONNECTIONS", default_value_t = 2048)]
     pub max_connections: usize,
+
+    /// Open client connections from one address; more are closed at once.
+    #[arg(long, env = "TTS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
+    pub max_connections_per_address: usize,
+
+    /// Seconds a new connection has to send its HTTP request headers (the
+    /// WebSocket handshake) before it is closed.
+    #[arg(long, env = "TTS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub handshake_timeout_secs: f64,
 
     /// Largest client message accepted, in bytes; a larger one closes the
     /// connection (close code 1009).
@@ -105,7 +145,16 @@ impl OrchestratorConfig {
             ),
             ("--max-inflight", self.max_inflight),
             ("--max-connections", self.max_connections),
+            (
+                "--max-connections-per-address",
+                self.max_connections_per_address,
+            ),
             ("--max-message-bytes", self.max_message_bytes),
+            ("--max-connection-chars", self.max_connection_chars),
+            (
+                "--requests-per-second-per-address",
+                self.requests_per_second_per_address as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -115,6 +164,10 @@ impl OrchestratorConfig {
             return Err("--grpc-stream-window-bytes must be at least 4096".into());
         }
         for (name, secs) in [
+            ("--handshake-timeout-secs", self.handshake_timeout_secs),
+            ("--idle-timeout-secs", self.idle_timeout_secs),
+            ("--stalled-stream-secs", self.stalled_stream_secs),
+            ("--progress-timeout-secs", self.progress_timeout_secs),
             ("--first-frame-timeout-secs", self.first_frame_timeout_secs),
             (
                 "--worker-connect-timeout-secs",
@@ -126,6 +179,28 @@ impl OrchestratorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The accept loop's bounds: the connection cap (no more than the
+    /// process's file-descriptor limit less 256, so the admin listener and
+    /// the worker channel always have descriptors), the per-address cap,
+    /// the handshake timeout and the socket send buffer.
+    pub(crate) fn connection_limits(&self) -> crate::accept::Limits {
+        let descriptors =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(u64::MAX, |(soft, _)| soft);
+        let by_descriptors = usize::try_from(descriptors.saturating_sub(256)).unwrap_or(usize::MAX);
+        crate::accept::Limits {
+            connections: self.max_connections.min(by_descriptors.max(1)),
+            per_address: self.max_connections_per_address,
+            handshake: Duration::from_secs_f64(self.handshake_timeout_secs),
+            send_buffer: self.ws_send_buffer_bytes,
+        }
+    }
+
+    /// [`idle_timeout_secs`](Self::idle_timeout_secs) as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_secs)
     }
 
     /// [`first_frame_timeout_secs`](Self::first_frame_timeout_secs) as a duration.
@@ -166,11 +241,6 @@ pub struct Cli {
     #[arg(long, env = "TTS_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
 
-    /// Run a worker inside this process on an ephemeral loopback port and
-    /// relay to it over gRPC (ignores `--worker`).
-    #[arg(long, env = "TTS_EMBEDDED_WORKER")]
-    pub embedded_worker: bool,
-
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "TTS_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -180,11 +250,51 @@ pub struct Cli {
     #[arg(long, env = "TTS_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// Seconds requests in flight may run on after SIGTERM; then each
+    /// gets `error` `shutting_down` and connections close with 1001.
+    #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+
     /// Relay settings.
     #[command(flatten)]
     pub relay: OrchestratorConfig,
+}
 
-    /// Settings of the embedded worker (with `--embedded-worker`).
-    #[command(flatten, next_help_heading = "Embedded worker")]
-    pub worker: tts_worker::WorkerConfig,
+impl Cli {
+    /// Checks everything, installs logging (JSON lines, optional OTLP) and
+    /// the metrics recorder. Call before anything binds; a failure is a
+    /// configuration error (exit 64).
+    pub fn init(&self, component: &'static str) -> Result<tts_telemetry::MetricsHandle, String> {
+        self.relay.validate()?;
+        if !(self.shutdown_grace_secs.is_finite() && self.shutdown_grace_secs >= 0.0) {
+            return Err("--shutdown-grace-secs must be zero or more".into());
+        }
+        tts_telemetry::init_logging(&self.log_format, self.otlp_endpoint.as_deref(), component)?;
+        tts_telemetry::install_metrics()
+    }
+
+    /// Binds both listeners and serves until SIGTERM or SIGINT, then drains
+    /// for the grace period.
+    pub async fn serve(
+        self,
+        metrics: tts_telemetry::MetricsHandle,
+    ) -> Result<(), crate::OrchestratorError> {
+        let orchestrator = crate::Orchestrator::new(self.relay)?.with_metrics(metrics);
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                crate::OrchestratorError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("binding {addr}: {e}"),
+                ))
+            })
+        };
+        let ws = bind(self.listen).await?;
+        let admin = bind(self.admin_listen).await?;
+        let grace = Duration::from_secs_f64(self.shutdown_grace_secs);
+        let served = orchestrator
+            .serve(ws, admin, tts_telemetry::signal::shutdown(), grace)
+            .await;
+        tts_telemetry::otel::shutdown();
+        served
+    }
 }

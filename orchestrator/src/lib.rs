@@ -3,7 +3,8 @@
 //! with bounded queues at every hop.
 //!
 //! # Layout
-//! - [`protocol`]: the WebSocket contract's JSON messages.
+//! - [`protocol`]: the WebSocket contract's JSON messages (the shared
+//!   `tts-protocol` crate).
 //! - `session`: one connection (reader loop, writer task, queues).
 //! - `relay`: one request's gRPC stream → the connection's queue.
 //! - `admin`: `/health`, `/ready` (with the synthesis canary) and `/metrics`.
@@ -11,24 +12,26 @@
 
 pub mod config;
 pub mod metrics;
-pub mod protocol;
 
+pub use tts_protocol as protocol;
+
+mod accept;
 mod admin;
 mod relay;
 mod session;
+mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -71,8 +74,11 @@ impl Orchestrator {
             // Data held by stalled streams counts against the connection
             // window, so it must fit many of them.
             .initial_connection_window_size(config.grpc_stream_window_bytes.saturating_mul(512))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            // A worker that stops answering (crashed host, SIGSTOP) is
+            // noticed within two seconds, streaming or idle.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true);
         Ok(Self {
             channel: endpoint.connect_lazy(),
             config,
@@ -93,9 +99,10 @@ impl Orchestrator {
     }
 
     /// Serves WebSocket clients on `ws` (path `/ws`) and the admin routes on
-    /// `admin` until `shutdown` resolves. Then it stops accepting, lets
-    /// requests in flight finish for up to `grace`, and closes connections
-    /// with code 1001.
+    /// `admin` until `shutdown` resolves. Then it stops accepting, reports
+    /// not ready, lets requests in flight finish for up to `grace`, answers
+    /// what is left with `shutting_down` and closes connections with code
+    /// 1001; the admin listener closes last.
     pub async fn serve(
         self,
         ws: TcpListener,
@@ -113,12 +120,15 @@ impl Orchestrator {
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
                 dead_air: Duration::from_millis(self.config.dead_air_ms),
+                progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
+                stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
             inflight: AtomicUsize::new(0),
             shutdown: stop.clone(),
             force: CancellationToken::new(),
+            rate: rate_limiter(self.config.requests_per_second_per_address),
         });
         let admin_state = Arc::new(admin::AdminState {
             channel: self.channel.clone(),
@@ -127,6 +137,7 @@ impl Orchestrator {
             stats: Arc::clone(&self.stats),
             metrics: self.metrics.clone(),
             canary: tokio::sync::Mutex::new(None),
+            draining: stop.clone(),
         });
         let ws_app = Router::new()
             .route("/ws", get(ws_handler))
@@ -138,74 +149,66 @@ impl Orchestrator {
             .with_state(admin_state);
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             worker = %self.config.worker_url, "orchestrator listening");
-        let send_buffer = self.config.ws_send_buffer_bytes;
-        let ws = ws.tap_io(move |tcp| {
-            let _ = tcp.set_nodelay(true);
-            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
-                warn!(error = %e, "cannot set the socket send buffer");
-            }
-        });
-        let signal = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            info!("shutting down: no new connections, draining requests");
-            signal.cancel();
-        });
-        let drained = stop.clone();
-        let ws_server = axum::serve(
-            ws,
-            ws_app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { drained.cancelled().await });
-        let admin_server = axum::serve(admin, admin_app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        tokio::try_join!(ws_server.into_future(), admin_server.into_future())?;
-        // The listeners are closed; upgraded connections live on. Let their
-        // requests finish for up to `grace`, then close them.
-        let deadline = tokio::time::Instant::now() + grace;
-        while shared
-            .stats
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
-            if tokio::time::Instant::now() >= deadline {
-                warn!(
-                    grace_secs = grace.as_secs_f64(),
-                    "grace period over; closing what is left"
-                );
-                shared.force.cancel();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let gate = accept::Gate::new(self.config.connection_limits());
+        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), stop.clone()));
+        let done = CancellationToken::new();
+        let closed = done.clone();
+        let admin_server = tokio::spawn(
+            axum::serve(admin, admin_app)
+                .with_graceful_shutdown(async move { closed.cancelled().await })
+                .into_future(),
+        );
+        shutdown.await;
+        info!("shutting down: no new connections, draining requests");
+        stop.cancel();
+        let _ = accepting.await;
+        if tokio::time::timeout(grace, gate.closed()).await.is_err() {
+            warn!(
+                grace_secs = grace.as_secs_f64(),
+                open = gate.open(),
+                "grace period over; ending what is left with shutting_down"
+            );
+            shared.force.cancel();
+            let _ = tokio::time::timeout(session::CLOSE_FLUSH_LIMIT, gate.closed()).await;
+        }
+        done.cancel();
+        match admin_server.await {
+            Ok(served) => served?,
+            Err(e) => warn!(error = %e, "admin listener task failed"),
         }
         Ok(())
     }
 }
 
+/// Requests per second per client address, bursts of twice as many.
+fn rate_limiter(per_second: u32) -> governor::DefaultKeyedRateLimiter<std::net::IpAddr> {
+    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst =
+        rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
+    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
 async fn ws_handler(
     upgrade: WebSocketUpgrade,
     State(shared): State<Arc<session::Shared>>,
+    Extension(ticket): Extension<accept::Ticket>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let open = shared
-        .stats
-        .connections
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if open >= shared.config.max_connections as u64 {
-        warn!(%peer, open, "connection refused: at capacity");
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-    }
     let trace_hint = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(tts_worker::service::trace_id_from_traceparent)
+        .and_then(tts_proto::trace_id_from_traceparent)
         .map(str::to_owned);
     let max = shared.config.max_message_bytes;
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session::serve(socket, shared, trace_hint))
+        .on_upgrade(move |socket| session::serve(socket, shared, peer.ip(), trace_hint, ticket))
 }
+
+/// Bytes a WebSocket reads from its socket at a time (tungstenite's
+/// default, 128 KiB, would be most of an idle connection's memory).
+const READ_BUFFER_BYTES: usize = 4096;

@@ -6,14 +6,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tts_frame::{FrameError, QualityStats};
+use tts_protocol::{ErrorCode, Outcome};
 
 /// Open WebSocket connections.
 pub const CONNECTIONS: &str = "tts_orchestrator_websocket_connections";
 /// WebSocket connections accepted since start.
 pub const CONNECTIONS_TOTAL: &str = "tts_orchestrator_websocket_connections_total";
-/// Requests by `outcome` (completed, cancelled, failed, rejected,
-/// disconnected) and `code` (an error code, or `none`).
+/// Requests by `outcome` (completed, cancelled, disconnected,
+/// client_error, refused, failed) and `code` (an error code, or `none`).
 pub const REQUESTS: &str = "tts_orchestrator_requests_total";
+/// Connections closed before a WebSocket session, by `reason` (capacity,
+/// per_address, handshake_timeout).
+pub const CONNECTIONS_REFUSED: &str = "tts_orchestrator_connections_refused_total";
+/// WebSocket sessions the server closed, by close `code` (1000 idle, 1001
+/// shutdown, 1007 invalid UTF-8, 1008 policy, 1009 too big).
+pub const SERVER_CLOSES: &str = "tts_orchestrator_server_closes_total";
+/// Messages for a client dropped because it was not reading, by `kind`
+/// (control: a pong; last: a request's `end` or `error`; close: the last
+/// messages of a closing connection).
+pub const MESSAGES_DROPPED: &str = "tts_orchestrator_messages_dropped_total";
 /// Requests in flight.
 pub const INFLIGHT: &str = "tts_orchestrator_inflight_requests";
 /// Frames by `hop` (worker_to_orchestrator, orchestrator_to_client) and
@@ -86,6 +97,18 @@ pub(crate) fn describe() {
     describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted.");
     describe_counter!(REQUESTS, "Requests by outcome and error code.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed before a WebSocket session, by reason."
+    );
+    describe_counter!(
+        SERVER_CLOSES,
+        "WebSocket sessions the server closed, by close code."
+    );
+    describe_counter!(
+        MESSAGES_DROPPED,
+        "Messages for a client dropped because it was not reading, by kind."
+    );
     describe_gauge!(INFLIGHT, "Requests in flight.");
     describe_counter!(FRAMES, "Frames by hop and validation result.");
     describe_counter!(
@@ -129,12 +152,65 @@ pub(crate) fn describe() {
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
 }
 
+/// Close codes the server sends.
+const CLOSE_CODES: [u16; 5] = [1000, 1001, 1007, 1008, 1009];
+
+/// Registers every metric and creates every known series at 0, so that
+/// dashboards and alerts see a zero before the first incident.
 pub(crate) fn started() {
     describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::counter!(DEAD_AIR).absolute(0);
+    metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
+    for outcome in [
+        Outcome::Completed,
+        Outcome::Cancelled,
+        Outcome::Disconnected,
+    ] {
+        metrics::counter!(REQUESTS, "outcome" => outcome.as_str(), "code" => "none").absolute(0);
+    }
+    for code in ErrorCode::ALL {
+        metrics::counter!(REQUESTS, "outcome" => code.outcome().as_str(), "code" => code.as_str())
+            .absolute(0);
+    }
+    for reason in ["capacity", "per_address", "handshake_timeout"] {
+        metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).absolute(0);
+    }
+    for code in CLOSE_CODES {
+        metrics::counter!(SERVER_CLOSES, "code" => code.to_string()).absolute(0);
+    }
+    for kind in ["control", "last", "close"] {
+        metrics::counter!(MESSAGES_DROPPED, "kind" => kind).absolute(0);
+    }
+    let worker = "worker_to_orchestrator";
+    for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
+        metrics::counter!(FRAMES, "hop" => worker, "result" => result).absolute(0);
+    }
+    for result in ["ok", "dropped"] {
+        metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => result)
+            .absolute(0);
+    }
+    for kind in ["clipping", "silence", "dc_offset"] {
+        metrics::counter!(QUALITY_EVENTS, "kind" => kind).absolute(0);
+    }
+}
+
+pub(crate) fn connection_refused(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn connection_closed_by_server(code: u16) {
+    metrics::counter!(SERVER_CLOSES, "code" => code.to_string()).increment(1);
+}
+
+pub(crate) fn messages_dropped(kind: &'static str) {
+    metrics::counter!(MESSAGES_DROPPED, "kind" => kind).increment(1);
+}
+
+pub(crate) fn close_unflushed() {
+    messages_dropped("close");
 }
 
 pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_latency: Duration) {
@@ -182,8 +258,9 @@ pub(crate) fn first_audio(after: Duration) {
     metrics::histogram!(TIME_TO_FIRST_AUDIO).record(after.as_secs_f64());
 }
 
-pub(crate) fn request_finished(outcome: &'static str, code: &'static str) {
-    metrics::counter!(REQUESTS, "outcome" => outcome, "code" => code).increment(1);
+pub(crate) fn request_finished(outcome: Outcome, code: Option<ErrorCode>) {
+    let code = code.map_or("none", ErrorCode::as_str);
+    metrics::counter!(REQUESTS, "outcome" => outcome.as_str(), "code" => code).increment(1);
 }
 
 pub(crate) fn inflight(n: usize) {

@@ -20,7 +20,46 @@ use tts_proto::{
 };
 
 use crate::metrics::{self, RelayStats};
-use crate::protocol::{Delivery, ErrorCode, ServerMessage};
+use crate::protocol::{Delivery, ErrorCode, Outcome, ServerMessage};
+
+/// Why a request is being stopped from outside its relay.
+#[derive(Debug, Clone)]
+pub(crate) enum StopReason {
+    /// The client cancelled it: it ends with `end`, `cancelled: true`.
+    Cancelled,
+    /// The client's connection went away: nothing more is sent.
+    Disconnected,
+    /// It ends with this `error`.
+    Failed(ErrorCode, String),
+}
+
+/// A request's stop switch, shared by the connection and the relay.
+/// Stopping drops the request's frames still queued at the writer and ends
+/// its relay with the first reason given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    token: CancellationToken,
+    reason: Arc<std::sync::OnceLock<StopReason>>,
+}
+
+impl Stop {
+    pub(crate) fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+
+    fn ending(&self) -> Ending {
+        match self.reason.get() {
+            None | Some(StopReason::Cancelled) => Ending::Cancelled,
+            Some(StopReason::Disconnected) => Ending::Disconnected,
+            Some(StopReason::Failed(code, message)) => Ending::Failed(*code, message.clone()),
+        }
+    }
+}
 
 /// What the connection's writer sends, in order.
 #[derive(Debug)]
@@ -32,7 +71,7 @@ pub(crate) enum Outgoing {
         samples: u32,
         /// When the orchestrator received it from the worker.
         received: Instant,
-        /// Set when the request is cancelled: the writer drops the frame.
+        /// Cancelled when the request is stopped: the writer drops the frame.
         cancelled: CancellationToken,
     },
     /// The request's `end`; the writer fills in what it actually sent.
@@ -140,7 +179,17 @@ pub(crate) struct RelayContext {
     pub(crate) first_frame_timeout: std::time::Duration,
     /// Silence longer than this within a request counts as dead air.
     pub(crate) dead_air: std::time::Duration,
+    /// A real-time stream with no frame for this long, while its client
+    /// keeps up, has lost its worker.
+    pub(crate) progress_timeout: std::time::Duration,
+    /// A request whose client has taken none of its frames for this long
+    /// is ended with `client_too_slow`.
+    pub(crate) stalled_timeout: std::time::Duration,
 }
+
+/// How long a request's last message (`end` or `error`) may wait for room
+/// in its connection's queue before it is dropped (and counted).
+const LAST_MESSAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Relays one request to completion, cancellation or failure. Sends
 /// exactly one of `end` or `error` for it.
@@ -148,23 +197,24 @@ pub(crate) async fn relay(
     ctx: Arc<RelayContext>,
     req: Pending,
     out: mpsc::Sender<Outgoing>,
-    cancel: CancellationToken,
+    stop: Stop,
 ) -> String {
     let mut audit = Audit::default();
     let span = tracing::info_span!("relay", request_id = %req.request_id, trace_id = %req.trace_id,
         session_id = %req.session_id, stream_id = req.stream_id);
     tts_telemetry::otel::link_trace(&span, &req.trace_id);
     let ending =
-        tracing::Instrument::instrument(stream_frames(&ctx, &req, &mut audit, &out, &cancel), span)
+        tracing::Instrument::instrument(stream_frames(&ctx, &req, &mut audit, &out, &stop), span)
             .await;
     let (outcome, code) = match &ending {
-        Ending::Completed => ("completed", "none"),
-        Ending::Cancelled => ("cancelled", "none"),
-        Ending::Failed(code, _) => ("failed", code.as_str()),
-        Ending::Refused { .. } => ("refused", ErrorCode::Overloaded.as_str()),
-        Ending::Disconnected => ("disconnected", "none"),
+        Ending::Completed => (Outcome::Completed, None),
+        Ending::Cancelled => (Outcome::Cancelled, None),
+        Ending::Failed(code, _) => (code.outcome(), Some(*code)),
+        Ending::Refused { .. } => (Outcome::Refused, Some(ErrorCode::Overloaded)),
+        Ending::Disconnected => (Outcome::Disconnected, None),
     };
     metrics::request_finished(outcome, code);
+    let outcome = outcome.as_str();
     let ids = (&req.request_id, &req.trace_id, &req.session_id);
     let elapsed_ms = req.received.elapsed().as_millis() as u64;
     let last = match ending {
@@ -174,8 +224,13 @@ pub(crate) async fn relay(
             cancelled: matches!(ending, Ending::Cancelled),
         }),
         Ending::Failed(code, message) => {
-            warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
-                code = code.as_str(), %message, elapsed_ms, "request failed");
+            if code.outcome() == Outcome::Failed {
+                warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                    code = code.as_str(), %message, elapsed_ms, "request failed");
+            } else {
+                info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                    code = code.as_str(), %message, elapsed_ms, "request ended by the client's doing");
+            }
             Some(Outgoing::Failed {
                 stream_id: req.stream_id,
                 error: ServerMessage::error(code, message, Some(req.request_id.clone())),
@@ -199,15 +254,23 @@ pub(crate) async fn relay(
         }
         Ending::Disconnected => None,
     };
-    if !matches!(outcome, "failed" | "refused") {
+    if matches!(outcome, "completed" | "cancelled" | "disconnected") {
         let t = &audit.tally;
         info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2, outcome,
             elapsed_ms, frames = t.ok, silent_frames = t.silence, clipped_frames = t.clipping,
             dc_offset_frames = t.dc_offset, dead_air = audit.dead_air, "request finished");
     }
     if let Some(last) = last {
-        // The client may be gone; then there is no one to tell.
-        let _ = out.send(last).await;
+        // A client that reads nothing cannot hold the relay: the message
+        // waits a bounded time, then is dropped and counted.
+        match tokio::time::timeout(LAST_MESSAGE_LIMIT, out.send(last)).await {
+            Ok(_) => {}
+            Err(_) => {
+                metrics::messages_dropped("last");
+                warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                    "the request's last message found no room: the client is not reading");
+            }
+        }
     }
     req.request_id
 }
@@ -257,7 +320,7 @@ async fn stream_frames(
     req: &Pending,
     audit: &mut Audit,
     out: &mpsc::Sender<Outgoing>,
-    cancel: &CancellationToken,
+    stop: &Stop,
 ) -> Ending {
     let mut client = ctx.client.clone();
     let call = async {
@@ -266,7 +329,7 @@ async fn stream_frames(
         Ok::<_, Status>((stream, first))
     };
     let opened = tokio::select! {
-        _ = cancel.cancelled() => return Ending::Cancelled,
+        _ = stop.stopped() => return stop.ending(),
         r = tokio::time::timeout(ctx.first_frame_timeout, call) => r,
     };
     let (mut stream, mut next) = match opened {
@@ -283,12 +346,18 @@ async fn stream_frames(
         Ok(Ok(opened)) => opened,
     };
     let mut started = false;
+    // Real-time frames leave the worker on a steady clock, so a long
+    // silence means the worker is gone; fast ones may wait behind others.
+    let progress = match req.delivery {
+        Delivery::Realtime => ctx.progress_timeout,
+        Delivery::Fast => ctx.first_frame_timeout,
+    };
     loop {
         let frame = match next {
             Some(frame) => frame,
             None => {
                 return Ending::Failed(
-                    ErrorCode::Internal,
+                    ErrorCode::WorkerUnavailable,
                     "the worker's stream ended before the last frame".into(),
                 );
             }
@@ -312,7 +381,7 @@ async fn stream_frames(
             metrics::first_audio(req.received.elapsed());
         }
         let last = frame.last;
-        match forward(ctx, req, audit, frame, out, cancel).await {
+        match forward(ctx, req, audit, frame, out, stop).await {
             Forwarded::Sent => {}
             Forwarded::Stop(ending) => return ending,
         }
@@ -321,10 +390,16 @@ async fn stream_frames(
         }
         next = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Ending::Cancelled,
-            m = stream.message() => match m {
-                Ok(m) => m,
-                Err(status) => return failed(&status),
+            _ = stop.stopped() => return stop.ending(),
+            m = tokio::time::timeout(progress, stream.message()) => match m {
+                Ok(Ok(m)) => m,
+                Ok(Err(status)) => return failed(&status),
+                Err(_) => {
+                    return Ending::Failed(
+                        ErrorCode::WorkerUnavailable,
+                        format!("no frame from the worker for {progress:?}"),
+                    );
+                }
             },
         };
     }
@@ -342,7 +417,7 @@ async fn forward(
     audit: &mut Audit,
     frame: AudioFrame,
     out: &mpsc::Sender<Outgoing>,
-    cancel: &CancellationToken,
+    stop: &Stop,
 ) -> Forwarded {
     let received = Instant::now();
     let received_us = tts_frame::now_us();
@@ -373,16 +448,26 @@ async fn forward(
         payload: Bytes::from(frame.payload),
         samples: frame.samples.min(tts_frame::FRAME_SAMPLES as u32),
         received,
-        cancelled: cancel.clone(),
+        cancelled: stop.token.clone(),
     };
     ctx.stats
         .frame_enqueued(out.max_capacity() - out.capacity());
     let full = out.capacity() == 0;
     tokio::select! {
         biased;
-        _ = cancel.cancelled() => {
+        _ = stop.stopped() => {
             ctx.stats.frame_dequeued();
-            Forwarded::Stop(Ending::Cancelled)
+            Forwarded::Stop(stop.ending())
+        }
+        _ = tokio::time::sleep(ctx.stalled_timeout) => {
+            ctx.stats.frame_dequeued();
+            metrics::frames_dropped(1);
+            // The frames already queued for it are dropped by the writer.
+            stop.stop(StopReason::Failed(ErrorCode::ClientTooSlow, String::new()));
+            Forwarded::Stop(Ending::Failed(
+                ErrorCode::ClientTooSlow,
+                format!("the client took none of the request's audio for {:?}", ctx.stalled_timeout),
+            ))
         }
         sent = out.send(item) => match sent {
             Ok(()) => {
@@ -402,31 +487,23 @@ async fn forward(
 }
 
 /// Maps a worker status to the client's error code: the worker's own
-/// `tts-error-code` when it sent one, else by gRPC code.
+/// `tts-error-code` when it sent one. A status without one did not come
+/// from the worker's service but from the way there (connection refused or
+/// reset, HTTP/2 error, a header too large, a crash mid-stream): the
+/// worker is unavailable.
 fn failed(status: &Status) -> Ending {
     let header = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok());
-    let from_worker = header(ERROR_CODE_HEADER).and_then(ErrorCode::from_wire);
-    if from_worker == Some(ErrorCode::Overloaded) {
-        return Ending::Refused {
+    match header(ERROR_CODE_HEADER).and_then(ErrorCode::from_wire) {
+        Some(ErrorCode::Overloaded) => Ending::Refused {
             message: status.message().to_owned(),
             retry_after_ms: header(RETRY_AFTER_HEADER).and_then(|v| v.parse().ok()),
-        };
+        },
+        Some(code) => Ending::Failed(code, status.message().to_owned()),
+        None => Ending::Failed(
+            ErrorCode::WorkerUnavailable,
+            format!("worker unavailable: {}", status.message()),
+        ),
     }
-    let code = from_worker.unwrap_or(match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            ErrorCode::WorkerUnavailable
-        }
-        tonic::Code::ResourceExhausted => ErrorCode::Overloaded,
-        tonic::Code::NotFound => ErrorCode::UnknownVoice,
-        tonic::Code::InvalidArgument => ErrorCode::BadRequest,
-        _ => ErrorCode::Internal,
-    });
-    let message = if code == ErrorCode::WorkerUnavailable && from_worker.is_none() {
-        format!("worker unavailable: {}", status.message())
-    } else {
-        status.message().to_owned()
-    };
-    Ending::Failed(code, message)
 }
 
 #[cfg(test)]
@@ -444,14 +521,21 @@ mod tests {
             failed(&status),
             Ending::Failed(ErrorCode::TextTooLong, _)
         ));
-        assert!(matches!(
-            failed(&Status::unavailable("tcp connect error")),
-            Ending::Failed(ErrorCode::WorkerUnavailable, _)
-        ));
-        assert!(matches!(
-            failed(&Status::resource_exhausted("full")),
-            Ending::Failed(ErrorCode::Overloaded, _)
-        ));
+        // Whatever the transport says, without the worker's own code.
+        for status in [
+            Status::unavailable("tcp connect error"),
+            Status::internal("h2 protocol error: stream reset"),
+            Status::unknown("transport error"),
+            Status::resource_exhausted("header list too large"),
+        ] {
+            assert!(
+                matches!(
+                    failed(&status),
+                    Ending::Failed(ErrorCode::WorkerUnavailable, _)
+                ),
+                "{status:?}"
+            );
+        }
         let mut refused = Status::resource_exhausted("at capacity");
         let meta = refused.metadata_mut();
         meta.insert(ERROR_CODE_HEADER, "overloaded".parse().expect("ascii"));
@@ -463,8 +547,12 @@ mod tests {
                 ..
             }
         ));
+        let mut internal = Status::internal("the engine failed");
+        internal
+            .metadata_mut()
+            .insert(ERROR_CODE_HEADER, "internal".parse().expect("ascii"));
         assert!(matches!(
-            failed(&Status::unknown("?")),
+            failed(&internal),
             Ending::Failed(ErrorCode::Internal, _)
         ));
     }

@@ -1,28 +1,36 @@
 //! One WebSocket connection: a reader loop that parses client messages and
-//! starts relays, and a writer task that owns the socket's send half.
+//! starts relays, and a writer task ([`crate::writer`]) that owns the
+//! socket's send half.
 //!
-//! The writer serves two queues: control messages (`ready`, `pong`,
-//! immediate errors) first, then the bounded data queue (`start`, frames,
-//! `end`, request errors) in order. A pong therefore never waits behind
-//! queued audio.
+//! Every way a connection ends is said to the client: an `error` for each
+//! request still in flight, then a close code (1000 idle, 1001 shutdown,
+//! 1007 invalid UTF-8, 1008 policy, 1009 message too big). Nothing the
+//! client did not ask for is lost without a metric and a log line.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use futures::StreamExt;
+use governor::DefaultKeyedRateLimiter;
+use governor::clock::{Clock, DefaultClock};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
-use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE, encode_frame};
+use tracing::{debug, info, warn};
+use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
+use crate::accept::Ticket;
 use crate::config::OrchestratorConfig;
 use crate::metrics::{self, RelayStats};
-use crate::protocol::{ClientMessage, Delivery, ErrorCode, PROTOCOL_VERSION, ServerMessage};
-use crate::relay::{Outgoing, Pending, RelayContext, relay};
+use crate::protocol::{
+    ClientMessage, Delivery, ErrorCode, Outcome, PROTOCOL_VERSION, ServerMessage,
+};
+use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
+use crate::writer::{Control, write_loop};
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -31,30 +39,43 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) inflight: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
-    /// Cancelled when the grace period is over: close whatever is left.
+    /// Cancelled when the grace period is over: end whatever is left.
     pub(crate) force: CancellationToken,
+    /// Requests per second per client address.
+    pub(crate) rate: DefaultKeyedRateLimiter<IpAddr>,
 }
 
-/// Close code for a client that keeps sending bad messages.
-const CLOSE_POLICY: u16 = 1008;
-/// Close code on server shutdown.
+/// Close codes (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
-
-struct Active {
-    cancel: CancellationToken,
-}
+const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// How long a closing connection's writer may take to flush what is
 /// queued before it is stopped.
-const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// Longest `request_id` or `trace_id`, in bytes.
+const MAX_ID_BYTES: usize = 128;
+/// Longest `voice` name, in bytes.
+const MAX_VOICE_BYTES: usize = 64;
+/// Control messages (pongs, immediate errors) queued for one connection.
+const CONTROL_QUEUE: usize = 64;
 
-/// Serves one connection until the client leaves or the server drains.
-pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Option<String>) {
+/// Serves one connection until the client leaves, misbehaves, idles or the
+/// server drains. Holds the connection's `ticket` to the end.
+pub(crate) async fn serve(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    trace_hint: Option<String>,
+    ticket: Ticket,
+) {
     let session_id = uuid::Uuid::new_v4().simple().to_string();
     shared.stats.connection_opened();
-    info!(%session_id, "connection opened");
+    info!(%session_id, %peer, "connection opened");
     let (sink, stream) = socket.split();
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(shared.config.client_queue_frames);
     let mut writer = tokio::spawn(write_loop(
         sink,
@@ -68,13 +89,14 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
         sample_rate: SAMPLE_RATE,
         channels: 1,
         frame_samples: FRAME_SAMPLES as u32,
-        encoding: "pcm_s16le",
+        encoding: "pcm_s16le".into(),
     };
     let mut closing = None;
     if ctrl_tx.send(Control::Message(ready)).await.is_ok() {
         let mut conn = Connection {
             shared: &shared,
             session_id: &session_id,
+            peer,
             trace_hint,
             ctrl: ctrl_tx.clone(),
             data: data_tx.clone(),
@@ -82,22 +104,22 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
             tasks: JoinSet::new(),
             next_stream_id: 1,
             bad_messages: 0,
+            inflight_chars: 0,
+            deep_pings: Arc::new(Semaphore::new(1)),
         };
         closing = conn.run(stream).await;
-        conn.finish().await;
+        let reason = match &closing {
+            Some(c) => c.for_requests.clone(),
+            None => StopReason::Disconnected,
+        };
+        conn.finish(reason).await;
     }
     let close_requested = closing.is_some();
-    match closing {
-        // After everything already queued for the client.
-        Some(Closing::Drain(frame)) => {
-            let _ = data_tx.send(Outgoing::Close(frame)).await;
-        }
-        Some(Closing::Now(frame)) => {
-            let _ = ctrl_tx.send(Control::Close(frame)).await;
-        }
-        // The client is gone: the control queue closes below, which stops
-        // the writer.
-        None => {}
+    if let Some(closing) = closing {
+        info!(%session_id, code = closing.frame.code, reason = %closing.frame.reason,
+            "closing the connection");
+        // After the requests' own last messages, already queued.
+        let _ = data_tx.send(Outgoing::Close(closing.frame)).await;
     }
     // While a close is pending the control queue stays open, so that the
     // writer flushes the data queue up to the close instead of stopping.
@@ -105,34 +127,42 @@ pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, trace_hint: Op
     drop(data_tx);
     let flushed = tokio::select! {
         _ = &mut writer => true,
-        _ = shared.force.cancelled() => false,
         _ = tokio::time::sleep(CLOSE_FLUSH_LIMIT) => false,
     };
     if !flushed {
+        metrics::close_unflushed();
+        warn!(%session_id, "the client did not take the connection's last messages; dropped");
         writer.abort();
     }
     drop(keep_open);
+    drop(ticket);
     shared.stats.connection_closed();
     info!(%session_id, "connection closed");
 }
 
-/// How the server ends a connection.
-enum Closing {
-    /// After the frames and messages already queued.
-    Drain(CloseFrame),
-    /// At once (the shutdown grace period is over).
-    Now(CloseFrame),
+/// How the server ends a connection: what requests in flight are told,
+/// then the close frame.
+struct Closing {
+    for_requests: StopReason,
+    frame: CloseFrame,
 }
 
-/// What the reader asks the writer to do outside the data queue.
-enum Control {
-    Message(ServerMessage),
-    Close(CloseFrame),
+impl Closing {
+    fn new(code: u16, reason: &str, for_requests: StopReason) -> Self {
+        Self {
+            for_requests,
+            frame: CloseFrame {
+                code,
+                reason: reason.to_owned().into(),
+            },
+        }
+    }
 }
 
 struct Connection<'a> {
     shared: &'a Shared,
     session_id: &'a str,
+    peer: IpAddr,
     trace_hint: Option<String>,
     ctrl: mpsc::Sender<Control>,
     data: mpsc::Sender<Outgoing>,
@@ -140,55 +170,108 @@ struct Connection<'a> {
     tasks: JoinSet<String>,
     next_stream_id: u32,
     bad_messages: u32,
+    /// Characters of text in flight on this connection.
+    inflight_chars: usize,
+    /// One deep ping at a time per connection.
+    deep_pings: Arc<Semaphore>,
+}
+
+struct Active {
+    stop: Stop,
+    chars: usize,
+}
+
+/// A read error's close: oversize and invalid UTF-8 get their own codes.
+fn read_error_closing(e: &axum::Error) -> Option<Closing> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    let inner = std::error::Error::source(e)?.downcast_ref::<WsError>()?;
+    let message = |what: &str| StopReason::Failed(ErrorCode::BadRequest, what.to_owned());
+    match inner {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(Closing::new(
+            CLOSE_TOO_BIG,
+            "message too big",
+            message("the connection closed: a client message was larger than allowed"),
+        )),
+        WsError::Utf8(_) => Some(Closing::new(
+            CLOSE_INVALID_DATA,
+            "invalid UTF-8",
+            message("the connection closed: a text message was not valid UTF-8"),
+        )),
+        _ => None,
+    }
 }
 
 impl Connection<'_> {
-    /// Reads until the client closes, misbehaves or the server drains with
-    /// nothing in flight; returns how to close, if the server closes.
+    /// Reads until the client closes, misbehaves, idles or the server
+    /// drains; returns how to close, if the server closes.
     async fn run(
         &mut self,
         mut stream: futures::stream::SplitStream<WebSocket>,
     ) -> Option<Closing> {
         let shutdown = self.shared.shutdown.clone();
         let force = self.shared.force.clone();
+        let idle_limit = self.shared.config.idle_timeout();
+        let mut last_heard = tokio::time::Instant::now();
         loop {
+            let idle_at = last_heard + idle_limit;
             tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(close) = self.on_text(text.as_str()).await {
-                            return Some(close);
+                // Finished requests first, so that a client that sends its
+                // next request on reading the last one's end is not counted
+                // against the per-connection limit.
+                biased;
+                Some(done) = self.tasks.join_next() => self.reap(done),
+                msg = stream.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(close) = self.on_text(text.as_str()).await {
+                                return Some(close);
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            let err = ServerMessage::error(ErrorCode::BadRequest,
+                                "binary messages are not accepted from clients", None);
+                            if let Some(close) = self.bad_message(err).await {
+                                return Some(close);
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => return None,
+                        Some(Ok(_)) => {} // WebSocket ping/pong: answered by the library.
+                        Some(Err(e)) => {
+                            let closing = read_error_closing(&e);
+                            if let Some(c) = &closing {
+                                metrics::connection_closed_by_server(c.frame.code);
+                            }
+                            debug!(session_id = %self.session_id, error = %e, "read failed");
+                            return closing;
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = ServerMessage::error(ErrorCode::BadRequest,
-                            "binary messages are not accepted from clients", None);
-                        if let Some(close) = self.bad_message(err).await {
-                            return Some(close);
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None => return None,
-                    Some(Ok(_)) => {} // WebSocket ping/pong: answered by the library.
-                    Some(Err(e)) => {
-                        debug!(session_id = %self.session_id, error = %e, "read failed");
-                        return None;
-                    }
-                },
-                Some(done) = self.tasks.join_next() => {
-                    if let Ok(request_id) = done {
-                        self.active.remove(&request_id);
-                    }
-                    self.update_inflight(-1);
+                }
+                _ = tokio::time::sleep_until(idle_at), if self.active.is_empty() => {
+                    metrics::connection_closed_by_server(CLOSE_NORMAL);
+                    return Some(Closing::new(CLOSE_NORMAL, "idle timeout", StopReason::Cancelled));
                 }
                 _ = shutdown.cancelled(), if self.active.is_empty() => {
-                    let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() };
-                    return Some(Closing::Drain(frame));
+                    return Some(Closing::new(CLOSE_GOING_AWAY, "server shutting down",
+                        StopReason::Cancelled));
                 }
                 _ = force.cancelled() => {
-                    let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shut down".into() };
-                    return Some(Closing::Now(frame));
+                    let reason = StopReason::Failed(ErrorCode::ShuttingDown,
+                        "the server shut down before the request could finish".into());
+                    return Some(Closing::new(CLOSE_GOING_AWAY, "server shut down", reason));
                 }
             }
         }
+    }
+
+    fn reap(&mut self, done: Result<String, tokio::task::JoinError>) {
+        if let Ok(request_id) = done
+            && let Some(active) = self.active.remove(&request_id)
+        {
+            self.inflight_chars -= active.chars;
+        }
+        self.update_inflight(-1);
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Closing> {
@@ -208,32 +291,18 @@ impl Connection<'_> {
                     worker_rtt_us: None,
                     worker_status: None,
                 };
-                let _ = self.ctrl.send(Control::Message(pong)).await;
+                self.control(pong).await;
             }
-            ClientMessage::Ping { id, deep: true } => {
-                // The gRPC round trip runs beside the reader, which keeps
-                // serving this connection meanwhile.
-                let (channel, ctrl) = (self.shared.relay.channel.clone(), self.ctrl.clone());
-                tokio::spawn(async move {
-                    let (rtt, status) = deep_ping(channel).await;
-                    let pong = ServerMessage::Pong {
-                        id,
-                        server_time_us: tts_frame::now_us(),
-                        worker_rtt_us: Some(rtt),
-                        worker_status: Some(status),
-                    };
-                    let _ = ctrl.send(Control::Message(pong)).await;
-                });
-            }
+            ClientMessage::Ping { id, deep: true } => self.deep_ping(id).await,
             ClientMessage::Cancel { request_id } => match self.active.get(&request_id) {
-                Some(active) => active.cancel.cancel(),
+                Some(active) => active.stop.stop(StopReason::Cancelled),
                 None => {
                     let err = ServerMessage::error(
                         ErrorCode::BadRequest,
                         format!("no request {request_id:?} in flight"),
                         Some(request_id),
                     );
-                    let _ = self.ctrl.send(Control::Message(err)).await;
+                    self.control(err).await;
                 }
             },
             ClientMessage::Synthesize {
@@ -250,16 +319,119 @@ impl Connection<'_> {
         None
     }
 
+    /// Queues a control message; a client that reads nothing holds the
+    /// reader here (the queue is bounded), which in turn stops it reading.
+    async fn control(&self, message: ServerMessage) {
+        let _ = self.ctrl.send(Control::Message(message)).await;
+    }
+
+    /// A deep ping's gRPC round trip runs beside the reader; one at a time
+    /// per connection, so a flood of them cannot pile up tasks.
+    async fn deep_ping(&self, id: serde_json::Value) {
+        let Ok(permit) = Arc::clone(&self.deep_pings).try_acquire_owned() else {
+            metrics::request_finished(Outcome::ClientError, Some(ErrorCode::RateLimited));
+            let err = ServerMessage::error(
+                ErrorCode::RateLimited,
+                "one deep ping at a time per connection",
+                None,
+            );
+            self.control(err).await;
+            return;
+        };
+        let (channel, ctrl) = (self.shared.relay.channel.clone(), self.ctrl.clone());
+        tokio::spawn(async move {
+            let (rtt, status) = deep_ping(channel).await;
+            let pong = ServerMessage::Pong {
+                id,
+                server_time_us: tts_frame::now_us(),
+                worker_rtt_us: Some(rtt),
+                worker_status: Some(status),
+            };
+            // Bounded: a client that reads nothing loses its pong.
+            if ctrl.try_send(Control::Message(pong)).is_err() {
+                metrics::messages_dropped("control");
+            }
+            drop(permit);
+        });
+    }
+
     async fn bad_message(&mut self, err: ServerMessage) -> Option<Closing> {
         self.bad_messages += 1;
-        metrics::request_finished("rejected", ErrorCode::BadRequest.as_str());
-        let _ = self.ctrl.send(Control::Message(err)).await;
+        metrics::request_finished(Outcome::ClientError, Some(ErrorCode::BadRequest));
+        self.control(err).await;
         (self.bad_messages >= self.shared.config.max_bad_messages).then(|| {
-            Closing::Drain(CloseFrame {
-                code: CLOSE_POLICY,
-                reason: "too many bad messages".into(),
-            })
+            metrics::connection_closed_by_server(CLOSE_POLICY);
+            Closing::new(CLOSE_POLICY, "too many bad messages", StopReason::Cancelled)
         })
+    }
+
+    /// Why a request is refused before any work, if it is.
+    fn refusal(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+        request_id: &str,
+        trace_id: &str,
+    ) -> Option<(ErrorCode, String, Option<u64>)> {
+        let limits = &self.shared.config;
+        let chars = text.chars().count();
+        let refuse = |code, message: String| Some((code, message, None));
+        if self.shared.shutdown.is_cancelled() {
+            return refuse(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down".into(),
+            );
+        }
+        for (field, value, max) in [
+            ("request_id", request_id, MAX_ID_BYTES),
+            ("trace_id", trace_id, MAX_ID_BYTES),
+            ("voice", voice.unwrap_or(""), MAX_VOICE_BYTES),
+        ] {
+            if value.len() > max {
+                let msg = format!("{field} is {} bytes; the limit is {max}", value.len());
+                return refuse(ErrorCode::BadRequest, msg);
+            }
+        }
+        if text.trim().is_empty() {
+            return refuse(ErrorCode::EmptyText, "text is empty".into());
+        }
+        if chars > limits.max_text_chars {
+            let msg = format!(
+                "text is {chars} characters; the limit is {}",
+                limits.max_text_chars
+            );
+            return refuse(ErrorCode::TextTooLong, msg);
+        }
+        if self.active.contains_key(request_id) {
+            let msg = format!("request {request_id:?} is already in flight");
+            return refuse(ErrorCode::BadRequest, msg);
+        }
+        if self.active.len() >= limits.max_requests_per_connection {
+            let msg = format!(
+                "{} requests in flight on this connection",
+                self.active.len()
+            );
+            return refuse(ErrorCode::RateLimited, msg);
+        }
+        if self.inflight_chars + chars > limits.max_connection_chars {
+            let msg = format!(
+                "{} characters in flight on this connection; the limit is {}",
+                self.inflight_chars, limits.max_connection_chars
+            );
+            return refuse(ErrorCode::RateLimited, msg);
+        }
+        if let Err(not_until) = self.shared.rate.check_key(&self.peer) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let msg = format!(
+                "more than {} requests per second from this address",
+                limits.requests_per_second_per_address
+            );
+            return Some((ErrorCode::RateLimited, msg, Some(wait.as_millis() as u64)));
+        }
+        if self.shared.inflight.load(Ordering::Relaxed) >= limits.max_inflight {
+            return refuse(ErrorCode::Overloaded, "the server is at capacity".into());
+        }
+        None
     }
 
     async fn synthesize(
@@ -274,63 +446,37 @@ impl Connection<'_> {
         let trace_id = trace_id
             .or_else(|| self.trace_hint.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let limits = &self.shared.config;
-        let chars = text.chars().count();
-        let refusal = if self.shared.shutdown.is_cancelled() {
-            Some((
-                ErrorCode::WorkerUnavailable,
-                "the server is shutting down".to_owned(),
-            ))
-        } else if text.trim().is_empty() {
-            Some((ErrorCode::EmptyText, "text is empty".to_owned()))
-        } else if chars > limits.max_text_chars {
-            Some((
-                ErrorCode::TextTooLong,
-                format!(
-                    "text is {chars} characters; the limit is {}",
-                    limits.max_text_chars
-                ),
-            ))
-        } else if self.active.contains_key(&request_id) {
-            Some((
-                ErrorCode::BadRequest,
-                format!("request {request_id:?} is already in flight"),
-            ))
-        } else if self.active.len() >= limits.max_requests_per_connection {
-            Some((
-                ErrorCode::Overloaded,
-                format!(
-                    "{} requests in flight on this connection",
-                    self.active.len()
-                ),
-            ))
-        } else if self.shared.inflight.load(Ordering::Relaxed) >= limits.max_inflight {
-            Some((
-                ErrorCode::Overloaded,
-                "the server is at capacity".to_owned(),
-            ))
-        } else {
-            None
-        };
-        if let Some((code, message)) = refusal {
-            metrics::request_finished("rejected", code.as_str());
+        if let Some((code, message, retry_after_ms)) =
+            self.refusal(&text, voice.as_deref(), &request_id, &trace_id)
+        {
+            metrics::request_finished(code.outcome(), Some(code));
+            // Oversized identifiers are not echoed back whole.
+            let (request_id, trace_id) = (shortened(&request_id), shortened(&trace_id));
             info!(session_id = %self.session_id, %request_id, %trace_id, code = code.as_str(),
-                %message, "request rejected");
-            let err = ServerMessage::error(code, message, Some(request_id));
-            let _ = self.ctrl.send(Control::Message(err)).await;
+                %message, "request refused");
+            let err = ServerMessage::Error {
+                code,
+                message,
+                request_id: Some(request_id.to_owned()),
+                retry_after_ms,
+            };
+            self.control(err).await;
             return;
         }
+        let chars = text.chars().count();
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
         info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, chars,
             "request accepted");
-        let cancel = CancellationToken::new();
+        let stop = Stop::default();
         self.active.insert(
             request_id.clone(),
             Active {
-                cancel: cancel.clone(),
+                stop: stop.clone(),
+                chars,
             },
         );
+        self.inflight_chars += chars;
         self.update_inflight(1);
         let pending = Pending {
             request_id,
@@ -340,13 +486,13 @@ impl Connection<'_> {
             text,
             voice,
             delivery,
-            received: std::time::Instant::now(),
+            received: Instant::now(),
         };
         self.tasks.spawn(relay(
             Arc::clone(&self.shared.relay),
             pending,
             self.data.clone(),
-            cancel,
+            stop,
         ));
     }
 
@@ -359,16 +505,25 @@ impl Connection<'_> {
         metrics::inflight(n);
     }
 
-    /// Cancels what is still in flight and waits for the relays to stop.
-    async fn finish(&mut self) {
+    /// Stops what is still in flight for `reason` and waits for the relays
+    /// to end (each sends its last message, bounded in time).
+    async fn finish(&mut self, reason: StopReason) {
         for active in self.active.values() {
-            active.cancel.cancel();
+            active.stop.stop(reason.clone());
         }
-        while self.tasks.join_next().await.is_some() {
-            self.update_inflight(-1);
+        while let Some(done) = self.tasks.join_next().await {
+            self.reap(done);
         }
-        self.active.clear();
     }
+}
+
+/// An identifier as it may be logged and echoed: whole within the limit,
+/// else its first 32 characters.
+fn shortened(id: &str) -> &str {
+    if id.len() <= MAX_ID_BYTES {
+        return id;
+    }
+    id.char_indices().nth(32).map_or(id, |(i, _)| &id[..i])
 }
 
 /// One `grpc.health.v1` round trip to the worker: its duration in µs and
@@ -378,10 +533,9 @@ async fn deep_ping(channel: tonic::transport::Channel) -> (u64, String) {
     let started = Instant::now();
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {
-        service: tts_worker::HEALTH_SERVICE.into(),
+        service: tts_proto::HEALTH_SERVICE.into(),
     };
-    let answer =
-        tokio::time::timeout(std::time::Duration::from_secs(2), client.check(request)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request)).await;
     let rtt = started.elapsed().as_micros() as u64;
     let status = match answer {
         Ok(Ok(resp)) => ServingStatus::try_from(resp.get_ref().status)
@@ -394,93 +548,15 @@ async fn deep_ping(channel: tonic::transport::Channel) -> (u64, String) {
     (rtt, status)
 }
 
-/// Owns the socket's send half. Stamps each frame with the orchestrator's
-/// time as it is written, drops frames of cancelled requests, and fills
-/// each `end` with the frames and samples actually sent.
-async fn write_loop(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut ctrl: mpsc::Receiver<Control>,
-    mut data: mpsc::Receiver<Outgoing>,
-    stats: Arc<RelayStats>,
-) {
-    let mut streams: HashMap<u32, SentSoFar> = HashMap::new();
-    let mut wire = Vec::with_capacity(tts_frame::FrameHeader::LEN + tts_frame::PAYLOAD_BYTES);
-    loop {
-        let message = tokio::select! {
-            biased;
-            c = ctrl.recv() => match c {
-                Some(Control::Message(m)) => Message::Text(m.to_json().into()),
-                Some(Control::Close(frame)) => {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
-                }
-                None => break,
-            },
-            d = data.recv() => match d {
-                Some(Outgoing::Frame { mut header, payload, samples, received, cancelled }) => {
-                    stats.frame_dequeued();
-                    if cancelled.is_cancelled() {
-                        metrics::frames_dropped(1);
-                        continue;
-                    }
-                    let now = Instant::now();
-                    header.orchestrator_ts_us = tts_frame::now_us();
-                    encode_frame(&header, &payload, &mut wire);
-                    let stream = streams.entry(header.stream_id).or_default();
-                    let gap = stream.last_sent.map(|last| now - last);
-                    stream.last_sent = Some(now);
-                    stream.frames += 1;
-                    stream.samples += u64::from(samples);
-                    stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    metrics::frame_sent(now - received, gap);
-                    Message::Binary(bytes::Bytes::copy_from_slice(&wire))
-                }
-                Some(Outgoing::End { request_id, stream_id, cancelled }) => {
-                    let sent = streams.remove(&stream_id).unwrap_or_default();
-                    let end = ServerMessage::End {
-                        request_id,
-                        stream_id,
-                        frames: sent.frames,
-                        samples: sent.samples,
-                        cancelled,
-                    };
-                    Message::Text(end.to_json().into())
-                }
-                Some(Outgoing::Failed { stream_id, error }) => {
-                    // A failed request sends no `end`: forget its stream.
-                    streams.remove(&stream_id);
-                    Message::Text(error.to_json().into())
-                }
-                Some(Outgoing::Message(m)) => Message::Text(m.to_json().into()),
-                Some(Outgoing::Close(frame)) => {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
-                }
-                None => break,
-            },
-        };
-        if sink.send(message).await.is_err() {
-            break;
-        }
-    }
-    // Frames still queued will never be sent: release them from the count.
-    data.close();
-    let mut dropped = 0;
-    while let Ok(item) = data.try_recv() {
-        if matches!(item, Outgoing::Frame { .. }) {
-            stats.frame_dequeued();
-            dropped += 1;
-        }
-    }
-    if dropped > 0 {
-        metrics::frames_dropped(dropped);
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What the writer has sent of one stream.
-#[derive(Debug, Default)]
-struct SentSoFar {
-    frames: u64,
-    samples: u64,
-    last_sent: Option<Instant>,
+    #[test]
+    fn only_oversized_identifiers_are_shortened() {
+        let uuid = "98b2239f-4121-4144-878a-cd518efe2a51";
+        assert_eq!(shortened(uuid), uuid);
+        let long = "é".repeat(100);
+        assert_eq!(shortened(&long).chars().count(), 32);
+    }
 }

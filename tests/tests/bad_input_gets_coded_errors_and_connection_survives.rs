@@ -106,7 +106,7 @@ async fn bad_input_gets_coded_errors_and_connection_survives() {
     expect_error(
         &mut client,
         text(json!({"type": "synthesize", "text": "Me too."})),
-        "overloaded",
+        "rate_limited",
     )
     .await;
     loop {

@@ -1,5 +1,6 @@
-//! When the orchestrator is told to stop, it refuses new requests, lets the
-//! ones in flight finish, then closes connections with code 1001.
+//! When the orchestrator is told to stop, it reports not ready, refuses new
+//! connections and requests, lets the ones in flight finish, then closes
+//! connections with code 1001.
 
 use tts_client::{Client, ClientError, Collector, Event, SynthesizeOptions};
 use tts_tests::spawn_pipeline;
@@ -27,13 +28,21 @@ async fn orchestrator_shutdown_lets_requests_finish() {
         }
     }
     pipeline.orchestrator.signal_stop();
-    // Shutdown has begun once the listeners stop accepting.
+    // While draining, the admin listener stays up and says not ready.
     let admin = pipeline.admin;
-    let closed = tts_tests::eventually(std::time::Duration::from_secs(5), || async move {
-        tokio::net::TcpStream::connect(admin).await.is_err()
+    let draining = tts_tests::eventually(std::time::Duration::from_secs(5), || async move {
+        tts_tests::http_get(admin, "/ready").await.0 == 503
     })
     .await;
-    assert!(closed, "the admin listener still accepts");
+    assert!(draining, "/ready does not report the drain");
+    // New connections are no longer accepted.
+    let url = pipeline.ws_url.clone();
+    let refused = tts_tests::eventually(std::time::Duration::from_secs(5), || {
+        let url = url.clone();
+        async move { Client::connect(&url).await.is_err() }
+    })
+    .await;
+    assert!(refused, "the WebSocket listener still accepts");
 
     // A new request on the same connection is refused...
     client
@@ -50,7 +59,7 @@ async fn orchestrator_shutdown_lets_requests_finish() {
             && v["request_id"] == "late"
         {
             assert_eq!(v["type"], "error", "{v}");
-            assert_eq!(v["code"], "worker_unavailable", "{v}");
+            assert_eq!(v["code"], "shutting_down", "{v}");
             refused = true;
             continue;
         }

@@ -103,6 +103,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_ADMISSION_EFFICIENCY", default_value_t = 0.8)]
     pub admission_efficiency: f64,
 
+    /// Most audio one request may ask for, in seconds (estimated from its
+    /// text with the voice's measured audio per character); a longer text
+    /// is refused with `text_too_long`.
+    #[arg(long, env = "TTS_MAX_AUDIO_SECS", default_value_t = 300.0)]
+    pub max_audio_secs: f64,
+
+    /// Seconds a request may wait for its reader to take a frame; then it
+    /// ends with `client_too_slow` and frees its slot.
+    #[arg(long, env = "TTS_WORKER_STALLED_STREAM_SECS", default_value_t = 30.0)]
+    pub stalled_stream_secs: f64,
+
     /// Frames a request may have synthesised but not yet sent (16 = 320 ms
     /// of audio). When full, synthesis of that request waits.
     #[arg(long, env = "TTS_WORKER_STREAM_FRAMES", default_value_t = 16)]
@@ -173,6 +184,14 @@ impl WorkerConfig {
         }
         if !(self.drain_notice_secs.is_finite() && self.drain_notice_secs >= 0.0) {
             return Err("--drain-notice-secs must be zero or more".into());
+        }
+        for (name, secs) in [
+            ("--max-audio-secs", self.max_audio_secs),
+            ("--stalled-stream-secs", self.stalled_stream_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(format!("{name} must be a positive number"));
+            }
         }
         if !(self.admission_efficiency > 0.0 && self.admission_efficiency <= 1.0) {
             return Err("--admission-efficiency must be in (0, 1]".into());

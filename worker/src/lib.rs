@@ -80,8 +80,7 @@ use synth::{PoolConfig, SynthPool};
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
 /// Name of the fixed-cost test voice ([`WorkerConfig::fixed_cost`]).
 pub const FIXED_COST_VOICE: &str = "fixed-cost";
-/// The service name `grpc.health.v1` reports on (besides `""`).
-pub const HEALTH_SERVICE: &str = "tts.v1.Tts";
+pub use tts_proto::HEALTH_SERVICE;
 
 /// The worker failed to start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +180,12 @@ impl Worker {
             r = server => r?,
             Err(e) = loading => return Err(e),
             _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-                warn!(grace_secs = grace.as_secs(), "grace period over; closing streams");
+                warn!(grace_secs = grace.as_secs(), "grace period over; ending streams with worker_unavailable");
+                if let Some(loaded) = self.loaded.get() {
+                    loaded.pool.force_stop();
+                    // Long enough for the statuses to reach the wire.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
             }
         }
         Ok(())
@@ -268,6 +272,8 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             policy: config.policy(),
             max_requests: config.max_requests,
             send_ahead: Duration::from_millis(config.send_ahead_ms),
+            stalled_after: Duration::from_secs_f64(config.stalled_stream_secs),
+            max_audio_secs: config.max_audio_secs,
             fault_corrupt_frame: config.fault_corrupt_frame,
         },
     )?;

@@ -13,8 +13,11 @@ pub const FRAMES: &str = "tts_worker_frames_total";
 pub const QUALITY_EVENTS: &str = "tts_worker_frame_quality_events_total";
 /// Frame RMS level, dBFS.
 pub const FRAME_LEVEL: &str = "tts_worker_frame_level_dbfs";
-/// Requests by `outcome` (completed, cancelled, failed, rejected, refused).
+/// Requests by `outcome` (completed, cancelled, client_error, refused,
+/// failed).
 pub const REQUESTS: &str = "tts_worker_requests_total";
+/// Requests ended because their reader took no frame for too long.
+pub const STALLED: &str = "tts_worker_stalled_streams_total";
 /// Requests admitted and not yet finished.
 pub const INFLIGHT: &str = "tts_worker_inflight_requests";
 /// Steps being synthesised right now.
@@ -58,6 +61,10 @@ pub(crate) fn describe() {
     describe_counter!(QUALITY_EVENTS, "Quality warnings on frames sent, by kind.");
     describe_histogram!(FRAME_LEVEL, "RMS level of frames sent, dBFS.");
     describe_counter!(REQUESTS, "Requests by outcome.");
+    describe_counter!(
+        STALLED,
+        "Requests ended because their reader took no frame for too long."
+    );
     describe_gauge!(INFLIGHT, "Requests admitted and not finished.");
     describe_gauge!(CONCURRENT_SYNTHESES, "Steps being synthesised now.");
     describe_histogram!(STEP, Unit::Seconds, "Compute time of one synthesis step.");
@@ -108,6 +115,26 @@ pub(crate) fn describe() {
     for kind in ["first_audio", "playout"] {
         metrics::counter!(DEADLINE_MISSES, "kind" => kind).absolute(0);
     }
+    for outcome in [
+        "completed",
+        "cancelled",
+        "client_error",
+        "refused",
+        "failed",
+    ] {
+        metrics::counter!(REQUESTS, "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!(STALLED).absolute(0);
+    for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
+        metrics::counter!(FRAMES, "hop" => "worker", "result" => result).absolute(0);
+    }
+    for kind in ["clipping", "silence", "dc_offset"] {
+        metrics::counter!(QUALITY_EVENTS, "kind" => kind).absolute(0);
+    }
+}
+
+pub(crate) fn stalled() {
+    metrics::counter!(STALLED).increment(1);
 }
 
 pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {

@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -17,12 +19,13 @@ use tts_proto::v1::{
 };
 use tts_proto::{
     ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
+    trace_id_from_traceparent,
 };
 
-use crate::engine::{EngineError, Voice};
+use crate::engine::Voice;
 use crate::metrics;
 use crate::sched::Delivery;
-use crate::synth::{RequestIds, Sent, SubmitError, SynthPool};
+use crate::synth::{Failure, RequestIds, Sent, SubmitError, SynthPool};
 use crate::text::{SplitOptions, split_clauses};
 
 /// The voices and the threads that speak them, once loaded. The first
@@ -57,13 +60,6 @@ pub(crate) fn coded(status: Status, code: &'static str) -> Status {
         tonic::metadata::MetadataValue::from_static(code),
     );
     status
-}
-
-/// The trace id inside a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`).
-pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
-    let mut parts = value.split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
 }
 
 fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> RequestIds {
@@ -105,7 +101,12 @@ impl Tts for TtsService {
         let ids = request_ids(request.metadata(), request.get_ref());
         let req = request.into_inner();
         let reject = |status: Status, code: &'static str| {
-            metrics::request_finished("rejected");
+            let outcome = if code == "worker_unavailable" {
+                "failed"
+            } else {
+                "client_error"
+            };
+            metrics::request_finished(outcome);
             info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                 session_id = %ids.session_id, code, message = status.message(), "request rejected");
             Err(coded(status, code))
@@ -142,32 +143,45 @@ impl Tts for TtsService {
             );
         }
         let voice_name = loaded.voices[voice].info().name.clone();
-        let (tx, rx) = mpsc::channel(self.stream_queue_frames);
         let delivery = match req.delivery() {
             tts_proto::v1::Delivery::Realtime => Delivery::Realtime,
             tts_proto::v1::Delivery::Fast => Delivery::Fast,
         };
-        if let Err(e) = loaded
+        let (tx, rx) = mpsc::channel(self.stream_queue_frames);
+        let (abort_tx, abort) = oneshot::channel();
+        let submitted = loaded
             .pool
-            .submit(voice, clauses, delivery, ids.clone(), tx)
-        {
-            let mut status = Status::resource_exhausted(e.to_string());
-            if let SubmitError::Overloaded { retry_after } = e {
+            .submit(voice, clauses, delivery, ids.clone(), tx, abort_tx);
+        match submitted {
+            Ok(()) => {}
+            Err(SubmitError::Overloaded { retry_after }) => {
                 metrics::request_finished("refused");
                 info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                     session_id = %ids.session_id, retry_after_ms = retry_after.as_millis() as u64,
                     "request refused: admitted streams would be late");
+                let mut status =
+                    Status::resource_exhausted(SubmitError::Overloaded { retry_after }.to_string());
                 if let Ok(v) = retry_after.as_millis().to_string().parse() {
                     status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
                 }
                 return Err(coded(status, "overloaded"));
             }
-            return reject(status, "overloaded");
+            Err(e @ SubmitError::TooLong { .. }) => {
+                return reject(Status::invalid_argument(e.to_string()), "text_too_long");
+            }
+            Err(e @ SubmitError::Full(_)) => {
+                metrics::request_finished("refused");
+                return Err(coded(
+                    Status::resource_exhausted(e.to_string()),
+                    "overloaded",
+                ));
+            }
         }
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
             voice = %voice_name, chars, "synthesis queued");
         Ok(Response::new(Box::pin(FrameStream {
             rx,
+            abort: Some(abort),
             received,
             voice: Some(voice_name),
             ids,
@@ -209,6 +223,9 @@ impl Tts for TtsService {
 /// drops the receiver, which stops synthesis.
 struct FrameStream {
     rx: mpsc::Receiver<Sent>,
+    /// Why the request ended early, read before any queued frame; `None`
+    /// once its sender has gone.
+    abort: Option<oneshot::Receiver<Failure>>,
     received: Instant,
     voice: Option<String>,
     ids: RequestIds,
@@ -220,9 +237,14 @@ impl Stream for FrameStream {
     type Item = Result<AudioFrame, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.rx.poll_recv(cx));
         let this = &mut *self;
-        match item {
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(why) = this.poll_abort(cx) {
+            return Poll::Ready(Some(Err(this.failed(why))));
+        }
+        match std::task::ready!(this.rx.poll_recv(cx)) {
             Some(Sent::Frame(frame)) => {
                 let voice = if this.frames == 0 {
                     metrics::first_frame(this.received.elapsed());
@@ -244,24 +266,55 @@ impl Stream for FrameStream {
                     voice,
                 })))
             }
-            Some(Sent::Failed(EngineError::NoAudio)) => {
-                this.finish("rejected");
-                let status = Status::invalid_argument("the text produced no audio");
-                Poll::Ready(Some(Err(coded(status, "empty_text"))))
-            }
-            Some(Sent::Failed(e)) => {
-                this.finish("failed");
-                Poll::Ready(Some(Err(coded(
-                    Status::internal(e.to_string()),
-                    "internal",
-                ))))
-            }
-            None => Poll::Ready(None),
+            Some(Sent::Failed(why)) => Poll::Ready(Some(Err(this.failed(why)))),
+            // The sender ended early: its reason is in the abort slot.
+            None => match this.poll_abort(cx) {
+                Some(why) => Poll::Ready(Some(Err(this.failed(why)))),
+                None => Poll::Ready(None),
+            },
         }
     }
 }
 
 impl FrameStream {
+    /// The early ending, if one was said; the slot is let go once its
+    /// sender has answered or gone.
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Option<Failure> {
+        let slot = self.abort.as_mut()?;
+        match Pin::new(slot).poll(cx) {
+            Poll::Ready(result) => {
+                self.abort = None;
+                result.ok()
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// The status for a request that ended early, counted by whose doing
+    /// it was.
+    fn failed(&mut self, why: Failure) -> Status {
+        let (status, code, outcome) = match &why {
+            Failure::NoAudio => (
+                Status::invalid_argument(why.to_string()),
+                "empty_text",
+                "client_error",
+            ),
+            Failure::Stalled(_) => (
+                Status::deadline_exceeded(why.to_string()),
+                "client_too_slow",
+                "client_error",
+            ),
+            Failure::ShuttingDown => (
+                Status::unavailable(why.to_string()),
+                "worker_unavailable",
+                "failed",
+            ),
+            Failure::Engine(e) => (Status::internal(e.to_string()), "internal", "failed"),
+        };
+        self.finish(outcome);
+        coded(status, code)
+    }
+
     fn finish(&mut self, outcome: &'static str) {
         self.done = true;
         metrics::request_finished(outcome);
@@ -276,23 +329,5 @@ impl Drop for FrameStream {
         if !self.done {
             self.finish("cancelled");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_traceparent() {
-        assert_eq!(
-            trace_id_from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert_eq!(trace_id_from_traceparent("garbage"), None);
-        assert_eq!(
-            trace_id_from_traceparent("00-xyz-00f067aa0ba902b7-01"),
-            None
-        );
     }
 }

@@ -18,7 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::{debug, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 use tts_frame::Validator;
 
 use crate::audio::{Frame, Framer, Resampler, to_s16};
@@ -44,6 +45,14 @@ pub enum SubmitError {
     /// As many requests as allowed are in flight.
     #[error("{0} requests are already in flight")]
     Full(usize),
+    /// The text would be more audio than one request may have.
+    #[error("the text would be about {estimate:.0} s of audio; the limit is {limit:.0} s")]
+    TooLong {
+        /// Estimated audio, seconds.
+        estimate: f64,
+        /// The limit, seconds.
+        limit: f64,
+    },
     /// The request would make admitted streams late.
     #[error("the worker is at capacity; retry in {} ms", retry_after.as_millis())]
     Overloaded {
@@ -52,13 +61,31 @@ pub enum SubmitError {
     },
 }
 
-/// What the sender gets from a request's steps.
+/// What the service gets for a request: its frames, then maybe why it
+/// ended early.
 #[derive(Debug)]
 pub enum Sent {
     /// A frame, validated and ready for the wire.
     Frame(Frame),
-    /// Synthesis failed; nothing more follows.
-    Failed(EngineError),
+    /// The request ended before its last frame; nothing more follows.
+    Failed(Failure),
+}
+
+/// Why a request ended before its last frame.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The text produced no audio at all.
+    #[error("the text produced no audio")]
+    NoAudio,
+    /// The worker's shutdown grace period ended first.
+    #[error("the worker shut down before the request could finish")]
+    ShuttingDown,
+    /// The reader took no frame for this long.
+    #[error("the reader took no frame for {0:?}")]
+    Stalled(Duration),
 }
 
 /// How the pool runs.
@@ -70,6 +97,10 @@ pub struct PoolConfig {
     pub max_requests: usize,
     /// How far ahead of its due time a frame may leave.
     pub send_ahead: Duration,
+    /// A request whose reader takes no frame for this long is ended.
+    pub stalled_after: Duration,
+    /// Most audio one request may ask for, seconds.
+    pub max_audio_secs: f64,
     /// Test hook: corrupt the frame with this sequence number after its
     /// checksum is computed.
     pub fault_corrupt_frame: Option<u32>,
@@ -161,6 +192,9 @@ pub struct SynthPool {
     config: PoolConfig,
     /// Set while draining: frames leave as soon as they exist.
     draining: AtomicBool,
+    /// Cancelled when the shutdown grace period is over: every request
+    /// still streaming ends with [`Failure::ShuttingDown`].
+    force: CancellationToken,
 }
 
 impl SynthPool {
@@ -222,6 +256,7 @@ impl SynthPool {
             admitted: Arc::new(Semaphore::new(config.max_requests)),
             config,
             draining: AtomicBool::new(false),
+            force: CancellationToken::new(),
         }))
     }
 
@@ -233,8 +268,16 @@ impl SynthPool {
         self.shared.ready.notify_all();
     }
 
-    /// Admits a request and starts streaming its frames into `frames`.
-    /// Returns at once; the frames follow as steps are synthesised.
+    /// The grace period is over: every request still streaming ends now
+    /// with [`Failure::ShuttingDown`], said through its abort slot.
+    pub fn force_stop(&self) {
+        self.force.cancel();
+    }
+
+    /// Admits a request and starts streaming its frames into `frames`;
+    /// a request that ends early also says why in `abort`, which its reader
+    /// sees even when the frame queue is full. Returns at once; the frames
+    /// follow as steps are synthesised.
     pub fn submit(
         self: &Arc<Self>,
         voice: usize,
@@ -242,6 +285,7 @@ impl SynthPool {
         delivery: Delivery,
         ids: RequestIds,
         frames: mpsc::Sender<Sent>,
+        abort: tokio::sync::oneshot::Sender<Failure>,
     ) -> Result<(), SubmitError> {
         let permit = Arc::clone(&self.admitted)
             .try_acquire_owned()
@@ -269,6 +313,12 @@ impl SynthPool {
             let mut state = self.shared.lock();
             let demand = state.estimates[voice]
                 .demand(chars as f64 * state.estimates[voice].audio_per_char.value());
+            if demand.audio > self.config.max_audio_secs {
+                return Err(SubmitError::TooLong {
+                    estimate: demand.audio,
+                    limit: self.config.max_audio_secs,
+                });
+            }
             let id = state
                 .streams
                 .admit(arrival, demand, delivery)
@@ -290,6 +340,7 @@ impl SynthPool {
             _permit: permit,
             ids,
             tx: frames,
+            abort: Some(abort),
             events,
             validator: Validator::new(),
         };
@@ -530,7 +581,7 @@ impl Done {
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                let _ = job.events.send(Sent::Failed(e));
+                let _ = job.events.send(Sent::Failed(e.into()));
                 drop(state.streams.remove(id));
                 return;
             }
@@ -570,6 +621,7 @@ struct Sender {
     _permit: OwnedSemaphorePermit,
     ids: RequestIds,
     tx: mpsc::Sender<Sent>,
+    abort: Option<tokio::sync::oneshot::Sender<Failure>>,
     events: mpsc::UnboundedReceiver<Sent>,
     validator: Validator,
 }
@@ -604,6 +656,7 @@ impl Sender {
             if releasable && self.tx.capacity() == 0 {
                 blocked_since.get_or_insert(now);
             }
+            let stalled_at = blocked_since.map(|t| t + self.pool.config.stalled_after);
             tokio::select! {
                 biased;
                 _ = self.tx.closed() => {
@@ -611,12 +664,21 @@ impl Sender {
                         session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
                     return;
                 }
+                _ = self.pool.force.cancelled() => {
+                    end_early(&mut self.abort, &self.ids, Failure::ShuttingDown);
+                    return;
+                }
+                _ = tokio::time::sleep_until(stalled_at.unwrap_or(now).into()), if stalled_at.is_some() => {
+                    metrics::stalled();
+                    end_early(&mut self.abort, &self.ids, Failure::Stalled(self.pool.config.stalled_after));
+                    return;
+                }
                 event = self.events.recv(), if producing => match event {
                     Some(Sent::Frame(frame)) => pending.push_back((frame, Instant::now())),
                     Some(Sent::Failed(e)) => {
                         warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
                             session_id = %self.ids.session_id, error = %e, "synthesis failed");
-                        let _ = self.tx.send(Sent::Failed(e)).await;
+                        end_early(&mut self.abort, &self.ids, e);
                         return;
                     }
                     None => producing = false,
@@ -638,7 +700,7 @@ impl Sender {
             }
         }
         if sent == 0 {
-            let _ = self.tx.send(Sent::Failed(EngineError::NoAudio)).await;
+            end_early(&mut self.abort, &self.ids, Failure::NoAudio);
         }
     }
 
@@ -676,6 +738,21 @@ impl Sender {
             }
         }
         self.playout.sent_one();
+    }
+}
+
+/// Ends a request before its last frame, saying why through its abort
+/// slot, which the response stream reads before any queued frame (the
+/// frame queue may be full).
+fn end_early(
+    abort: &mut Option<tokio::sync::oneshot::Sender<Failure>>,
+    ids: &RequestIds,
+    why: Failure,
+) {
+    info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+        session_id = %ids.session_id, reason = %why, "request ended early");
+    if let Some(abort) = abort.take() {
+        let _ = abort.send(why);
     }
 }
 

@@ -41,9 +41,6 @@ pub enum EngineError {
     /// libespeak-ng failed.
     #[error("espeak-ng: {0}")]
     Espeak(String),
-    /// The text produced no audio at all.
-    #[error("the text produced no audio")]
-    NoAudio,
 }
 
 /// What a client can learn about a voice (reported by `ListVoices`).

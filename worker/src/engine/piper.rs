@@ -104,25 +104,69 @@ impl Phonemizer {
     /// builds them: `^`, then each phoneme (NFD-decomposed) followed by the
     /// pad `_`, the clause's punctuation likewise, then `$`.
     fn ids(&self, clause: &Clause) -> Result<Vec<i64>, EngineError> {
+        Ok(self.wrap(&self.phonemes(clause)?))
+    }
+
+    /// The clause's phonemes (NFD-decomposed), its punctuation last.
+    fn phonemes(&self, clause: &Clause) -> Result<Vec<char>, EngineError> {
         let mut phonemes = espeak::phonemize(&self.espeak_voice, &clause.text)?;
         if let Some(t) = clause.terminator {
             phonemes.push(t);
         }
+        Ok(phonemes.nfd().collect())
+    }
+
+    /// `^`, each phoneme the voice knows followed by the pad `_`, `$`.
+    fn wrap(&self, phonemes: &[char]) -> Vec<i64> {
         let mut ids = Vec::with_capacity(phonemes.len() * 2 + 3);
         let pad = &self.ids[&PAD];
         ids.extend_from_slice(&self.ids[&BOS]);
         ids.extend_from_slice(pad);
-        for c in phonemes.nfd() {
+        for c in phonemes {
             // Symbols the voice was not trained on are skipped, as Piper does.
-            if let Some(id) = self.ids.get(&c) {
+            if let Some(id) = self.ids.get(c) {
                 ids.extend_from_slice(id);
                 ids.extend_from_slice(pad);
             }
         }
         ids.extend_from_slice(&self.ids[&EOS]);
-        Ok(ids)
+        ids
+    }
+
+    /// The clause's ids in runs of at most [`MAX_IDS`], cut between words
+    /// (within a word only if one word alone is longer): what one text-part
+    /// run may take, so that memory stays bounded whatever the text (the
+    /// text encoder's attention grows with the square of its input).
+    fn id_runs(&self, clause: &Clause) -> Result<Vec<Vec<i64>>, EngineError> {
+        let phonemes = self.phonemes(clause)?;
+        // Each phoneme costs two ids; `^ _ … $` three more.
+        let max_phonemes = (MAX_IDS - 3) / 2;
+        if phonemes.len() <= max_phonemes {
+            return Ok(vec![self.wrap(&phonemes)]);
+        }
+        let mut runs = Vec::new();
+        let mut start = 0;
+        while start < phonemes.len() {
+            let hard_end = (start + max_phonemes).min(phonemes.len());
+            let end = if hard_end == phonemes.len() {
+                hard_end
+            } else {
+                // After the last space in the run, if there is one.
+                phonemes[start..hard_end]
+                    .iter()
+                    .rposition(|&c| c == ' ')
+                    .map_or(hard_end, |i| start + i + 1)
+            };
+            runs.push(self.wrap(&phonemes[start..end]));
+            start = end;
+        }
+        Ok(runs)
     }
 }
+
+/// Most phoneme ids one text-part run takes: a 300-character English
+/// clause, the longest the text splitter makes, has about 700.
+const MAX_IDS: usize = 1_000;
 
 /// ONNX Runtime can be loaded once per process; every voice shares it.
 static RUNTIME: OnceLock<Mutex<Option<(PathBuf, ort::environment::Environment)>>> = OnceLock::new();
@@ -337,10 +381,12 @@ impl Synthesizer for PiperSynthesizer {
     ) -> Result<(), EngineError> {
         let next = match std::mem::replace(state, ClauseState::Done) {
             ClauseState::Pending(clause) => {
-                let ids = self.phonemizer.ids(&clause)?;
+                let runs = self.phonemizer.id_runs(&clause)?;
                 match &mut self.engine {
                     Engine::OneShot(session) => {
-                        one_shot(session, ids, self.scales, emit)?;
+                        for ids in runs {
+                            one_shot(session, ids, self.scales, emit)?;
+                        }
                         ClauseState::Done
                     }
                     Engine::Streamed(own) => {
@@ -350,7 +396,7 @@ impl Synthesizer for PiperSynthesizer {
                             .flatten()
                             .and_then(|m| m.try_lock().ok());
                         let sessions = shared.as_deref_mut().unwrap_or(own);
-                        let mut progress = sessions.begin(ids, self.scales)?;
+                        let mut progress = sessions.begin(runs, self.scales)?;
                         more(sessions.step(&mut progress, emit)?, progress)
                     }
                 }
@@ -487,6 +533,36 @@ mod tests {
             .phoneme_ids(&clause("This is a streaming speech test."))
             .expect("ids");
         assert_eq!(got2, s2);
+    }
+
+    #[test]
+    fn a_clause_too_long_for_one_text_part_run_is_cut_between_words() {
+        let v = voice(PlanChoice::Default);
+        let normal = clause(&"The quick brown fox jumps over the lazy dog and ".repeat(6));
+        let runs = v.phonemizer.id_runs(&normal).expect("ids");
+        assert_eq!(runs.len(), 1, "a 300-character clause is one run");
+        let digits = clause(&"7".repeat(300));
+        let runs = v.phonemizer.id_runs(&digits).expect("ids");
+        assert!(runs.len() > 1, "{} runs", runs.len());
+        eprintln!(
+            "300 digits: runs of {:?} ids",
+            runs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let space = v.phonemizer.ids[&' '][0];
+        for run in &runs {
+            assert!(run.len() <= MAX_IDS, "{} ids", run.len());
+            assert_eq!(run[0], v.phonemizer.ids[&BOS][0]);
+            assert_eq!(run[run.len() - 1], v.phonemizer.ids[&EOS][0]);
+            // No run starts inside a word: a word boundary precedes it.
+            assert_ne!(run[2], space);
+        }
+        // Streamed and one-shot both speak every run, the same audio.
+        let mut streamed = v.streamed().expect("sessions").expect("streams");
+        let mut whole = v.one_shot().expect("session");
+        let (a, _) = speak(&mut streamed, &"7".repeat(300));
+        let (b, _) = speak(&mut whole, &"7".repeat(300));
+        assert!(a.len() > 22_050 * 12, "{} samples", a.len());
+        assert_eq!(a.len(), b.len());
     }
 
     #[test]

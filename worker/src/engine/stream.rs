@@ -4,6 +4,8 @@
 //! clause. With enough context the result equals the one-shot output (the
 //! flow and decoder are convolutional with short receptive fields).
 
+use std::collections::VecDeque;
+
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -65,6 +67,9 @@ pub struct StreamProgress {
     next: usize,
     /// Samples per latent frame (known after the first window; 0 before).
     hop: usize,
+    /// Runs of phoneme ids whose text part has not run yet.
+    runs: VecDeque<Vec<i64>>,
+    scales: [f32; 3],
 }
 
 impl StreamProgress {
@@ -89,6 +94,14 @@ struct Frames {
 }
 
 impl Frames {
+    fn empty() -> Self {
+        Self {
+            data: Vec::new(),
+            channels: 0,
+            len: 0,
+        }
+    }
+
     fn from_output(shape: &[i64], data: &[f32]) -> Result<Self, EngineError> {
         match shape {
             [1, c, t] => Ok(Self {
@@ -129,37 +142,60 @@ impl StreamedSessions {
         })
     }
 
-    /// Runs the text part on phoneme `ids`: the clause's latent frames
-    /// are known from here on, and windows can be decoded one by one.
+    /// Runs the text part on the first of a clause's runs of phoneme ids
+    /// (one run unless the clause is very long): its latent frames are
+    /// known from here on, and windows can be decoded one by one.
     pub(crate) fn begin(
         &mut self,
-        ids: Vec<i64>,
+        runs: Vec<Vec<i64>>,
         scales: [f32; 3],
     ) -> Result<StreamProgress, EngineError> {
-        let (z, mask) = self.text_part(ids, scales)?;
-        let len = z.len;
-        Ok(StreamProgress {
-            d: Frames {
-                data: vec![0.0; z.channels * len],
-                channels: z.channels,
-                len,
-            },
-            z,
-            mask,
+        let mut runs = VecDeque::from(runs);
+        let ids = runs.pop_front().unwrap_or_default();
+        let mut progress = StreamProgress {
+            z: Frames::empty(),
+            mask: Frames::empty(),
+            d: Frames::empty(),
             ready: 0,
-            windows: self.plan.windows(len),
+            windows: Vec::new(),
             next: 0,
             hop: 0,
-        })
+            runs,
+            scales,
+        };
+        self.start_run(&mut progress, ids)?;
+        Ok(progress)
     }
 
-    /// Decodes the next window (running the flow block it needs first)
-    /// and hands its samples to `emit`. Returns whether windows remain.
+    fn start_run(&mut self, p: &mut StreamProgress, ids: Vec<i64>) -> Result<(), EngineError> {
+        let (z, mask) = self.text_part(ids, p.scales)?;
+        let len = z.len;
+        p.d = Frames {
+            data: vec![0.0; z.channels * len],
+            channels: z.channels,
+            len,
+        };
+        p.z = z;
+        p.mask = mask;
+        p.ready = 0;
+        p.windows = self.plan.windows(len);
+        p.next = 0;
+        Ok(())
+    }
+
+    /// Decodes the next window (running the flow block it needs first, and
+    /// the next run's text part when a run is done) and hands its samples
+    /// to `emit`. Returns whether windows remain.
     pub(crate) fn step(
         &mut self,
         p: &mut StreamProgress,
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<bool, EngineError> {
+        if p.next >= p.windows.len()
+            && let Some(ids) = p.runs.pop_front()
+        {
+            self.start_run(p, ids)?;
+        }
         let Some(&w) = p.windows.get(p.next) else {
             return Ok(false);
         };
@@ -172,7 +208,7 @@ impl StreamedSessions {
         p.hop = audio.len() / (w.hi - w.lo);
         p.next += 1;
         emit(&audio[(w.start - w.lo) * p.hop..(w.end - w.lo) * p.hop]);
-        Ok(p.next < p.windows.len())
+        Ok(p.next < p.windows.len() || !p.runs.is_empty())
     }
 
     fn text_part(

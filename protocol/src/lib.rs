@@ -1,13 +1,16 @@
-//! The WebSocket contract's JSON messages (see `docs/protocol.md`).
+//! The WebSocket contract's JSON messages (see `docs/protocol.md`), typed
+//! once for every side: the orchestrator parses [`ClientMessage`] and
+//! writes [`ServerMessage`]; clients, the load tester and the doctor read
+//! [`ServerMessage`] and write client messages with the same field names.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Protocol version announced in `ready`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Error codes a client can receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not JSON, unknown type, missing fields, or a binary message.
@@ -20,13 +23,75 @@ pub enum ErrorCode {
     UnknownVoice,
     /// The worker cannot be reached or is draining.
     WorkerUnavailable,
-    /// Too many requests in flight.
+    /// Too many requests in flight, or admitted streams would be late.
     Overloaded,
+    /// The client sends requests faster than its address may.
+    RateLimited,
+    /// The client did not read a request's audio for too long.
+    ClientTooSlow,
+    /// The server stopped before the request could finish.
+    ShuttingDown,
     /// Anything else, including a frame that failed verification.
     Internal,
 }
 
+/// How a request ended, for counting: the `outcome` label of request
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its `end` was sent with every frame.
+    Completed,
+    /// The client cancelled it.
+    Cancelled,
+    /// The client's connection went away.
+    Disconnected,
+    /// The client asked for something it may not have (4xx-like).
+    ClientError,
+    /// Admission control refused it to protect admitted streams.
+    Refused,
+    /// The server failed it.
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, for creating metric series at start-up.
+    pub const ALL: [Self; 6] = [
+        Self::Completed,
+        Self::Cancelled,
+        Self::Disconnected,
+        Self::ClientError,
+        Self::Refused,
+        Self::Failed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Disconnected => "disconnected",
+            Self::ClientError => "client_error",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl ErrorCode {
+    /// Every code, for creating metric series at start-up.
+    pub const ALL: [Self; 10] = [
+        Self::BadRequest,
+        Self::EmptyText,
+        Self::TextTooLong,
+        Self::UnknownVoice,
+        Self::WorkerUnavailable,
+        Self::Overloaded,
+        Self::RateLimited,
+        Self::ClientTooSlow,
+        Self::ShuttingDown,
+        Self::Internal,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,27 +101,38 @@ impl ErrorCode {
             Self::UnknownVoice => "unknown_voice",
             Self::WorkerUnavailable => "worker_unavailable",
             Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limited",
+            Self::ClientTooSlow => "client_too_slow",
+            Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
         }
     }
 
-    /// Parses a code carried in the worker's `tts-error-code` metadata.
+    /// Parses a code as it appears on the wire (also in the worker's
+    /// `tts-error-code` metadata).
     pub fn from_wire(code: &str) -> Option<Self> {
-        Some(match code {
-            "bad_request" => Self::BadRequest,
-            "empty_text" => Self::EmptyText,
-            "text_too_long" => Self::TextTooLong,
-            "unknown_voice" => Self::UnknownVoice,
-            "worker_unavailable" => Self::WorkerUnavailable,
-            "overloaded" => Self::Overloaded,
-            "internal" => Self::Internal,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// How a request that ended with this code is counted: the client's
+    /// mistakes, refusals that protect admitted streams, and the server's
+    /// own failures (the only ones an error-rate alert should count).
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::BadRequest
+            | Self::EmptyText
+            | Self::TextTooLong
+            | Self::UnknownVoice
+            | Self::RateLimited
+            | Self::ClientTooSlow => Outcome::ClientError,
+            Self::Overloaded => Outcome::Refused,
+            Self::WorkerUnavailable | Self::ShuttingDown | Self::Internal => Outcome::Failed,
+        }
     }
 }
 
 /// A message from the server.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Sent once on connect.
@@ -72,7 +148,7 @@ pub enum ServerMessage {
         /// 960.
         frame_samples: u32,
         /// `pcm_s16le`.
-        encoding: &'static str,
+        encoding: String,
     },
     /// Answer to `ping`.
     Pong {
@@ -81,11 +157,11 @@ pub enum ServerMessage {
         /// Server clock, µs since the Unix epoch.
         server_time_us: u64,
         /// For a deep ping: the worker's gRPC health round trip, µs.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         worker_rtt_us: Option<u64>,
         /// For a deep ping: the worker's health (`SERVING`, `NOT_SERVING`,
         /// or the error).
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         worker_status: Option<String>,
     },
     /// Before the first frame of a request.
@@ -119,11 +195,11 @@ pub enum ServerMessage {
         /// For people.
         message: String,
         /// The request it concerns, if any.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
-        /// For `overloaded`: milliseconds after which the request would
-        /// likely be admitted.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// For `overloaded` and `rate_limited`: milliseconds after which
+        /// the request would likely be accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
 }
@@ -143,6 +219,20 @@ impl ServerMessage {
     pub fn to_json(&self) -> String {
         // Serialising these plain structs cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Parses a message from the server.
+    pub fn parse(raw: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(raw)
+    }
+
+    /// The request the message concerns, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Start { request_id, .. } | Self::End { request_id, .. } => Some(request_id),
+            Self::Error { request_id, .. } => request_id.as_deref(),
+            Self::Ready { .. } | Self::Pong { .. } => None,
+        }
     }
 }
 
@@ -397,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn codes_round_trip_and_say_who_was_at_fault() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::TextTooLong.outcome(), Outcome::ClientError);
+        assert_eq!(ErrorCode::Overloaded.outcome(), Outcome::Refused);
+        assert_eq!(ErrorCode::WorkerUnavailable.outcome(), Outcome::Failed);
+        assert_eq!(ErrorCode::from_wire("nonsense"), None);
+    }
+
+    #[test]
+    fn server_messages_parse_back() {
+        let err = ServerMessage::Error {
+            code: ErrorCode::Overloaded,
+            message: "full".into(),
+            request_id: Some("r".into()),
+            retry_after_ms: Some(250),
+        };
+        assert_eq!(ServerMessage::parse(&err.to_json()).expect("parses"), err);
+        let pong = ServerMessage::parse(r#"{"type":"pong","id":3,"server_time_us":5}"#)
+            .expect("a pong without worker fields");
+        assert!(matches!(
+            pong,
+            ServerMessage::Pong {
+                worker_rtt_us: None,
+                ..
+            }
+        ));
+        assert_eq!(err.request_id(), Some("r"));
+    }
+
+    #[test]
     fn server_messages_match_the_contract() {
         let ready: Value = serde_json::from_str(
             &ServerMessage::Ready {
@@ -405,7 +527,7 @@ mod tests {
                 sample_rate: 48_000,
                 channels: 1,
                 frame_samples: 960,
-                encoding: "pcm_s16le",
+                encoding: "pcm_s16le".into(),
             }
             .to_json(),
         )

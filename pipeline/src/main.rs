@@ -1,0 +1,82 @@
+//! `tts-pipeline`: a worker and an orchestrator in one process. The worker
+//! serves gRPC on an ephemeral loopback port and the orchestrator relays to
+//! it, so every frame still crosses a real gRPC hop. For demos, benchmarks
+//! and small machines; deployments run `tts-worker` and `tts-orchestrator`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tts_worker::{Worker, WorkerConfig};
+
+/// Worker and orchestrator in one process.
+#[derive(Debug, Parser)]
+#[command(name = "tts-pipeline", version, about)]
+struct Cli {
+    /// The orchestrator's flags (`--worker` is ignored: the embedded worker
+    /// serves it).
+    #[command(flatten)]
+    front: tts_orchestrator::config::Cli,
+
+    /// The worker's flags.
+    #[command(flatten, next_help_heading = "Worker")]
+    worker: WorkerConfig,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    let worker_config = WorkerConfig {
+        max_text_chars: cli.front.relay.max_text_chars,
+        ..cli.worker.clone()
+    };
+    let metrics = match worker_config
+        .validate()
+        .and_then(|()| cli.front.init("tts-pipeline"))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("tts-pipeline: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let worker = match tokio::task::spawn_blocking(move || Worker::load(&worker_config)).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
+            eprintln!("tts-pipeline: worker: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("tts-pipeline: loading the worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tts-pipeline: binding the worker's port: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => cli.front.relay.worker_url = format!("http://{addr}"),
+        Err(e) => {
+            eprintln!("tts-pipeline: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // The worker keeps serving while the orchestrator drains; it ends with
+    // the process.
+    tokio::spawn(async move {
+        if let Err(e) = worker.serve(listener, std::future::pending()).await {
+            tracing::error!(error = %e, "embedded worker stopped");
+        }
+    });
+    match cli.front.serve(metrics).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tts-pipeline: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
