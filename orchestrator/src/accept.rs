@@ -17,6 +17,7 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -120,6 +121,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     gate: Gate,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     loop {
@@ -145,14 +147,25 @@ pub(crate) async fn serve(
             }
         };
         tune(&tcp, gate.limits.send_buffer);
-        tokio::spawn(connection(
-            tcp,
-            peer,
-            router.clone(),
-            ticket,
-            gate.limits.handshake,
-            stop.clone(),
-        ));
+        let (router, stop, handshake) = (router.clone(), stop.clone(), gate.limits.handshake);
+        match tls.clone() {
+            None => {
+                tokio::spawn(connection(tcp, peer, router, ticket, handshake, stop));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    // The TLS handshake counts against the same timeout.
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => connection(tls, peer, router, ticket, handshake, stop).await,
+                        Ok(Err(e)) => {
+                            metrics::connection_refused("tls");
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => metrics::connection_refused("handshake_timeout"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -166,14 +179,16 @@ fn tune(tcp: &TcpStream, send_buffer: usize) {
 /// Serves one connection: HTTP/1.1 with upgrades, headers within
 /// `handshake`; on shutdown, a keep-alive connection closes after its
 /// current request.
-async fn connection(
-    tcp: TcpStream,
+async fn connection<IO>(
+    io: IO,
     peer: SocketAddr,
     router: Router,
     ticket: Ticket,
     handshake: Duration,
     stop: CancellationToken,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -186,7 +201,7 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

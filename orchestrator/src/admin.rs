@@ -141,7 +141,7 @@ fn check_memory(min_available_mb: u64) -> Check {
 /// Speaks [`CANARY_TEXT`] through the worker and checks the audio: frame
 /// count in range, sizes, sequence and checksums valid, not silent, not
 /// clipped.
-pub(crate) async fn canary(client: &TtsClient<Channel>) -> Check {
+pub(crate) async fn canary(client: &TtsClient<Channel>, token: Option<&str>) -> Check {
     let started = Instant::now();
     let request = SynthesizeRequest {
         text: CANARY_TEXT.into(),
@@ -152,6 +152,10 @@ pub(crate) async fn canary(client: &TtsClient<Channel>) -> Check {
         // The canary checks the audio, not its pace.
         delivery: tts_proto::v1::Delivery::Fast as i32,
     };
+    let mut request = tonic::Request::new(request);
+    if let Some(auth) = crate::relay::bearer(token) {
+        request.metadata_mut().insert("authorization", auth);
+    }
     let mut client = client.clone();
     let run = async {
         let mut stream = client.synthesize(request).await?.into_inner();
@@ -305,7 +309,7 @@ async fn cached_canary(state: &AdminState) -> Check {
     {
         return check.clone();
     }
-    let check = canary(&state.client).await;
+    let check = canary(&state.client, state.config.worker_auth_token.as_deref()).await;
     *cache = Some((Instant::now(), check.clone()));
     check
 }

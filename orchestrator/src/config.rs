@@ -122,6 +122,56 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_MIN_AVAILABLE_MEMORY_MB", default_value_t = 256)]
     pub min_available_memory_mb: u64,
 
+    /// Require `Authorization: Bearer TOKEN` on the WebSocket handshake
+    /// (compared in constant time); refused with HTTP 401 otherwise.
+    #[arg(long, env = "TTS_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Also accept the token as the `token` query parameter (`/ws?token=`),
+    /// for browsers, which cannot set headers on a WebSocket. Query strings
+    /// end up in logs and histories: prefer the header.
+    #[arg(long, env = "TTS_AUTH_QUERY_PARAM")]
+    pub auth_query_param: bool,
+
+    /// A browser origin (`https://app.example`) allowed to open WebSockets;
+    /// repeatable, `*` for any. By default only pages from the server's own
+    /// host may; a handshake with another `Origin` is refused with 403
+    /// (clients that send no `Origin`, i.e. not browsers, are not
+    /// affected).
+    #[arg(
+        long = "allowed-origin",
+        env = "TTS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve the client listener over TLS (`wss://`, `https://`) with this
+    /// certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "TTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The client listener's TLS private key (PEM).
+    #[arg(long, env = "TTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Bearer token sent to the worker on every synthesis call.
+    #[arg(long, env = "TTS_WORKER_AUTH_TOKEN", hide_env_values = true)]
+    pub worker_auth_token: Option<String>,
+
+    /// CA certificate (PEM) that signs the worker's certificate, for an
+    /// `https://` worker URL.
+    #[arg(long, env = "TTS_WORKER_CA")]
+    pub worker_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) presented to a worker that requires one;
+    /// needs `--worker-client-key`.
+    #[arg(long, env = "TTS_WORKER_CLIENT_CERT", requires = "worker_client_key")]
+    pub worker_client_cert: Option<std::path::PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TTS_WORKER_CLIENT_KEY", requires = "worker_client_cert")]
+    pub worker_client_key: Option<std::path::PathBuf>,
+
     /// Consecutive bad messages after which a connection is closed.
     #[arg(long, env = "TTS_MAX_BAD_MESSAGES", default_value_t = 32)]
     pub max_bad_messages: u32,
@@ -158,6 +208,17 @@ impl OrchestratorConfig {
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.worker_url.starts_with("https://") && self.worker_ca.is_none() {
+            return Err("an https:// --worker needs --worker-ca".into());
+        }
+        for (name, token) in [
+            ("--auth-token", &self.auth_token),
+            ("--worker-auth-token", &self.worker_auth_token),
+        ] {
+            if token.as_deref() == Some("") {
+                return Err(format!("{name} must not be empty"));
             }
         }
         if self.grpc_stream_window_bytes < 4096 {

@@ -18,6 +18,7 @@ pub use tts_protocol as protocol;
 mod accept;
 mod admin;
 mod relay;
+mod security;
 mod session;
 mod writer;
 
@@ -27,9 +28,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
@@ -79,6 +80,12 @@ impl Orchestrator {
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);
+        let endpoint = match security::worker_tls(&config)? {
+            Some(tls) => endpoint
+                .tls_config(tls)
+                .map_err(|e| OrchestratorError::Config(format!("worker TLS: {e}")))?,
+            None => endpoint,
+        };
         Ok(Self {
             channel: endpoint.connect_lazy(),
             config,
@@ -122,6 +129,7 @@ impl Orchestrator {
                 dead_air: Duration::from_millis(self.config.dead_air_ms),
                 progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
                 stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
+                worker_auth: relay::bearer(self.config.worker_auth_token.as_deref()),
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
@@ -150,7 +158,8 @@ impl Orchestrator {
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             worker = %self.config.worker_url, "orchestrator listening");
         let gate = accept::Gate::new(self.config.connection_limits());
-        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), stop.clone()));
+        let tls = security::acceptor(&self.config)?;
+        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
         let done = CancellationToken::new();
         let closed = done.clone();
         let admin_server = tokio::spawn(
@@ -193,8 +202,16 @@ async fn ws_handler(
     State(shared): State<Arc<session::Shared>>,
     Extension(ticket): Extension<accept::Ticket>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if let Err((status, reason, body)) =
+        security::check_handshake(&shared.config, &headers, query.as_deref())
+    {
+        metrics::connection_refused(reason);
+        tracing::info!(%peer, reason, "handshake refused");
+        return (status, body).into_response();
+    }
     let trace_hint = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())

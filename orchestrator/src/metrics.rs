@@ -16,7 +16,7 @@ pub const CONNECTIONS_TOTAL: &str = "tts_orchestrator_websocket_connections_tota
 /// client_error, refused, failed) and `code` (an error code, or `none`).
 pub const REQUESTS: &str = "tts_orchestrator_requests_total";
 /// Connections closed before a WebSocket session, by `reason` (capacity,
-/// per_address, handshake_timeout).
+/// per_address, handshake_timeout, auth, origin).
 pub const CONNECTIONS_REFUSED: &str = "tts_orchestrator_connections_refused_total";
 /// WebSocket sessions the server closed, by close `code` (1000 idle, 1001
 /// shutdown, 1007 invalid UTF-8, 1008 policy, 1009 too big).
@@ -175,7 +175,13 @@ pub(crate) fn started() {
         metrics::counter!(REQUESTS, "outcome" => code.outcome().as_str(), "code" => code.as_str())
             .absolute(0);
     }
-    for reason in ["capacity", "per_address", "handshake_timeout"] {
+    for reason in [
+        "capacity",
+        "per_address",
+        "handshake_timeout",
+        "auth",
+        "origin",
+    ] {
         metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).absolute(0);
     }
     for code in CLOSE_CODES {

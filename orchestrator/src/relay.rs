@@ -185,6 +185,16 @@ pub(crate) struct RelayContext {
     /// A request whose client has taken none of its frames for this long
     /// is ended with `client_too_slow`.
     pub(crate) stalled_timeout: std::time::Duration,
+    /// `Bearer …` for the worker's `authorization` metadata, if it wants one.
+    pub(crate) worker_auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// The `authorization` metadata value for a worker token (`None` when the
+/// token cannot be a header value).
+pub(crate) fn bearer(
+    token: Option<&str>,
+) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {}", token?).parse().ok()
 }
 
 /// How long a request's last message (`end` or `error`) may wait for room
@@ -275,7 +285,7 @@ pub(crate) async fn relay(
     req.request_id
 }
 
-fn grpc_request(req: &Pending) -> tonic::Request<SynthesizeRequest> {
+fn grpc_request(ctx: &RelayContext, req: &Pending) -> tonic::Request<SynthesizeRequest> {
     let mut grpc = tonic::Request::new(SynthesizeRequest {
         text: req.text.clone(),
         voice: req.voice.clone().unwrap_or_default(),
@@ -288,6 +298,9 @@ fn grpc_request(req: &Pending) -> tonic::Request<SynthesizeRequest> {
         } as i32,
     });
     let meta = grpc.metadata_mut();
+    if let Some(auth) = &ctx.worker_auth {
+        meta.insert("authorization", auth.clone());
+    }
     if let Ok(v) = req.request_id.parse() {
         meta.insert(REQUEST_ID_HEADER, v);
     }
@@ -324,7 +337,10 @@ async fn stream_frames(
 ) -> Ending {
     let mut client = ctx.client.clone();
     let call = async {
-        let mut stream = client.synthesize(grpc_request(req)).await?.into_inner();
+        let mut stream = client
+            .synthesize(grpc_request(ctx, req))
+            .await?
+            .into_inner();
         let first = stream.message().await?;
         Ok::<_, Status>((stream, first))
     };

@@ -26,6 +26,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    tts_worker::alloc::tune();
     let worker_config = WorkerConfig {
         max_text_chars: cli.front.relay.max_text_chars,
         ..cli.worker.clone()

@@ -113,11 +113,29 @@ pub async fn spawn_orchestrator(worker_url: String, config: OrchestratorConfig) 
     spawn_orchestrator_metered(worker_url, config, None).await
 }
 
+/// Starts an orchestrator whose shutdown grace period is `grace`.
+pub async fn spawn_orchestrator_with_grace(
+    worker_url: String,
+    config: OrchestratorConfig,
+    grace: Duration,
+) -> Pipeline {
+    start_orchestrator(worker_url, config, None, grace).await
+}
+
 /// Starts an orchestrator that serves `/metrics` from `metrics`.
 pub async fn spawn_orchestrator_metered(
     worker_url: String,
+    config: OrchestratorConfig,
+    metrics: Option<tts_telemetry::MetricsHandle>,
+) -> Pipeline {
+    start_orchestrator(worker_url, config, metrics, Duration::from_secs(5)).await
+}
+
+async fn start_orchestrator(
+    worker_url: String,
     mut config: OrchestratorConfig,
     metrics: Option<tts_telemetry::MetricsHandle>,
+    grace: Duration,
 ) -> Pipeline {
     config.worker_url = worker_url;
     let mut orchestrator = Orchestrator::new(config).expect("valid config");
@@ -135,9 +153,7 @@ pub async fn spawn_orchestrator_metered(
     let token = stop.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move { token.cancelled().await };
-        let _ = orchestrator
-            .serve(ws, admin, shutdown, Duration::from_secs(5))
-            .await;
+        let _ = orchestrator.serve(ws, admin, shutdown, grace).await;
     });
     Pipeline {
         ws_url: format!("ws://{ws_addr}/ws"),
@@ -346,5 +362,201 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A service run as its own process from the workspace's binaries (for
+/// signals and memory measurements), killed on drop.
+pub struct ServiceProcess {
+    /// Its main listener (gRPC for a worker, WebSocket for an orchestrator).
+    pub addr: SocketAddr,
+    /// Its metrics or admin listener.
+    pub admin: SocketAddr,
+    child: std::process::Child,
+}
+
+impl ServiceProcess {
+    /// Starts `tts-worker` on free loopback ports with `args` added, and
+    /// waits (up to 60 s) until it serves `/metrics` and reports SERVING.
+    pub async fn worker(args: &[&str]) -> Self {
+        let (port, metrics) = (free_port(), free_port());
+        let child = std::process::Command::new(binary("tts-worker"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args(args)
+            .current_dir(repo_root())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tts-worker starts");
+        let process = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], metrics)),
+            child,
+        };
+        let url = format!("http://{}", process.addr);
+        let up = eventually(Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { worker_serving(&url).await }
+        })
+        .await;
+        assert!(up, "tts-worker did not become SERVING");
+        process
+    }
+
+    /// Starts `tts-orchestrator` relaying to `worker_url` with `args`
+    /// added, and waits (up to 30 s) until its admin listener answers.
+    pub async fn orchestrator(worker_url: &str, args: &[&str]) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let child = std::process::Command::new(binary("tts-orchestrator"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--worker", worker_url])
+            .args(args)
+            .current_dir(repo_root())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tts-orchestrator starts");
+        let process = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            child,
+        };
+        let admin = process.admin;
+        let up = eventually(Duration::from_secs(30), || async move {
+            tokio::net::TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+        assert!(up, "tts-orchestrator did not start");
+        process
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Its resident memory, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid())
+    }
+
+    /// Waits (up to `limit`) for the process to exit.
+    pub async fn exited(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die of SIGKILL promptly.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT".to_owned(), self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the worker at `url` answers `grpc.health.v1` with SERVING.
+pub async fn worker_serving(url: &str) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: tts_proto::HEALTH_SERVICE.into(),
+    };
+    matches!(client.check(request).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
+}
+
+/// Resident memory of process `pid`, bytes (from `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// A raw WebSocket to `url` whose kernel receive buffer is `recv_buffer`
+/// bytes (small, to stand for a client that reads nothing), with extra
+/// handshake headers.
+pub async fn raw_ws(
+    url: &str,
+    recv_buffer: Option<u32>,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    for (k, v) in headers {
+        if let (Ok(name), Ok(value)) = (
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()),
+            v.parse(),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let addr: SocketAddr = host.parse().map_err(|_| {
+        tokio_tungstenite::tungstenite::Error::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::NoHostName,
+        )
+    })?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    let tcp = socket.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    Ok(ws)
+}
+
+/// The next text message as JSON, or the close frame's code, from a raw
+/// WebSocket; frames are skipped. `None` when the stream ends without a
+/// close frame.
+pub async fn next_text_or_close(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Option<Result<serde_json::Value, u16>> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => {
+                return Some(Ok(serde_json::from_str(t.as_str()).unwrap_or_default()));
+            }
+            Ok(Message::Close(frame)) => return Some(Err(frame.map_or(1005, |f| f.code.into()))),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
     }
 }

@@ -109,10 +109,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_MAX_AUDIO_SECS", default_value_t = 300.0)]
     pub max_audio_secs: f64,
 
-    /// Seconds a request may wait for its reader to take a frame; then it
-    /// ends with `client_too_slow` and frees its slot.
-    #[arg(long, env = "TTS_WORKER_STALLED_STREAM_SECS", default_value_t = 30.0)]
-    pub stalled_stream_secs: f64,
+    /// Seconds a request may wait for its reader (the orchestrator) to
+    /// take a frame; then it ends with `client_too_slow` and frees its
+    /// slot.
+    #[arg(long, env = "TTS_STALLED_READER_SECS", default_value_t = 30.0)]
+    pub stalled_reader_secs: f64,
 
     /// Frames a request may have synthesised but not yet sent (16 = 320 ms
     /// of audio). When full, synthesis of that request waits.
@@ -124,16 +125,6 @@ pub struct WorkerConfig {
     /// embedded worker).
     #[arg(skip = 5000usize)]
     pub max_text_chars: usize,
-
-    /// Seconds the worker keeps answering after a shutdown signal, with
-    /// health NOT_SERVING and new requests refused, before it closes its
-    /// listener.
-    #[arg(long, env = "TTS_DRAIN_NOTICE_SECS", default_value_t = 2.0)]
-    pub drain_notice_secs: f64,
-
-    /// Seconds streams in progress may run on after a shutdown signal.
-    #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
 
     /// Test hook: flip one payload byte of this frame (by sequence number)
     /// after its checksum is computed, to prove the next hop notices.
@@ -182,12 +173,9 @@ impl WorkerConfig {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if !(self.drain_notice_secs.is_finite() && self.drain_notice_secs >= 0.0) {
-            return Err("--drain-notice-secs must be zero or more".into());
-        }
         for (name, secs) in [
             ("--max-audio-secs", self.max_audio_secs),
-            ("--stalled-stream-secs", self.stalled_stream_secs),
+            ("--stalled-reader-secs", self.stalled_reader_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return Err(format!("{name} must be a positive number"));
@@ -217,6 +205,72 @@ impl WorkerConfig {
             step_audio: window,
             admission: self.admission,
         }
+    }
+}
+
+/// How the worker's gRPC server runs: shutdown, authentication, TLS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Seconds the worker keeps answering after a shutdown signal, with
+    /// health NOT_SERVING and new requests refused, before it closes its
+    /// listener.
+    #[arg(long, env = "TTS_DRAIN_NOTICE_SECS", default_value_t = 2.0)]
+    pub drain_notice_secs: f64,
+
+    /// Seconds streams in progress may run on after a shutdown signal;
+    /// then each ends with `worker_unavailable`.
+    #[arg(long, env = "TTS_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+
+    /// Require `authorization: Bearer TOKEN` metadata on every `tts.v1.Tts`
+    /// call (health checks stay open). Compared in constant time.
+    #[arg(long, env = "TTS_WORKER_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs
+    /// `--tls-key`.
+    #[arg(long, env = "TTS_WORKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS private key (PEM).
+    #[arg(long, env = "TTS_WORKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "TTS_WORKER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            server: ServerConfig,
+        }
+        match Defaults::try_parse_from(["defaults"]) {
+            Ok(d) => d.server,
+            Err(e) => panic!("default server configuration does not parse: {e}"),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks values that flags' types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, secs) in [
+            ("--drain-notice-secs", self.drain_notice_secs),
+            ("--shutdown-grace-secs", self.shutdown_grace_secs),
+        ] {
+            if !(secs.is_finite() && secs >= 0.0) {
+                return Err(format!("{name} must be zero or more"));
+            }
+        }
+        if self.auth_token.as_deref() == Some("") {
+            return Err("--auth-token must not be empty".into());
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +306,10 @@ pub struct Cli {
     /// Engine, voices and queues.
     #[command(flatten)]
     pub worker: WorkerConfig,
+
+    /// Shutdown, authentication, TLS.
+    #[command(flatten)]
+    pub server: ServerConfig,
 }
 
 impl Cli {

@@ -40,6 +40,7 @@
 //! lone request gets its first audio sooner.
 //!
 //! # Layout
+//! - [`alloc`]: the C allocator's settings for a worker process.
 //! - [`text`]: text → clauses.
 //! - [`engine`]: Piper (ONNX Runtime) and espeak-ng voices.
 //! - [`audio`]: resampling to 48 kHz, limiting, framing with CRC-32C.
@@ -49,7 +50,9 @@
 //! - [`metrics`]: every metric the worker records.
 //! - [`config`]: flags and environment.
 
+pub mod alloc;
 pub mod audio;
+mod auth;
 pub mod config;
 pub mod engine;
 pub mod metrics;
@@ -57,6 +60,7 @@ pub mod sched;
 pub mod service;
 pub mod synth;
 pub mod text;
+mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +75,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
 use tts_proto::v1::tts_server::TtsServer;
 
-pub use config::{EngineKind, WorkerConfig};
+pub use config::{EngineKind, ServerConfig, WorkerConfig};
 use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
 use service::{Loaded, TtsService};
 use synth::{PoolConfig, SynthPool};
@@ -94,11 +98,20 @@ pub enum WorkerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS file could not be read.
+    #[error("{path}: {source}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A worker: its configuration and, once loaded, its voices.
 pub struct Worker {
     config: WorkerConfig,
+    server: ServerConfig,
     loaded: Arc<OnceLock<Loaded>>,
 }
 
@@ -109,8 +122,17 @@ impl Worker {
         config.validate().map_err(WorkerError::Config)?;
         Ok(Self {
             config,
+            server: ServerConfig::default(),
             loaded: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Serves with these shutdown, authentication and TLS settings
+    /// (default: none of either, a 10 s grace).
+    pub fn with_server(mut self, server: ServerConfig) -> Result<Self, WorkerError> {
+        server.validate().map_err(WorkerError::Config)?;
+        self.server = server;
+        Ok(self)
     }
 
     /// Checks `config` and loads the voices now. Blocking: a Piper voice
@@ -144,7 +166,7 @@ impl Worker {
             draining: Arc::clone(&draining),
         };
         let stopping = CancellationToken::new();
-        let notice = Duration::from_secs_f64(self.config.drain_notice_secs);
+        let notice = Duration::from_secs_f64(self.server.drain_notice_secs);
         let drain = {
             let (stopping, reporter) = (stopping.clone(), reporter.clone());
             let loaded = Arc::clone(&self.loaded);
@@ -170,17 +192,19 @@ impl Worker {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "worker listening");
         }
-        let server = tonic::transport::Server::builder()
+        let tts =
+            TtsServer::with_interceptor(service, auth::Check::new(self.server.auth_token.clone()));
+        let server = tls::configure(tonic::transport::Server::builder(), &self.server)?
             .add_service(health)
-            .add_service(TtsServer::new(service))
+            .add_service(tts)
             .serve_with_incoming_shutdown(incoming(listener), drain);
         let loading = self.load_in_background(reporter);
-        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let grace = Duration::from_secs_f64(self.server.shutdown_grace_secs);
         tokio::select! {
             r = server => r?,
             Err(e) = loading => return Err(e),
             _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-                warn!(grace_secs = grace.as_secs(), "grace period over; ending streams with worker_unavailable");
+                warn!(grace_secs = grace.as_secs_f64(), "grace period over; ending streams with worker_unavailable");
                 if let Some(loaded) = self.loaded.get() {
                     loaded.pool.force_stop();
                     // Long enough for the statuses to reach the wire.
@@ -272,7 +296,7 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             policy: config.policy(),
             max_requests: config.max_requests,
             send_ahead: Duration::from_millis(config.send_ahead_ms),
-            stalled_after: Duration::from_secs_f64(config.stalled_stream_secs),
+            stalled_after: Duration::from_secs_f64(config.stalled_reader_secs),
             max_audio_secs: config.max_audio_secs,
             fault_corrupt_frame: config.fault_corrupt_frame,
         },

@@ -9,9 +9,11 @@ use tts_worker::config::Cli;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tts_worker::alloc::tune();
     let config = cli.config();
     let checks = [
         config.validate(),
+        cli.server.validate(),
         tts_telemetry::init_logging(&cli.log_format, cli.otlp_endpoint.as_deref(), "tts-worker"),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
@@ -30,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         tts_telemetry::signal::shutdown(),
     ));
-    let worker = Worker::new(config)?;
+    let worker = Worker::new(config)?.with_server(cli.server.clone())?;
     if let Err(e) = worker
         .serve(listener, tts_telemetry::signal::shutdown())
         .await

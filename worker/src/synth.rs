@@ -176,11 +176,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remove(&self, id: StreamId) {
+    /// Removes a stream; returns whether none is left.
+    fn remove(&self, id: StreamId) -> bool {
         let mut state = self.lock();
         // Dropping the job drops its work at once.
         drop(state.streams.remove(id));
         metrics::utilisation(state.streams.utilisation());
+        state.streams.is_empty()
     }
 }
 
@@ -632,7 +634,10 @@ struct RemoveOnDrop(Arc<Shared>, StreamId);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        self.0.remove(self.1);
+        if self.0.remove(self.1) {
+            // Idle: give back what the last requests' peaks left behind.
+            crate::alloc::trim();
+        }
     }
 }
 

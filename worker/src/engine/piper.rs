@@ -305,8 +305,7 @@ impl PiperVoice {
 
     /// A synthesiser that runs the whole model once per clause.
     pub fn one_shot(&self) -> Result<PiperSynthesizer, EngineError> {
-        let session = self
-            .builder(self.intra_threads)?
+        let session = without_arena(self.builder(self.intra_threads)?)?
             .commit_from_file(&self.model)
             .map_err(|e| EngineError::Runtime(e.to_string()))?;
         Ok(self.synthesizer_with(Engine::OneShot(session)))
@@ -329,8 +328,14 @@ impl PiperVoice {
         parts: &SplitModel,
         threads: usize,
     ) -> Result<StreamedSessions, EngineError> {
-        StreamedSessions::open(parts, self.plan, |bytes| {
-            self.builder(threads)?
+        StreamedSessions::open(parts, self.plan, |bytes, varying| {
+            let builder = self.builder(threads)?;
+            let mut builder = if varying {
+                without_arena(builder)?
+            } else {
+                builder
+            };
+            builder
                 .commit_from_memory(bytes)
                 .map_err(|e| EngineError::Runtime(e.to_string()))
         })
@@ -344,6 +349,20 @@ impl PiperVoice {
             wide: self.wide.clone(),
         }
     }
+}
+
+/// A session whose input size varies with the text allocates afresh for
+/// each run instead of keeping an arena (and a memory pattern) sized by
+/// the largest input it ever saw.
+fn without_arena(
+    builder: ort::session::builder::SessionBuilder,
+) -> Result<ort::session::builder::SessionBuilder, EngineError> {
+    let err = |e: ort::Error| EngineError::Runtime(e.to_string());
+    builder
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+        .map_err(|e| err(e.into()))?
+        .with_memory_pattern(false)
+        .map_err(|e| err(e.into()))
 }
 
 impl Voice for PiperVoice {

@@ -125,16 +125,19 @@ impl Frames {
 
 impl StreamedSessions {
     /// Opens the three parts with `make`, which configures a session
-    /// builder (threads, spinning) and loads the bytes.
+    /// builder (threads, spinning) and loads the bytes; its flag says
+    /// whether the session's input size varies with the text (the text
+    /// part), so that memory kept between runs would follow the longest
+    /// text ever seen.
     pub(crate) fn open(
         parts: &SplitModel,
         plan: ChunkPlan,
-        make: impl Fn(&[u8]) -> Result<Session, EngineError>,
+        make: impl Fn(&[u8], bool) -> Result<Session, EngineError>,
     ) -> Result<Self, EngineError> {
         Ok(Self {
-            text: make(&parts.text)?,
-            flow: make(&parts.flow)?,
-            decoder: make(&parts.decoder)?,
+            text: make(&parts.text, true)?,
+            flow: make(&parts.flow, false)?,
+            decoder: make(&parts.decoder, false)?,
             z: parts.z.clone(),
             mask: parts.mask.clone(),
             d: parts.d.clone(),
