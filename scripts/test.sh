@@ -11,6 +11,9 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 # The optional OpenTelemetry export must keep building.
 cargo clippy -q -p tts-telemetry -p tts-worker -p tts-orchestrator --features otel -- -D warnings
 
+# Fuzz targets (frame decoder, message parser) replay their corpus, then
+# try random inputs for this long each.
+export BOLERO_RANDOM_TEST_TIME_MS=${BOLERO_RANDOM_TEST_TIME_MS:-10000}
 LOG=$(mktemp -t tts-test.XXXXXX.log)
 trap 'rm -f "$LOG"' EXIT
 cargo test --workspace 2>&1 | tee "$LOG"
