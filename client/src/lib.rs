@@ -233,12 +233,16 @@ pub struct FrameRecord {
     pub rms_dbfs: f64,
     /// Largest sample magnitude.
     pub peak: u16,
-    /// More than 1 % of samples at full scale.
+    /// A run of 3 or more samples at full scale.
     pub clipping: bool,
     /// Every sample below 100.
     pub silent: bool,
-    /// Mean sample value.
+    /// Mean sample value of the frame (for information: a 20 ms mean is
+    /// not a DC offset).
     pub dc: f64,
+    /// Quality events the stream raised at this frame (`clipping`,
+    /// `dc_offset`, `dead_air`, `leading_silence`).
+    pub events: Vec<&'static str>,
     /// Whether size, sequence and CRC-32C checked out.
     pub verified: bool,
     /// What failed, if anything.
@@ -348,7 +352,7 @@ impl Collector {
         let outcome = self
             .validator
             .check(header.sequence, header.crc32c, payload);
-        self.tally.record(&outcome);
+        let events = self.tally.record(&outcome);
         if self.report.frames == 0 {
             self.report.time_to_first_audio_ms = ms(at - self.sent);
         }
@@ -371,6 +375,7 @@ impl Collector {
                 clipping: q.clipping,
                 silent: q.silence,
                 dc: stats.mean,
+                events: events.iter().map(|e| e.as_str()).collect(),
                 verified: outcome.is_ok(),
                 error: outcome.err().map(|e| e.to_string()),
                 worker_to_orchestrator_ms: worker_hop,
@@ -398,9 +403,11 @@ impl Collector {
         r.checksum_failures = self.tally.checksum_mismatch;
         r.sequence_failures = self.tally.out_of_sequence;
         r.malformed_frames = self.tally.bad_size;
-        r.clipped_frames = self.tally.clipping;
+        r.clipping_events = self.tally.clipping;
+        r.dc_offset_events = self.tally.dc_offset;
+        r.dead_air_events = self.tally.dead_air;
+        r.leading_silence_events = self.tally.leading_silence;
         r.silent_frames = self.tally.silence;
-        r.dc_offset_frames = self.tally.dc_offset;
         r.stream_id = self.stream_id.unwrap_or(0);
         Utterance {
             samples: std::mem::take(&mut self.samples),

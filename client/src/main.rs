@@ -229,3 +229,13 @@ fn play(_samples: &[i16]) -> anyhow::Result<()> {
         "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
     )
 }
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

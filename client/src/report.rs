@@ -61,12 +61,18 @@ pub struct Report {
     pub sequence_failures: u64,
     /// Frames with a malformed header or size.
     pub malformed_frames: u64,
-    /// Frames with more than 1 % of samples at full scale.
-    pub clipped_frames: u64,
-    /// Frames with every sample below 100.
+    /// `clipping` events: frames with a flat top at full scale.
+    pub clipping_events: u64,
+    /// `dc_offset` events: the stream's mean over about a second moved
+    /// beyond ±300.
+    pub dc_offset_events: u64,
+    /// `dead_air` events: silence inside the stream longer than 500 ms.
+    pub dead_air_events: u64,
+    /// `leading_silence` events: more than 250 ms before the first sound.
+    pub leading_silence_events: u64,
+    /// Frames with every sample below 100 (pauses included; for
+    /// information, not a problem).
     pub silent_frames: u64,
-    /// Frames with a mean beyond ±100.
-    pub dc_offset_frames: u64,
     /// Whether a frame carried the last-frame flag.
     pub last_flag_seen: bool,
     /// Whether the request was cancelled.
@@ -83,6 +89,14 @@ impl Report {
         self.checksum_failures + self.sequence_failures + self.malformed_frames
     }
 
+    /// Quality events of every kind.
+    pub fn quality_events(&self) -> u64 {
+        self.clipping_events
+            + self.dc_offset_events
+            + self.dead_air_events
+            + self.leading_silence_events
+    }
+
     /// The report as a short table for people.
     pub fn to_text(&self) -> String {
         let hop = |s: &Summary| format!("mean {:.2} ms, max {:.2} ms", s.mean, s.max);
@@ -97,7 +111,7 @@ impl Report {
              checksum fail  {}\n\
              sequence fail  {}\n\
              malformed      {}\n\
-             quality        {} clipped, {} silent, {} DC-offset frames\n\
+             quality        {} clipping, {} DC offset, {} dead air, {} leading silence events ({} silent frames)\n\
              worker→orch    {}\n\
              orch→client    {}\n",
             self.request_id,
@@ -113,9 +127,11 @@ impl Report {
             self.checksum_failures,
             self.sequence_failures,
             self.malformed_frames,
-            self.clipped_frames,
+            self.clipping_events,
+            self.dc_offset_events,
+            self.dead_air_events,
+            self.leading_silence_events,
             self.silent_frames,
-            self.dc_offset_frames,
             hop(&self.worker_to_orchestrator),
             hop(&self.orchestrator_to_client),
         )

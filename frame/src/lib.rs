@@ -1,6 +1,7 @@
 //! The audio frame every hop speaks: 20 ms of 48 kHz mono s16le (960 samples,
 //! 1,920 bytes), its 40-byte wire header, its CRC-32C, and the checks each hop
-//! runs on it (size, sequence, checksum, clipping, silence, DC offset).
+//! runs on it (size, sequence, checksum) and on its stream (clipping, DC
+//! offset, dead air, leading silence).
 //!
 //! Nothing here allocates on the per-frame path: encoding writes into a
 //! caller's buffer, decoding borrows the payload, analysis walks the bytes once.
@@ -9,7 +10,10 @@ mod codec;
 mod quality;
 
 pub use codec::{CodecError, FrameHeader, decode_frame, encode_frame};
-pub use quality::{FrameError, Quality, QualityStats, Tally, Validator, analyse};
+pub use quality::{
+    CLIP_RUN, DC_LIMIT, DEAD_AIR_MS, Events, FrameError, LEADING_SILENCE_MS, Monitor, Quality,
+    QualityEvent, QualityStats, SILENCE_MAGNITUDE, Tally, Validator, analyse,
+};
 
 /// Output sample rate of the whole pipeline, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;

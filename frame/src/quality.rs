@@ -1,15 +1,30 @@
-//! Per-frame checks. Size, sequence and checksum failures are errors: the
-//! request they belong to cannot be trusted. Clipping, silence and DC offset
-//! are quality warnings: the audio is delivered, and the warning is counted.
+//! Checks on frames. Size, sequence and checksum failures are errors: the
+//! request they belong to cannot be trusted. Quality problems are events
+//! raised by a stream's [`Monitor`]: the audio is delivered, and the event
+//! is counted. Each threshold is set from clean speech of the Piper voice
+//! (973 frames of several sentences), so that healthy audio raises none:
+//!
+//! | event | raised when | why this threshold |
+//! |---|---|---|
+//! | `clipping` | a frame holds a run of [`CLIP_RUN`] or more consecutive samples at full scale | a single peak at ±32767 is legal; a flat top is distortion. The worker's limiter never reaches full scale (clean peak 32,747) |
+//! | `dc_offset` | the stream's mean, followed by a one-pole tracker with a 1 s time constant, goes beyond ±[`DC_LIMIT`] (once, until it falls below half of that) | voiced speech has a large mean over 20 ms (232 of 973 clean frames beyond ±100) but not over a second (clean: at most ±28); a real offset of +2000 crosses in 0.3 s |
+//! | `dead_air` | a run of silent frames (every sample below [`SILENCE_MAGNITUDE`]) lasts longer than the dead-air limit, 500 ms by default | the pauses between words and sentences are silence by design (clean: at most 300 ms); a dropout of 800 ms is not |
+//! | `leading_silence` | the stream's first voiced frame comes more than [`LEADING_SILENCE_MS`] after its start | silence before the first sound adds to the time to first audio (clean: 40 ms) |
 
-use crate::{PAYLOAD_BYTES, bytes_to_samples, checksum};
+use crate::{FRAME_MS, PAYLOAD_BYTES, bytes_to_samples, checksum};
 
-/// More than this fraction of samples at full scale is clipping.
-const CLIP_FRACTION: f64 = 0.01;
+/// A frame with this many consecutive samples at full scale is clipped.
+pub const CLIP_RUN: usize = 3;
 /// A frame whose every sample is below this magnitude is silent.
-const SILENCE_MAGNITUDE: i32 = 100;
-/// A frame whose mean is beyond ± this value has a DC offset.
-const DC_LIMIT: f64 = 100.0;
+pub const SILENCE_MAGNITUDE: i32 = 100;
+/// The stream's tracked mean beyond ± this value is a DC offset.
+pub const DC_LIMIT: f64 = 300.0;
+/// Time constant of the DC tracker, seconds.
+const DC_TIME_CONSTANT: f64 = 1.0;
+/// Silence longer than this before the first voiced frame is an event.
+pub const LEADING_SILENCE_MS: u32 = 250;
+/// Silence longer than this inside a stream is dead air, by default.
+pub const DEAD_AIR_MS: u32 = 500;
 
 /// A frame that must not be played.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,46 +76,162 @@ pub struct QualityStats {
     pub peak: u16,
     /// Samples at ±32767 or −32768.
     pub clipped_samples: usize,
+    /// The longest run of consecutive samples at full scale.
+    pub longest_clip_run: usize,
     /// Mean sample value (the DC offset).
     pub mean: f64,
     /// Samples analysed.
     pub samples: usize,
 }
 
-/// The quality warnings a frame raised.
+/// What one frame shows on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Quality {
-    /// More than 1 % of samples at full scale.
+    /// A run of [`CLIP_RUN`] or more samples at full scale.
     pub clipping: bool,
-    /// Every sample below 100 in magnitude.
+    /// Every sample below [`SILENCE_MAGNITUDE`] in magnitude.
     pub silence: bool,
-    /// Mean beyond ±100.
-    pub dc_offset: bool,
-}
-
-impl Quality {
-    /// The names of the warnings raised (`clipping`, `silence`,
-    /// `dc_offset`), as counted in metrics.
-    pub fn kinds(self) -> impl Iterator<Item = &'static str> {
-        [
-            (self.clipping, "clipping"),
-            (self.silence, "silence"),
-            (self.dc_offset, "dc_offset"),
-        ]
-        .into_iter()
-        .filter_map(|(raised, kind)| raised.then_some(kind))
-    }
 }
 
 impl QualityStats {
-    /// The warnings these statistics raise.
+    /// What the frame shows on its own.
     pub fn quality(&self) -> Quality {
         Quality {
-            clipping: self.samples > 0
-                && self.clipped_samples as f64 > CLIP_FRACTION * self.samples as f64,
+            clipping: self.longest_clip_run >= CLIP_RUN,
             silence: i32::from(self.peak) < SILENCE_MAGNITUDE,
-            dc_offset: self.mean.abs() > DC_LIMIT,
         }
+    }
+}
+
+/// A quality problem in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityEvent {
+    /// A frame with a flat top at full scale.
+    Clipping,
+    /// The stream's mean has moved away from zero.
+    DcOffset,
+    /// Silence inside the stream for longer than the dead-air limit.
+    DeadAir,
+    /// Silence before the first sound for longer than [`LEADING_SILENCE_MS`].
+    LeadingSilence,
+}
+
+impl QualityEvent {
+    /// Every kind, for creating metric series at start-up.
+    pub const ALL: [Self; 4] = [
+        Self::Clipping,
+        Self::DcOffset,
+        Self::DeadAir,
+        Self::LeadingSilence,
+    ];
+
+    /// The name counted in metrics (`kind` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clipping => "clipping",
+            Self::DcOffset => "dc_offset",
+            Self::DeadAir => "dead_air",
+            Self::LeadingSilence => "leading_silence",
+        }
+    }
+}
+
+/// Follows one stream's frames and raises [`QualityEvent`]s.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    /// The mean followed with a one-pole tracker.
+    dc: f64,
+    dc_raised: bool,
+    /// Silent frames in the current run.
+    silent_run: u32,
+    dead_air_raised: bool,
+    dead_air_frames: u32,
+    voiced: bool,
+    leading_raised: bool,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::with_dead_air_ms(DEAD_AIR_MS)
+    }
+}
+
+impl Monitor {
+    /// A monitor whose dead-air limit is `ms` milliseconds.
+    pub fn with_dead_air_ms(ms: u32) -> Self {
+        Self {
+            dc: 0.0,
+            dc_raised: false,
+            silent_run: 0,
+            dead_air_raised: false,
+            dead_air_frames: ms / FRAME_MS,
+            voiced: false,
+            leading_raised: false,
+        }
+    }
+
+    /// Takes the next frame's statistics; returns the events it raises.
+    pub fn observe(&mut self, stats: &QualityStats) -> Events {
+        let mut events = Events::default();
+        let q = stats.quality();
+        if q.clipping {
+            events.add(QualityEvent::Clipping);
+        }
+        // One pole per frame: keep exp(−frame/τ) of the past.
+        let keep = (-f64::from(FRAME_MS) / 1000.0 / DC_TIME_CONSTANT).exp();
+        self.dc = self.dc * keep + stats.mean * (1.0 - keep);
+        if !self.dc_raised && self.dc.abs() > DC_LIMIT {
+            self.dc_raised = true;
+            events.add(QualityEvent::DcOffset);
+        } else if self.dc_raised && self.dc.abs() < DC_LIMIT / 2.0 {
+            self.dc_raised = false;
+        }
+        if q.silence {
+            self.silent_run += 1;
+            if !self.voiced
+                && !self.leading_raised
+                && self.silent_run * FRAME_MS > LEADING_SILENCE_MS
+            {
+                self.leading_raised = true;
+                events.add(QualityEvent::LeadingSilence);
+            }
+            if !self.dead_air_raised && self.silent_run > self.dead_air_frames {
+                self.dead_air_raised = true;
+                events.add(QualityEvent::DeadAir);
+            }
+        } else {
+            self.voiced = true;
+            self.silent_run = 0;
+            self.dead_air_raised = false;
+        }
+        events
+    }
+}
+
+/// The events one frame raised (at most one of each kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Events(u8);
+
+impl Events {
+    fn add(&mut self, event: QualityEvent) {
+        self.0 |= 1 << event as u8;
+    }
+
+    /// Whether `event` was raised.
+    pub fn contains(self, event: QualityEvent) -> bool {
+        self.0 & (1 << event as u8) != 0
+    }
+
+    /// The events raised.
+    pub fn iter(self) -> impl Iterator<Item = QualityEvent> {
+        QualityEvent::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+
+    /// Whether none was raised.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
     }
 }
 
@@ -109,13 +240,17 @@ pub fn analyse(payload: &[u8]) -> QualityStats {
     let mut sum = 0i64;
     let mut sum_sq = 0f64;
     let mut peak = 0u16;
-    let mut clipped = 0usize;
+    let (mut clipped, mut run, mut longest_run) = (0usize, 0usize, 0usize);
     let mut n = 0usize;
     for s in bytes_to_samples(payload) {
         let magnitude = s.unsigned_abs();
         peak = peak.max(magnitude);
         if magnitude >= i16::MAX as u16 {
             clipped += 1;
+            run += 1;
+            longest_run = longest_run.max(run);
+        } else {
+            run = 0;
         }
         sum += i64::from(s);
         sum_sq += f64::from(s) * f64::from(s);
@@ -130,6 +265,7 @@ pub fn analyse(payload: &[u8]) -> QualityStats {
         rms_dbfs: 20.0 * (rms / f64::from(i16::MAX)).log10(),
         peak,
         clipped_samples: clipped,
+        longest_clip_run: longest_run,
         mean,
         samples: n,
     }
@@ -187,8 +323,8 @@ impl Validator {
     }
 }
 
-/// Counts of frame outcomes, for reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One stream's counts: frame outcomes and quality events.
+#[derive(Debug, Clone, Default)]
 pub struct Tally {
     /// Frames that passed size, sequence and checksum.
     pub ok: u64,
@@ -198,29 +334,55 @@ pub struct Tally {
     pub out_of_sequence: u64,
     /// Frames whose checksum did not match.
     pub checksum_mismatch: u64,
-    /// Good frames with clipping.
+    /// Frames with a flat top at full scale (`clipping` events).
     pub clipping: u64,
-    /// Good frames that were silent.
+    /// Silent frames (pauses included: for information, not an event).
     pub silence: u64,
-    /// Good frames with a DC offset.
+    /// `dc_offset` events.
     pub dc_offset: u64,
+    /// `dead_air` events.
+    pub dead_air: u64,
+    /// `leading_silence` events (0 or 1).
+    pub leading_silence: u64,
+    monitor: Monitor,
 }
 
 impl Tally {
-    /// Adds one validation outcome.
-    pub fn record(&mut self, outcome: &Result<QualityStats, FrameError>) {
+    /// A tally whose dead-air limit is `ms` milliseconds.
+    pub fn with_dead_air_ms(ms: u32) -> Self {
+        Self {
+            monitor: Monitor::with_dead_air_ms(ms),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one validation outcome; returns the quality events it raised.
+    pub fn record(&mut self, outcome: &Result<QualityStats, FrameError>) -> Events {
         match outcome {
             Ok(stats) => {
                 self.ok += 1;
-                let q = stats.quality();
-                self.clipping += u64::from(q.clipping);
-                self.silence += u64::from(q.silence);
-                self.dc_offset += u64::from(q.dc_offset);
+                self.silence += u64::from(stats.quality().silence);
+                let events = self.monitor.observe(stats);
+                for e in events.iter() {
+                    *match e {
+                        QualityEvent::Clipping => &mut self.clipping,
+                        QualityEvent::DcOffset => &mut self.dc_offset,
+                        QualityEvent::DeadAir => &mut self.dead_air,
+                        QualityEvent::LeadingSilence => &mut self.leading_silence,
+                    } += 1;
+                }
+                return events;
             }
             Err(FrameError::BadSize { .. }) => self.bad_size += 1,
             Err(FrameError::OutOfSequence { .. }) => self.out_of_sequence += 1,
             Err(FrameError::ChecksumMismatch { .. }) => self.checksum_mismatch += 1,
         }
+        Events::default()
+    }
+
+    /// Quality events raised so far, all kinds.
+    pub fn quality_events(&self) -> u64 {
+        self.clipping + self.dc_offset + self.dead_air + self.leading_silence
     }
 
     /// Frames that failed size, sequence or checksum.
@@ -250,6 +412,7 @@ mod tests {
     fn a_good_frame_raises_no_warning() {
         let stats = analyse(&payload(speech_like));
         assert_eq!(stats.quality(), Quality::default(), "{stats:?}");
+        assert!(Monitor::default().observe(&stats).is_empty());
         assert!(stats.mean.abs() < 100.0);
         // A full-cycle sine of amplitude A has RMS A/sqrt(2): 8000 → 20·log10(5657/32767) = −15.26 dBFS.
         assert!(
@@ -260,18 +423,35 @@ mod tests {
     }
 
     #[test]
-    fn clipping_is_more_than_one_percent_at_full_scale() {
-        // 9 of 960 samples (0.94 %) is not clipping; 10 (1.04 %) is.
-        let nine = analyse(&payload(|i| if i < 9 { i16::MAX } else { speech_like(i) }));
-        assert!(!nine.quality().clipping, "{nine:?}");
-        let ten = analyse(&payload(|i| if i < 10 { i16::MIN } else { speech_like(i) }));
-        assert!(ten.quality().clipping, "{ten:?}");
-        assert_eq!(ten.clipped_samples, 10);
-        // Ten samples at −32768 also shift the mean beyond −100.
-        assert_eq!(
-            ten.quality().kinds().collect::<Vec<_>>(),
-            ["clipping", "dc_offset"]
-        );
+    fn clipping_is_a_flat_top_not_a_peak() {
+        // Two samples at full scale in a row are peaks; three are a flat top.
+        let two = analyse(&payload(|i| {
+            if (100..102).contains(&i) {
+                i16::MAX
+            } else {
+                speech_like(i)
+            }
+        }));
+        assert!(!two.quality().clipping, "{two:?}");
+        assert_eq!(two.clipped_samples, 2);
+        let three = analyse(&payload(|i| {
+            if (100..103).contains(&i) {
+                i16::MIN
+            } else {
+                speech_like(i)
+            }
+        }));
+        assert!(three.quality().clipping, "{three:?}");
+        assert_eq!(three.longest_clip_run, 3);
+        // Scattered full-scale samples are not clipping either.
+        let scattered = analyse(&payload(|i| {
+            if i % 10 == 0 {
+                i16::MAX
+            } else {
+                speech_like(i)
+            }
+        }));
+        assert!(!scattered.quality().clipping);
     }
 
     #[test]
@@ -283,13 +463,65 @@ mod tests {
         assert_eq!(analyse(&payload(|_| 0)).rms_dbfs, f64::NEG_INFINITY);
     }
 
+    /// Feeds `n` copies of a frame to `tally`; returns the events raised.
+    fn feed(tally: &mut Tally, frame: &[u8], n: usize) -> Vec<QualityEvent> {
+        (0..n)
+            .flat_map(|_| tally.record(&Ok(analyse(frame))).iter().collect::<Vec<_>>())
+            .collect()
+    }
+
     #[test]
-    fn dc_offset_is_a_mean_beyond_100() {
-        let offset = analyse(&payload(|i| speech_like(i).saturating_add(150)));
-        assert!(offset.quality().dc_offset, "{offset:?}");
-        let negative = analyse(&payload(|i| speech_like(i).saturating_sub(150)));
-        assert!(negative.quality().dc_offset);
-        assert!(!negative.quality().clipping);
+    fn a_dc_offset_is_the_mean_over_a_second_not_a_frame() {
+        // Voiced frames with a large mean each (+600), alternating sign:
+        // a 20 ms mean, not an offset.
+        let mut t = Tally::default();
+        let up = payload(|i| speech_like(i).saturating_add(600));
+        let down = payload(|i| speech_like(i).saturating_sub(600));
+        for _ in 0..100 {
+            feed(&mut t, &up, 1);
+            feed(&mut t, &down, 1);
+        }
+        assert_eq!(t.dc_offset, 0);
+        // +2000 for good is raised once, within half a second.
+        let offset = payload(|i| speech_like(i).saturating_add(2000));
+        let events = feed(&mut t, &offset, 25);
+        assert_eq!(events, [QualityEvent::DcOffset]);
+        feed(&mut t, &offset, 200);
+        assert_eq!(t.dc_offset, 1, "raised once while it lasts");
+    }
+
+    #[test]
+    fn dead_air_is_silence_longer_than_the_limit_inside_a_stream() {
+        let (voiced, silent) = (payload(speech_like), payload(|_| 0));
+        let mut t = Tally::default();
+        feed(&mut t, &voiced, 10);
+        // Pauses between words and sentences (up to 300 ms) are not dead air.
+        for _ in 0..5 {
+            feed(&mut t, &silent, 15);
+            feed(&mut t, &voiced, 10);
+        }
+        assert_eq!(t.dead_air, 0);
+        // An 800 ms dropout is, once.
+        let events = feed(&mut t, &silent, 40);
+        assert_eq!(events, [QualityEvent::DeadAir]);
+        feed(&mut t, &voiced, 1);
+        assert_eq!(t.quality_events(), 1);
+        assert_eq!(t.silence, 75 + 40);
+    }
+
+    #[test]
+    fn leading_silence_longer_than_250_ms_is_raised_once() {
+        let (voiced, silent) = (payload(speech_like), payload(|_| 0));
+        let mut short = Tally::default();
+        feed(&mut short, &silent, 12);
+        feed(&mut short, &voiced, 5);
+        assert_eq!(short.leading_silence, 0, "240 ms");
+        let mut long = Tally::default();
+        let events = feed(&mut long, &silent, 13);
+        assert_eq!(events, [QualityEvent::LeadingSilence], "260 ms");
+        feed(&mut long, &voiced, 5);
+        feed(&mut long, &silent, 14);
+        assert_eq!(long.leading_silence, 1, "only before the first sound");
     }
 
     #[test]
@@ -334,5 +566,6 @@ mod tests {
         assert_eq!(t.silence, 1);
         assert_eq!(t.checksum_mismatch, 1);
         assert_eq!(t.errors(), 1);
+        assert_eq!(t.quality_events(), 0);
     }
 }

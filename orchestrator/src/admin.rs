@@ -186,8 +186,11 @@ pub(crate) async fn canary(client: &TtsClient<Channel>, token: Option<&str>) -> 
         ))
     } else if tally.silence == frames {
         Some("every frame is silent".to_owned())
-    } else if tally.clipping > 0 {
-        Some(format!("{} clipped frames", tally.clipping))
+    } else if tally.quality_events() > 0 {
+        Some(format!(
+            "quality events: {} clipping, {} DC offset, {} dead air, {} leading silence",
+            tally.clipping, tally.dc_offset, tally.dead_air, tally.leading_silence
+        ))
     } else {
         None
     };

@@ -101,10 +101,11 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_WORKER_CONNECT_TIMEOUT_SECS", default_value_t = 1.0)]
     pub worker_connect_timeout_secs: f64,
 
-    /// A request whose frames stay silent for longer than this many
-    /// milliseconds while streaming is counted and logged as dead air.
-    #[arg(long, env = "TTS_DEAD_AIR_MS", default_value_t = 2000)]
-    pub dead_air_ms: u64,
+    /// Silence inside a request longer than this many milliseconds is a
+    /// `dead_air` quality event (the pauses between words and sentences of
+    /// clean speech last at most about 300 ms).
+    #[arg(long, env = "TTS_DEAD_AIR_MS", default_value_t = 500)]
+    pub dead_air_ms: u32,
 
     /// Optional Redis server checked by `/ready` (e.g. `redis://127.0.0.1:6379`).
     #[arg(long, env = "TTS_REDIS_URL")]
@@ -357,5 +358,15 @@ impl Cli {
             .await;
         tts_telemetry::otel::shutdown();
         served
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -126,7 +126,7 @@ impl Orchestrator {
                 channel: self.channel.clone(),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
-                dead_air: Duration::from_millis(self.config.dead_air_ms),
+                dead_air_ms: self.config.dead_air_ms,
                 progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
                 stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
                 worker_auth: relay::bearer(self.config.worker_auth_token.as_deref()),

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tts_frame::{FrameError, QualityStats};
+use tts_frame::{Events, FrameError, QualityEvent, QualityStats};
 use tts_protocol::{ErrorCode, Outcome};
 
 /// Open WebSocket connections.
@@ -30,12 +30,11 @@ pub const INFLIGHT: &str = "tts_orchestrator_inflight_requests";
 /// Frames by `hop` (worker_to_orchestrator, orchestrator_to_client) and
 /// `result` (ok, bad_size, out_of_sequence, checksum_mismatch, dropped).
 pub const FRAMES: &str = "tts_orchestrator_frames_total";
-/// Quality warnings on frames received from the worker, by `kind`.
+/// Quality events in streams from the worker, by `kind` (clipping,
+/// dc_offset, dead_air, leading_silence).
 pub const QUALITY_EVENTS: &str = "tts_orchestrator_frame_quality_events_total";
 /// Frame RMS level, dBFS.
 pub const FRAME_LEVEL: &str = "tts_orchestrator_frame_level_dbfs";
-/// Requests whose audio was silent for longer than `--dead-air-ms`.
-pub const DEAD_AIR: &str = "tts_orchestrator_dead_air_total";
 /// Seconds from `synthesize` received to first frame sent.
 pub const TIME_TO_FIRST_AUDIO: &str = "tts_orchestrator_time_to_first_audio_seconds";
 /// Seconds from the worker's stamp to the orchestrator's receipt.
@@ -113,13 +112,9 @@ pub(crate) fn describe() {
     describe_counter!(FRAMES, "Frames by hop and validation result.");
     describe_counter!(
         QUALITY_EVENTS,
-        "Quality warnings on frames from the worker, by kind."
+        "Quality events in streams from the worker, by kind."
     );
     describe_histogram!(FRAME_LEVEL, "RMS level of frames from the worker, dBFS.");
-    describe_counter!(
-        DEAD_AIR,
-        "Requests silent for longer than the dead-air limit while streaming."
-    );
     describe_histogram!(
         TIME_TO_FIRST_AUDIO,
         Unit::Seconds,
@@ -162,7 +157,6 @@ pub(crate) fn started() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);
-    metrics::counter!(DEAD_AIR).absolute(0);
     metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
     for outcome in [
         Outcome::Completed,
@@ -198,8 +192,8 @@ pub(crate) fn started() {
         metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => result)
             .absolute(0);
     }
-    for kind in ["clipping", "silence", "dc_offset"] {
-        metrics::counter!(QUALITY_EVENTS, "kind" => kind).absolute(0);
+    for event in QualityEvent::ALL {
+        metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
     }
 }
 
@@ -219,7 +213,11 @@ pub(crate) fn close_unflushed() {
     messages_dropped("close");
 }
 
-pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_latency: Duration) {
+pub(crate) fn frame_received(
+    outcome: &Result<QualityStats, FrameError>,
+    hop_latency: Duration,
+    events: Events,
+) {
     metrics::histogram!(WORKER_HOP_LATENCY).record(hop_latency.as_secs_f64());
     match outcome {
         Ok(stats) => {
@@ -228,8 +226,8 @@ pub(crate) fn frame_received(outcome: &Result<QualityStats, FrameError>, hop_lat
             if stats.rms_dbfs.is_finite() {
                 metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
             }
-            for kind in stats.quality().kinds() {
-                metrics::counter!(QUALITY_EVENTS, "kind" => kind).increment(1);
+            for event in events.iter() {
+                metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).increment(1);
             }
         }
         Err(e) => {
@@ -250,10 +248,6 @@ pub(crate) fn frame_sent(relay: Duration, gap: Option<Duration>) {
 pub(crate) fn frames_dropped(n: u64) {
     metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => "dropped")
         .increment(n);
-}
-
-pub(crate) fn dead_air() {
-    metrics::counter!(DEAD_AIR).increment(1);
 }
 
 pub(crate) fn backpressure(waited: Duration) {

@@ -118,35 +118,25 @@ enum Ending {
     Disconnected,
 }
 
-/// What the relay learnt about one request's frames: verification,
-/// quality counts, and the current run of silent frames (for dead air).
-#[derive(Debug, Default)]
+/// What the relay learnt about one request's frames: verification and
+/// quality events (the same monitor as at every other hop).
+#[derive(Debug)]
 pub(crate) struct Audit {
     validator: Validator,
     tally: Tally,
-    silence: SilenceRun,
-    dead_air: bool,
-}
-
-/// The current run of silent frames.
-#[derive(Debug, Default)]
-struct SilenceRun {
-    frames: u32,
-}
-
-impl SilenceRun {
-    /// Adds a frame; returns how long the run of silence now is.
-    fn push(&mut self, silent: bool) -> std::time::Duration {
-        self.frames = if silent { self.frames + 1 } else { 0 };
-        std::time::Duration::from_millis(u64::from(self.frames) * u64::from(tts_frame::FRAME_MS))
-    }
 }
 
 impl Audit {
-    /// Checks one frame; counts and logs dead air once per request.
+    fn new(ctx: &RelayContext) -> Self {
+        Self {
+            validator: Validator::new(),
+            tally: Tally::with_dead_air_ms(ctx.dead_air_ms),
+        }
+    }
+
+    /// Checks one frame; counts and logs the quality events it raises.
     fn check(
         &mut self,
-        ctx: &RelayContext,
         req: &Pending,
         frame: &AudioFrame,
         hop: std::time::Duration,
@@ -154,19 +144,14 @@ impl Audit {
         let outcome = self
             .validator
             .check(frame.sequence, frame.crc32c, &frame.payload);
-        metrics::frame_received(&outcome, hop);
-        self.tally.record(&outcome);
-        let stats = outcome?;
-        let silent_for = self.silence.push(stats.quality().silence);
-        if !self.dead_air && silent_for > ctx.dead_air {
-            let silent_ms = silent_for.as_millis() as u64;
-            self.dead_air = true;
-            metrics::dead_air();
+        let events = self.tally.record(&outcome);
+        metrics::frame_received(&outcome, hop, events);
+        for event in events.iter() {
             warn!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, silent_ms, sequence = frame.sequence,
-                "dead air: only silent frames for too long");
+                session_id = %req.session_id, sequence = frame.sequence,
+                event = event.as_str(), "audio quality event");
         }
-        Ok(())
+        outcome.map(|_| ())
     }
 }
 
@@ -177,8 +162,8 @@ pub(crate) struct RelayContext {
     pub(crate) channel: Channel,
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) first_frame_timeout: std::time::Duration,
-    /// Silence longer than this within a request counts as dead air.
-    pub(crate) dead_air: std::time::Duration,
+    /// Silence longer than this within a request is dead air, ms.
+    pub(crate) dead_air_ms: u32,
     /// A real-time stream with no frame for this long, while its client
     /// keeps up, has lost its worker.
     pub(crate) progress_timeout: std::time::Duration,
@@ -209,7 +194,7 @@ pub(crate) async fn relay(
     out: mpsc::Sender<Outgoing>,
     stop: Stop,
 ) -> String {
-    let mut audit = Audit::default();
+    let mut audit = Audit::new(&ctx);
     let span = tracing::info_span!("relay", request_id = %req.request_id, trace_id = %req.trace_id,
         session_id = %req.session_id, stream_id = req.stream_id);
     tts_telemetry::otel::link_trace(&span, &req.trace_id);
@@ -267,8 +252,9 @@ pub(crate) async fn relay(
     if matches!(outcome, "completed" | "cancelled" | "disconnected") {
         let t = &audit.tally;
         info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2, outcome,
-            elapsed_ms, frames = t.ok, silent_frames = t.silence, clipped_frames = t.clipping,
-            dc_offset_frames = t.dc_offset, dead_air = audit.dead_air, "request finished");
+            elapsed_ms, frames = t.ok, silent_frames = t.silence, clipping = t.clipping,
+            dc_offset = t.dc_offset, dead_air = t.dead_air,
+            leading_silence = t.leading_silence, "request finished");
     }
     if let Some(last) = last {
         // A client that reads nothing cannot hold the relay: the message
@@ -441,7 +427,7 @@ async fn forward(
         .frames_received
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let hop = std::time::Duration::from_micros(received_us.saturating_sub(frame.worker_ts_us));
-    let outcome = audit.check(ctx, req, &frame, hop);
+    let outcome = audit.check(req, &frame, hop);
     if let Err(e) = outcome {
         return Forwarded::Stop(Ending::Failed(
             ErrorCode::Internal,
@@ -571,17 +557,6 @@ mod tests {
             failed(&internal),
             Ending::Failed(ErrorCode::Internal, _)
         ));
-    }
-
-    #[test]
-    fn silence_runs_reset_on_sound() {
-        let mut run = SilenceRun::default();
-        for _ in 0..99 {
-            run.push(true);
-        }
-        assert_eq!(run.push(true).as_millis(), 2_000);
-        assert_eq!(run.push(false).as_millis(), 0);
-        assert_eq!(run.push(true).as_millis(), 20);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tts_worker::{Worker, WorkerConfig};
 /// Worker and orchestrator in one process.
 #[derive(Debug, Parser)]
 #[command(name = "tts-pipeline", version, about)]
-struct Cli {
+struct PipelineCli {
     /// The orchestrator's flags (`--worker` is ignored: the embedded worker
     /// serves it).
     #[command(flatten)]
@@ -25,7 +25,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = PipelineCli::parse();
     tts_worker::alloc::tune();
     let worker_config = WorkerConfig {
         max_text_chars: cli.front.relay.max_text_chars,
@@ -79,5 +79,15 @@ async fn main() -> ExitCode {
             eprintln!("tts-pipeline: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::PipelineCli::command().debug_assert();
     }
 }

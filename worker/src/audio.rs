@@ -168,6 +168,49 @@ pub fn to_s16(sample: f32, gain: f32) -> i16 {
     (limited.copysign(x) * 32767.0).round() as i16
 }
 
+/// A fault injected into a request's 48 kHz samples before framing (a
+/// test hook: the checksums stay valid, only the quality checks can tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioFault {
+    /// Adds this constant to every sample (after scaling the speech to
+    /// 90 %, so that the offset does not push its peaks into clipping:
+    /// the offset alone is the fault).
+    DcOffset(i16),
+    /// Amplifies samples `from_ms..from_ms + len_ms` sixteen times, flat
+    /// against full scale.
+    Clipping {
+        /// Start, ms into the request's audio.
+        from_ms: u32,
+        /// Length, ms.
+        len_ms: u32,
+    },
+    /// Zeroes samples `from_ms..from_ms + len_ms`.
+    Dropout {
+        /// Start, ms into the request's audio.
+        from_ms: u32,
+        /// Length, ms.
+        len_ms: u32,
+    },
+}
+
+impl AudioFault {
+    /// The sample at position `at` (samples since the request's start).
+    pub fn apply(self, at: u64, sample: i16) -> i16 {
+        let within = |from_ms: u32, len_ms: u32| {
+            let ms = at * 1000 / u64::from(tts_frame::SAMPLE_RATE);
+            (u64::from(from_ms)..u64::from(from_ms) + u64::from(len_ms)).contains(&ms)
+        };
+        match self {
+            Self::DcOffset(offset) => ((f32::from(sample) * 0.9) as i16).saturating_add(offset),
+            Self::Clipping { from_ms, len_ms } if within(from_ms, len_ms) => {
+                sample.saturating_mul(16)
+            }
+            Self::Dropout { from_ms, len_ms } if within(from_ms, len_ms) => 0,
+            _ => sample,
+        }
+    }
+}
+
 /// One 20 ms frame ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {

@@ -131,6 +131,11 @@ pub struct WorkerConfig {
     #[arg(skip)]
     pub fault_corrupt_frame: Option<u32>,
 
+    /// Test hook: a fault injected into every request's audio before
+    /// framing (DC offset, clipping, dropout).
+    #[arg(skip)]
+    pub fault_audio: Option<crate::audio::AudioFault>,
+
     /// Test hook: serve only the fixed-cost test voice (a tone whose every
     /// step takes a fixed time), so that capacity is the same on any
     /// machine.
@@ -319,5 +324,15 @@ impl Cli {
             max_text_chars: self.max_text_chars,
             ..self.worker.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -299,6 +299,7 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             stalled_after: Duration::from_secs_f64(config.stalled_reader_secs),
             max_audio_secs: config.max_audio_secs,
             fault_corrupt_frame: config.fault_corrupt_frame,
+            fault_audio: config.fault_audio,
         },
     )?;
     let took = started.elapsed();

@@ -5,11 +5,12 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use tts_frame::{FrameError, QualityStats};
+use tts_frame::{Events, FrameError, QualityEvent, QualityStats};
 
 /// Frames checked before sending, by `hop` (`worker`) and `result`.
 pub const FRAMES: &str = "tts_worker_frames_total";
-/// Quality warnings on frames sent, by `kind` (clipping, silence, dc_offset).
+/// Quality events in streams sent, by `kind` (clipping, dc_offset,
+/// dead_air, leading_silence).
 pub const QUALITY_EVENTS: &str = "tts_worker_frame_quality_events_total";
 /// Frame RMS level, dBFS.
 pub const FRAME_LEVEL: &str = "tts_worker_frame_level_dbfs";
@@ -58,7 +59,7 @@ static SYNTHESES_NOW: AtomicI64 = AtomicI64::new(0);
 pub(crate) fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(FRAMES, "Frames checked before sending, by result.");
-    describe_counter!(QUALITY_EVENTS, "Quality warnings on frames sent, by kind.");
+    describe_counter!(QUALITY_EVENTS, "Quality events in streams sent, by kind.");
     describe_histogram!(FRAME_LEVEL, "RMS level of frames sent, dBFS.");
     describe_counter!(REQUESTS, "Requests by outcome.");
     describe_counter!(
@@ -128,8 +129,8 @@ pub(crate) fn describe() {
     for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
         metrics::counter!(FRAMES, "hop" => "worker", "result" => result).absolute(0);
     }
-    for kind in ["clipping", "silence", "dc_offset"] {
-        metrics::counter!(QUALITY_EVENTS, "kind" => kind).absolute(0);
+    for event in QualityEvent::ALL {
+        metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
     }
 }
 
@@ -180,15 +181,15 @@ pub(crate) fn voice_cost(voice: &str, cost: f64) {
     metrics::gauge!(VOICE_COST, "voice" => voice.to_owned()).set(cost);
 }
 
-pub(crate) fn frame_validated(outcome: &Result<QualityStats, FrameError>) {
+pub(crate) fn frame_validated(outcome: &Result<QualityStats, FrameError>, events: Events) {
     match outcome {
         Ok(stats) => {
             metrics::counter!(FRAMES, "hop" => "worker", "result" => "ok").increment(1);
             if stats.rms_dbfs.is_finite() {
                 metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
             }
-            for kind in stats.quality().kinds() {
-                metrics::counter!(QUALITY_EVENTS, "kind" => kind).increment(1);
+            for event in events.iter() {
+                metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).increment(1);
             }
         }
         Err(e) => {

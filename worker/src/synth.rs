@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tts_frame::Validator;
+use tts_frame::{Tally, Validator};
 
-use crate::audio::{Frame, Framer, Resampler, to_s16};
+use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
 use crate::engine::{ClauseState, EngineError, Synthesizer, Voice};
 use crate::metrics;
 use crate::sched::{Delivery, Demand, Next, Playout, Policy, Step, StreamId, Streams};
@@ -104,6 +104,8 @@ pub struct PoolConfig {
     /// Test hook: corrupt the frame with this sequence number after its
     /// checksum is computed.
     pub fault_corrupt_frame: Option<u32>,
+    /// Test hook: a fault injected into every request's samples.
+    pub fault_audio: Option<AudioFault>,
 }
 
 /// A ratio kept as decayed sums: recent observations weigh most, and
@@ -308,6 +310,8 @@ impl SynthPool {
                 resampler,
                 framer: Framer::default(),
                 gain: info.gain,
+                samples: 0,
+                fault: self.config.fault_audio,
             }),
             events: events_tx,
         };
@@ -344,7 +348,7 @@ impl SynthPool {
             tx: frames,
             abort: Some(abort),
             events,
-            validator: Validator::new(),
+            checks: Checks::default(),
         };
         let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
             trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
@@ -374,6 +378,23 @@ struct AudioState {
     resampler: Resampler,
     framer: Framer,
     gain: f32,
+    /// 48 kHz samples produced so far.
+    samples: u64,
+    fault: Option<AudioFault>,
+}
+
+impl AudioState {
+    /// Limits, converts (and applies the fault hook to) resampled audio and
+    /// cuts it into frames.
+    fn frame(&mut self, resampled: &[f32], frames: &mut Vec<Frame>) {
+        let (gain, fault, start) = (self.gain, self.fault, self.samples);
+        self.samples += resampled.len() as u64;
+        let samples = resampled.iter().enumerate().map(|(i, &s)| {
+            let s = to_s16(s, gain);
+            fault.map_or(s, |f| f.apply(start + i as u64, s))
+        });
+        self.framer.push(samples, frames);
+    }
 }
 
 /// One request's work, owned by the scheduler between steps.
@@ -530,7 +551,6 @@ impl SynthThread {
             .get_mut(job.voice)
             .ok_or_else(|| EngineError::Runtime(format!("no voice #{}", job.voice)))?;
         let (audio, resampled) = (&mut *job.audio, &mut self.resampled);
-        let gain = audio.gain;
         let rate = audio.resampler.rate();
         let mut native = 0usize;
         let mut frames = Vec::new();
@@ -539,17 +559,13 @@ impl SynthThread {
             native += samples.len();
             resampled.clear();
             audio.resampler.process(samples, resampled);
-            audio
-                .framer
-                .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
+            audio.frame(resampled, &mut frames);
         })?;
         let compute = started.elapsed();
         if job.clause.is_done() && job.clauses.is_empty() {
             resampled.clear();
             audio.resampler.finish(resampled);
-            audio
-                .framer
-                .push(resampled.iter().map(|&s| to_s16(s, gain)), &mut frames);
+            audio.frame(resampled, &mut frames);
             frames.extend(audio.framer.finish());
         }
         for frame in frames {
@@ -625,7 +641,7 @@ struct Sender {
     tx: mpsc::Sender<Sent>,
     abort: Option<tokio::sync::oneshot::Sender<Failure>>,
     events: mpsc::UnboundedReceiver<Sent>,
-    validator: Validator,
+    checks: Checks,
 }
 
 /// Removes a stream from the scheduler when its sender ends, however it
@@ -698,7 +714,7 @@ impl Sender {
                         metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
                         self.account(&frame, produced_at, Instant::now());
                         let fault = self.pool.config.fault_corrupt_frame;
-                        permit.send(Sent::Frame(checked(&mut self.validator, fault, frame)));
+                        permit.send(Sent::Frame(self.checks.check(&self.ids, fault, frame)));
                         sent += 1;
                     }
                 }
@@ -761,12 +777,30 @@ fn end_early(
     }
 }
 
-/// Validates a frame before it leaves (and applies the fault hook).
-fn checked(validator: &mut Validator, fault: Option<u32>, mut frame: Frame) -> Frame {
-    let outcome = validator.check(frame.sequence, frame.crc32c, &frame.payload);
-    metrics::frame_validated(&outcome);
-    if fault == Some(frame.sequence) {
-        frame.payload[100] ^= 0x5A;
+/// The checks a stream's frames pass before they leave: the same
+/// validation and quality monitor as at every other hop.
+#[derive(Default)]
+struct Checks {
+    validator: Validator,
+    tally: Tally,
+}
+
+impl Checks {
+    /// Validates a frame (and applies the fault hook after its checksum).
+    fn check(&mut self, ids: &RequestIds, fault: Option<u32>, mut frame: Frame) -> Frame {
+        let outcome = self
+            .validator
+            .check(frame.sequence, frame.crc32c, &frame.payload);
+        let events = self.tally.record(&outcome);
+        metrics::frame_validated(&outcome, events);
+        for event in events.iter() {
+            warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                session_id = %ids.session_id, sequence = frame.sequence,
+                event = event.as_str(), "audio quality event");
+        }
+        if fault == Some(frame.sequence) {
+            frame.payload[100] ^= 0x5A;
+        }
+        frame
     }
-    frame
 }

@@ -1,6 +1,8 @@
 //! `doctor frames`: synthesises a probe sentence and shows every frame:
-//! level, peak, clipping, DC, verification and per-hop latency, flagging
-//! latency anomalies (z-score above 3).
+//! level, peak, clipping, mean, silence, the stream's quality events where
+//! they were raised (clipping, DC offset, dead air, leading silence),
+//! verification and per-hop latency, flagging latency anomalies (z-score
+//! above 3). Any quality event or failed frame makes it fail.
 
 use serde_json::json;
 
@@ -49,8 +51,7 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
     let flagged = anomalies(&latency);
     let report = &utterance.report;
     let all_silent = frames.iter().all(|f| f.silent);
-    let clipped = frames.iter().filter(|f| f.clipping).count();
-    let status = if report.integrity_failures() > 0 || all_silent || clipped > 0 {
+    let status = if report.integrity_failures() > 0 || all_silent || report.quality_events() > 0 {
         Status::Fail
     } else if !flagged.is_empty() {
         Status::Warn
@@ -68,8 +69,9 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
             "rms dBFS",
             "peak",
             "clip",
-            "dc",
+            "mean",
             "silent",
+            "event",
             "checksum",
             "worker→orch ms",
             "orch→client ms",
@@ -86,7 +88,12 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
             "frames": frames,
             "anomalies": flagged.iter().map(|&i| frames[i].sequence).collect::<Vec<_>>(),
             "integrity_failures": report.integrity_failures(),
-            "clipped_frames": clipped,
+            "quality_events": {
+                "clipping": report.clipping_events,
+                "dc_offset": report.dc_offset_events,
+                "dead_air": report.dead_air_events,
+                "leading_silence": report.leading_silence_events,
+            },
             "silent_frames": frames.iter().filter(|f| f.silent).count(),
             "time_to_first_audio_ms": report.time_to_first_audio_ms,
         }),
@@ -102,6 +109,7 @@ fn row(f: &FrameRecord, anomaly: bool) -> Vec<String> {
         flag(f.clipping, "CLIP"),
         format!("{:.0}", f.dc),
         flag(f.silent, "yes"),
+        f.events.join(" ").to_uppercase(),
         if f.verified {
             "ok".into()
         } else {

@@ -221,7 +221,7 @@ fn metric_rows(text: &str) -> Vec<Row> {
         "tts_orchestrator_frames_total",
         &["result=\"out_of_sequence\""],
     );
-    let dead_air = sum_metric(text, "tts_orchestrator_dead_air_total", &[]);
+    let quality = sum_metric(text, "tts_orchestrator_frame_quality_events_total", &[]);
     let total = failed + completed;
     let error_rate = if total > 0.0 { failed / total } else { 0.0 };
     vec![
@@ -249,13 +249,13 @@ fn metric_rows(text: &str) -> Vec<Row> {
             format!("{bad}"),
         ),
         row(
-            "  dead air",
-            if dead_air > 0.0 {
+            "  audio quality events",
+            if quality > 0.0 {
                 Status::Warn
             } else {
                 Status::Ok
             },
-            format!("{dead_air} requests"),
+            format!("{quality} (clipping, DC offset, dead air, leading silence)"),
         ),
     ]
 }
