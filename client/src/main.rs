@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tts_client::{Client, DEFAULT_URL, SynthesizeOptions, write_wav};
+use tts_telemetry::exit;
 
 #[derive(Parser)]
 #[command(
@@ -16,9 +17,10 @@ use tts_client::{Client, DEFAULT_URL, SynthesizeOptions, write_wav};
     about = "Client for the TTS orchestrator"
 )]
 struct Cli {
-    /// Orchestrator WebSocket URL.
-    #[arg(long, global = true, env = "TTS_URL", default_value = DEFAULT_URL)]
-    url: String,
+    /// Orchestrator WebSocket URL (default `ws://127.0.0.1:8080/ws`; `doctor
+    /// health` finds it through the orchestrator).
+    #[arg(long, global = true, env = "TTS_URL")]
+    url: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -28,7 +30,8 @@ struct Cli {
 enum Command {
     /// Synthesise text and save it as a WAV file.
     Say(SayArgs),
-    /// Diagnose a running system (exit code 1 when something is wrong).
+    /// Diagnose a running system (exit code 69 when a service is unhealthy,
+    /// 65 when audio fails its checks).
     Doctor {
         #[command(subcommand)]
         command: DoctorCommand,
@@ -53,9 +56,10 @@ enum DoctorCommand {
         /// Worker gRPC URL (default: the one the orchestrator relays to).
         #[arg(long, env = "TTS_WORKER_URL")]
         worker: Option<String>,
-        /// Worker metrics URL.
-        #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
-        worker_metrics: String,
+        /// Worker metrics URL (default: the one the worker reports through
+        /// the orchestrator's `/info`).
+        #[arg(long)]
+        worker_metrics: Option<String>,
         /// Redis URL, when one is used.
         #[arg(long, env = "TTS_REDIS_URL")]
         redis: Option<String>,
@@ -114,16 +118,37 @@ struct SayArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let url = cli.url.clone();
     let result = match cli.command {
-        Command::Say(args) => say(&cli.url, args).await,
-        Command::Doctor { command, json } => doctor(&cli.url, command, json).await,
+        Command::Say(args) => say(url.as_deref().unwrap_or(DEFAULT_URL), args).await,
+        Command::Doctor { command, json } => doctor(url, command, json).await,
     };
     match result {
-        Ok(code) => code,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("tts-client: {}", error_chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The exit code for an error: the client's mistakes (as the server
+/// judged them) are bad data; anything that means the service is not
+/// there or not taking work is unavailable.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use tts_client::ClientError;
+    use tts_protocol::{ErrorCode, Outcome};
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Server { code, .. }) => {
+            match ErrorCode::from_wire(code).map(ErrorCode::outcome) {
+                Some(Outcome::ClientError) => exit::DATA,
+                _ => exit::UNAVAILABLE,
+            }
+        }
+        Some(ClientError::WebSocket(_) | ClientError::Closed | ClientError::Timeout(_)) => {
+            exit::UNAVAILABLE
+        }
+        Some(ClientError::Protocol(_)) | None => exit::FAILURE,
     }
 }
 
@@ -157,7 +182,14 @@ fn read_text(args: &SayArgs) -> anyhow::Result<String> {
     }
 }
 
-async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
+async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
+    if args.play && !cfg!(feature = "play") {
+        eprintln!(
+            "tts-client: --play needs a build with playback: \
+             cargo build --release -p tts-client --features play (needs apt libasound2-dev)"
+        );
+        return Ok(exit::CONFIG);
+    }
     let text = read_text(&args)?;
     let mut client = Client::connect(url)
         .await
@@ -181,16 +213,21 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<ExitCode> {
     if args.play {
         play(&utterance.samples)?;
     }
-    Ok(if report.integrity_failures() > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    // Frames that failed verification, or audio with quality events, are
+    // bad data (the WAV is written all the same, for a look).
+    Ok(
+        if report.integrity_failures() > 0 || report.quality_events() > 0 {
+            exit::DATA
+        } else {
+            exit::OK
+        },
+    )
 }
 
-async fn doctor(url: &str, command: DoctorCommand, json: bool) -> anyhow::Result<ExitCode> {
+async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyhow::Result<u8> {
     use tts_client::doctor;
-    let findings = match command {
+    let ws = url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let (findings, failed) = match command {
         DoctorCommand::Health {
             orchestrator,
             worker,
@@ -201,21 +238,26 @@ async fn doctor(url: &str, command: DoctorCommand, json: bool) -> anyhow::Result
                 orchestrator,
                 worker,
                 worker_metrics,
-                url: url.to_owned(),
+                url,
                 redis,
             };
-            doctor::health::run(&targets).await
+            (doctor::health::run(&targets).await, exit::UNAVAILABLE)
         }
-        DoctorCommand::Rtt { count } => doctor::rtt::run(url, count.max(1)).await?,
-        DoctorCommand::Trace { trace_id, logs } => doctor::trace::run(&trace_id, &logs)?,
-        DoctorCommand::Frames { text } => doctor::frames::run(url, &text).await?,
+        DoctorCommand::Rtt { count } => (
+            doctor::rtt::run(&ws, count.max(1)).await?,
+            exit::UNAVAILABLE,
+        ),
+        DoctorCommand::Trace { trace_id, logs } => {
+            (doctor::trace::run(&trace_id, &logs)?, exit::FAILURE)
+        }
+        DoctorCommand::Frames { text } => (doctor::frames::run(&ws, &text).await?, exit::DATA),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&findings.detail)?);
     } else {
         print!("{}", findings.to_table());
     }
-    Ok(ExitCode::from(findings.exit_code()))
+    Ok(findings.exit_code(failed))
 }
 
 #[cfg(feature = "play")]

@@ -369,8 +369,9 @@ async fn main_result(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.plot {
         tts_loadtest::plot::svg(&report, path)?;
     }
+    // No request completed: the service is not there (or refused all).
     Ok(if report.requests.completed == 0 {
-        ExitCode::FAILURE
+        ExitCode::from(tts_telemetry::exit::UNAVAILABLE)
     } else {
         ExitCode::SUCCESS
     })

@@ -38,6 +38,9 @@ pub(crate) struct AdminState {
     pub(crate) canary: Mutex<Option<(Instant, Check)>>,
     /// Cancelled when shutdown begins: readiness turns 503.
     pub(crate) draining: tokio_util::sync::CancellationToken,
+    /// The client listener's address, and whether it speaks TLS.
+    pub(crate) ws_addr: std::net::SocketAddr,
+    pub(crate) ws_tls: bool,
 }
 
 /// One readiness check's result.
@@ -56,6 +59,25 @@ impl Check {
             latency_ms: (started.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0,
             detail: detail.into(),
         }
+    }
+}
+
+/// Keeps the worker and readiness gauges current: every 2 s until `stop`.
+pub(crate) async fn watch(
+    channel: Channel,
+    url: String,
+    draining: tokio_util::sync::CancellationToken,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let serving = check_worker(channel.clone(), &url).await.status == "ok";
+        crate::metrics::state(serving, serving && !draining.is_cancelled());
     }
 }
 
@@ -233,6 +255,91 @@ pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoRes
         frames_sent: s.frames_sent.load(Ordering::Relaxed),
         frames_buffered: s.frames_buffered.load(Ordering::Relaxed),
     })
+}
+
+/// One worker as `/info` describes it.
+#[derive(Debug, Serialize)]
+struct WorkerInfo {
+    /// Its gRPC URL.
+    url: String,
+    /// Where it serves metrics, as it reports it (empty if unknown).
+    metrics_url: String,
+    version: String,
+    voices: Vec<String>,
+    default_voice: String,
+    /// Why the worker could not be asked, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Info {
+    version: &'static str,
+    /// The build: package version and target.
+    build: String,
+    /// Where clients connect.
+    websocket_url: String,
+    workers: Vec<WorkerInfo>,
+}
+
+/// `GET /info`: where the pipeline's parts are, so that a diagnostic tool
+/// given only this listener's address finds the rest.
+pub(crate) async fn info(
+    State(state): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let host = if state.ws_addr.ip().is_unspecified() {
+        // Listening on every address: the one this request came in on.
+        let asked = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.rsplit_once(':').map_or(Some(h), |(host, _)| Some(host)))
+            .unwrap_or("127.0.0.1");
+        format!("{asked}:{}", state.ws_addr.port())
+    } else {
+        state.ws_addr.to_string()
+    };
+    let scheme = if state.ws_tls { "wss" } else { "ws" };
+    let worker = describe_worker(&state).await;
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION"),
+        build: format!(
+            "{} {}-{}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        ),
+        websocket_url: format!("{scheme}://{host}/ws"),
+        workers: vec![worker],
+    })
+}
+
+async fn describe_worker(state: &AdminState) -> WorkerInfo {
+    let mut info = WorkerInfo {
+        url: state.config.worker_url.clone(),
+        metrics_url: String::new(),
+        version: String::new(),
+        voices: Vec::new(),
+        default_voice: String::new(),
+        error: None,
+    };
+    let mut request = tonic::Request::new(tts_proto::v1::ListVoicesRequest {});
+    if let Some(auth) = crate::relay::bearer(state.config.worker_auth_token.as_deref()) {
+        request.metadata_mut().insert("authorization", auth);
+    }
+    let mut client = state.client.clone();
+    match tokio::time::timeout(Duration::from_secs(2), client.list_voices(request)).await {
+        Ok(Ok(answer)) => {
+            let answer = answer.into_inner();
+            info.metrics_url = answer.metrics_url;
+            info.version = answer.version;
+            info.voices = answer.voices.into_iter().map(|v| v.name).collect();
+            info.default_voice = answer.default_voice;
+        }
+        Ok(Err(status)) => info.error = Some(status.message().to_owned()),
+        Err(_) => info.error = Some("no answer within 2 s".to_owned()),
+    }
+    info
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,8 @@
 //!   `tts-protocol` crate).
 //! - `session`: one connection (reader loop, writer task, queues).
 //! - `relay`: one request's gRPC stream → the connection's queue.
-//! - `admin`: `/health`, `/ready` (with the synthesis canary) and `/metrics`.
+//! - `admin`: `/health`, `/ready` (with the synthesis canary), `/info`
+//!   (where the pipeline's parts are) and `/metrics`.
 //! - [`config`]: flags and environment.
 
 pub mod config;
@@ -52,6 +53,17 @@ pub enum OrchestratorError {
     /// A listener failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl OrchestratorError {
+    /// The process exit code: 64 for the configuration, 69 for a listener
+    /// that cannot be bound or fails.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => tts_telemetry::exit::CONFIG,
+            Self::Io(_) => tts_telemetry::exit::UNAVAILABLE,
+        }
+    }
 }
 
 /// A configured orchestrator, ready to serve.
@@ -146,6 +158,8 @@ impl Orchestrator {
             metrics: self.metrics.clone(),
             canary: tokio::sync::Mutex::new(None),
             draining: stop.clone(),
+            ws_addr: ws.local_addr()?,
+            ws_tls: self.config.tls_cert.is_some(),
         });
         let ws_app = Router::new()
             .route("/ws", get(ws_handler))
@@ -153,14 +167,21 @@ impl Orchestrator {
         let admin_app = Router::new()
             .route("/health", get(admin::health))
             .route("/ready", get(admin::ready))
+            .route("/info", get(admin::info))
             .route("/metrics", get(admin::metrics))
             .with_state(admin_state);
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             worker = %self.config.worker_url, "orchestrator listening");
+        let done = CancellationToken::new();
+        tokio::spawn(admin::watch(
+            self.channel.clone(),
+            self.config.worker_url.clone(),
+            stop.clone(),
+            done.clone(),
+        ));
         let gate = accept::Gate::new(self.config.connection_limits());
         let tls = security::acceptor(&self.config)?;
         let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
-        let done = CancellationToken::new();
         let closed = done.clone();
         let admin_server = tokio::spawn(
             axum::serve(admin, admin_app)

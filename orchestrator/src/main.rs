@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tts_orchestrator::config::Cli;
+use tts_telemetry::exit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,14 +13,14 @@ async fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("tts-orchestrator: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(exit::CONFIG);
         }
     };
     match cli.serve(metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tts-orchestrator: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

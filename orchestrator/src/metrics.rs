@@ -49,6 +49,12 @@ pub const QUEUE_DEPTH: &str = "tts_orchestrator_client_queue_frames";
 pub const BACKPRESSURE: &str = "tts_orchestrator_backpressure_wait_seconds";
 /// Always 1, labelled with `version`.
 pub const BUILD_INFO: &str = "tts_orchestrator_build_info";
+/// 1 while the worker answers its gRPC health check with SERVING, else 0
+/// (checked every 2 s).
+pub const WORKER_SERVING: &str = "tts_orchestrator_worker_serving";
+/// 1 while the orchestrator takes requests (the worker serving, not
+/// draining), else 0 (checked every 2 s).
+pub const READY: &str = "tts_orchestrator_ready";
 
 /// Counters the relay keeps in-process: exact, cheap to read, and what
 /// `/health` and the tests look at.
@@ -145,6 +151,11 @@ pub(crate) fn describe() {
         "Waits for room in a full connection queue."
     );
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_gauge!(
+        WORKER_SERVING,
+        "1 while the worker answers its health check with SERVING."
+    );
+    describe_gauge!(READY, "1 while the orchestrator takes requests.");
 }
 
 /// Close codes the server sends.
@@ -157,6 +168,8 @@ pub(crate) fn started() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);
+    metrics::gauge!(WORKER_SERVING).set(0.0);
+    metrics::gauge!(READY).set(0.0);
     metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
     for outcome in [
         Outcome::Completed,
@@ -173,6 +186,7 @@ pub(crate) fn started() {
         "capacity",
         "per_address",
         "handshake_timeout",
+        "tls",
         "auth",
         "origin",
     ] {
@@ -265,4 +279,10 @@ pub(crate) fn request_finished(outcome: Outcome, code: Option<ErrorCode>) {
 
 pub(crate) fn inflight(n: usize) {
     metrics::gauge!(INFLIGHT).set(n as f64);
+}
+
+/// What the state watcher found.
+pub(crate) fn state(worker_serving: bool, ready: bool) {
+    metrics::gauge!(WORKER_SERVING).set(f64::from(u8::from(worker_serving)));
+    metrics::gauge!(READY).set(f64::from(u8::from(ready)));
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::net::TcpListener;
+use tts_telemetry::exit;
 use tts_worker::{Worker, WorkerConfig};
 
 /// Worker and orchestrator in one process.
@@ -38,14 +39,27 @@ async fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("tts-pipeline: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(exit::CONFIG);
         }
     };
-    let worker = match tokio::task::spawn_blocking(move || Worker::load(&worker_config)).await {
+    // The embedded worker's metrics are on the orchestrator's /metrics.
+    let server = tts_worker::ServerConfig {
+        metrics_url: Some(format!("http://{}/metrics", cli.front.admin_listen)),
+        ..tts_worker::ServerConfig::default()
+    };
+    let loaded = tokio::task::spawn_blocking(move || {
+        Worker::load(&worker_config).and_then(|w| w.with_server(server))
+    });
+    let worker = match loaded.await {
         Ok(Ok(w)) => w,
         Ok(Err(e)) => {
             eprintln!("tts-pipeline: worker: {e}");
-            return ExitCode::FAILURE;
+            let code = if e.is_configuration() {
+                exit::CONFIG
+            } else {
+                exit::FAILURE
+            };
+            return ExitCode::from(code);
         }
         Err(e) => {
             eprintln!("tts-pipeline: loading the worker: {e}");
@@ -56,7 +70,7 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tts-pipeline: binding the worker's port: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::UNAVAILABLE);
         }
     };
     match listener.local_addr() {
@@ -77,7 +91,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tts-pipeline: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

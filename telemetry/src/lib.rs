@@ -1,11 +1,11 @@
-//! What the TTS binaries share for diagnostics: JSON log lines with a
-//! `component` field, the Prometheus recorder with explicit histogram
-//! buckets, process metrics, and shutdown signals.
+//! What the TTS binaries share for diagnostics and process life: JSON log
+//! lines with a `component` field, the Prometheus recorder with explicit
+//! histogram buckets and process metrics, shutdown signals, exit codes.
 
+pub mod exit;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
-pub mod process;
 pub mod signal;
 
 pub use logging::init_logging;

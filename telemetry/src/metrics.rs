@@ -37,17 +37,27 @@ pub const DBFS_BUCKETS: &[f64] = &[
     -90.0, -60.0, -50.0, -40.0, -30.0, -20.0, -12.0, -6.0, -3.0, -1.0, 0.0,
 ];
 
-/// Renders `/metrics`: the recorder's metrics and the process section.
-#[derive(Clone, Debug)]
-pub struct MetricsHandle(PrometheusHandle);
+/// Renders `/metrics`: the recorder's metrics, process metrics included
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, … from `metrics-process`, read at each scrape).
+#[derive(Clone)]
+pub struct MetricsHandle {
+    prometheus: PrometheusHandle,
+    process: std::sync::Arc<metrics_process::Collector>,
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsHandle").finish_non_exhaustive()
+    }
+}
 
 impl MetricsHandle {
     /// The full text exposition.
     pub fn render(&self) -> String {
-        self.0.run_upkeep();
-        let mut text = self.0.render();
-        text.push_str(&crate::process::render());
-        text
+        self.process.collect();
+        self.prometheus.run_upkeep();
+        self.prometheus.render()
     }
 }
 
@@ -71,8 +81,14 @@ pub fn install_metrics() -> Result<MetricsHandle, String> {
             .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
             .map_err(|e| e.to_string())?;
     }
-    let handle = builder.install_recorder().map_err(|e| e.to_string())?;
-    Ok(MetricsHandle(handle))
+    let prometheus = builder.install_recorder().map_err(|e| e.to_string())?;
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
+    Ok(MetricsHandle {
+        prometheus,
+        process: std::sync::Arc::new(process),
+    })
 }
 
 /// The response of a `GET /metrics` route.

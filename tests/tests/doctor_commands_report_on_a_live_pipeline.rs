@@ -20,8 +20,8 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     let targets = doctor::health::Targets {
         orchestrator: format!("http://{}", pipeline.admin),
         worker: None,
-        worker_metrics: format!("http://127.0.0.1:{}/metrics", free_port()),
-        url: pipeline.ws_url.clone(),
+        worker_metrics: Some(format!("http://127.0.0.1:{}/metrics", free_port())),
+        url: Some(pipeline.ws_url.clone()),
         redis: Some(redis.url.clone()),
     };
     let health = doctor::health::run(&targets).await;
@@ -39,7 +39,7 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     assert_eq!(
         status_of("worker gRPC health"),
         "ok",
-        "found from the orchestrator's /health"
+        "found from the orchestrator's /info"
     );
     assert_eq!(status_of("redis PING"), "ok");
     assert_eq!(status_of("listening: websocket port"), "ok");
@@ -51,7 +51,7 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     assert_eq!(status_of("orchestrator /metrics"), "ok");
     assert_eq!(status_of("checksum mismatches"), "ok");
     assert_eq!(health.status, Status::Warn, "{}", health.to_table());
-    assert_eq!(health.exit_code(), 0);
+    assert_eq!(health.exit_code(69), 0);
 
     let rtt = doctor::rtt::run(&pipeline.ws_url, 5).await.expect("rtt");
     assert_eq!(rtt.status, Status::Ok);
@@ -94,7 +94,7 @@ async fn doctor_commands_report_on_a_live_pipeline() {
         .find(|c| c["check"] == "redis PING")
         .expect("row");
     assert_eq!(redis_row["status"], "fail");
-    assert_eq!(degraded.exit_code(), 1);
+    assert_eq!(degraded.exit_code(69), 69);
 
     pipeline.orchestrator.stop().await;
     worker.stop().await;
@@ -102,11 +102,11 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     let nothing = doctor::health::Targets {
         orchestrator: format!("http://127.0.0.1:{}", free_port()),
         worker: Some(format!("http://127.0.0.1:{}", free_port())),
-        worker_metrics: format!("http://127.0.0.1:{}/metrics", free_port()),
-        url: format!("ws://127.0.0.1:{}/ws", free_port()),
+        worker_metrics: Some(format!("http://127.0.0.1:{}/metrics", free_port())),
+        url: Some(format!("ws://127.0.0.1:{}/ws", free_port())),
         redis: None,
     };
     let down = doctor::health::run(&nothing).await;
     assert_eq!(down.status, Status::Fail);
-    assert_eq!(down.exit_code(), 1);
+    assert_eq!(down.exit_code(69), 69);
 }

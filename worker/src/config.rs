@@ -244,6 +244,11 @@ pub struct ServerConfig {
     /// Require client certificates signed by this CA (PEM).
     #[arg(long, env = "TTS_WORKER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// Where this worker's metrics are served, as `ListVoices` reports it
+    /// (set by the binary from `--metrics-listen`).
+    #[arg(skip)]
+    pub metrics_url: Option<String>,
 }
 
 impl Default for ServerConfig {

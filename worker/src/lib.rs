@@ -108,6 +108,19 @@ pub enum WorkerError {
     },
 }
 
+impl WorkerError {
+    /// Whether the fault is the configuration's (a flag, a missing voice or
+    /// runtime file, an unreadable certificate): exit code 64.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_)
+                | Self::Tls { .. }
+                | Self::Engine(EngineError::Missing { .. } | EngineError::Config { .. })
+        )
+    }
+}
+
 /// A worker: its configuration and, once loaded, its voices.
 pub struct Worker {
     config: WorkerConfig,
@@ -164,6 +177,7 @@ impl Worker {
             max_text_chars: self.config.max_text_chars,
             stream_queue_frames: self.config.stream_queue_frames,
             draining: Arc::clone(&draining),
+            metrics_url: self.server.metrics_url.clone(),
         };
         let stopping = CancellationToken::new();
         let notice = Duration::from_secs_f64(self.server.drain_notice_secs);

@@ -1,13 +1,15 @@
 //! `tts-worker`: the gRPC speech worker.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
 use clap::Parser;
 use tokio::net::TcpListener;
+use tts_telemetry::exit;
 use tts_worker::Worker;
 use tts_worker::config::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     tts_worker::alloc::tune();
     let config = cli.config();
@@ -17,28 +19,56 @@ async fn main() -> anyhow::Result<()> {
         tts_telemetry::init_logging(&cli.log_format, cli.otlp_endpoint.as_deref(), "tts-worker"),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
-        eprintln!("tts-worker: {e}");
-        std::process::exit(64);
+        return fail(exit::CONFIG, e);
     }
-    let metrics = tts_telemetry::install_metrics().map_err(anyhow::Error::msg)?;
-    let listener = TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("binding {}", cli.listen))?;
-    let metrics_listener = TcpListener::bind(cli.metrics_listen)
-        .await
-        .with_context(|| format!("binding {}", cli.metrics_listen))?;
+    let metrics = match tts_telemetry::install_metrics() {
+        Ok(m) => m,
+        Err(e) => return fail(exit::FAILURE, e),
+    };
+    let (listener, metrics_listener) = match (
+        TcpListener::bind(cli.listen).await,
+        TcpListener::bind(cli.metrics_listen).await,
+    ) {
+        (Ok(l), Ok(m)) => (l, m),
+        (Err(e), _) => return fail(exit::UNAVAILABLE, format!("binding {}: {e}", cli.listen)),
+        (_, Err(e)) => {
+            return fail(
+                exit::UNAVAILABLE,
+                format!("binding {}: {e}", cli.metrics_listen),
+            );
+        }
+    };
     tokio::spawn(tts_telemetry::serve_metrics(
         metrics_listener,
         metrics,
         tts_telemetry::signal::shutdown(),
     ));
-    let worker = Worker::new(config)?.with_server(cli.server.clone())?;
-    if let Err(e) = worker
-        .serve(listener, tts_telemetry::signal::shutdown())
-        .await
-    {
-        eprintln!("tts-worker: {e}");
-        std::process::exit(1);
+    let server = tts_worker::ServerConfig {
+        metrics_url: Some(format!("http://{}/metrics", cli.metrics_listen)),
+        ..cli.server.clone()
+    };
+    let served = match Worker::new(config).and_then(|w| w.with_server(server)) {
+        Ok(worker) => {
+            worker
+                .serve(listener, tts_telemetry::signal::shutdown())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.is_configuration() {
+                exit::CONFIG
+            } else {
+                exit::FAILURE
+            };
+            fail(code, e)
+        }
     }
-    Ok(())
+}
+
+fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tts-worker: {e}");
+    ExitCode::from(code)
 }

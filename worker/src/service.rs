@@ -50,6 +50,8 @@ pub struct TtsService {
     pub(crate) max_text_chars: usize,
     pub(crate) stream_queue_frames: usize,
     pub(crate) draining: Arc<AtomicBool>,
+    /// Where the worker's metrics are served, if known.
+    pub(crate) metrics_url: Option<String>,
 }
 
 /// A status whose `tts-error-code` metadata names the client-facing code.
@@ -214,6 +216,8 @@ impl Tts for TtsService {
         Ok(Response::new(ListVoicesResponse {
             voices,
             default_voice: loaded.voices[0].info().name.clone(),
+            metrics_url: self.metrics_url.clone().unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 }

@@ -2,7 +2,8 @@
 //! orchestrator's liveness, readiness and metrics, the worker's gRPC health
 //! and metrics, Redis if configured, listening ports, disk and memory (as
 //! the orchestrator's readiness reports them), and the error and
-//! checksum-failure counts the metrics hold.
+//! checksum-failure counts the metrics hold. Given only the orchestrator's
+//! admin address it finds the rest from its `/info`.
 
 use std::time::Duration;
 
@@ -13,19 +14,41 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::{Findings, Status};
 
-/// Where to look.
-#[derive(Debug, Clone)]
+/// Where to look: the orchestrator's admin address, and overrides for what
+/// its `/info` reports.
+#[derive(Debug, Clone, Default)]
 pub struct Targets {
     /// Orchestrator admin base URL, e.g. `http://127.0.0.1:8081`.
     pub orchestrator: String,
     /// Worker gRPC URL; `None` uses the one the orchestrator reports.
     pub worker: Option<String>,
-    /// Worker metrics URL (`…/metrics`).
-    pub worker_metrics: String,
-    /// WebSocket URL (its port is checked).
-    pub url: String,
+    /// Worker metrics URL (`…/metrics`); `None` uses the one the worker
+    /// reports through the orchestrator.
+    pub worker_metrics: Option<String>,
+    /// WebSocket URL (its port is checked); `None` uses the orchestrator's.
+    pub url: Option<String>,
     /// Redis URL, if one is used.
     pub redis: Option<String>,
+}
+
+/// What the orchestrator's `/info` says, where it says it.
+#[derive(Debug, Default)]
+struct Discovered {
+    websocket_url: Option<String>,
+    worker: Option<String>,
+    worker_metrics: Option<String>,
+}
+
+impl Discovered {
+    fn from_info(v: &Value) -> Self {
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        let worker = &v["workers"][0];
+        Self {
+            websocket_url: text(&v["websocket_url"]),
+            worker: text(&worker["url"]),
+            worker_metrics: text(&worker["metrics_url"]),
+        }
+    }
 }
 
 struct Row {
@@ -64,23 +87,46 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Sums the samples of `metric` whose labels contain every `label="value"`
-/// pair in `filter`, from a Prometheus text exposition.
-pub fn sum_metric(exposition: &str, metric: &str, filter: &[&str]) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name_labels, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            (name == metric && filter.iter().all(|f| labels.split(',').any(|p| p == *f)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .fold(0.0, |total, v| total + v)
+/// A parsed Prometheus text exposition (with `openmetrics-parser`, which
+/// honours quoting: label values may hold commas, spaces and escapes).
+pub struct Metrics(
+    openmetrics_parser::MetricsExposition<
+        openmetrics_parser::PrometheusType,
+        openmetrics_parser::PrometheusValue,
+    >,
+);
+
+impl Metrics {
+    /// Parses an exposition; says why when it is not one.
+    pub fn parse(exposition: &str) -> Result<Self, String> {
+        openmetrics_parser::prometheus::parse_prometheus(exposition)
+            .map(Self)
+            .map_err(|e| format!("not a Prometheus exposition: {e:?}"))
+    }
+
+    /// Sums the samples of counter or gauge `metric` whose labels have
+    /// every `(label, value)` pair in `filter`.
+    pub fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
+        use openmetrics_parser::PrometheusValue;
+        let Some(family) = self.0.families.get(metric) else {
+            return 0.0;
+        };
+        family
+            .iter_samples()
+            .filter(|sample| {
+                sample.get_labelset().is_ok_and(|labels| {
+                    filter
+                        .iter()
+                        .all(|(k, v)| labels.get_label_value(k) == Some(*v))
+                })
+            })
+            .filter_map(|sample| match &sample.value {
+                PrometheusValue::Counter(c) => Some(c.value.as_f64()),
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
+                _ => None,
+            })
+            .sum()
+    }
 }
 
 /// Runs every check.
@@ -91,6 +137,46 @@ pub async fn run(targets: &Targets) -> Findings {
         .unwrap_or_default();
     let base = targets.orchestrator.trim_end_matches('/');
     let mut rows = Vec::new();
+
+    // Where everything else is, unless the flags say.
+    let discovered = match get(&http, &format!("{base}/info")).await {
+        Ok((200, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            let found = Discovered::from_info(&v);
+            rows.push(row(
+                "orchestrator /info",
+                Status::Ok,
+                format!(
+                    "build {}, clients at {}",
+                    v["build"].as_str().unwrap_or("?"),
+                    found.websocket_url.as_deref().unwrap_or("?")
+                ),
+            ));
+            found
+        }
+        Ok((code, _)) => {
+            rows.push(row(
+                "orchestrator /info",
+                Status::Warn,
+                format!("HTTP {code}"),
+            ));
+            Discovered::default()
+        }
+        Err(e) => {
+            rows.push(row("orchestrator /info", Status::Fail, e));
+            Discovered::default()
+        }
+    };
+    let ws_url = targets
+        .url
+        .clone()
+        .or(discovered.websocket_url)
+        .unwrap_or_else(|| crate::DEFAULT_URL.to_owned());
+    let worker_metrics = targets
+        .worker_metrics
+        .clone()
+        .or(discovered.worker_metrics)
+        .unwrap_or_else(|| DEFAULT_WORKER_METRICS.to_owned());
 
     // Liveness, and the worker URL the orchestrator relays to.
     let mut reported_worker = None;
@@ -147,14 +233,17 @@ pub async fn run(targets: &Targets) -> Findings {
 
     // Metrics, and what they say about errors.
     match get(&http, &format!("{base}/metrics")).await {
-        Ok((200, text)) => {
-            rows.push(row(
-                "orchestrator /metrics",
-                Status::Ok,
-                format!("{} lines", text.lines().count()),
-            ));
-            rows.extend(metric_rows(&text));
-        }
+        Ok((200, text)) => match Metrics::parse(&text) {
+            Ok(metrics) => {
+                rows.push(row(
+                    "orchestrator /metrics",
+                    Status::Ok,
+                    format!("{} lines", text.lines().count()),
+                ));
+                rows.extend(metric_rows(&metrics));
+            }
+            Err(e) => rows.push(row("orchestrator /metrics", Status::Fail, e)),
+        },
         Ok((code, _)) => rows.push(row(
             "orchestrator /metrics",
             Status::Fail,
@@ -166,10 +255,11 @@ pub async fn run(targets: &Targets) -> Findings {
     let worker = targets
         .worker
         .clone()
+        .or(discovered.worker)
         .or(reported_worker)
         .unwrap_or_else(|| "http://127.0.0.1:7001".to_owned());
     rows.push(worker_health(&worker).await);
-    rows.push(match get(&http, &targets.worker_metrics).await {
+    rows.push(match get(&http, &worker_metrics).await {
         Ok((200, text)) => row(
             "worker /metrics",
             Status::Ok,
@@ -179,7 +269,7 @@ pub async fn run(targets: &Targets) -> Findings {
         Err(e) => row(
             "worker /metrics",
             Status::Warn,
-            format!("{e} (none when the worker is embedded)"),
+            format!("{worker_metrics}: {e}"),
         ),
     });
 
@@ -187,7 +277,7 @@ pub async fn run(targets: &Targets) -> Findings {
         rows.push(redis_ping(url).await);
     }
     for (name, url) in [
-        ("websocket port", targets.url.as_str()),
+        ("websocket port", ws_url.as_str()),
         ("admin port", base),
         ("worker port", worker.as_str()),
     ] {
@@ -196,33 +286,24 @@ pub async fn run(targets: &Targets) -> Findings {
     findings(rows)
 }
 
-fn metric_rows(text: &str) -> Vec<Row> {
-    let failed = sum_metric(
-        text,
-        "tts_orchestrator_requests_total",
-        &["outcome=\"failed\""],
-    );
-    let completed = sum_metric(
-        text,
-        "tts_orchestrator_requests_total",
-        &["outcome=\"completed\""],
-    );
-    let checksum = sum_metric(
-        text,
+/// Where a worker's metrics are when nothing says otherwise.
+pub const DEFAULT_WORKER_METRICS: &str = "http://127.0.0.1:9091/metrics";
+
+fn metric_rows(metrics: &Metrics) -> Vec<Row> {
+    let failed = metrics.sum("tts_orchestrator_requests_total", &[("outcome", "failed")]);
+    // Server-side failures against every request (client mistakes and
+    // refusals are not failures).
+    let total = metrics.sum("tts_orchestrator_requests_total", &[]);
+    let checksum = metrics.sum(
         "tts_orchestrator_frames_total",
-        &["result=\"checksum_mismatch\""],
+        &[("result", "checksum_mismatch")],
     );
-    let bad = sum_metric(
-        text,
-        "tts_orchestrator_frames_total",
-        &["result=\"bad_size\""],
-    ) + sum_metric(
-        text,
-        "tts_orchestrator_frames_total",
-        &["result=\"out_of_sequence\""],
-    );
-    let quality = sum_metric(text, "tts_orchestrator_frame_quality_events_total", &[]);
-    let total = failed + completed;
+    let bad = metrics.sum("tts_orchestrator_frames_total", &[("result", "bad_size")])
+        + metrics.sum(
+            "tts_orchestrator_frames_total",
+            &[("result", "out_of_sequence")],
+        );
+    let quality = metrics.sum("tts_orchestrator_frame_quality_events_total", &[]);
     let error_rate = if total > 0.0 { failed / total } else { 0.0 };
     vec![
         row(
@@ -368,33 +449,45 @@ mod tests {
 
     #[test]
     fn sums_labelled_samples() {
-        let text = "# TYPE x counter\n\
+        let text = "# HELP tts_orchestrator_frames_total Frames.\n\
+            # TYPE tts_orchestrator_frames_total counter\n\
             tts_orchestrator_frames_total{hop=\"a\",result=\"ok\"} 10\n\
             tts_orchestrator_frames_total{hop=\"b\",result=\"ok\"} 5\n\
             tts_orchestrator_frames_total{hop=\"a\",result=\"checksum_mismatch\"} 2\n\
-            other_total 7\n";
+            # TYPE other_total counter\n\
+            other_total 7\n\
+            # TYPE x_total counter\n\
+            x_total{reason=\"a, b\",kind=\"c\"} 3\n";
+        let m = Metrics::parse(text).expect("parses");
         assert_eq!(
-            sum_metric(text, "tts_orchestrator_frames_total", &["result=\"ok\""]),
+            m.sum("tts_orchestrator_frames_total", &[("result", "ok")]),
             15.0
         );
         assert_eq!(
-            sum_metric(
-                text,
+            m.sum(
                 "tts_orchestrator_frames_total",
-                &["hop=\"a\"", "result=\"ok\""]
+                &[("hop", "a"), ("result", "ok")]
             ),
             10.0
         );
-        assert_eq!(sum_metric(text, "other_total", &[]), 7.0);
-        assert_eq!(sum_metric(text, "missing", &[]), 0.0);
+        assert_eq!(m.sum("other_total", &[]), 7.0);
+        assert_eq!(m.sum("missing", &[]), 0.0);
+        // Label values with commas (which splitting the line would break).
+        assert_eq!(m.sum("x_total", &[("kind", "c")]), 3.0);
+        assert_eq!(m.sum("x_total", &[("reason", "a, b")]), 3.0);
+        assert!(Metrics::parse("# TYPE a counter\nb 1\n").is_err());
     }
 
     #[test]
     fn error_counts_decide_the_status() {
-        let rows = metric_rows(
-            "tts_orchestrator_requests_total{outcome=\"completed\",code=\"none\"} 99\n\
+        let metrics = Metrics::parse(
+            "# TYPE tts_orchestrator_requests_total counter\n\
+             tts_orchestrator_requests_total{outcome=\"completed\",code=\"none\"} 99\n\
+             # TYPE tts_orchestrator_frames_total counter\n\
              tts_orchestrator_frames_total{hop=\"worker_to_orchestrator\",result=\"checksum_mismatch\"} 1\n",
-        );
+        )
+        .expect("parses");
+        let rows = metric_rows(&metrics);
         let checksum = rows
             .iter()
             .find(|r| r.check.contains("checksum"))

@@ -59,9 +59,13 @@ impl Findings {
         format!("{table}\nstatus: {}\n", self.status.as_str())
     }
 
-    /// Exit code: 0 unless something failed.
-    pub fn exit_code(&self) -> u8 {
-        u8::from(self.status == Status::Fail)
+    /// The process exit code: `failed` when a check failed, else 0.
+    pub fn exit_code(&self, failed: u8) -> u8 {
+        if self.status == Status::Fail {
+            failed
+        } else {
+            tts_telemetry::exit::OK
+        }
     }
 }
 
@@ -137,7 +141,7 @@ mod tests {
             status: Status::Fail,
             detail: serde_json::Value::Null,
         };
-        assert_eq!(f.exit_code(), 1);
+        assert_eq!(f.exit_code(69), 69);
         assert!(f.to_table().contains("status: FAIL"));
     }
 }
