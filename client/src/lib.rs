@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tts_frame::{FrameHeader, Tally, Validator, bytes_to_samples, decode_frame};
+pub use tts_protocol::{ErrorCode, ServerMessage};
 
 pub use report::{Report, Summary};
 
@@ -52,8 +53,11 @@ pub enum ClientError {
 /// One message from the server.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A JSON text message.
-    Json(Value),
+    /// A text message of the protocol (`tts-protocol`).
+    Message(ServerMessage),
+    /// A JSON text message this client does not know (from a newer
+    /// server): passed on, not an error.
+    Other(Value),
     /// A binary frame: its raw bytes and when it arrived.
     Frame(Bytes, Instant),
 }
@@ -62,7 +66,7 @@ pub enum Event {
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The server's `ready` message.
-    pub ready: Value,
+    pub ready: ServerMessage,
     /// Longest wait for any one message before giving up.
     pub timeout: Duration,
 }
@@ -117,11 +121,18 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let mut client = Self {
             ws,
-            ready: Value::Null,
+            ready: ServerMessage::Ready {
+                session_id: String::new(),
+                protocol: 0,
+                sample_rate: 0,
+                channels: 0,
+                frame_samples: 0,
+                encoding: String::new(),
+            },
             timeout: Duration::from_secs(30),
         };
         match client.next_event().await? {
-            Event::Json(v) if v["type"] == "ready" => client.ready = v,
+            Event::Message(m @ ServerMessage::Ready { .. }) => client.ready = m,
             other => {
                 return Err(ClientError::Protocol(format!(
                     "expected ready, got {other:?}"
@@ -151,9 +162,12 @@ impl Client {
                 .map_err(|_| ClientError::Timeout(self.timeout))?;
             match next {
                 Some(Ok(Message::Text(t))) => {
+                    if let Ok(message) = ServerMessage::parse(t.as_str()) {
+                        return Ok(Event::Message(message));
+                    }
                     let v = serde_json::from_str(t.as_str())
                         .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))?;
-                    return Ok(Event::Json(v));
+                    return Ok(Event::Other(v));
                 }
                 Some(Ok(Message::Binary(b))) => return Ok(Event::Frame(b, Instant::now())),
                 Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
@@ -169,9 +183,8 @@ impl Client {
         let sent = Instant::now();
         self.send_json(&json!({"type": "ping", "id": id})).await?;
         loop {
-            if let Event::Json(v) = self.next_event().await?
-                && v["type"] == "pong"
-                && v["id"] == id
+            if let Event::Message(ServerMessage::Pong { id: got, .. }) = self.next_event().await?
+                && got == id
             {
                 return Ok(sent.elapsed());
             }
@@ -307,7 +320,8 @@ impl Collector {
     /// Feeds one server message; returns the utterance when `end` arrives.
     pub fn on_event(&mut self, event: Event) -> Result<Option<Utterance>, ClientError> {
         match event {
-            Event::Json(v) => self.on_json(&v),
+            Event::Message(m) => self.on_message(m),
+            Event::Other(_) => Ok(None),
             Event::Frame(bytes, at) => {
                 self.on_frame(&bytes, at);
                 Ok(None)
@@ -315,26 +329,33 @@ impl Collector {
         }
     }
 
-    fn on_json(&mut self, v: &Value) -> Result<Option<Utterance>, ClientError> {
-        if v["request_id"] != self.request_id.as_str() {
+    fn on_message(&mut self, message: ServerMessage) -> Result<Option<Utterance>, ClientError> {
+        if message.request_id() != Some(self.request_id.as_str()) {
             return Ok(None);
         }
-        match v["type"].as_str() {
-            Some("start") => {
-                let id = v["stream_id"].as_u64().and_then(|n| u32::try_from(n).ok());
-                self.stream_id = Some(id.ok_or_else(|| {
-                    ClientError::Protocol(format!("start without a stream_id: {v}"))
-                })?);
-                self.report.trace_id = v["trace_id"].as_str().unwrap_or_default().to_owned();
-                self.report.voice = v["voice"].as_str().unwrap_or_default().to_owned();
+        match message {
+            ServerMessage::Start {
+                stream_id,
+                trace_id,
+                voice,
+                ..
+            } => {
+                self.stream_id = Some(stream_id);
+                self.report.trace_id = trace_id;
+                self.report.voice = voice;
                 Ok(None)
             }
-            Some("end") => Ok(Some(self.finish(v))),
-            Some("error") => Err(ClientError::Server {
-                code: v["code"].as_str().unwrap_or("?").to_owned(),
-                message: v["message"].as_str().unwrap_or_default().to_owned(),
+            ServerMessage::End {
+                frames,
+                samples,
+                cancelled,
+                ..
+            } => Ok(Some(self.finish(frames, samples, cancelled))),
+            ServerMessage::Error { code, message, .. } => Err(ClientError::Server {
+                code: code.as_str().to_owned(),
+                message,
             }),
-            _ => Ok(None),
+            ServerMessage::Ready { .. } | ServerMessage::Pong { .. } => Ok(None),
         }
     }
 
@@ -386,11 +407,10 @@ impl Collector {
         self.samples.extend(bytes_to_samples(payload));
     }
 
-    fn finish(&mut self, end: &Value) -> Utterance {
+    fn finish(&mut self, frames: u64, exact: u64, cancelled: bool) -> Utterance {
         let r = &mut self.report;
-        r.cancelled = end["cancelled"].as_bool().unwrap_or(false);
-        r.end_frames = end["frames"].as_u64().unwrap_or(0);
-        let exact = end["samples"].as_u64().unwrap_or(0);
+        r.cancelled = cancelled;
+        r.end_frames = frames;
         r.end_samples = exact;
         self.samples.truncate(exact as usize);
         r.audio_seconds = self.samples.len() as f64 / f64::from(tts_frame::SAMPLE_RATE);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc;
-use tts_client::{Client, ClientError, Event, SynthesizeOptions};
+use tts_client::{Client, ClientError, Event, ServerMessage, SynthesizeOptions};
 use tts_frame::{checksum, decode_frame};
 
 use crate::record::{Arrival, integrity};
@@ -452,23 +452,28 @@ async fn one_request(
             }
         };
         match event {
-            Event::Json(v) if v["request_id"] == request_id.as_str() => match v["type"].as_str() {
-                Some("start") => stream_id = v["stream_id"].as_u64().map(|n| n as u32),
-                Some("end") => {
-                    let expected = v["frames"].as_u64().unwrap_or(0);
-                    samples = v["samples"].as_u64().unwrap_or(0);
-                    result.integrity = integrity(&result.arrivals, expected, malformed);
+            Event::Message(m) if m.request_id() == Some(request_id.as_str()) => match m {
+                ServerMessage::Start { stream_id: id, .. } => stream_id = Some(id),
+                ServerMessage::End {
+                    frames, samples: n, ..
+                } => {
+                    samples = n;
+                    result.integrity = integrity(&result.arrivals, frames, malformed);
                     result.error = None;
                     break;
                 }
-                Some("error") => {
-                    result.error = Some(v["code"].as_str().unwrap_or("unknown").to_owned());
-                    result.retry_after = v["retry_after_ms"].as_u64().map(Duration::from_millis);
+                ServerMessage::Error {
+                    code,
+                    retry_after_ms,
+                    ..
+                } => {
+                    result.error = Some(code.as_str().to_owned());
+                    result.retry_after = retry_after_ms.map(Duration::from_millis);
                     break;
                 }
                 _ => {}
             },
-            Event::Json(_) => {}
+            Event::Message(_) | Event::Other(_) => {}
             Event::Frame(bytes, at) => {
                 let now_us = tts_frame::now_us();
                 let Ok((header, payload)) = decode_frame(&bytes) else {

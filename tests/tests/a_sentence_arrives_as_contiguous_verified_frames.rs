@@ -1,7 +1,7 @@
 //! A sentence comes back as contiguous frames with valid checksums, `end`
 //! counts exactly what was received, and the audio sounds like speech.
 
-use tts_client::{Client, Event};
+use tts_client::{Client, Event, ServerMessage};
 use tts_frame::{checksum, decode_frame};
 use tts_tests::{assert_speech_like, spawn_pipeline};
 
@@ -11,35 +11,48 @@ const TEXT: &str = "The quick brown fox jumps over the lazy dog. This is a strea
 async fn a_sentence_arrives_as_contiguous_verified_frames() {
     let (worker, pipeline) = spawn_pipeline().await;
     let mut client = Client::connect(&pipeline.ws_url).await.expect("connect");
-    assert_eq!(client.ready["type"], "ready");
-    assert_eq!(client.ready["protocol"], 1);
-    assert_eq!(client.ready["sample_rate"], 48_000);
-    assert_eq!(client.ready["channels"], 1);
-    assert_eq!(client.ready["frame_samples"], 960);
-    assert_eq!(client.ready["encoding"], "pcm_s16le");
-    assert!(
-        client.ready["session_id"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty())
+    let ServerMessage::Ready {
+        session_id,
+        protocol,
+        sample_rate,
+        channels,
+        frame_samples,
+        encoding,
+    } = &client.ready
+    else {
+        panic!("not ready: {:?}", client.ready);
+    };
+    assert_eq!(
+        (
+            *protocol,
+            *sample_rate,
+            *channels,
+            *frame_samples,
+            encoding.as_str()
+        ),
+        (1, 48_000, 1, 960, "pcm_s16le")
     );
+    assert!(!session_id.is_empty());
 
     client
         .send_json(&serde_json::json!({"type": "synthesize", "text": TEXT, "request_id": "r1"}))
         .await
         .expect("send");
 
-    let start = match client.next_event().await.expect("start") {
-        Event::Json(v) => v,
-        Event::Frame(..) => panic!("a frame arrived before start"),
+    let stream_id = match client.next_event().await.expect("start") {
+        Event::Message(ServerMessage::Start {
+            request_id,
+            trace_id,
+            stream_id,
+            voice,
+        }) => {
+            assert_eq!(request_id, "r1");
+            assert_eq!(voice, "en_US-joe-medium");
+            assert!(!trace_id.is_empty(), "generated trace id");
+            stream_id
+        }
+        other => panic!("expected start, got {other:?}"),
     };
-    assert_eq!(start["type"], "start");
-    assert_eq!(start["request_id"], "r1");
-    assert_eq!(start["voice"], "en_US-joe-medium");
-    assert!(
-        start["trace_id"].as_str().is_some_and(|t| !t.is_empty()),
-        "generated trace id"
-    );
-    let stream_id = start["stream_id"].as_u64().expect("stream_id") as u32;
 
     let mut samples = Vec::new();
     let mut frames = 0u32;
@@ -64,16 +77,26 @@ async fn a_sentence_arrives_as_contiguous_verified_frames() {
                 samples.extend(tts_frame::bytes_to_samples(payload));
                 frames += 1;
             }
-            Event::Json(v) => break v,
+            Event::Message(m) => break m,
+            Event::Other(v) => panic!("unexpected {v}"),
         }
     };
     assert!(saw_last, "the final frame carries the last flag");
-    assert_eq!(end["type"], "end");
-    assert_eq!(end["request_id"], "r1");
-    assert_eq!(end["stream_id"], stream_id);
-    assert_eq!(end["cancelled"], false);
-    assert_eq!(end["frames"], frames);
-    let exact = end["samples"].as_u64().expect("samples") as usize;
+    let ServerMessage::End {
+        request_id,
+        stream_id: end_stream,
+        frames: end_frames,
+        samples: exact,
+        cancelled,
+    } = end
+    else {
+        panic!("expected end, got {end:?}");
+    };
+    assert_eq!(request_id, "r1");
+    assert_eq!(end_stream, stream_id);
+    assert!(!cancelled);
+    assert_eq!(end_frames, u64::from(frames));
+    let exact = exact as usize;
     assert!(exact <= frames as usize * 960 && exact > (frames as usize - 1) * 960);
     assert!(
         samples[exact..].iter().all(|&s| s == 0),

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tts_client::{Client, Event, SynthesizeOptions};
+use tts_client::{Client, ErrorCode, Event, ServerMessage, SynthesizeOptions};
 use tts_frame::{checksum, decode_frame};
 use tts_loadtest::record::{Arrival, late_frames};
 use tts_orchestrator::OrchestratorConfig;
@@ -50,7 +50,7 @@ async fn listen(
 
 /// Starts a long request; returns the client once its first frame is in,
 /// or the `error` message that refused it.
-async fn open(url: &str, text: &str) -> Result<(Client, Instant), (serde_json::Value, Duration)> {
+async fn open(url: &str, text: &str) -> Result<(Client, Instant), (ServerMessage, Duration)> {
     let mut client = Client::connect(url).await.expect("connect");
     let sent = Instant::now();
     client
@@ -60,8 +60,8 @@ async fn open(url: &str, text: &str) -> Result<(Client, Instant), (serde_json::V
     loop {
         match client.next_event().await.expect("an answer") {
             Event::Frame(..) => return Ok((client, sent)),
-            Event::Json(v) if v["type"] == "error" => return Err((v, sent.elapsed())),
-            Event::Json(_) => {}
+            Event::Message(m @ ServerMessage::Error { .. }) => return Err((m, sent.elapsed())),
+            _ => {}
         }
     }
 }
@@ -110,9 +110,15 @@ async fn admission_refuses_the_stream_that_would_not_fit() {
     let admitted = listeners.len() + usize::from(stalled.is_some());
     assert_eq!(admitted, FIT, "admitted streams");
     let (error, took) = refusal;
-    assert_eq!(error["code"], "overloaded", "{error}");
-    let retry = error["retry_after_ms"].as_u64().expect("a retry hint");
-    assert!(retry > 0, "{error}");
+    let ServerMessage::Error {
+        code: ErrorCode::Overloaded,
+        retry_after_ms: Some(retry),
+        ..
+    } = error
+    else {
+        panic!("expected overloaded with a retry hint, got {error:?}");
+    };
+    assert!(retry > 0);
     eprintln!("refused after {took:?}, retry after {retry} ms");
 
     // The admitted streams play on for a while, one of them unread.

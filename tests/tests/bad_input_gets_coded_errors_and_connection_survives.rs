@@ -9,8 +9,9 @@ use tts_tests::{spawn_orchestrator, spawn_worker, worker_config};
 
 async fn next_json(client: &mut Client) -> Value {
     loop {
-        if let Event::Json(v) = client.next_event().await.expect("event") {
-            return v;
+        // The typed message, as the JSON it was sent as.
+        if let Event::Message(m) = client.next_event().await.expect("event") {
+            return serde_json::to_value(&m).expect("serialisable");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! it, and far fewer frames were sent than the whole text would take.
 
 use serde_json::json;
-use tts_client::{Client, Event, SynthesizeOptions};
+use tts_client::{Client, Event, ServerMessage, SynthesizeOptions};
 use tts_frame::decode_frame;
 use tts_tests::{LONG_TEXT, spawn_pipeline};
 
@@ -27,19 +27,21 @@ async fn cancel_stops_frames_promptly() {
         .send_json(&json!({"type": "cancel", "request_id": "long-1"}))
         .await
         .expect("cancel");
-    let end = loop {
+    let (request_id, frames, cancelled) = loop {
         match client.next_event().await.expect("event") {
             Event::Frame(..) => received += 1,
-            Event::Json(v) if v["type"] == "end" => break v,
-            Event::Json(v) => panic!("unexpected {v}"),
+            Event::Message(ServerMessage::End {
+                request_id,
+                frames,
+                cancelled,
+                ..
+            }) => break (request_id, frames, cancelled),
+            other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(end["request_id"], "long-1");
-    assert_eq!(end["cancelled"], true);
-    assert_eq!(
-        end["frames"], received,
-        "end counts the frames actually sent"
-    );
+    assert_eq!(request_id, "long-1");
+    assert!(cancelled);
+    assert_eq!(frames, received, "end counts the frames actually sent");
     // The paragraph is about 50 s of speech (2,500 frames).
     assert!(
         received < 1_000,

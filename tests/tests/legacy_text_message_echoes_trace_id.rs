@@ -1,7 +1,7 @@
 //! Existing clients send `{"text": …, "trace_id": …}` with no `type`: that
 //! is a synthesize request, and its trace id comes back in `start`.
 
-use tts_client::{Client, Collector};
+use tts_client::{Client, Collector, Event, ServerMessage};
 use tts_tests::spawn_pipeline;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,22 +14,20 @@ async fn legacy_text_message_echoes_trace_id() {
         .await
         .expect("send");
     // The server generated the request id: read it from `start`.
-    let start = match client.next_event().await.expect("start") {
-        tts_client::Event::Json(v) => v,
-        other => panic!("expected start, got {other:?}"),
+    let start = client.next_event().await.expect("start");
+    let Event::Message(ServerMessage::Start {
+        request_id,
+        trace_id,
+        ..
+    }) = &start
+    else {
+        panic!("expected start, got {start:?}");
     };
-    assert_eq!(start["type"], "start");
-    assert_eq!(start["trace_id"], trace);
-    let request_id = start["request_id"]
-        .as_str()
-        .expect("generated request id")
-        .to_owned();
-    assert!(!request_id.is_empty());
+    assert_eq!(trace_id, trace);
+    assert!(!request_id.is_empty(), "a generated request id");
 
-    let mut collector = Collector::new(request_id, std::time::Instant::now());
-    collector
-        .on_event(tts_client::Event::Json(start))
-        .expect("start accepted");
+    let mut collector = Collector::new(request_id.clone(), std::time::Instant::now());
+    collector.on_event(start).expect("start accepted");
     let utterance = loop {
         let event = client.next_event().await.expect("event");
         if let Some(done) = collector.on_event(event).expect("no error") {

@@ -2,7 +2,9 @@
 //! connections and requests, lets the ones in flight finish, then closes
 //! connections with code 1001.
 
-use tts_client::{Client, ClientError, Collector, Event, SynthesizeOptions};
+use tts_client::{
+    Client, ClientError, Collector, ErrorCode, Event, ServerMessage, SynthesizeOptions,
+};
 use tts_tests::spawn_pipeline;
 
 /// About 3.5 s of speech: streamed in real time, it ends well inside the
@@ -55,11 +57,19 @@ async fn orchestrator_shutdown_lets_requests_finish() {
     let mut refused = false;
     let done = loop {
         let event = client.next_event().await.expect("event");
-        if let Event::Json(v) = &event
-            && v["request_id"] == "late"
+        if let Event::Message(m) = &event
+            && m.request_id() == Some("late")
         {
-            assert_eq!(v["type"], "error", "{v}");
-            assert_eq!(v["code"], "shutting_down", "{v}");
+            assert!(
+                matches!(
+                    m,
+                    ServerMessage::Error {
+                        code: ErrorCode::ShuttingDown,
+                        ..
+                    }
+                ),
+                "{m:?}"
+            );
             refused = true;
             continue;
         }

@@ -2,7 +2,7 @@
 //! the queued audio.
 
 use serde_json::json;
-use tts_client::{Client, Event, SynthesizeOptions};
+use tts_client::{Client, Event, ServerMessage, SynthesizeOptions};
 use tts_tests::{LONG_TEXT, spawn_pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,19 +24,20 @@ async fn ping_is_answered_while_streaming() {
         .await
         .expect("ping");
     let mut frames_before_pong = 0;
-    let pong = loop {
+    let (id, server_time_us) = loop {
         match client.next_event().await.expect("event") {
             Event::Frame(..) => frames_before_pong += 1,
-            Event::Json(v) if v["type"] == "pong" => break v,
-            Event::Json(v) => assert_ne!(v["type"], "end", "stream ended before the pong: {v}"),
+            Event::Message(ServerMessage::Pong {
+                id, server_time_us, ..
+            }) => break (id, server_time_us),
+            Event::Message(m @ ServerMessage::End { .. }) => {
+                panic!("stream ended before the pong: {m:?}")
+            }
+            _ => {}
         }
     };
-    assert_eq!(pong["id"], 42);
-    assert!(
-        pong["server_time_us"]
-            .as_u64()
-            .is_some_and(|t| t > 1_600_000_000_000_000)
-    );
+    assert_eq!(id, 42);
+    assert!(server_time_us > 1_600_000_000_000_000);
     // Frames already in flight on the socket may precede the pong, but not
     // the rest of the request (thousands of frames).
     assert!(

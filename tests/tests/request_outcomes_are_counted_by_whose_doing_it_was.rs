@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tts_client::{Client, ClientError, Event, SynthesizeOptions};
+use tts_client::{Client, ClientError, Event, ServerMessage, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{
     LONG_TEXT, eventually, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
@@ -74,10 +74,10 @@ async fn request_outcomes_are_counted_by_whose_doing_it_was() {
         .await
         .expect("cancel");
     loop {
-        if let Event::Json(v) = client.next_event().await.expect("event")
-            && v["type"] == "end"
+        if let Event::Message(ServerMessage::End { cancelled, .. }) =
+            client.next_event().await.expect("event")
         {
-            assert_eq!(v["cancelled"], true);
+            assert!(cancelled);
             break;
         }
     }

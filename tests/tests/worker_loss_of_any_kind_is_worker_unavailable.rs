@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tts_client::{Client, Event, SynthesizeOptions};
+use tts_client::{Client, Event, ServerMessage, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{LONG_TEXT, ServiceProcess, spawn_orchestrator};
 
@@ -27,14 +27,13 @@ async fn streaming(client: &mut Client) -> String {
 async fn error_for(client: &mut Client, id: &str) -> (String, Duration) {
     let since = Instant::now();
     loop {
-        if let Event::Json(v) = client.next_event().await.expect("event")
-            && v["request_id"] == id
+        if let Event::Message(m) = client.next_event().await.expect("event")
+            && m.request_id() == Some(id)
         {
-            assert_eq!(v["type"], "error", "{v}");
-            return (
-                v["code"].as_str().unwrap_or_default().to_owned(),
-                since.elapsed(),
-            );
+            let ServerMessage::Error { code, .. } = m else {
+                panic!("expected an error, got {m:?}");
+            };
+            return (code.as_str().to_owned(), since.elapsed());
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::{Findings, Percentiles, Status};
-use crate::{Client, ClientError, Event};
+use crate::{Client, ClientError, Event, ServerMessage};
 
 /// Sends `count` pings, then `count` deep pings, one at a time.
 pub async fn run(url: &str, count: u32) -> Result<Findings, ClientError> {
@@ -22,19 +22,23 @@ pub async fn run(url: &str, count: u32) -> Result<Findings, ClientError> {
         client
             .send_json(&json!({"type": "ping", "id": id, "deep": true}))
             .await?;
-        let pong = loop {
-            if let Event::Json(v) = client.next_event().await?
-                && v["type"] == "pong"
-                && v["id"] == id.as_str()
+        let (rtt_us, status) = loop {
+            if let Event::Message(ServerMessage::Pong {
+                id: got,
+                worker_rtt_us,
+                worker_status,
+                ..
+            }) = client.next_event().await?
+                && got == id.as_str()
             {
-                break v;
+                break (worker_rtt_us, worker_status);
             }
         };
         deep.push(sent.elapsed().as_secs_f64() * 1e3);
-        worker.push(pong["worker_rtt_us"].as_f64().unwrap_or(0.0) / 1e3);
-        let status = pong["worker_status"].as_str().unwrap_or("missing");
+        worker.push(rtt_us.unwrap_or(0) as f64 / 1e3);
+        let status = status.unwrap_or_else(|| "missing".to_owned());
         if status != "SERVING" {
-            bad.push(status.to_owned());
+            bad.push(status);
         }
     }
     let rows = [
