@@ -47,9 +47,16 @@ fetch_wheel() {
   ls "$CACHE/wheels"/"$(echo "${pkg%%==*}" | tr - _)"-"${pkg##*==}"-*.whl | head -n 1
 }
 
-apt_install libespeak-ng-dev espeak-ng-data
+# cmake builds the bundled libopus (crate `opus`).
+apt_install libespeak-ng-dev espeak-ng-data cmake
 if [ "${1:-}" = --test ]; then
   apt_install prometheus redis-server
+  # The official OpenAI Python client, to test /v1/audio/speech with it.
+  if [ ! -x "$CACHE/pyenv/bin/python" ] || ! "$CACHE/pyenv/bin/python" -c 'import openai' 2>/dev/null; then
+    echo "setup: installing the openai Python client into $CACHE/pyenv" >&2
+    python3 -m venv "$CACHE/pyenv"
+    "$CACHE/pyenv/bin/python" -m pip install -q --disable-pip-version-check 'openai>=1.40,<4'
+  fi
 fi
 
 if [ ! -s "$CACHE/voices/en_US-joe-medium.onnx" ] || [ ! -s "$CACHE/voices/en_US-joe-medium.onnx.json" ]; then

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tts_frame::{FrameHeader, Tally, Validator, bytes_to_samples, decode_frame};
-pub use tts_protocol::{ErrorCode, ServerMessage};
+use tts_frame::{FrameHeader, Tally, Validator, bytes_to_samples, decode_frame, mulaw_decode};
+pub use tts_protocol::{Encoding, ErrorCode, Format, ServerMessage};
 
 pub use report::{Report, Summary};
 
@@ -83,13 +83,26 @@ pub struct SynthesizeOptions {
     /// Ask for frames as fast as synthesis allows (`"delivery":"fast"`)
     /// instead of on the playout clock.
     pub fast: bool,
+    /// Speaking rate (`speed`, 0.25 to 4); the voice's own when `None`.
+    pub speed: Option<f32>,
+    /// Piper's `noise_scale` (0 to 1); the voice's own when `None`.
+    pub noise_scale: Option<f32>,
+    /// Piper's `noise_w` (0 to 1); the voice's own when `None`.
+    pub noise_w: Option<f32>,
+    /// Frame encoding; `pcm_s16le` when `None`.
+    pub encoding: Option<Encoding>,
+    /// Frame sample rate; the encoding's default when `None`.
+    pub sample_rate: Option<u32>,
 }
 
 /// A finished request: its audio and what was measured.
 #[derive(Debug, Clone)]
 pub struct Utterance {
-    /// The audio, trimmed to the exact sample count from `end`.
+    /// The audio (decoded to PCM), trimmed to the exact sample count from
+    /// `end`.
     pub samples: Vec<i16>,
+    /// Its sample rate, Hz.
+    pub sample_rate: u32,
     /// Measurements and verification counts.
     pub report: Report,
     /// Per-frame records, when the collector kept them.
@@ -211,6 +224,21 @@ impl Client {
         if opts.fast {
             msg["delivery"] = json!("fast");
         }
+        for (field, value) in [
+            ("speed", opts.speed),
+            ("noise_scale", opts.noise_scale),
+            ("noise_w", opts.noise_w),
+        ] {
+            if let Some(v) = value {
+                msg[field] = json!(v);
+            }
+        }
+        if let Some(e) = opts.encoding {
+            msg["encoding"] = json!(e.as_str());
+        }
+        if let Some(r) = opts.sample_rate {
+            msg["sample_rate"] = json!(r);
+        }
         self.send_json(&msg).await?;
         Ok(request_id)
     }
@@ -270,8 +298,9 @@ pub struct FrameRecord {
 
 /// Follows one request through the messages of a connection: checks each
 /// of its frames and builds its report. Messages of other requests are
-/// ignored, so several collectors can share one connection.
-#[derive(Debug)]
+/// ignored, so several collectors can share one connection. Frames in any
+/// format (`start` says which) are verified as they came and decoded to
+/// PCM.
 pub struct Collector {
     request_id: String,
     sent: Instant,
@@ -281,6 +310,18 @@ pub struct Collector {
     samples: Vec<i16>,
     report: Report,
     frame_log: Option<Vec<FrameRecord>>,
+    format: Format,
+    opus: Option<opus::Decoder>,
+    decoded: Vec<u8>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("request_id", &self.request_id)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Collector {
@@ -298,6 +339,9 @@ impl Collector {
             tally: Tally::default(),
             samples: Vec::new(),
             frame_log: None,
+            format: Format::PIPELINE,
+            opus: None,
+            decoded: Vec::new(),
         }
     }
 
@@ -338,11 +382,24 @@ impl Collector {
                 stream_id,
                 trace_id,
                 voice,
+                sample_rate,
+                encoding,
                 ..
             } => {
                 self.stream_id = Some(stream_id);
                 self.report.trace_id = trace_id;
                 self.report.voice = voice;
+                let encoding = Encoding::from_wire(&encoding).ok_or_else(|| {
+                    ClientError::Protocol(format!("start names an unknown encoding {encoding:?}"))
+                })?;
+                self.format = Format::negotiate(encoding, Some(sample_rate))
+                    .map_err(|e| ClientError::Protocol(format!("start: {e}")))?;
+                self.validator = Validator::for_format(self.format);
+                if encoding == Encoding::Opus {
+                    let decoder = opus::Decoder::new(sample_rate, opus::Channels::Mono)
+                        .map_err(|e| ClientError::Protocol(format!("opus decoder: {e}")))?;
+                    self.opus = Some(decoder);
+                }
                 Ok(None)
             }
             ServerMessage::End {
@@ -355,7 +412,9 @@ impl Collector {
                 code: code.as_str().to_owned(),
                 message,
             }),
-            ServerMessage::Ready { .. } | ServerMessage::Pong { .. } => Ok(None),
+            ServerMessage::Ready { .. }
+            | ServerMessage::Pong { .. }
+            | ServerMessage::Voices { .. } => Ok(None),
         }
     }
 
@@ -370,9 +429,18 @@ impl Collector {
         if Some(header.stream_id) != self.stream_id {
             return;
         }
-        let outcome = self
+        let checked = self
             .validator
-            .check(header.sequence, header.crc32c, payload);
+            .check_bytes(header.sequence, header.crc32c, payload);
+        let mut buf = std::mem::take(&mut self.decoded);
+        let pcm = decode(
+            self.format,
+            self.opus.as_mut(),
+            payload,
+            checked.is_ok(),
+            &mut buf,
+        );
+        let outcome = checked.map(|()| tts_frame::analyse(pcm));
         let events = self.tally.record(&outcome);
         if self.report.frames == 0 {
             self.report.time_to_first_audio_ms = ms(at - self.sent);
@@ -383,7 +451,7 @@ impl Collector {
         self.report.worker_to_orchestrator.add(worker_hop);
         self.report.orchestrator_to_client.add(client_hop);
         if let Some(log) = &mut self.frame_log {
-            let stats = tts_frame::analyse(payload);
+            let stats = tts_frame::analyse(pcm);
             let q = stats.quality();
             log.push(FrameRecord {
                 sequence: header.sequence,
@@ -404,7 +472,8 @@ impl Collector {
                 arrival_ms: ms(at - self.sent),
             });
         }
-        self.samples.extend(bytes_to_samples(payload));
+        self.samples.extend(bytes_to_samples(pcm));
+        self.decoded = buf;
     }
 
     fn finish(&mut self, frames: u64, exact: u64, cancelled: bool) -> Utterance {
@@ -413,7 +482,7 @@ impl Collector {
         r.end_frames = frames;
         r.end_samples = exact;
         self.samples.truncate(exact as usize);
-        r.audio_seconds = self.samples.len() as f64 / f64::from(tts_frame::SAMPLE_RATE);
+        r.audio_seconds = self.samples.len() as f64 / f64::from(self.format.sample_rate);
         r.wall_seconds = self.sent.elapsed().as_secs_f64();
         r.real_time_factor = if r.audio_seconds > 0.0 {
             r.wall_seconds / r.audio_seconds
@@ -431,10 +500,42 @@ impl Collector {
         r.stream_id = self.stream_id.unwrap_or(0);
         Utterance {
             samples: std::mem::take(&mut self.samples),
+            sample_rate: self.format.sample_rate,
             report: r.clone(),
             frames: self.frame_log.take().unwrap_or_default(),
         }
     }
+}
+
+/// A frame's audio as s16le PCM: the payload itself, or decoded from µ-law
+/// or Opus into `buf` (a frame that failed its checks, or a packet the
+/// decoder refuses, is concealed as a lost packet or silence).
+fn decode<'a>(
+    format: Format,
+    opus: Option<&mut opus::Decoder>,
+    payload: &'a [u8],
+    intact: bool,
+    buf: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buf.clear();
+    match (format.encoding, opus) {
+        (Encoding::PcmS16le, _) => return payload,
+        (Encoding::Mulaw, _) => {
+            for &b in payload {
+                buf.extend_from_slice(&mulaw_decode(b).to_le_bytes());
+            }
+        }
+        (Encoding::Opus, Some(decoder)) => {
+            let mut pcm = vec![0i16; format.frame_samples()];
+            let packet: &[u8] = if intact { payload } else { &[] };
+            let n = decoder.decode(packet, &mut pcm, false).unwrap_or(0);
+            for s in &pcm[..n.min(pcm.len())] {
+                buf.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        (Encoding::Opus, None) => {}
+    }
+    buf
 }
 
 /// Worker emit → orchestrator send and orchestrator send → now, in ms.
@@ -457,11 +558,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Writes 48 kHz mono s16 samples as a WAV file.
-pub fn write_wav(path: &std::path::Path, samples: &[i16]) -> Result<(), hound::Error> {
+/// Writes mono s16 samples at `sample_rate` as a WAV file.
+pub fn write_wav(
+    path: &std::path::Path,
+    samples: &[i16],
+    sample_rate: u32,
+) -> Result<(), hound::Error> {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: tts_frame::SAMPLE_RATE,
+        sample_rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tts_client::{Client, DEFAULT_URL, SynthesizeOptions, write_wav};
+use tts_client::{Client, DEFAULT_URL, Encoding, SynthesizeOptions, write_wav};
 use tts_telemetry::exit;
 
 #[derive(Parser)]
@@ -94,7 +94,7 @@ struct SayArgs {
     /// Read the text from this file instead.
     #[arg(long, short = 'f', conflicts_with = "text")]
     file: Option<PathBuf>,
-    /// Where to write the WAV (48 kHz mono 16-bit).
+    /// Where to write the WAV (mono 16-bit, at the stream's rate).
     #[arg(long, short = 'o', default_value = "speech.wav")]
     out: PathBuf,
     /// Voice name (see the worker's ListVoices); the server's default if unset.
@@ -113,6 +113,22 @@ struct SayArgs {
     /// Also play the audio on the default output device.
     #[arg(long)]
     play: bool,
+    /// Speaking rate, 0.25 to 4 (1 is the voice's own).
+    #[arg(long)]
+    speed: Option<f32>,
+    /// Piper's phoneme noise, 0 to 1.
+    #[arg(long)]
+    noise_scale: Option<f32>,
+    /// Piper's duration noise, 0 to 1.
+    #[arg(long)]
+    noise_w: Option<f32>,
+    /// Frame encoding on the wire: pcm_s16le, mulaw (8 kHz) or opus
+    /// (48 kHz); the WAV is always PCM.
+    #[arg(long, value_parser = ["pcm_s16le", "mulaw", "opus"])]
+    encoding: Option<String>,
+    /// Frame sample rate: 8000, 16000, 24000 or 48000.
+    #[arg(long)]
+    sample_rate: Option<u32>,
 }
 
 #[tokio::main]
@@ -198,10 +214,15 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         voice: args.voice.clone(),
         trace_id: args.trace_id.clone(),
         fast: args.fast,
+        speed: args.speed,
+        noise_scale: args.noise_scale,
+        noise_w: args.noise_w,
+        encoding: args.encoding.as_deref().and_then(Encoding::from_wire),
+        sample_rate: args.sample_rate,
         ..SynthesizeOptions::default()
     };
     let utterance = client.synthesize(&text, &opts).await?;
-    write_wav(&args.out, &utterance.samples)
+    write_wav(&args.out, &utterance.samples, utterance.sample_rate)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let report = &utterance.report;
     if args.json {
@@ -211,7 +232,7 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         println!("wrote          {}", args.out.display());
     }
     if args.play {
-        play(&utterance.samples)?;
+        play(&utterance.samples, utterance.sample_rate)?;
     }
     // Frames that failed verification, or audio with quality events, are
     // bad data (the WAV is written all the same, for a look).
@@ -261,12 +282,12 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
 }
 
 #[cfg(feature = "play")]
-fn play(samples: &[i16]) -> anyhow::Result<()> {
-    Ok(tts_client::playback::play(samples)?)
+fn play(samples: &[i16], sample_rate: u32) -> anyhow::Result<()> {
+    Ok(tts_client::playback::play(samples, sample_rate)?)
 }
 
 #[cfg(not(feature = "play"))]
-fn play(_samples: &[i16]) -> anyhow::Result<()> {
+fn play(_samples: &[i16], _sample_rate: u32) -> anyhow::Result<()> {
     anyhow::bail!(
         "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
     )

@@ -17,9 +17,9 @@ pub enum PlaybackError {
     Device(String),
 }
 
-/// Plays 48 kHz mono samples on the default device (copied to every
-/// channel) and returns when they have been played.
-pub fn play(samples: &[i16]) -> Result<(), PlaybackError> {
+/// Plays mono samples at `sample_rate` on the default device (copied to
+/// every channel) and returns when they have been played.
+pub fn play(samples: &[i16], sample_rate: u32) -> Result<(), PlaybackError> {
     let device = cpal::default_host()
         .default_output_device()
         .ok_or(PlaybackError::NoDevice)?;
@@ -29,7 +29,7 @@ pub fn play(samples: &[i16]) -> Result<(), PlaybackError> {
         .channels();
     let config = cpal::StreamConfig {
         channels,
-        sample_rate: cpal::SampleRate(tts_frame::SAMPLE_RATE),
+        sample_rate: cpal::SampleRate(sample_rate),
         buffer_size: cpal::BufferSize::Default,
     };
     let audio: Arc<Vec<f32>> = Arc::new(samples.iter().map(|&s| f32::from(s) / 32768.0).collect());

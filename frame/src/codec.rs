@@ -9,7 +9,7 @@
 //! | 8 | 4 | stream id |
 //! | 12 | 4 | sequence number |
 //! | 16 | 4 | CRC-32C of the payload |
-//! | 20 | 4 | payload length = 1920 |
+//! | 20 | 4 | payload length: 1920 for the pipeline's 48 kHz PCM; 1 to 1920 in the format a client asked for |
 //! | 24 | 8 | worker timestamp, µs since the Unix epoch |
 //! | 32 | 8 | orchestrator timestamp, µs since the Unix epoch |
 
@@ -53,10 +53,11 @@ pub enum CodecError {
         /// The value found.
         actual: u16,
     },
-    /// The payload-length field, or the bytes that follow the header, are not 1920.
+    /// The payload-length field is 0 or over 1920, or the bytes that follow
+    /// the header are not as many as it says.
     #[error("payload is {actual} bytes, expected {expected}")]
     PayloadLength {
-        /// 1920.
+        /// The length field's value (1920 when the field itself is out of range).
         expected: usize,
         /// The length found.
         actual: usize,
@@ -84,8 +85,13 @@ impl FrameHeader {
     /// Length of the encoded header in bytes.
     pub const LEN: usize = 40;
 
-    /// Encodes the header into its 40 wire bytes.
+    /// Encodes the header of a full 48 kHz PCM frame into its 40 wire bytes.
     pub fn encode(&self) -> [u8; Self::LEN] {
+        self.encode_for(PAYLOAD_BYTES)
+    }
+
+    /// Encodes the header of a frame whose payload is `payload_len` bytes.
+    pub fn encode_for(&self, payload_len: usize) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = VERSION;
@@ -94,15 +100,16 @@ impl FrameHeader {
         b[8..12].copy_from_slice(&self.stream_id.to_le_bytes());
         b[12..16].copy_from_slice(&self.sequence.to_le_bytes());
         b[16..20].copy_from_slice(&self.crc32c.to_le_bytes());
-        b[20..24].copy_from_slice(&(PAYLOAD_BYTES as u32).to_le_bytes());
+        b[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
         b[24..32].copy_from_slice(&self.worker_ts_us.to_le_bytes());
         b[32..40].copy_from_slice(&self.orchestrator_ts_us.to_le_bytes());
         b
     }
 
-    /// Decodes and checks a header (magic, version, lengths). The payload
-    /// length is checked against `PAYLOAD_BYTES`, not against the buffer.
-    pub fn decode(buf: &[u8]) -> Result<Self, CodecError> {
+    /// Decodes and checks a header (magic, version, lengths) and returns it
+    /// with its payload length (1 to `PAYLOAD_BYTES`), which is not checked
+    /// against the buffer here.
+    pub fn decode(buf: &[u8]) -> Result<(Self, usize), CodecError> {
         let Some(b) = buf.first_chunk::<{ Self::LEN }>() else {
             return Err(CodecError::TooShort {
                 expected: Self::LEN,
@@ -127,20 +134,21 @@ impl FrameHeader {
             });
         }
         let payload_len = u32_at(b, 20) as usize;
-        if payload_len != PAYLOAD_BYTES {
+        if payload_len == 0 || payload_len > PAYLOAD_BYTES {
             return Err(CodecError::PayloadLength {
                 expected: PAYLOAD_BYTES,
                 actual: payload_len,
             });
         }
-        Ok(Self {
+        let header = Self {
             last: b[5] & FLAG_LAST != 0,
             stream_id: u32_at(b, 8),
             sequence: u32_at(b, 12),
             crc32c: u32_at(b, 16),
             worker_ts_us: u64_at(b, 24),
             orchestrator_ts_us: u64_at(b, 32),
-        })
+        };
+        Ok((header, payload_len))
     }
 }
 
@@ -158,20 +166,20 @@ fn u64_at(b: &[u8; FrameHeader::LEN], at: usize) -> u64 {
 /// binary WebSocket message. Reusing `out` keeps the hot path allocation-free.
 pub fn encode_frame(header: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(&header.encode_for(payload.len()));
     out.extend_from_slice(payload);
 }
 
 /// Splits a binary message into its checked header and its payload, which
-/// must be exactly `PAYLOAD_BYTES` long. The checksum is not verified here:
-/// that is [`crate::Validator`]'s job, so that it is counted with the other
-/// checks.
+/// must be as long as the header says. Whether that length suits the
+/// stream's format, and the checksum, are [`crate::Validator`]'s checks, so
+/// that they are counted with the others.
 pub fn decode_frame(buf: &[u8]) -> Result<(FrameHeader, &[u8]), CodecError> {
-    let header = FrameHeader::decode(buf)?;
+    let (header, expected) = FrameHeader::decode(buf)?;
     let payload = &buf[FrameHeader::LEN..];
-    if payload.len() != PAYLOAD_BYTES {
+    if payload.len() != expected {
         return Err(CodecError::PayloadLength {
-            expected: PAYLOAD_BYTES,
+            expected,
             actual: payload.len(),
         });
     }
@@ -260,11 +268,33 @@ mod tests {
             decode_frame(&bad),
             Err(CodecError::HeaderLength { actual: 41, .. })
         ));
-        let mut bad = wire;
+        let mut bad = wire.clone();
         bad[20..24].copy_from_slice(&1000u32.to_le_bytes());
-        assert!(matches!(
+        assert_eq!(
             decode_frame(&bad),
-            Err(CodecError::PayloadLength { actual: 1000, .. })
-        ));
+            Err(CodecError::PayloadLength {
+                expected: 1000,
+                actual: 1920
+            })
+        );
+        for out_of_range in [0u32, 1921, u32::MAX] {
+            let mut bad = wire.clone();
+            bad[20..24].copy_from_slice(&out_of_range.to_le_bytes());
+            assert!(
+                matches!(decode_frame(&bad), Err(CodecError::PayloadLength { actual, .. })
+                    if actual == out_of_range as usize),
+                "{out_of_range}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shorter_payload_carries_its_own_length() {
+        let payload = vec![0x55u8; 160];
+        let mut wire = Vec::new();
+        encode_frame(&sample_header(), &payload, &mut wire);
+        assert_eq!(&wire[20..24], &160u32.to_le_bytes());
+        let (header, body) = decode_frame(&wire).expect("valid frame");
+        assert_eq!((header, body), (sample_header(), &payload[..]));
     }
 }

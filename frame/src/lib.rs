@@ -7,13 +7,20 @@
 //! caller's buffer, decoding borrows the payload, analysis walks the bytes once.
 
 mod codec;
+mod format;
 mod quality;
+mod resample;
 
 pub use codec::{CodecError, FrameHeader, decode_frame, encode_frame};
+pub use format::{
+    CLIENT_RATES, Encoding, Format, FormatError, MAX_OPUS_PACKET, mulaw_decode, mulaw_encode,
+    mulaw_to_pcm, pcm_to_mulaw,
+};
 pub use quality::{
     CLIP_RUN, DC_LIMIT, DEAD_AIR_MS, Events, FrameError, LEADING_SILENCE_MS, Monitor, Quality,
     QualityEvent, QualityStats, SILENCE_MAGNITUDE, Tally, Validator, analyse,
 };
+pub use resample::{ResampleError, Resampler};
 
 /// Output sample rate of the whole pipeline, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;

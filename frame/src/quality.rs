@@ -11,7 +11,8 @@
 //! | `dead_air` | a run of silent frames (every sample below [`SILENCE_MAGNITUDE`]) lasts longer than the dead-air limit, 500 ms by default | the pauses between words and sentences are silence by design (clean: at most 300 ms); a dropout of 800 ms is not |
 //! | `leading_silence` | the stream's first voiced frame comes more than [`LEADING_SILENCE_MS`] after its start | silence before the first sound adds to the time to first audio (clean: 40 ms) |
 
-use crate::{FRAME_MS, PAYLOAD_BYTES, bytes_to_samples, checksum};
+use crate::format::{Encoding, Format, MAX_OPUS_PACKET, mulaw_to_pcm};
+use crate::{FRAME_MS, bytes_to_samples, checksum};
 
 /// A frame with this many consecutive samples at full scale is clipped.
 pub const CLIP_RUN: usize = 3;
@@ -32,7 +33,7 @@ pub enum FrameError {
     /// The payload is not 1920 bytes.
     #[error("payload is {actual} bytes, expected {expected}")]
     BadSize {
-        /// 1920.
+        /// The format's size (the largest Opus packet for Opus).
         expected: usize,
         /// Bytes found.
         actual: usize,
@@ -94,6 +95,17 @@ pub struct Quality {
 }
 
 impl QualityStats {
+    /// A frame whose audio was not measured (an Opus packet before
+    /// decoding): counted as received, not observed for quality.
+    pub const UNMEASURED: Self = Self {
+        rms_dbfs: f64::NEG_INFINITY,
+        peak: 0,
+        clipped_samples: 0,
+        longest_clip_run: 0,
+        mean: 0.0,
+        samples: 0,
+    };
+
     /// What the frame shows on its own.
     pub fn quality(&self) -> Quality {
         Quality {
@@ -276,12 +288,21 @@ pub fn analyse(payload: &[u8]) -> QualityStats {
 #[derive(Debug, Default)]
 pub struct Validator {
     next_sequence: u32,
+    format: Format,
 }
 
 impl Validator {
-    /// A validator expecting sequence 0 next.
+    /// A validator of 48 kHz PCM frames expecting sequence 0 next.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A validator of frames in `format`.
+    pub fn for_format(format: Format) -> Self {
+        Self {
+            next_sequence: 0,
+            format,
+        }
     }
 
     /// The sequence number the next frame must carry.
@@ -298,9 +319,30 @@ impl Validator {
         crc32c: u32,
         payload: &[u8],
     ) -> Result<QualityStats, FrameError> {
-        if payload.len() != PAYLOAD_BYTES {
+        self.check_bytes(sequence, crc32c, payload)?;
+        Ok(match self.format.encoding {
+            Encoding::PcmS16le => analyse(payload),
+            Encoding::Mulaw => {
+                let mut pcm = Vec::with_capacity(payload.len() * 2);
+                mulaw_to_pcm(payload, &mut pcm);
+                analyse(&pcm)
+            }
+            // Measured on the decoded audio by whoever decodes it.
+            Encoding::Opus => QualityStats::UNMEASURED,
+        })
+    }
+
+    /// The checks on the bytes alone (size for the format, sequence,
+    /// checksum), for a caller that measures the decoded audio itself.
+    pub fn check_bytes(
+        &mut self,
+        sequence: u32,
+        crc32c: u32,
+        payload: &[u8],
+    ) -> Result<(), FrameError> {
+        if !self.format.fits(payload.len()) {
             return Err(FrameError::BadSize {
-                expected: PAYLOAD_BYTES,
+                expected: self.format.payload_bytes().unwrap_or(MAX_OPUS_PACKET),
                 actual: payload.len(),
             });
         }
@@ -319,7 +361,7 @@ impl Validator {
                 actual,
             });
         }
-        Ok(analyse(payload))
+        Ok(())
     }
 }
 
@@ -359,6 +401,7 @@ impl Tally {
     /// Adds one validation outcome; returns the quality events it raised.
     pub fn record(&mut self, outcome: &Result<QualityStats, FrameError>) -> Events {
         match outcome {
+            Ok(stats) if stats.samples == 0 => self.ok += 1,
             Ok(stats) => {
                 self.ok += 1;
                 self.silence += u64::from(stats.quality().silence);
@@ -394,7 +437,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FRAME_SAMPLES, samples_to_bytes};
+    use crate::{FRAME_SAMPLES, PAYLOAD_BYTES, samples_to_bytes};
 
     fn payload(f: impl Fn(usize) -> i16) -> Vec<u8> {
         let samples: Vec<i16> = (0..FRAME_SAMPLES).map(f).collect();

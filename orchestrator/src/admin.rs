@@ -173,6 +173,7 @@ pub(crate) async fn canary(client: &TtsClient<Channel>, token: Option<&str>) -> 
         voice: String::new(),
         // The canary checks the audio, not its pace.
         delivery: tts_proto::v1::Delivery::Fast as i32,
+        ..SynthesizeRequest::default()
     };
     let mut request = tonic::Request::new(request);
     if let Some(auth) = crate::relay::bearer(token) {

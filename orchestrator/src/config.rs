@@ -176,6 +176,12 @@ pub struct OrchestratorConfig {
     /// Consecutive bad messages after which a connection is closed.
     #[arg(long, env = "TTS_MAX_BAD_MESSAGES", default_value_t = 32)]
     pub max_bad_messages: u32,
+
+    /// Opus bitrate for clients that ask for `encoding: "opus"`, bits per
+    /// second (6,000 to 510,000).
+    #[arg(long, env = "TTS_OPUS_BITRATE", default_value_t = 32_000,
+        value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
+    pub opus_bitrate: u32,
 }
 
 impl OrchestratorConfig {

@@ -18,9 +18,12 @@ pub use tts_protocol as protocol;
 
 mod accept;
 mod admin;
+mod http;
 mod relay;
 mod security;
 mod session;
+mod transcode;
+mod voices;
 mod writer;
 
 use std::future::Future;
@@ -142,6 +145,7 @@ impl Orchestrator {
                 progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
                 stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
                 worker_auth: relay::bearer(self.config.worker_auth_token.as_deref()),
+                opus_bitrate: self.config.opus_bitrate,
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
@@ -163,6 +167,11 @@ impl Orchestrator {
         });
         let ws_app = Router::new()
             .route("/ws", get(ws_handler))
+            .route("/v1/audio/speech", axum::routing::post(http::speech))
+            .route("/v1/voices", get(http::voices))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.config.max_message_bytes,
+            ))
             .with_state(Arc::clone(&shared));
         let admin_app = Router::new()
             .route("/health", get(admin::health))

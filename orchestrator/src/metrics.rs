@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tts_frame::{Events, FrameError, QualityEvent, QualityStats};
+use tts_frame::{Encoding, Events, FrameError, QualityEvent, QualityStats};
 use tts_protocol::{ErrorCode, Outcome};
 
 /// Open WebSocket connections.
@@ -30,6 +30,9 @@ pub const INFLIGHT: &str = "tts_orchestrator_inflight_requests";
 /// Frames by `hop` (worker_to_orchestrator, orchestrator_to_client) and
 /// `result` (ok, bad_size, out_of_sequence, checksum_mismatch, dropped).
 pub const FRAMES: &str = "tts_orchestrator_frames_total";
+/// Audio payload bytes encoded for clients, by `encoding` (pcm_s16le,
+/// mulaw, opus) and `api` (websocket, http).
+pub const PAYLOAD_BYTES: &str = "tts_orchestrator_payload_bytes_total";
 /// Quality events in streams from the worker, by `kind` (clipping,
 /// dc_offset, dead_air, leading_silence).
 pub const QUALITY_EVENTS: &str = "tts_orchestrator_frame_quality_events_total";
@@ -120,6 +123,11 @@ pub(crate) fn describe() {
         QUALITY_EVENTS,
         "Quality events in streams from the worker, by kind."
     );
+    describe_counter!(
+        PAYLOAD_BYTES,
+        Unit::Bytes,
+        "Audio payload bytes encoded for clients, by encoding and API."
+    );
     describe_histogram!(FRAME_LEVEL, "RMS level of frames from the worker, dBFS.");
     describe_histogram!(
         TIME_TO_FIRST_AUDIO,
@@ -209,6 +217,18 @@ pub(crate) fn started() {
     for event in QualityEvent::ALL {
         metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
     }
+    for encoding in Encoding::ALL {
+        for api in ["websocket", "http"] {
+            metrics::counter!(PAYLOAD_BYTES, "encoding" => encoding.as_str(), "api" => api)
+                .absolute(0);
+        }
+    }
+}
+
+/// A frame's payload was encoded for a client of `api`.
+pub(crate) fn payload_sent(encoding: Encoding, api: &'static str, bytes: usize) {
+    metrics::counter!(PAYLOAD_BYTES, "encoding" => encoding.as_str(), "api" => api)
+        .increment(bytes as u64);
 }
 
 pub(crate) fn connection_refused(reason: &'static str) {

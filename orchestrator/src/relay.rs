@@ -20,7 +20,8 @@ use tts_proto::{
 };
 
 use crate::metrics::{self, RelayStats};
-use crate::protocol::{Delivery, ErrorCode, Outcome, ServerMessage};
+use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage};
+use crate::transcode::Transcoder;
 
 /// Why a request is being stopped from outside its relay.
 #[derive(Debug, Clone)]
@@ -101,6 +102,10 @@ pub(crate) struct Pending {
     pub(crate) text: String,
     pub(crate) voice: Option<String>,
     pub(crate) delivery: Delivery,
+    /// Speed, noise, encoding and rate.
+    pub(crate) options: Options,
+    /// `websocket` or `http`, for metrics.
+    pub(crate) api: &'static str,
     pub(crate) received: Instant,
 }
 
@@ -124,6 +129,7 @@ enum Ending {
 pub(crate) struct Audit {
     validator: Validator,
     tally: Tally,
+    transcoder: Option<Transcoder>,
 }
 
 impl Audit {
@@ -131,6 +137,7 @@ impl Audit {
         Self {
             validator: Validator::new(),
             tally: Tally::with_dead_air_ms(ctx.dead_air_ms),
+            transcoder: None,
         }
     }
 
@@ -170,6 +177,8 @@ pub(crate) struct RelayContext {
     /// A request whose client has taken none of its frames for this long
     /// is ended with `client_too_slow`.
     pub(crate) stalled_timeout: std::time::Duration,
+    /// Opus bitrate, bits per second.
+    pub(crate) opus_bitrate: u32,
     /// `Bearer …` for the worker's `authorization` metadata, if it wants one.
     pub(crate) worker_auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -195,6 +204,15 @@ pub(crate) async fn relay(
     stop: Stop,
 ) -> String {
     let mut audit = Audit::new(&ctx);
+    match Transcoder::new(req.options.format, ctx.opus_bitrate) {
+        Ok(t) => audit.transcoder = Some(t),
+        Err(e) => {
+            // Formats are checked when the request is parsed; this is a
+            // library failure.
+            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
+                session_id = %req.session_id, error = %e, "cannot encode the requested format");
+        }
+    }
     let span = tracing::info_span!("relay", request_id = %req.request_id, trace_id = %req.trace_id,
         session_id = %req.session_id, stream_id = req.stream_id);
     tts_telemetry::otel::link_trace(&span, &req.trace_id);
@@ -282,6 +300,9 @@ fn grpc_request(ctx: &RelayContext, req: &Pending) -> tonic::Request<SynthesizeR
             Delivery::Realtime => tts_proto::v1::Delivery::Realtime,
             Delivery::Fast => tts_proto::v1::Delivery::Fast,
         } as i32,
+        speed: req.options.speed,
+        noise_scale: req.options.noise_scale,
+        noise_w: req.options.noise_w,
     });
     let meta = grpc.metadata_mut();
     if let Some(auth) = &ctx.worker_auth {
@@ -371,11 +392,15 @@ async fn stream_frames(
             } else {
                 frame.voice.clone()
             };
+            let format = req.options.format;
             let start = ServerMessage::Start {
                 request_id: req.request_id.clone(),
                 trace_id: req.trace_id.clone(),
                 stream_id: req.stream_id,
                 voice,
+                sample_rate: format.sample_rate,
+                encoding: format.encoding.as_str().to_owned(),
+                frame_samples: format.frame_samples() as u32,
             };
             if out.send(Outgoing::Message(start)).await.is_err() {
                 return Ending::Disconnected;
@@ -437,18 +462,42 @@ async fn forward(
             ),
         ));
     }
+    let samples = frame.samples.min(tts_frame::FRAME_SAMPLES as u32);
+    let mut crc32c = frame.crc32c;
+    let (payload, samples) = match audit.transcoder.as_mut() {
+        Some(t) if !t.is_identity() => match t.convert(Bytes::from(frame.payload), samples) {
+            Ok((payload, samples)) => {
+                crc32c = tts_frame::checksum(&payload);
+                (payload, samples)
+            }
+            Err(e) => {
+                return Forwarded::Stop(Ending::Failed(
+                    ErrorCode::Internal,
+                    format!("frame {} could not be encoded: {e}", frame.sequence),
+                ));
+            }
+        },
+        Some(_) => (Bytes::from(frame.payload), samples),
+        None => {
+            return Forwarded::Stop(Ending::Failed(
+                ErrorCode::Internal,
+                "the requested format could not be set up".into(),
+            ));
+        }
+    };
+    metrics::payload_sent(req.options.format.encoding, req.api, payload.len());
     let header = FrameHeader {
         stream_id: req.stream_id,
         sequence: frame.sequence,
-        crc32c: frame.crc32c,
+        crc32c,
         last: frame.last,
         worker_ts_us: frame.worker_ts_us,
         orchestrator_ts_us: 0,
     };
     let item = Outgoing::Frame {
         header,
-        payload: Bytes::from(frame.payload),
-        samples: frame.samples.min(tts_frame::FRAME_SAMPLES as u32),
+        payload,
+        samples,
         received,
         cancelled: stop.token.clone(),
     };

@@ -27,7 +27,7 @@ use crate::accept::Ticket;
 use crate::config::OrchestratorConfig;
 use crate::metrics::{self, RelayStats};
 use crate::protocol::{
-    ClientMessage, Delivery, ErrorCode, Outcome, PROTOCOL_VERSION, ServerMessage,
+    ClientMessage, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
 use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
 use crate::writer::{Control, write_loop};
@@ -45,6 +45,78 @@ pub(crate) struct Shared {
     pub(crate) rate: DefaultKeyedRateLimiter<IpAddr>,
 }
 
+/// A refusal: its code, message and, for rate limits, when to retry (ms).
+pub(crate) type Refusal = (ErrorCode, String, Option<u64>);
+
+impl Shared {
+    /// Refusals that concern the request alone: shutdown, oversized
+    /// fields (`ids` are named identifier fields), empty or long text.
+    pub(crate) fn request_refusal(
+        &self,
+        text: &str,
+        voice: Option<&str>,
+        ids: &[(&'static str, &str)],
+    ) -> Option<Refusal> {
+        let refuse = |code, message: String| Some((code, message, None));
+        if self.shutdown.is_cancelled() {
+            return refuse(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down".into(),
+            );
+        }
+        let voice = [("voice", voice.unwrap_or(""), MAX_VOICE_BYTES)];
+        let ids = ids
+            .iter()
+            .map(|&(field, value)| (field, value, MAX_ID_BYTES));
+        for (field, value, max) in ids.chain(voice) {
+            if value.len() > max {
+                let msg = format!("{field} is {} bytes; the limit is {max}", value.len());
+                return refuse(ErrorCode::BadRequest, msg);
+            }
+        }
+        if text.trim().is_empty() {
+            return refuse(ErrorCode::EmptyText, "text is empty".into());
+        }
+        let chars = text.chars().count();
+        if chars > self.config.max_text_chars {
+            let msg = format!(
+                "text is {chars} characters; the limit is {}",
+                self.config.max_text_chars
+            );
+            return refuse(ErrorCode::TextTooLong, msg);
+        }
+        None
+    }
+
+    /// Refusals that protect the server: the per-address request rate and
+    /// the requests in flight.
+    pub(crate) fn capacity_refusal(&self, peer: IpAddr) -> Option<Refusal> {
+        if let Err(not_until) = self.rate.check_key(&peer) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let msg = format!(
+                "more than {} requests per second from this address",
+                self.config.requests_per_second_per_address
+            );
+            return Some((ErrorCode::RateLimited, msg, Some(wait.as_millis() as u64)));
+        }
+        if self.inflight.load(Ordering::Relaxed) >= self.config.max_inflight {
+            let msg = "the server is at capacity".to_owned();
+            return Some((ErrorCode::Overloaded, msg, None));
+        }
+        None
+    }
+
+    /// Counts a request in (+1) or out (−1) of flight.
+    pub(crate) fn update_inflight(&self, delta: isize) {
+        let n = if delta > 0 {
+            self.inflight.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.inflight.fetch_sub(1, Ordering::Relaxed) - 1
+        };
+        metrics::inflight(n);
+    }
+}
+
 /// Close codes (RFC 6455 §7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -56,7 +128,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// queued before it is stopped.
 pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// Longest `request_id` or `trace_id`, in bytes.
-const MAX_ID_BYTES: usize = 128;
+pub(crate) const MAX_ID_BYTES: usize = 128;
 /// Longest `voice` name, in bytes.
 const MAX_VOICE_BYTES: usize = 64;
 /// Control messages (pongs, immediate errors) queued for one connection.
@@ -311,10 +383,12 @@ impl Connection<'_> {
                 request_id,
                 trace_id,
                 delivery,
+                options,
             } => {
-                self.synthesize(text, voice, request_id, trace_id, delivery)
+                self.synthesize(text, voice, request_id, trace_id, delivery, options)
                     .await
             }
+            ClientMessage::Voices => self.voices().await,
         }
         None
     }
@@ -323,6 +397,32 @@ impl Connection<'_> {
     /// reader here (the queue is bounded), which in turn stops it reading.
     async fn control(&self, message: ServerMessage) {
         let _ = self.ctrl.send(Control::Message(message)).await;
+    }
+
+    /// Lists the worker's voices (one `ListVoices` call, bounded in time);
+    /// answered like a deep ping, beside the reader and one at a time.
+    async fn voices(&self) {
+        let Ok(permit) = Arc::clone(&self.deep_pings).try_acquire_owned() else {
+            metrics::request_finished(Outcome::ClientError, Some(ErrorCode::RateLimited));
+            let err = ServerMessage::error(
+                ErrorCode::RateLimited,
+                "one voices or deep ping request at a time per connection",
+                None,
+            );
+            self.control(err).await;
+            return;
+        };
+        let (relay, ctrl) = (Arc::clone(&self.shared.relay), self.ctrl.clone());
+        tokio::spawn(async move {
+            let answer = match crate::voices::list(&relay).await {
+                Ok(list) => list.into_message(),
+                Err(e) => ServerMessage::error(e.code(), e.to_string(), None),
+            };
+            if ctrl.try_send(Control::Message(answer)).is_err() {
+                metrics::messages_dropped("control");
+            }
+            drop(permit);
+        });
     }
 
     /// A deep ping's gRPC round trip runs beside the reader; one at a time
@@ -372,35 +472,15 @@ impl Connection<'_> {
         voice: Option<&str>,
         request_id: &str,
         trace_id: &str,
-    ) -> Option<(ErrorCode, String, Option<u64>)> {
+    ) -> Option<Refusal> {
         let limits = &self.shared.config;
-        let chars = text.chars().count();
         let refuse = |code, message: String| Some((code, message, None));
-        if self.shared.shutdown.is_cancelled() {
-            return refuse(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down".into(),
-            );
-        }
-        for (field, value, max) in [
-            ("request_id", request_id, MAX_ID_BYTES),
-            ("trace_id", trace_id, MAX_ID_BYTES),
-            ("voice", voice.unwrap_or(""), MAX_VOICE_BYTES),
-        ] {
-            if value.len() > max {
-                let msg = format!("{field} is {} bytes; the limit is {max}", value.len());
-                return refuse(ErrorCode::BadRequest, msg);
-            }
-        }
-        if text.trim().is_empty() {
-            return refuse(ErrorCode::EmptyText, "text is empty".into());
-        }
-        if chars > limits.max_text_chars {
-            let msg = format!(
-                "text is {chars} characters; the limit is {}",
-                limits.max_text_chars
-            );
-            return refuse(ErrorCode::TextTooLong, msg);
+        if let Some(r) = self.shared.request_refusal(
+            text,
+            voice,
+            &[("request_id", request_id), ("trace_id", trace_id)],
+        ) {
+            return Some(r);
         }
         if self.active.contains_key(request_id) {
             let msg = format!("request {request_id:?} is already in flight");
@@ -413,6 +493,7 @@ impl Connection<'_> {
             );
             return refuse(ErrorCode::RateLimited, msg);
         }
+        let chars = text.chars().count();
         if self.inflight_chars + chars > limits.max_connection_chars {
             let msg = format!(
                 "{} characters in flight on this connection; the limit is {}",
@@ -420,18 +501,7 @@ impl Connection<'_> {
             );
             return refuse(ErrorCode::RateLimited, msg);
         }
-        if let Err(not_until) = self.shared.rate.check_key(&self.peer) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let msg = format!(
-                "more than {} requests per second from this address",
-                limits.requests_per_second_per_address
-            );
-            return Some((ErrorCode::RateLimited, msg, Some(wait.as_millis() as u64)));
-        }
-        if self.shared.inflight.load(Ordering::Relaxed) >= limits.max_inflight {
-            return refuse(ErrorCode::Overloaded, "the server is at capacity".into());
-        }
-        None
+        self.shared.capacity_refusal(self.peer)
     }
 
     async fn synthesize(
@@ -441,6 +511,7 @@ impl Connection<'_> {
         request_id: Option<String>,
         trace_id: Option<String>,
         delivery: Delivery,
+        options: Options,
     ) {
         let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let trace_id = trace_id
@@ -486,6 +557,8 @@ impl Connection<'_> {
             text,
             voice,
             delivery,
+            options,
+            api: "websocket",
             received: Instant::now(),
         };
         self.tasks.spawn(relay(
@@ -497,12 +570,7 @@ impl Connection<'_> {
     }
 
     fn update_inflight(&self, delta: isize) {
-        let n = if delta > 0 {
-            self.shared.inflight.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.shared.inflight.fetch_sub(1, Ordering::Relaxed) - 1
-        };
-        metrics::inflight(n);
+        self.shared.update_inflight(delta);
     }
 
     /// Stops what is still in flight for `reason` and waits for the relays

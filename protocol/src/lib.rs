@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use tts_frame::{Encoding, Format, FormatError};
 
 /// Protocol version announced in `ready`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -174,6 +175,22 @@ pub enum ServerMessage {
         stream_id: u32,
         /// The voice speaking.
         voice: String,
+        /// The frames' sample rate, Hz.
+        #[serde(default = "default_rate")]
+        sample_rate: u32,
+        /// The frames' encoding: `pcm_s16le`, `mulaw` or `opus`.
+        #[serde(default = "default_encoding")]
+        encoding: String,
+        /// Samples in each frame (20 ms at `sample_rate`).
+        #[serde(default = "default_frame_samples")]
+        frame_samples: u32,
+    },
+    /// Answer to `voices`.
+    Voices {
+        /// The voice used when a request names none.
+        default_voice: String,
+        /// Every voice the worker can speak with.
+        voices: Vec<VoiceEntry>,
     },
     /// After the last frame of a request.
     End {
@@ -204,6 +221,34 @@ pub enum ServerMessage {
     },
 }
 
+fn default_rate() -> u32 {
+    tts_frame::SAMPLE_RATE
+}
+
+fn default_encoding() -> String {
+    Encoding::PcmS16le.as_str().to_owned()
+}
+
+fn default_frame_samples() -> u32 {
+    tts_frame::FRAME_SAMPLES as u32
+}
+
+/// One voice, as listed by `voices` and `GET /v1/voices`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoiceEntry {
+    /// The name to pass as `voice`.
+    pub name: String,
+    /// `piper` or `espeak`.
+    pub engine: String,
+    /// Language tag, e.g. `en-US`.
+    pub language: String,
+    /// The engine's own sample rate (every voice is served at any of the
+    /// client rates).
+    pub native_sample_rate: u32,
+    /// Whether audio leaves before a whole clause is synthesised.
+    pub streaming: bool,
+}
+
 impl ServerMessage {
     /// An `error` message.
     pub fn error(code: ErrorCode, message: impl Into<String>, request_id: Option<String>) -> Self {
@@ -231,7 +276,7 @@ impl ServerMessage {
         match self {
             Self::Start { request_id, .. } | Self::End { request_id, .. } => Some(request_id),
             Self::Error { request_id, .. } => request_id.as_deref(),
-            Self::Ready { .. } | Self::Pong { .. } => None,
+            Self::Ready { .. } | Self::Pong { .. } | Self::Voices { .. } => None,
         }
     }
 }
@@ -248,6 +293,35 @@ pub enum Delivery {
     Fast,
 }
 
+/// How a request is spoken and encoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// Speaking rate: 1.0 is the voice's own, 2.0 twice as fast.
+    pub speed: f32,
+    /// Piper's phoneme noise; `None` for the voice's own.
+    pub noise_scale: Option<f32>,
+    /// Piper's duration noise; `None` for the voice's own.
+    pub noise_w: Option<f32>,
+    /// The frames' encoding and rate.
+    pub format: Format,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            speed: 1.0,
+            noise_scale: None,
+            noise_w: None,
+            format: Format::PIPELINE,
+        }
+    }
+}
+
+/// The range of `speed`.
+pub const SPEED_RANGE: std::ops::RangeInclusive<f32> = 0.25..=4.0;
+/// The range of `noise_scale` and `noise_w`.
+pub const NOISE_RANGE: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
@@ -263,7 +337,11 @@ pub enum ClientMessage {
         trace_id: Option<String>,
         /// When frames leave (`"realtime"`, the default, or `"fast"`).
         delivery: Delivery,
+        /// Speed, noise, encoding and rate.
+        options: Options,
     },
+    /// List the voices.
+    Voices,
     /// Measure round-trip time.
     Ping {
         /// Echoed in `pong`.
@@ -279,7 +357,7 @@ pub enum ClientMessage {
 }
 
 /// Why a client message was refused; always answered with `bad_request`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseError {
     /// Not JSON.
     #[error("message is not valid JSON: {0}")]
@@ -298,6 +376,19 @@ pub enum ParseError {
         /// The values it accepts.
         allowed: &'static str,
     },
+    /// A number outside its range.
+    #[error("field {field:?} must be between {min} and {max}")]
+    Range {
+        /// The field.
+        field: &'static str,
+        /// Smallest accepted.
+        min: f32,
+        /// Largest accepted.
+        max: f32,
+    },
+    /// `encoding` and `sample_rate` do not go together.
+    #[error("{0}")]
+    Format(#[from] FormatError),
     /// A required field is missing or has the wrong type.
     #[error("field {field:?} is missing or not a {expected}")]
     Field {
@@ -362,7 +453,9 @@ impl ClientMessage {
                         });
                     }
                 },
+                options: parse_options(&obj)?,
             }),
+            "voices" => Ok(Self::Voices),
             "ping" => match obj.get("id") {
                 Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping {
                     id: id.clone(),
@@ -384,6 +477,62 @@ impl ClientMessage {
     }
 }
 
+/// The optional fields of a synthesize request (also used by the HTTP
+/// endpoint's JSON body).
+pub fn parse_options(obj: &serde_json::Map<String, Value>) -> Result<Options, ParseError> {
+    let number = |field: &'static str,
+                  range: &std::ops::RangeInclusive<f32>|
+     -> Result<Option<f32>, ParseError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                let v = n.as_f64().unwrap_or(f64::NAN) as f32;
+                if range.contains(&v) {
+                    Ok(Some(v))
+                } else {
+                    Err(ParseError::Range {
+                        field,
+                        min: *range.start(),
+                        max: *range.end(),
+                    })
+                }
+            }
+            Some(_) => Err(ParseError::Field {
+                field,
+                expected: "number",
+            }),
+        }
+    };
+    let encoding = match obj.get("encoding") {
+        None | Some(Value::Null) => Encoding::PcmS16le,
+        Some(Value::String(e)) => Encoding::from_wire(e).ok_or(ParseError::Value {
+            field: "encoding",
+            allowed: "\"pcm_s16le\", \"opus\", \"mulaw\"",
+        })?,
+        Some(_) => {
+            return Err(ParseError::Field {
+                field: "encoding",
+                expected: "string",
+            });
+        }
+    };
+    let sample_rate = match obj.get("sample_rate") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().and_then(|r| u32::try_from(r).ok()).ok_or(
+            ParseError::Field {
+                field: "sample_rate",
+                expected: "whole number",
+            },
+        )?),
+    };
+    Ok(Options {
+        speed: number("speed", &SPEED_RANGE)?.unwrap_or(1.0),
+        noise_scale: number("noise_scale", &NOISE_RANGE)?,
+        noise_w: number("noise_w", &NOISE_RANGE)?,
+        format: Format::negotiate(encoding, sample_rate)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +549,7 @@ mod tests {
                 request_id: Some("r".into()),
                 trace_id: Some("t".into()),
                 delivery: Delivery::Realtime,
+                options: Options::default(),
             })
         );
         assert_eq!(
@@ -410,6 +560,7 @@ mod tests {
                 request_id: None,
                 trace_id: Some("abc".into()),
                 delivery: Delivery::Realtime,
+                options: Options::default(),
             })
         );
         assert_eq!(
@@ -431,6 +582,35 @@ mod tests {
             Ok(ClientMessage::Cancel {
                 request_id: "r1".into()
             })
+        );
+    }
+
+    #[test]
+    fn options_are_parsed_and_each_bad_one_is_named() {
+        let m = ClientMessage::parse(
+            r#"{"type":"synthesize","text":"Hi","speed":1.5,"noise_w":0.2,"encoding":"mulaw"}"#,
+        );
+        let Ok(ClientMessage::Synthesize { options, .. }) = m else {
+            panic!("{m:?}");
+        };
+        assert_eq!(options.speed, 1.5);
+        assert_eq!((options.noise_scale, options.noise_w), (None, Some(0.2)));
+        assert_eq!(options.format.sample_rate, 8_000);
+        let refused = |raw: &str| match ClientMessage::parse(raw) {
+            Err(e) => e.to_string(),
+            Ok(m) => panic!("accepted {m:?}"),
+        };
+        let base = r#"{"type":"synthesize","text":"Hi","#;
+        assert!(refused(&format!(r#"{base}"speed":9}}"#)).contains("\"speed\""));
+        assert!(refused(&format!(r#"{base}"speed":"fast"}}"#)).contains("\"speed\""));
+        assert!(refused(&format!(r#"{base}"noise_scale":-1}}"#)).contains("noise_scale"));
+        assert!(refused(&format!(r#"{base}"sample_rate":44100}}"#)).contains("sample_rate"));
+        assert!(refused(&format!(r#"{base}"encoding":"mp3"}}"#)).contains("encoding"));
+        let opus = refused(&format!(r#"{base}"encoding":"opus","sample_rate":8000}}"#));
+        assert!(opus.contains("opus") && opus.contains("48000"), "{opus}");
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"voices"}"#),
+            Ok(ClientMessage::Voices)
         );
     }
 

@@ -45,8 +45,15 @@ async fn a_sentence_arrives_as_contiguous_verified_frames() {
             trace_id,
             stream_id,
             voice,
+            sample_rate,
+            encoding,
+            frame_samples,
         }) => {
             assert_eq!(request_id, "r1");
+            assert_eq!(
+                (sample_rate, encoding.as_str(), frame_samples),
+                (48_000, "pcm_s16le", 960)
+            );
             assert_eq!(voice, "en_US-joe-medium");
             assert!(!trace_id.is_empty(), "generated trace id");
             stream_id

@@ -13,7 +13,7 @@ use tts_worker::audio::{Framer, Resampler, to_s16};
 fn per_frame(c: &mut Criterion) {
     // 20 ms at 22,050 Hz is 441 samples, which become 960 at 48 kHz.
     let input: Vec<f32> = (0..441).map(|i| (i as f32 * 0.05).sin() * 0.4).collect();
-    let mut resampler = Resampler::new(22_050).expect("resampler");
+    let mut resampler = Resampler::new(22_050, 48_000).expect("resampler");
     let mut out = Vec::with_capacity(2048);
     c.bench_function("resample 20 ms (441 → 960 samples)", |b| {
         b.iter(|| {

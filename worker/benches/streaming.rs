@@ -33,8 +33,9 @@ fn measure(synth: &mut PiperSynthesizer, rate: u32, gain: f32, text: &str) -> (D
     let clause = Clause {
         text: text.into(),
         terminator: text.chars().last().filter(|c| ".,;:!?".contains(*c)),
+        ..Clause::default()
     };
-    let mut resampler = Resampler::new(rate).expect("resampler");
+    let mut resampler = Resampler::new(rate, 48_000).expect("resampler");
     let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
     let mut first = None;
     let started = Instant::now();
@@ -129,6 +130,7 @@ fn main() {
                     &Clause {
                         text: text.into(),
                         terminator: Some('.'),
+                        ..Clause::default()
                     },
                     &mut |s: &[f32]| {
                         n += s.len();

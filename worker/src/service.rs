@@ -26,7 +26,7 @@ use crate::engine::Voice;
 use crate::metrics;
 use crate::sched::Delivery;
 use crate::synth::{Failure, RequestIds, Sent, SubmitError, SynthPool};
-use crate::text::{SplitOptions, split_clauses};
+use crate::text::{Prosody, SplitOptions, split_clauses};
 
 /// The voices and the threads that speak them, once loaded. The first
 /// voice is the default.
@@ -137,7 +137,14 @@ impl Tts for TtsService {
             let msg = format!("unknown voice {:?}", req.voice);
             return reject(Status::not_found(msg), "unknown_voice");
         };
-        let clauses = split_clauses(&req.text, SplitOptions::default());
+        let prosody = match prosody(&req) {
+            Ok(p) => p,
+            Err(msg) => return reject(Status::invalid_argument(msg), "bad_request"),
+        };
+        let mut clauses = split_clauses(&req.text, SplitOptions::default());
+        for clause in &mut clauses {
+            clause.prosody = prosody;
+        }
         if clauses.is_empty() {
             return reject(
                 Status::invalid_argument("text has nothing to speak"),
@@ -334,4 +341,24 @@ impl Drop for FrameStream {
             self.finish("cancelled");
         }
     }
+}
+
+/// A request's speed and noise, checked against their ranges.
+fn prosody(req: &SynthesizeRequest) -> Result<Prosody, String> {
+    let speed = if req.speed == 0.0 { 1.0 } else { req.speed };
+    if !(0.25..=4.0).contains(&speed) {
+        return Err(format!("speed must be between 0.25 and 4 (got {speed})"));
+    }
+    for (field, value) in [("noise_scale", req.noise_scale), ("noise_w", req.noise_w)] {
+        if let Some(v) = value
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(format!("{field} must be between 0 and 1 (got {v})"));
+        }
+    }
+    Ok(Prosody {
+        speed,
+        noise_scale: req.noise_scale,
+        noise_w: req.noise_w,
+    })
 }

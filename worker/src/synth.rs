@@ -295,9 +295,11 @@ impl SynthPool {
             .try_acquire_owned()
             .map_err(|_| SubmitError::Full(self.config.max_requests))?;
         let info = self.voices[voice].info();
-        let resampler = Resampler::new(info.sample_rate)
+        let resampler = Resampler::new(info.sample_rate, tts_frame::SAMPLE_RATE)
             .map_err(|_| SubmitError::Full(self.config.max_requests))?;
         let chars: usize = clauses.iter().map(|c| c.text.chars().count()).sum();
+        // Faster speech is less audio for the same text.
+        let speed = clauses.first().map_or(1.0, |c| f64::from(c.prosody.speed));
         let arrival = Instant::now();
         let (events_tx, events) = mpsc::unbounded_channel();
         let job = Job {
@@ -318,7 +320,7 @@ impl SynthPool {
         let (id, playout) = {
             let mut state = self.shared.lock();
             let demand = state.estimates[voice]
-                .demand(chars as f64 * state.estimates[voice].audio_per_char.value());
+                .demand(chars as f64 * state.estimates[voice].audio_per_char.value() / speed);
             if demand.audio > self.config.max_audio_secs {
                 return Err(SubmitError::TooLong {
                     estimate: demand.audio,
@@ -469,6 +471,7 @@ impl SynthThread {
         let clause = Clause {
             text: PHRASE.into(),
             terminator: Some('.'),
+            ..Clause::default()
         };
         let mut measured = Vec::new();
         for (synth, voice) in self.synthesizers.iter_mut().zip(voices) {
@@ -490,6 +493,8 @@ impl SynthThread {
 
     fn serve(&mut self, shared: &Shared) {
         let mut state = shared.lock();
+        // Whether this thread ran a step since it last fell idle.
+        let mut worked = false;
         loop {
             if state.closed {
                 return;
@@ -498,10 +503,19 @@ impl SynthThread {
             match state.streams.next(now) {
                 Next::Run(step) => {
                     drop(state);
+                    worked = true;
                     let done = self.run(step);
                     state = shared.lock();
                     done.settle(&mut state);
                     metrics::utilisation(state.streams.utilisation());
+                }
+                Next::Wait(None) if worked && state.streams.is_empty() => {
+                    // Idle: this thread's last steps may have freed their
+                    // buffers after the last stream's own trim.
+                    worked = false;
+                    drop(state);
+                    crate::alloc::trim();
+                    state = shared.lock();
                 }
                 Next::Wait(until) => {
                     state = match until {

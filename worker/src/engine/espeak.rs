@@ -18,6 +18,10 @@ const CHARS_UTF8: c_int = 1;
 const PHONEMES_IPA: c_int = 0x02;
 const POS_CHARACTER: c_int = 1;
 const EE_OK: c_int = 0;
+const ESPEAK_RATE: c_int = 1;
+/// espeak-ng's normal rate, words per minute, and the range it accepts.
+const RATE_NORMAL: f32 = 175.0;
+const RATE_RANGE: (f32, f32) = (80.0, 450.0);
 
 type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
 
@@ -36,6 +40,7 @@ unsafe extern "C" {
         phonememode: c_int,
     ) -> *const c_char;
     fn espeak_SetSynthCallback(callback: SynthCallback);
+    fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
     fn espeak_Synth(
         text: *const c_void,
         size: usize,
@@ -148,12 +153,22 @@ pub(crate) fn phonemize(voice: &str, text: &str) -> Result<String, EngineError> 
     })
 }
 
-/// Speaks `text` with espeak-ng's formant voice; appends samples at
+/// Speaks `text` with espeak-ng's formant voice at `speed` times its normal
+/// rate (within espeak-ng's 80 to 450 words per minute); appends samples at
 /// [`sample_rate`] to `out`.
-pub(crate) fn synthesize(voice: &str, text: &str, out: &mut Vec<i16>) -> Result<(), EngineError> {
+pub(crate) fn synthesize(
+    voice: &str,
+    text: &str,
+    speed: f32,
+    out: &mut Vec<i16>,
+) -> Result<(), EngineError> {
     let c_text = CString::new(text.replace('\0', " "))
         .map_err(|_| EngineError::Espeak("text contains NUL".into()))?;
+    let rate = (RATE_NORMAL * speed).clamp(RATE_RANGE.0, RATE_RANGE.1) as c_int;
     let code = with_espeak(voice, |_| {
+        // SAFETY: a plain setter on the library's global state, which the
+        // lock held here protects.
+        unsafe { espeak_SetParameter(ESPEAK_RATE, rate, 0) };
         SYNTH_OUT.with(|buf| buf.borrow_mut().clear());
         // SAFETY: `c_text` outlives the call; in synchronous mode espeak_Synth
         // returns after all audio went through the callback.
@@ -197,7 +212,7 @@ mod tests {
     #[test]
     fn formant_voice_produces_audio() {
         let mut out = Vec::new();
-        synthesize("en-us", "Hello world.", &mut out).expect("espeak");
+        synthesize("en-us", "Hello world.", 1.0, &mut out).expect("espeak");
         let rate = sample_rate("en-us").expect("espeak") as usize;
         assert!(out.len() > rate / 2, "{} samples", out.len());
         assert!(out.iter().any(|s| s.unsigned_abs() > 1000));

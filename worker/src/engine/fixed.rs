@@ -120,6 +120,7 @@ mod tests {
         let mut state = ClauseState::Pending(Clause {
             text: "x".repeat(25),
             terminator: None,
+            ..Clause::default()
         });
         let mut steps = Vec::new();
         while !state.is_done() {

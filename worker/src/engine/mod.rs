@@ -190,7 +190,12 @@ impl Synthesizer for EspeakSynthesizer {
             return Ok(());
         };
         self.scratch.clear();
-        espeak::synthesize(&self.voice, &clause.text, &mut self.scratch)?;
+        espeak::synthesize(
+            &self.voice,
+            &clause.text,
+            clause.prosody.speed,
+            &mut self.scratch,
+        )?;
         let samples: Vec<f32> = self
             .scratch
             .iter()

@@ -403,8 +403,9 @@ impl Synthesizer for PiperSynthesizer {
                 let runs = self.phonemizer.id_runs(&clause)?;
                 match &mut self.engine {
                     Engine::OneShot(session) => {
+                        let scales = clause.prosody.scales(self.scales);
                         for ids in runs {
-                            one_shot(session, ids, self.scales, emit)?;
+                            one_shot(session, ids, scales, emit)?;
                         }
                         ClauseState::Done
                     }
@@ -415,7 +416,8 @@ impl Synthesizer for PiperSynthesizer {
                             .flatten()
                             .and_then(|m| m.try_lock().ok());
                         let sessions = shared.as_deref_mut().unwrap_or(own);
-                        let mut progress = sessions.begin(runs, self.scales)?;
+                        let scales = clause.prosody.scales(self.scales);
+                        let mut progress = sessions.begin(runs, scales)?;
                         more(sessions.step(&mut progress, emit)?, progress)
                     }
                 }
@@ -504,6 +506,7 @@ mod tests {
         Clause {
             text: text.into(),
             terminator: text.chars().last().filter(|c| ".,;:!?".contains(*c)),
+            ..Clause::default()
         }
     }
 
@@ -649,7 +652,8 @@ mod tests {
         use crate::audio::{Framer, Resampler, to_s16};
         let v = voice(PlanChoice::Default);
         let frames = |synth: &mut PiperSynthesizer, text: &str| {
-            let mut resampler = Resampler::new(v.info().sample_rate).expect("resampler");
+            let mut resampler =
+                Resampler::new(v.info().sample_rate, tts_frame::SAMPLE_RATE).expect("resampler");
             let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
             synth
                 .synthesize(&clause(text), &mut |s: &[f32]| {

@@ -1,0 +1,564 @@
+//! The OpenAI-compatible speech endpoint, `POST /v1/audio/speech`, and
+//! `GET /v1/voices`, on the client listener beside `/ws`.
+//!
+//! A request runs through the same relay as a WebSocket request (the same
+//! admission checks, frame verification, metrics and trace ids); its
+//! frames are written into a chunked response body as they arrive, so the
+//! first bytes leave as early as the first WebSocket frame would. Until
+//! the first frame the outcome is still open: a refusal or failure is an
+//! HTTP error in OpenAI's error shape, with the WebSocket error code as
+//! `code`. After it, a failure can only cut the body short (and is counted
+//! and logged like any other).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::metrics;
+use crate::protocol::{
+    Delivery, Encoding, ErrorCode, Format, Options, ParseError, SPEED_RANGE, parse_options,
+};
+use crate::relay::{Outgoing, Pending, Stop, StopReason, relay};
+use crate::session::Shared;
+
+/// OpenAI's voice names, spoken by the default voice.
+const OPENAI_VOICES: [&str; 11] = [
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+];
+
+/// Default rate of `wav` and `pcm` responses: OpenAI's 24 kHz.
+const DEFAULT_HTTP_RATE: u32 = 24_000;
+
+/// The container around a response's audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    /// RIFF/WAVE with "unknown" lengths (the body streams).
+    Wav,
+    /// Raw s16le.
+    Pcm,
+    /// Ogg with one Opus packet per 20 ms.
+    OggOpus,
+}
+
+/// An error in OpenAI's shape.
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+    retry_after_ms: Option<u64>,
+) -> Response {
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request_error",
+    };
+    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(ms) = retry_after_ms
+        && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::EmptyText
+        | ErrorCode::TextTooLong
+        | ErrorCode::UnknownVoice => StatusCode::BAD_REQUEST,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ClientTooSlow => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::Overloaded | ErrorCode::WorkerUnavailable | ErrorCode::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn coded(code: ErrorCode, message: &str, param: Option<&str>, retry: Option<u64>) -> Response {
+    error_response(status_of(code), code.as_str(), message, param, retry)
+}
+
+/// What a speech request asks for.
+#[derive(Debug)]
+struct Speech {
+    input: String,
+    voice: Option<String>,
+    container: Container,
+    options: Options,
+}
+
+/// Parses the JSON body; the error names the field.
+fn parse(body: &[u8]) -> Result<Speech, (String, &'static str)> {
+    let bad = |field: &'static str, message: String| (message, field);
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad("body", format!("body is not JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(bad("body", "body must be a JSON object".into()));
+    };
+    let string = |obj: &serde_json::Map<String, Value>, field: &'static str| match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(field, format!("{field} must be a string"))),
+    };
+    let input = string(&obj, "input")?.ok_or_else(|| bad("input", "input is required".into()))?;
+    // Any model name is accepted: there is one speech model per voice.
+    string(&obj, "model")?;
+    let voice =
+        string(&obj, "voice")?.filter(|v| !v.is_empty() && !OPENAI_VOICES.contains(&v.as_str()));
+    let format = string(&obj, "response_format")?;
+    let (container, encoding) = match format.as_deref().unwrap_or("wav") {
+        "wav" => (Container::Wav, Encoding::PcmS16le),
+        "pcm" => (Container::Pcm, Encoding::PcmS16le),
+        "opus" => (Container::OggOpus, Encoding::Opus),
+        other => {
+            return Err(bad(
+                "response_format",
+                format!(
+                    "response_format {other:?} is not served; use \"wav\", \"pcm\" or \"opus\""
+                ),
+            ));
+        }
+    };
+    // The WebSocket options parser checks speed, noise and rate; the
+    // encoding comes from response_format.
+    if encoding == Encoding::PcmS16le && !obj.contains_key("sample_rate") {
+        obj.insert("sample_rate".into(), DEFAULT_HTTP_RATE.into());
+    }
+    obj.insert("encoding".into(), encoding.as_str().into());
+    let options = parse_options(&obj).map_err(|e| {
+        let field = match &e {
+            ParseError::Range { field, .. }
+            | ParseError::Field { field, .. }
+            | ParseError::Value { field, .. } => field,
+            ParseError::Format(_) => &"sample_rate",
+            _ => &"body",
+        };
+        let message = match &e {
+            ParseError::Range { field: "speed", .. } => format!(
+                "speed must be between {} and {}",
+                SPEED_RANGE.start(),
+                SPEED_RANGE.end()
+            ),
+            _ => e.to_string(),
+        };
+        (message, *field)
+    })?;
+    Ok(Speech {
+        input,
+        voice,
+        container,
+        options,
+    })
+}
+
+/// `POST /v1/audio/speech`.
+pub(crate) async fn speech(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err((status, reason, message)) =
+        crate::security::check_handshake(&shared.config, &headers, query.as_deref())
+    {
+        metrics::connection_refused(reason);
+        return error_response(status, reason, message, None, None);
+    }
+    let received = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tts_proto::trace_id_from_traceparent)
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let speech = match parse(&body) {
+        Ok(s) => s,
+        Err((message, field)) => {
+            metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+            return coded(ErrorCode::BadRequest, &message, Some(field), None);
+        }
+    };
+    let refusal = shared
+        .request_refusal(&speech.input, speech.voice.as_deref(), &[])
+        .or_else(|| shared.capacity_refusal(peer.ip()));
+    if let Some((code, message, retry)) = refusal {
+        metrics::request_finished(code.outcome(), Some(code));
+        info!(%request_id, %trace_id, code = code.as_str(), %message, "http request refused");
+        let param =
+            matches!(code, ErrorCode::EmptyText | ErrorCode::TextTooLong).then_some("input");
+        return coded(code, &message, param, retry);
+    }
+    info!(%request_id, %trace_id, chars = speech.input.chars().count(), "http request accepted");
+    shared.update_inflight(1);
+    let (tx, mut rx) = mpsc::channel(shared.config.client_queue_frames);
+    let stop = Stop::default();
+    let pending = Pending {
+        request_id: request_id.clone(),
+        trace_id: trace_id.clone(),
+        session_id: format!("http-{}", &request_id[..8]),
+        stream_id: 1,
+        text: speech.input,
+        voice: speech.voice,
+        delivery: Delivery::Realtime,
+        options: speech.options,
+        api: "http",
+        received,
+    };
+    {
+        let (shared, stop) = (Arc::clone(&shared), stop.clone());
+        let ctx = Arc::clone(&shared.relay);
+        tokio::spawn(async move {
+            let relayed = relay(ctx, pending, tx, stop.clone());
+            tokio::pin!(relayed);
+            tokio::select! {
+                _ = &mut relayed => {}
+                _ = shared.force.cancelled() => {
+                    stop.stop(StopReason::Failed(ErrorCode::ShuttingDown,
+                        "the server shut down before the request could finish".into()));
+                    relayed.await;
+                }
+            }
+            shared.update_inflight(-1);
+        });
+    }
+    // The response's status waits for the first frame (or the failure).
+    let guard = DisconnectGuard(stop);
+    loop {
+        match rx.recv().await {
+            Some(Outgoing::Message(_)) => continue,
+            Some(Outgoing::Failed { error, .. }) => {
+                let (code, message, retry) = match error {
+                    crate::protocol::ServerMessage::Error {
+                        code,
+                        message,
+                        retry_after_ms,
+                        ..
+                    } => (code, message, retry_after_ms),
+                    _ => (ErrorCode::Internal, String::new(), None),
+                };
+                return coded(code, &message, None, retry);
+            }
+            Some(first @ Outgoing::Frame { .. }) => {
+                let format = speech.options.format;
+                let mut body = BodyWriter::new(speech.container, format);
+                let head = body.push(first);
+                return streaming_response(speech.container, format, head, rx, body, guard);
+            }
+            Some(Outgoing::End { .. }) | Some(Outgoing::Close(_)) | None => {
+                return coded(
+                    ErrorCode::Internal,
+                    "the request ended without audio",
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// Stops the request when the response body is dropped (the client left).
+struct DisconnectGuard(Stop);
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        self.0.stop(StopReason::Disconnected);
+    }
+}
+
+fn streaming_response(
+    container: Container,
+    format: Format,
+    head: Vec<u8>,
+    rx: mpsc::Receiver<Outgoing>,
+    body: BodyWriter,
+    guard: DisconnectGuard,
+) -> Response {
+    enum State {
+        Streaming {
+            rx: mpsc::Receiver<Outgoing>,
+            body: BodyWriter,
+            guard: DisconnectGuard,
+        },
+        Done,
+    }
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) });
+    let rest = futures::stream::unfold(State::Streaming { rx, body, guard }, |state| async move {
+        let State::Streaming {
+            mut rx,
+            mut body,
+            guard,
+        } = state
+        else {
+            return None;
+        };
+        loop {
+            match rx.recv().await {
+                Some(Outgoing::End { .. }) => {
+                    let tail = body.finish();
+                    return (!tail.is_empty()).then(|| (Ok(Bytes::from(tail)), State::Done));
+                }
+                Some(frame @ Outgoing::Frame { .. }) => {
+                    let bytes = body.push(frame);
+                    if !bytes.is_empty() {
+                        let next = State::Streaming { rx, body, guard };
+                        return Some((Ok(Bytes::from(bytes)), next));
+                    }
+                }
+                Some(Outgoing::Message(_)) => {}
+                Some(Outgoing::Failed { .. } | Outgoing::Close(_)) | None => {
+                    // The status is sent: cut the body short so that the
+                    // client sees an incomplete response, not a short one.
+                    let err = std::io::Error::other("the request failed after its first audio");
+                    return Some((Err(err), State::Done));
+                }
+            }
+        }
+    });
+    let content_type = match container {
+        Container::Wav => "audio/wav".to_owned(),
+        Container::Pcm => format!("audio/pcm;rate={};channels=1", format.sample_rate),
+        Container::OggOpus => "audio/ogg;codecs=opus".to_owned(),
+    };
+    let mut response = Response::new(Body::from_stream(futures::StreamExt::chain(first, rest)));
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert("x-sample-rate", HeaderValue::from(format.sample_rate));
+    response
+}
+
+/// Turns frames into the response's bytes.
+struct BodyWriter {
+    container: Container,
+    format: Format,
+    ogg: Option<OggOpus>,
+    started: bool,
+}
+
+impl BodyWriter {
+    fn new(container: Container, format: Format) -> Self {
+        Self {
+            container,
+            format,
+            ogg: (container == Container::OggOpus).then(OggOpus::new),
+            started: false,
+        }
+    }
+
+    /// The bytes for one frame (after the container's header, the first
+    /// time).
+    fn push(&mut self, item: Outgoing) -> Vec<u8> {
+        let Outgoing::Frame {
+            payload,
+            samples,
+            received,
+            ..
+        } = item
+        else {
+            return Vec::new();
+        };
+        metrics::frame_sent(received.elapsed(), None);
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            match (self.container, &mut self.ogg) {
+                (Container::Wav, _) => out.extend_from_slice(&wav_header(self.format.sample_rate)),
+                (_, Some(ogg)) => ogg.headers(&mut out),
+                _ => {}
+            }
+        }
+        match &mut self.ogg {
+            Some(ogg) => ogg.packet(&payload, samples, &mut out),
+            None => {
+                // Only the real samples of the last, padded frame.
+                let real = (samples as usize * 2).min(payload.len());
+                out.extend_from_slice(&payload[..real]);
+            }
+        }
+        out
+    }
+
+    /// What ends the body.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(ogg) = &mut self.ogg {
+            ogg.finish(&mut out);
+        }
+        out
+    }
+}
+
+/// A streaming WAV header: mono s16le at `rate`, with the RIFF and data
+/// lengths at their maximum, as streaming WAV writers do when the length
+/// is not known yet (hound needs a seekable writer).
+fn wav_header(rate: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    h[8..12].copy_from_slice(b"WAVE");
+    h[12..16].copy_from_slice(b"fmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
+    h[22..24].copy_from_slice(&1u16.to_le_bytes()); // mono
+    h[24..28].copy_from_slice(&rate.to_le_bytes());
+    h[28..32].copy_from_slice(&(rate * 2).to_le_bytes());
+    h[32..34].copy_from_slice(&2u16.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+    h
+}
+
+/// Ogg Opus (RFC 7845): the two header pages, then the packets. The first
+/// audio page leaves at once; later pages carry three packets (60 ms), a
+/// balance of latency and page overhead.
+struct OggOpus {
+    writer: ogg::PacketWriter<'static, Vec<u8>>,
+    serial: u32,
+    pre_skip: u16,
+    granule: u64,
+    packets: u64,
+}
+
+/// Audio packets per Ogg page after the first.
+const PACKETS_PER_PAGE: u64 = 3;
+
+impl OggOpus {
+    fn new() -> Self {
+        // libopus's encoder delay at 48 kHz (VoIP), which decoders skip.
+        let pre_skip = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+            .and_then(|mut e| e.get_lookahead())
+            .map_or(312, |n| n as u16);
+        Self {
+            writer: ogg::PacketWriter::new(Vec::new()),
+            serial: rand_serial(),
+            pre_skip,
+            granule: u64::from(pre_skip),
+            packets: 0,
+        }
+    }
+
+    fn take(&mut self, out: &mut Vec<u8>) {
+        out.append(self.writer.inner_mut());
+    }
+
+    fn headers(&mut self, out: &mut Vec<u8>) {
+        use ogg::PacketWriteEndInfo::EndPage;
+        let mut head = Vec::with_capacity(19);
+        head.extend_from_slice(b"OpusHead");
+        head.push(1); // version
+        head.push(1); // channels
+        head.extend_from_slice(&self.pre_skip.to_le_bytes());
+        head.extend_from_slice(&48_000u32.to_le_bytes());
+        head.extend_from_slice(&0i16.to_le_bytes()); // output gain
+        head.push(0); // channel mapping family
+        let vendor = concat!("tts-orchestrator ", env!("CARGO_PKG_VERSION"));
+        let mut tags = Vec::new();
+        tags.extend_from_slice(b"OpusTags");
+        tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+        tags.extend_from_slice(vendor.as_bytes());
+        tags.extend_from_slice(&0u32.to_le_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = self.writer.write_packet(head, self.serial, EndPage, 0);
+        let _ = self.writer.write_packet(tags, self.serial, EndPage, 0);
+        self.take(out);
+    }
+
+    fn packet(&mut self, packet: &[u8], samples: u32, out: &mut Vec<u8>) {
+        use ogg::PacketWriteEndInfo::{EndPage, NormalPacket};
+        self.granule += u64::from(samples);
+        self.packets += 1;
+        let end = if self.packets == 1 || self.packets.is_multiple_of(PACKETS_PER_PAGE) {
+            EndPage
+        } else {
+            NormalPacket
+        };
+        let _ = self
+            .writer
+            .write_packet(packet.to_vec(), self.serial, end, self.granule);
+        self.take(out);
+    }
+
+    /// Ends the stream: an empty last page with the final granule (the
+    /// packets' real samples, so the padding of the last frame is trimmed).
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        let _ = self.writer.write_packet(
+            Vec::new(),
+            self.serial,
+            ogg::PacketWriteEndInfo::EndStream,
+            self.granule,
+        );
+        self.take(out);
+    }
+}
+
+fn rand_serial() -> u32 {
+    uuid::Uuid::new_v4().as_u64_pair().0 as u32
+}
+
+/// `GET /v1/voices`.
+pub(crate) async fn voices(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::voices::list(&shared.relay).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => coded(e.code(), &e.to_string(), None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_parsed_as_openai_sends_them() {
+        let s = parse(br#"{"model":"tts-1","input":"Hi","voice":"alloy"}"#).expect("parsed");
+        assert_eq!((s.input.as_str(), s.voice.as_deref()), ("Hi", None));
+        assert_eq!(s.container, Container::Wav);
+        assert_eq!(s.options.format.sample_rate, 24_000);
+        let s =
+            parse(br#"{"input":"Hi","voice":"espeak-en-us","response_format":"opus","speed":1.5}"#)
+                .expect("parsed");
+        assert_eq!(s.voice.as_deref(), Some("espeak-en-us"));
+        assert_eq!(s.container, Container::OggOpus);
+        assert_eq!(s.options.format.encoding, Encoding::Opus);
+        assert_eq!(s.options.speed, 1.5);
+        let s =
+            parse(br#"{"input":"Hi","response_format":"pcm","sample_rate":8000}"#).expect("parsed");
+        assert_eq!(s.options.format.sample_rate, 8_000);
+        for (body, field) in [
+            (&br#"{"voice":"alloy"}"#[..], "input"),
+            (
+                br#"{"input":"Hi","response_format":"mp3"}"#,
+                "response_format",
+            ),
+            (br#"{"input":"Hi","speed":10}"#, "speed"),
+            (br#"{"input":"Hi","sample_rate":44100}"#, "sample_rate"),
+            (br#"not json"#, "body"),
+        ] {
+            let (message, param) = parse(body).expect_err("refused");
+            assert_eq!(param, field, "{message}");
+        }
+    }
+
+    #[test]
+    fn the_wav_header_describes_mono_s16() {
+        let h = wav_header(24_000);
+        assert_eq!(&h[0..4], b"RIFF");
+        assert_eq!(u32::from_le_bytes([h[24], h[25], h[26], h[27]]), 24_000);
+        assert_eq!(u16::from_le_bytes([h[34], h[35]]), 16);
+    }
+}
