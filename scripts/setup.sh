@@ -50,12 +50,17 @@ fetch_wheel() {
 # cmake builds the bundled libopus (crate `opus`).
 apt_install libespeak-ng-dev espeak-ng-data cmake
 if [ "${1:-}" = --test ]; then
-  apt_install prometheus redis-server
-  # The official OpenAI Python client, to test /v1/audio/speech with it.
-  if [ ! -x "$CACHE/pyenv/bin/python" ] || ! "$CACHE/pyenv/bin/python" -c 'import openai' 2>/dev/null; then
-    echo "setup: installing the openai Python client into $CACHE/pyenv" >&2
+  # chromium: a real browser for the page's test (driven by Playwright,
+  # whose own browser download is not used).
+  apt_install prometheus redis-server chromium
+  # The official OpenAI Python client (to test /v1/audio/speech with it)
+  # and Playwright, in a virtual environment.
+  if [ ! -x "$CACHE/pyenv/bin/python" ] ||
+    ! "$CACHE/pyenv/bin/python" -c 'import openai, playwright' 2>/dev/null; then
+    echo "setup: installing openai and playwright into $CACHE/pyenv" >&2
     python3 -m venv "$CACHE/pyenv"
-    "$CACHE/pyenv/bin/python" -m pip install -q --disable-pip-version-check 'openai>=1.40,<4'
+    "$CACHE/pyenv/bin/python" -m pip install -q --disable-pip-version-check \
+      'openai>=1.40,<4' 'playwright>=1.40,<2'
   fi
 fi
 

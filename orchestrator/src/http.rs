@@ -180,6 +180,8 @@ pub(crate) async fn speech(
     }
     let received = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
+    // Each HTTP request is its own session in the logs.
+    let session_id = format!("http-{}", &request_id[..8]);
     let trace_id = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -189,6 +191,7 @@ pub(crate) async fn speech(
         Ok(s) => s,
         Err((message, field)) => {
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+            info!(%request_id, %trace_id, %session_id, field, %message, "http request refused");
             return coded(ErrorCode::BadRequest, &message, Some(field), None);
         }
     };
@@ -197,19 +200,21 @@ pub(crate) async fn speech(
         .or_else(|| shared.capacity_refusal(peer.ip()));
     if let Some((code, message, retry)) = refusal {
         metrics::request_finished(code.outcome(), Some(code));
-        info!(%request_id, %trace_id, code = code.as_str(), %message, "http request refused");
+        info!(%request_id, %trace_id, %session_id, code = code.as_str(), %message,
+            "http request refused");
         let param =
             matches!(code, ErrorCode::EmptyText | ErrorCode::TextTooLong).then_some("input");
         return coded(code, &message, param, retry);
     }
-    info!(%request_id, %trace_id, chars = speech.input.chars().count(), "http request accepted");
+    info!(%request_id, %trace_id, %session_id, chars = speech.input.chars().count(),
+        "http request accepted");
     shared.update_inflight(1);
     let (tx, mut rx) = mpsc::channel(shared.config.client_queue_frames);
     let stop = Stop::default();
     let pending = Pending {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
-        session_id: format!("http-{}", &request_id[..8]),
+        session_id,
         stream_id: 1,
         text: speech.input,
         voice: speech.voice,
@@ -517,6 +522,34 @@ pub(crate) async fn voices(State(shared): State<Arc<Shared>>) -> Response {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => coded(e.code(), &e.to_string(), None, None),
     }
+}
+
+/// `GET /`: the browser page (plain HTML and JS from `orchestrator/web/`,
+/// built into the binary).
+pub(crate) async fn page() -> Response {
+    static_file(
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    )
+}
+
+/// `GET /player-worklet.js`: the page's AudioWorklet.
+pub(crate) async fn worklet() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../web/player-worklet.js"),
+    )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -169,6 +169,8 @@ impl Orchestrator {
             .route("/ws", get(ws_handler))
             .route("/v1/audio/speech", axum::routing::post(http::speech))
             .route("/v1/voices", get(http::voices))
+            .route("/", get(http::page))
+            .route("/player-worklet.js", get(http::worklet))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.max_message_bytes,
             ))
