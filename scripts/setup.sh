@@ -52,7 +52,8 @@ apt_install libespeak-ng-dev espeak-ng-data cmake
 if [ "${1:-}" = --test ]; then
   # chromium: a real browser for the page's test (driven by Playwright,
   # whose own browser download is not used).
-  apt_install prometheus redis-server chromium
+  # libasound2-dev: to lint the client's optional playback (cpal).
+  apt_install prometheus redis-server chromium libasound2-dev
   # The official OpenAI Python client (to test /v1/audio/speech with it)
   # and Playwright, in a virtual environment.
   if [ ! -x "$CACHE/pyenv/bin/python" ] ||

@@ -10,6 +10,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 # The optional OpenTelemetry export must keep building.
 cargo clippy -q -p tts-telemetry -p tts-worker -p tts-orchestrator --features otel -- -D warnings
+# So must the client's optional playback (cpal, ALSA).
+cargo clippy -q -p tts-client --features play --all-targets -- -D warnings
 
 # Fuzz targets (frame decoder, message parser) replay their corpus, then
 # try random inputs for this long each.

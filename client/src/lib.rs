@@ -4,6 +4,7 @@
 //! latency of each hop.
 
 pub mod doctor;
+pub mod jitter;
 #[cfg(feature = "play")]
 pub mod playback;
 pub mod report;
@@ -349,6 +350,17 @@ impl Collector {
     pub fn record_frames(mut self) -> Self {
         self.frame_log = Some(Vec::new());
         self
+    }
+
+    /// The request's audio so far, decoded to PCM (for playing it while
+    /// it arrives).
+    pub fn samples(&self) -> &[i16] {
+        &self.samples
+    }
+
+    /// The stream's format, once `start` arrived.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The frames recorded so far (empty unless [`record_frames`](Self::record_frames)).

@@ -110,9 +110,13 @@ struct SayArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Also play the audio on the default output device.
+    /// Also play the audio on the default output device while it arrives
+    /// (needs a build with `--features play`).
     #[arg(long)]
     play: bool,
+    /// With --play: audio buffered before playback starts, ms.
+    #[arg(long, default_value_t = 100, requires = "play")]
+    jitter_ms: u32,
     /// Speaking rate, 0.25 to 4 (1 is the voice's own).
     #[arg(long)]
     speed: Option<f32>,
@@ -221,7 +225,12 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         sample_rate: args.sample_rate,
         ..SynthesizeOptions::default()
     };
-    let utterance = client.synthesize(&text, &opts).await?;
+    let (utterance, underruns) = if args.play {
+        let (u, underruns) = say_and_play(&mut client, &text, &opts, args.jitter_ms).await?;
+        (u, Some(underruns))
+    } else {
+        (client.synthesize(&text, &opts).await?, None)
+    };
     write_wav(&args.out, &utterance.samples, utterance.sample_rate)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let report = &utterance.report;
@@ -229,10 +238,13 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         print!("{}", report.to_text());
+        if let Some(underruns) = underruns {
+            println!(
+                "underruns      {underruns} (playback, {} ms jitter buffer)",
+                args.jitter_ms
+            );
+        }
         println!("wrote          {}", args.out.display());
-    }
-    if args.play {
-        play(&utterance.samples, utterance.sample_rate)?;
     }
     // Frames that failed verification, or audio with quality events, are
     // bad data (the WAV is written all the same, for a look).
@@ -281,13 +293,55 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
     Ok(findings.exit_code(failed))
 }
 
+/// Synthesises `text` and plays its audio while the frames arrive; returns
+/// the utterance and the playback's underruns.
 #[cfg(feature = "play")]
-fn play(samples: &[i16], sample_rate: u32) -> anyhow::Result<()> {
-    Ok(tts_client::playback::play(samples, sample_rate)?)
+async fn say_and_play(
+    client: &mut Client,
+    text: &str,
+    opts: &SynthesizeOptions,
+    jitter_ms: u32,
+) -> anyhow::Result<(tts_client::Utterance, u64)> {
+    use tts_client::Collector;
+    use tts_client::playback::Player;
+    let sent = std::time::Instant::now();
+    let request_id = client.start(text, opts).await?;
+    let mut collector = Collector::new(request_id, sent);
+    let (mut player, mut fed) = (None, 0usize);
+    loop {
+        let event = client.next_event().await?;
+        let done = collector.on_event(event)?;
+        if player.is_none() && collector.stream_id().is_some() {
+            player = Some(Player::start(collector.format().sample_rate, jitter_ms)?);
+        }
+        // At the end the samples have moved into the utterance (trimmed to
+        // the exact count, so possibly shorter than what was fed).
+        let all = done
+            .as_ref()
+            .map_or(collector.samples(), |u| &u.samples[..]);
+        if let Some(p) = &player
+            && fed < all.len()
+        {
+            p.push(&all[fed..]);
+            fed = all.len();
+        }
+        if let Some(utterance) = done {
+            let underruns = match player {
+                Some(p) => tokio::task::block_in_place(|| p.finish()),
+                None => 0,
+            };
+            return Ok((utterance, underruns));
+        }
+    }
 }
 
 #[cfg(not(feature = "play"))]
-fn play(_samples: &[i16], _sample_rate: u32) -> anyhow::Result<()> {
+async fn say_and_play(
+    _client: &mut Client,
+    _text: &str,
+    _opts: &SynthesizeOptions,
+    _jitter_ms: u32,
+) -> anyhow::Result<(tts_client::Utterance, u64)> {
     anyhow::bail!(
         "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
     )

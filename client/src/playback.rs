@@ -1,10 +1,11 @@
-//! Playback on the default output device (cargo feature `play`).
+//! Playback on the default output device (cargo feature `play`), fed while
+//! frames arrive through a [`JitterBuffer`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use crate::jitter::JitterBuffer;
 
 /// Why playback failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,44 +18,85 @@ pub enum PlaybackError {
     Device(String),
 }
 
-/// Plays mono samples at `sample_rate` on the default device (copied to
-/// every channel) and returns when they have been played.
-pub fn play(samples: &[i16], sample_rate: u32) -> Result<(), PlaybackError> {
-    let device = cpal::default_host()
-        .default_output_device()
-        .ok_or(PlaybackError::NoDevice)?;
-    let channels = device
-        .default_output_config()
-        .map_err(|e| PlaybackError::Device(e.to_string()))?
-        .channels();
-    let config = cpal::StreamConfig {
-        channels,
-        sample_rate: cpal::SampleRate(sample_rate),
-        buffer_size: cpal::BufferSize::Default,
-    };
-    let audio: Arc<Vec<f32>> = Arc::new(samples.iter().map(|&s| f32::from(s) / 32768.0).collect());
-    let position = Arc::new(AtomicUsize::new(0));
-    let (data, pos) = (Arc::clone(&audio), Arc::clone(&position));
-    let stream = device
-        .build_output_stream(
-            &config,
-            move |out: &mut [f32], _| {
-                for frame in out.chunks_mut(usize::from(channels)) {
-                    let i = pos.fetch_add(1, Ordering::Relaxed);
-                    frame.fill(data.get(i).copied().unwrap_or(0.0));
-                }
-            },
-            |e| eprintln!("tts-client: playback: {e}"),
-            None,
-        )
-        .map_err(|e| PlaybackError::Device(e.to_string()))?;
-    stream
-        .play()
-        .map_err(|e| PlaybackError::Device(e.to_string()))?;
-    while position.load(Ordering::Relaxed) < audio.len() {
-        std::thread::sleep(Duration::from_millis(20));
+/// A stream playing on the default device (mono, copied to every channel).
+pub struct Player {
+    buffer: Arc<Mutex<JitterBuffer>>,
+    _stream: cpal::Stream,
+}
+
+impl Player {
+    /// Opens the default device at `sample_rate`; playback starts once
+    /// `start_ms` of audio is buffered.
+    pub fn start(sample_rate: u32, start_ms: u32) -> Result<Self, PlaybackError> {
+        let device = cpal::default_host()
+            .default_output_device()
+            .ok_or(PlaybackError::NoDevice)?;
+        let channels = device
+            .default_output_config()
+            .map_err(|e| PlaybackError::Device(e.to_string()))?
+            .channels();
+        let config = cpal::StreamConfig {
+            channels,
+            sample_rate: cpal::SampleRate(sample_rate),
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let start = (u64::from(sample_rate) * u64::from(start_ms) / 1000) as usize;
+        let buffer = Arc::new(Mutex::new(JitterBuffer::new(start)));
+        let shared = Arc::clone(&buffer);
+        let mut mono = Vec::new();
+        let stream = device
+            .build_output_stream(
+                &config,
+                move |out: &mut [f32], _| {
+                    let frames = out.len() / usize::from(channels);
+                    mono.resize(frames, 0.0);
+                    match shared.lock() {
+                        Ok(mut b) => b.fill(&mut mono),
+                        Err(_) => mono.fill(0.0),
+                    }
+                    for (frame, s) in out.chunks_mut(usize::from(channels)).zip(&mono) {
+                        frame.fill(*s);
+                    }
+                },
+                |e| eprintln!("tts-client: playback: {e}"),
+                None,
+            )
+            .map_err(|e| PlaybackError::Device(e.to_string()))?;
+        stream
+            .play()
+            .map_err(|e| PlaybackError::Device(e.to_string()))?;
+        Ok(Self {
+            buffer,
+            _stream: stream,
+        })
     }
-    // Let the device drain its last buffer.
-    std::thread::sleep(Duration::from_millis(200));
-    Ok(())
+
+    /// Queues samples as they arrive.
+    pub fn push(&self, samples: &[i16]) {
+        if let Ok(mut b) = self.buffer.lock() {
+            b.push(samples);
+        }
+    }
+
+    /// Marks the end and waits until everything has been played; returns
+    /// the underruns counted.
+    pub fn finish(self) -> u64 {
+        if let Ok(mut b) = self.buffer.lock() {
+            b.end();
+        }
+        loop {
+            match self.buffer.lock() {
+                Ok(b) if !b.finished() => {}
+                Ok(b) => {
+                    let underruns = b.underruns();
+                    drop(b);
+                    // Let the device drain its last buffer.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    return underruns;
+                }
+                Err(_) => return 0,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
