@@ -215,33 +215,35 @@ impl Client {
             .request_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut msg = json!({"type": "synthesize", "text": text, "request_id": request_id});
-        if let Some(v) = &opts.voice {
-            msg["voice"] = json!(v);
-        }
-        if let Some(t) = &opts.trace_id {
-            msg["trace_id"] = json!(t);
-        }
-        if opts.fast {
-            msg["delivery"] = json!("fast");
-        }
-        for (field, value) in [
-            ("speed", opts.speed),
-            ("noise_scale", opts.noise_scale),
-            ("noise_w", opts.noise_w),
-        ] {
-            if let Some(v) = value {
-                msg[field] = json!(v);
-            }
-        }
-        if let Some(e) = opts.encoding {
-            msg["encoding"] = json!(e.as_str());
-        }
-        if let Some(r) = opts.sample_rate {
-            msg["sample_rate"] = json!(r);
-        }
+        let mut msg = request_message("synthesize", &request_id, opts);
+        msg["text"] = json!(text);
         self.send_json(&msg).await?;
         Ok(request_id)
+    }
+
+    /// Opens a context (streamed text input) and returns its request id;
+    /// feed it with [`append`](Self::append), end it with
+    /// [`close_context`](Self::close_context).
+    pub async fn open_context(&mut self, opts: &SynthesizeOptions) -> Result<String, ClientError> {
+        let request_id = opts
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.send_json(&request_message("context_open", &request_id, opts))
+            .await?;
+        Ok(request_id)
+    }
+
+    /// Appends a piece of text to a context.
+    pub async fn append(&mut self, request_id: &str, text: &str) -> Result<(), ClientError> {
+        self.send_json(&json!({"type": "append", "request_id": request_id, "text": text}))
+            .await
+    }
+
+    /// Ends a context's text: its `end` follows its last audio.
+    pub async fn close_context(&mut self, request_id: &str) -> Result<(), ClientError> {
+        self.send_json(&json!({"type": "close", "request_id": request_id}))
+            .await
     }
 
     /// Synthesises `text` and collects its audio, verifying every frame.
@@ -548,6 +550,36 @@ fn decode<'a>(
         (Encoding::Opus, None) => {}
     }
     buf
+}
+
+/// A `synthesize` or `context_open` message with the request's options.
+fn request_message(kind: &str, request_id: &str, opts: &SynthesizeOptions) -> Value {
+    let mut msg = json!({"type": kind, "request_id": request_id});
+    if let Some(v) = &opts.voice {
+        msg["voice"] = json!(v);
+    }
+    if let Some(t) = &opts.trace_id {
+        msg["trace_id"] = json!(t);
+    }
+    if opts.fast {
+        msg["delivery"] = json!("fast");
+    }
+    for (field, value) in [
+        ("speed", opts.speed),
+        ("noise_scale", opts.noise_scale),
+        ("noise_w", opts.noise_w),
+    ] {
+        if let Some(v) = value {
+            msg[field] = json!(v);
+        }
+    }
+    if let Some(e) = opts.encoding {
+        msg["encoding"] = json!(e.as_str());
+    }
+    if let Some(r) = opts.sample_rate {
+        msg["sample_rate"] = json!(r);
+    }
+    msg
 }
 
 /// Worker emit → orchestrator send and orchestrator send → now, in ms.

@@ -114,6 +114,10 @@ struct SayArgs {
     /// (needs a build with `--features play`).
     #[arg(long)]
     play: bool,
+    /// Read standard input as it arrives and speak it as a context
+    /// (streamed text input): `some-llm | tts-client say --stream-input`.
+    #[arg(long, conflicts_with_all = ["text", "file"])]
+    stream_input: bool,
     /// With --play: audio buffered before playback starts, ms.
     #[arg(long, default_value_t = 100, requires = "play")]
     jitter_ms: u32,
@@ -210,7 +214,11 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::CONFIG);
     }
-    let text = read_text(&args)?;
+    let source = if args.stream_input {
+        Source::Stream(stdin_pieces())
+    } else {
+        Source::Whole(read_text(&args)?)
+    };
     let mut client = Client::connect(url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
@@ -225,12 +233,8 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         sample_rate: args.sample_rate,
         ..SynthesizeOptions::default()
     };
-    let (utterance, underruns) = if args.play {
-        let (u, underruns) = say_and_play(&mut client, &text, &opts, args.jitter_ms).await?;
-        (u, Some(underruns))
-    } else {
-        (client.synthesize(&text, &opts).await?, None)
-    };
+    let jitter = args.play.then_some(args.jitter_ms);
+    let (utterance, underruns) = speak(&mut client, source, &opts, jitter).await?;
     write_wav(&args.out, &utterance.samples, utterance.sample_rate)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let report = &utterance.report;
@@ -293,58 +297,156 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
     Ok(findings.exit_code(failed))
 }
 
-/// Synthesises `text` and plays its audio while the frames arrive; returns
-/// the utterance and the playback's underruns.
-#[cfg(feature = "play")]
-async fn say_and_play(
-    client: &mut Client,
-    text: &str,
-    opts: &SynthesizeOptions,
-    jitter_ms: u32,
-) -> anyhow::Result<(tts_client::Utterance, u64)> {
-    use tts_client::Collector;
-    use tts_client::playback::Player;
-    let sent = std::time::Instant::now();
-    let request_id = client.start(text, opts).await?;
-    let mut collector = Collector::new(request_id, sent);
-    let (mut player, mut fed) = (None, 0usize);
-    loop {
-        let event = client.next_event().await?;
-        let done = collector.on_event(event)?;
-        if player.is_none() && collector.stream_id().is_some() {
-            player = Some(Player::start(collector.format().sample_rate, jitter_ms)?);
-        }
-        // At the end the samples have moved into the utterance (trimmed to
-        // the exact count, so possibly shorter than what was fed).
-        let all = done
-            .as_ref()
-            .map_or(collector.samples(), |u| &u.samples[..]);
-        if let Some(p) = &player
-            && fed < all.len()
-        {
-            p.push(&all[fed..]);
-            fed = all.len();
-        }
-        if let Some(utterance) = done {
-            let underruns = match player {
-                Some(p) => tokio::task::block_in_place(|| p.finish()),
-                None => 0,
+/// Where the text comes from.
+enum Source {
+    /// All of it at once: one `synthesize`.
+    Whole(String),
+    /// Pieces as they arrive: a context.
+    Stream(tokio::sync::mpsc::Receiver<String>),
+}
+
+/// Standard input, read on a thread of its own and handed on in pieces as
+/// it arrives (whole UTF-8 characters only).
+fn stdin_pieces() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let (mut buf, mut pending) = ([0u8; 4096], Vec::new());
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
             };
-            return Ok((utterance, underruns));
+            pending.extend_from_slice(&buf[..n]);
+            let valid = match std::str::from_utf8(&pending) {
+                Ok(s) => s.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let piece = String::from_utf8_lossy(&pending[..valid]).into_owned();
+            pending.drain(..valid);
+            if !piece.is_empty() && tx.blocking_send(piece).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Speaks `source`, verifying every frame, and plays the audio while it
+/// arrives when `jitter_ms` is given; returns the utterance and, when
+/// playing, the underruns.
+async fn speak(
+    client: &mut Client,
+    source: Source,
+    opts: &SynthesizeOptions,
+    jitter_ms: Option<u32>,
+) -> anyhow::Result<(tts_client::Utterance, Option<u64>)> {
+    use tts_client::Collector;
+    let sent = std::time::Instant::now();
+    let (request_id, mut pieces) = match source {
+        Source::Whole(text) => (client.start(&text, opts).await?, None),
+        Source::Stream(rx) => (client.open_context(opts).await?, Some(rx)),
+    };
+    let mut collector = Collector::new(request_id.clone(), sent);
+    let mut player = Playback::new(jitter_ms);
+    loop {
+        let event = tokio::select! {
+            piece = next_piece(&mut pieces) => {
+                match piece {
+                    Some(text) => client.append(&request_id, &text).await?,
+                    None => {
+                        client.close_context(&request_id).await?;
+                        pieces = None;
+                    }
+                }
+                continue;
+            }
+            event = client.next_event() => event?,
+        };
+        let done = collector.on_event(event)?;
+        player.feed(&collector, done.as_ref())?;
+        if let Some(utterance) = done {
+            return Ok((utterance, player.finish()));
         }
     }
 }
 
-#[cfg(not(feature = "play"))]
-async fn say_and_play(
-    _client: &mut Client,
-    _text: &str,
-    _opts: &SynthesizeOptions,
-    _jitter_ms: u32,
-) -> anyhow::Result<(tts_client::Utterance, u64)> {
-    anyhow::bail!(
-        "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
-    )
+/// The next piece of streamed input; pending forever when there is none.
+async fn next_piece(pieces: &mut Option<tokio::sync::mpsc::Receiver<String>>) -> Option<String> {
+    match pieces {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Playback while frames arrive (with the `play` feature).
+struct Playback {
+    jitter_ms: Option<u32>,
+    #[cfg(feature = "play")]
+    player: Option<tts_client::playback::Player>,
+    #[cfg(feature = "play")]
+    fed: usize,
+}
+
+impl Playback {
+    fn new(jitter_ms: Option<u32>) -> Self {
+        Self {
+            jitter_ms,
+            #[cfg(feature = "play")]
+            player: None,
+            #[cfg(feature = "play")]
+            fed: 0,
+        }
+    }
+
+    /// Hands the samples that arrived since the last call to the device.
+    #[cfg(feature = "play")]
+    fn feed(
+        &mut self,
+        collector: &tts_client::Collector,
+        done: Option<&tts_client::Utterance>,
+    ) -> anyhow::Result<()> {
+        use tts_client::playback::Player;
+        let Some(jitter_ms) = self.jitter_ms else {
+            return Ok(());
+        };
+        if self.player.is_none() && collector.stream_id().is_some() {
+            self.player = Some(Player::start(collector.format().sample_rate, jitter_ms)?);
+        }
+        // At the end the samples have moved into the utterance (trimmed to
+        // the exact count, so possibly shorter than what was fed).
+        let all = done.map_or(collector.samples(), |u| &u.samples[..]);
+        if let Some(p) = &self.player
+            && self.fed < all.len()
+        {
+            p.push(&all[self.fed..]);
+            self.fed = all.len();
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "play"))]
+    fn feed(
+        &mut self,
+        _collector: &tts_client::Collector,
+        _done: Option<&tts_client::Utterance>,
+    ) -> anyhow::Result<()> {
+        match self.jitter_ms {
+            Some(_) => anyhow::bail!(
+                "this build has no playback: rebuild with `--features play` (needs libasound2-dev)"
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the device to play everything; the underruns, if playing.
+    fn finish(self) -> Option<u64> {
+        #[cfg(feature = "play")]
+        if let Some(p) = self.player {
+            return Some(tokio::task::block_in_place(|| p.finish()));
+        }
+        self.jitter_ms.map(|_| 0)
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,11 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_MAX_BAD_MESSAGES", default_value_t = 32)]
     pub max_bad_messages: u32,
 
+    /// A context's text without a clause ending is spoken after this many
+    /// milliseconds without a new piece.
+    #[arg(long, env = "TTS_CONTEXT_IDLE_MS", default_value_t = 800)]
+    pub context_idle_ms: u64,
+
     /// Opus bitrate for clients that ask for `encoding: "opus"`, bits per
     /// second (6,000 to 510,000).
     #[arg(long, env = "TTS_OPUS_BITRATE", default_value_t = 32_000,

@@ -196,7 +196,7 @@ pub(crate) async fn speech(
         }
     };
     let refusal = shared
-        .request_refusal(&speech.input, speech.voice.as_deref(), &[])
+        .request_refusal(Some(&speech.input), speech.voice.as_deref(), &[])
         .or_else(|| shared.capacity_refusal(peer.ip()));
     if let Some((code, message, retry)) = refusal {
         metrics::request_finished(code.outcome(), Some(code));
@@ -221,6 +221,7 @@ pub(crate) async fn speech(
         delivery: Delivery::Realtime,
         options: speech.options,
         api: "http",
+        counted: true,
         received,
     };
     {

@@ -18,6 +18,7 @@ pub use tts_protocol as protocol;
 
 mod accept;
 mod admin;
+mod context;
 mod http;
 mod relay;
 mod security;

@@ -40,6 +40,9 @@ pub const QUALITY_EVENTS: &str = "tts_orchestrator_frame_quality_events_total";
 pub const FRAME_LEVEL: &str = "tts_orchestrator_frame_level_dbfs";
 /// Seconds from `synthesize` received to first frame sent.
 pub const TIME_TO_FIRST_AUDIO: &str = "tts_orchestrator_time_to_first_audio_seconds";
+/// Seconds from the `append` that completed a context's first clause to
+/// its first frame sent.
+pub const CONTEXT_FIRST_AUDIO: &str = "tts_orchestrator_context_first_audio_seconds";
 /// Seconds from the worker's stamp to the orchestrator's receipt.
 pub const WORKER_HOP_LATENCY: &str = "tts_orchestrator_worker_hop_latency_seconds";
 /// Seconds from the orchestrator's receipt of a frame to its send.
@@ -133,6 +136,11 @@ pub(crate) fn describe() {
         TIME_TO_FIRST_AUDIO,
         Unit::Seconds,
         "Synthesize received to first frame sent."
+    );
+    describe_histogram!(
+        CONTEXT_FIRST_AUDIO,
+        Unit::Seconds,
+        "Append that completed a context's first clause to its first frame sent."
     );
     describe_histogram!(
         WORKER_HOP_LATENCY,
@@ -286,6 +294,10 @@ pub(crate) fn frames_dropped(n: u64) {
 
 pub(crate) fn backpressure(waited: Duration) {
     metrics::histogram!(BACKPRESSURE).record(waited.as_secs_f64());
+}
+
+pub(crate) fn context_first_audio(after: Duration) {
+    metrics::histogram!(CONTEXT_FIRST_AUDIO).record(after.as_secs_f64());
 }
 
 pub(crate) fn first_audio(after: Duration) {

@@ -49,7 +49,17 @@ impl Stop {
         self.token.cancel();
     }
 
-    async fn stopped(&self) {
+    /// The reason given, once stopped.
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        self.reason.get().cloned()
+    }
+
+    /// What a writer checks to drop this request's queued frames.
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    pub(crate) async fn stopped(&self) {
         self.token.cancelled().await;
     }
 
@@ -106,6 +116,9 @@ pub(crate) struct Pending {
     pub(crate) options: Options,
     /// `websocket` or `http`, for metrics.
     pub(crate) api: &'static str,
+    /// Whether this relay is a request of its own in the request metrics
+    /// (a clause of a context is not: the context is).
+    pub(crate) counted: bool,
     pub(crate) received: Instant,
 }
 
@@ -226,7 +239,9 @@ pub(crate) async fn relay(
         Ending::Refused { .. } => (Outcome::Refused, Some(ErrorCode::Overloaded)),
         Ending::Disconnected => (Outcome::Disconnected, None),
     };
-    metrics::request_finished(outcome, code);
+    if req.counted {
+        metrics::request_finished(outcome, code);
+    }
     let outcome = outcome.as_str();
     let ids = (&req.request_id, &req.trace_id, &req.session_id);
     let elapsed_ms = req.received.elapsed().as_millis() as u64;
@@ -405,7 +420,9 @@ async fn stream_frames(
             if out.send(Outgoing::Message(start)).await.is_err() {
                 return Ending::Disconnected;
             }
-            metrics::first_audio(req.received.elapsed());
+            if req.counted {
+                metrics::first_audio(req.received.elapsed());
+            }
         }
         let last = frame.last;
         match forward(ctx, req, audit, frame, out, stop).await {
@@ -485,7 +502,9 @@ async fn forward(
             ));
         }
     };
-    metrics::payload_sent(req.options.format.encoding, req.api, payload.len());
+    if req.counted {
+        metrics::payload_sent(req.options.format.encoding, req.api, payload.len());
+    }
     let header = FrameHeader {
         stream_id: req.stream_id,
         sequence: frame.sequence,

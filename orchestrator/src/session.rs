@@ -25,6 +25,7 @@ use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
 use crate::accept::Ticket;
 use crate::config::OrchestratorConfig;
+use crate::context::{Piece, context};
 use crate::metrics::{self, RelayStats};
 use crate::protocol::{
     ClientMessage, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
@@ -53,7 +54,7 @@ impl Shared {
     /// fields (`ids` are named identifier fields), empty or long text.
     pub(crate) fn request_refusal(
         &self,
-        text: &str,
+        text: Option<&str>,
         voice: Option<&str>,
         ids: &[(&'static str, &str)],
     ) -> Option<Refusal> {
@@ -74,6 +75,7 @@ impl Shared {
                 return refuse(ErrorCode::BadRequest, msg);
             }
         }
+        let text = text?;
         if text.trim().is_empty() {
             return refuse(ErrorCode::EmptyText, "text is empty".into());
         }
@@ -251,7 +253,12 @@ struct Connection<'a> {
 struct Active {
     stop: Stop,
     chars: usize,
+    /// A context's text input.
+    feed: Option<mpsc::Sender<Piece>>,
 }
+
+/// Pieces a context may have waiting before appends are refused.
+const CONTEXT_PIECES: usize = 1024;
 
 /// A read error's close: oversize and invalid UTF-8 get their own codes.
 fn read_error_closing(e: &axum::Error) -> Option<Closing> {
@@ -389,6 +396,21 @@ impl Connection<'_> {
                     .await
             }
             ClientMessage::Voices => self.voices().await,
+            ClientMessage::ContextOpen {
+                request_id,
+                trace_id,
+                voice,
+                delivery,
+                options,
+            } => {
+                self.open_context(request_id, trace_id, voice, delivery, options)
+                    .await
+            }
+            ClientMessage::Append { request_id, text } => {
+                self.feed(request_id, Piece::Text(text)).await
+            }
+            ClientMessage::Flush { request_id } => self.feed(request_id, Piece::Flush).await,
+            ClientMessage::Close { request_id } => self.feed(request_id, Piece::Close).await,
         }
         None
     }
@@ -476,7 +498,7 @@ impl Connection<'_> {
         let limits = &self.shared.config;
         let refuse = |code, message: String| Some((code, message, None));
         if let Some(r) = self.shared.request_refusal(
-            text,
+            Some(text),
             voice,
             &[("request_id", request_id), ("trace_id", trace_id)],
         ) {
@@ -545,6 +567,7 @@ impl Connection<'_> {
             Active {
                 stop: stop.clone(),
                 chars,
+                feed: None,
             },
         );
         self.inflight_chars += chars;
@@ -559,6 +582,7 @@ impl Connection<'_> {
             delivery,
             options,
             api: "websocket",
+            counted: true,
             received: Instant::now(),
         };
         self.tasks.spawn(relay(
@@ -571,6 +595,141 @@ impl Connection<'_> {
 
     fn update_inflight(&self, delta: isize) {
         self.shared.update_inflight(delta);
+    }
+
+    /// Opens a context: a request whose text comes in `append` pieces.
+    async fn open_context(
+        &mut self,
+        request_id: Option<String>,
+        trace_id: Option<String>,
+        voice: Option<String>,
+        delivery: Delivery,
+        options: Options,
+    ) {
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let trace_id = trace_id
+            .or_else(|| self.trace_hint.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let limits = &self.shared.config;
+        let refusal = self
+            .shared
+            .request_refusal(
+                None,
+                voice.as_deref(),
+                &[("request_id", &request_id), ("trace_id", &trace_id)],
+            )
+            .or_else(|| {
+                if self.active.contains_key(&request_id) {
+                    let msg = format!("request {request_id:?} is already in flight");
+                    Some((ErrorCode::BadRequest, msg, None))
+                } else if self.active.len() >= limits.max_requests_per_connection {
+                    let msg = format!(
+                        "{} requests in flight on this connection",
+                        self.active.len()
+                    );
+                    Some((ErrorCode::RateLimited, msg, None))
+                } else {
+                    None
+                }
+            })
+            .or_else(|| self.shared.capacity_refusal(self.peer));
+        if let Some((code, message, retry_after_ms)) = refusal {
+            metrics::request_finished(code.outcome(), Some(code));
+            let err = ServerMessage::Error {
+                code,
+                message,
+                request_id: Some(shortened(&request_id).to_owned()),
+                retry_after_ms,
+            };
+            self.control(err).await;
+            return;
+        }
+        let stream_id = self.next_stream_id;
+        self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
+        info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, "context opened");
+        let stop = Stop::default();
+        let (feed, pieces) = mpsc::channel(CONTEXT_PIECES);
+        self.active.insert(
+            request_id.clone(),
+            Active {
+                stop: stop.clone(),
+                chars: 0,
+                feed: Some(feed),
+            },
+        );
+        self.update_inflight(1);
+        let pending = Pending {
+            request_id,
+            trace_id,
+            session_id: self.session_id.to_owned(),
+            stream_id,
+            text: String::new(),
+            voice,
+            delivery,
+            options,
+            api: "websocket",
+            counted: true,
+            received: Instant::now(),
+        };
+        let idle = Duration::from_millis(self.shared.config.context_idle_ms);
+        self.tasks.spawn(context(
+            Arc::clone(&self.shared.relay),
+            pending,
+            pieces,
+            self.data.clone(),
+            stop,
+            idle,
+        ));
+    }
+
+    /// Hands a piece to its context; refusals are coded errors and leave
+    /// the context as it was.
+    async fn feed(&mut self, request_id: String, piece: Piece) {
+        let max_chars = self.shared.config.max_text_chars;
+        let max_connection = self.shared.config.max_connection_chars;
+        let added = match &piece {
+            Piece::Text(t) => t.chars().count(),
+            _ => 0,
+        };
+        let inflight_chars = self.inflight_chars;
+        let refusal = match self.active.get_mut(&request_id) {
+            None => Some((
+                ErrorCode::BadRequest,
+                format!("no context {request_id:?} is open"),
+            )),
+            Some(Active { feed: None, .. }) => Some((
+                ErrorCode::BadRequest,
+                format!("request {request_id:?} is not a context"),
+            )),
+            Some(active) if active.chars + added > max_chars => Some((
+                ErrorCode::TextTooLong,
+                format!("the context's text would be over {max_chars} characters"),
+            )),
+            Some(_) if inflight_chars + added > max_connection => Some((
+                ErrorCode::RateLimited,
+                format!("{inflight_chars} characters in flight on this connection"),
+            )),
+            Some(active) => match active.feed.as_ref().map(|f| f.try_send(piece)) {
+                Some(Ok(())) => {
+                    active.chars += added;
+                    self.inflight_chars += added;
+                    None
+                }
+                Some(Err(mpsc::error::TrySendError::Full(_))) => Some((
+                    ErrorCode::RateLimited,
+                    "too many pieces waiting in this context".to_owned(),
+                )),
+                Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Some((
+                    ErrorCode::BadRequest,
+                    format!("context {request_id:?} is closed"),
+                )),
+            },
+        };
+        if let Some((code, message)) = refusal {
+            metrics::request_finished(code.outcome(), Some(code));
+            let err = ServerMessage::error(code, message, Some(shortened(&request_id).to_owned()));
+            self.control(err).await;
+        }
     }
 
     /// Stops what is still in flight for `reason` and waits for the relays

@@ -342,6 +342,36 @@ pub enum ClientMessage {
     },
     /// List the voices.
     Voices,
+    /// Open a context: a request whose text arrives in pieces.
+    ContextOpen {
+        /// Client-chosen id (the context's request id); generated when absent.
+        request_id: Option<String>,
+        /// Client trace id; generated when absent.
+        trace_id: Option<String>,
+        /// Voice name; `None` for the worker's default.
+        voice: Option<String>,
+        /// When frames leave.
+        delivery: Delivery,
+        /// Speed, noise, encoding and rate.
+        options: Options,
+    },
+    /// More text for a context.
+    Append {
+        /// The context.
+        request_id: String,
+        /// Any piece: a token, a word, half a sentence.
+        text: String,
+    },
+    /// Speak what the context has buffered now, complete or not.
+    Flush {
+        /// The context.
+        request_id: String,
+    },
+    /// No more text for the context: its `end` follows its last audio.
+    Close {
+        /// The context.
+        request_id: String,
+    },
     /// Measure round-trip time.
     Ping {
         /// Echoed in `pong`.
@@ -456,6 +486,32 @@ impl ClientMessage {
                 options: parse_options(&obj)?,
             }),
             "voices" => Ok(Self::Voices),
+            "context_open" => Ok(Self::ContextOpen {
+                request_id: string("request_id")?.filter(|v| !v.is_empty()),
+                trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
+                voice: string("voice")?.filter(|v| !v.is_empty()),
+                delivery: match string("delivery")?.as_deref() {
+                    None | Some("realtime") => Delivery::Realtime,
+                    Some("fast") => Delivery::Fast,
+                    Some(_) => {
+                        return Err(ParseError::Value {
+                            field: "delivery",
+                            allowed: "\"realtime\", \"fast\"",
+                        });
+                    }
+                },
+                options: parse_options(&obj)?,
+            }),
+            "append" => Ok(Self::Append {
+                request_id: required(string("request_id")?, "request_id")?,
+                text: required(string("text")?, "text")?,
+            }),
+            "flush" => Ok(Self::Flush {
+                request_id: required(string("request_id")?, "request_id")?,
+            }),
+            "close" => Ok(Self::Close {
+                request_id: required(string("request_id")?, "request_id")?,
+            }),
             "ping" => match obj.get("id") {
                 Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Self::Ping {
                     id: id.clone(),
@@ -475,6 +531,13 @@ impl ClientMessage {
             other => Err(ParseError::UnknownType(other.to_owned())),
         }
     }
+}
+
+fn required(value: Option<String>, field: &'static str) -> Result<String, ParseError> {
+    value.ok_or(ParseError::Field {
+        field,
+        expected: "string",
+    })
 }
 
 /// The optional fields of a synthesize request (also used by the HTTP
@@ -611,6 +674,27 @@ mod tests {
         assert_eq!(
             ClientMessage::parse(r#"{"type":"voices"}"#),
             Ok(ClientMessage::Voices)
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"context_open","request_id":"c","encoding":"opus"}"#),
+            Ok(ClientMessage::ContextOpen { options, .. }) if options.format.encoding == Encoding::Opus
+        ));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"append","request_id":"c","text":"Hel"}"#),
+            Ok(ClientMessage::Append {
+                request_id: "c".into(),
+                text: "Hel".into()
+            })
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"append","request_id":"c"}"#),
+            Err(ParseError::Field { field: "text", .. })
+        ));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"close","request_id":"c"}"#),
+            Ok(ClientMessage::Close {
+                request_id: "c".into()
+            })
         );
     }
 

@@ -1,0 +1,668 @@
+//! Streamed text input: a context is one request whose text arrives in
+//! pieces (`append`), for a client that speaks a language model's output
+//! while it is still being written.
+//!
+//! The context cuts clauses as soon as they are complete (a sentence end,
+//! a clause mark in a long sentence, a long run without either, a `flush`,
+//! `close`, or a pause in the text longer than the idle limit) and has the
+//! worker speak them one after another, each through an ordinary relay
+//! (the same verification, timeouts and trace ids). The next clause starts
+//! when the worker has sent the last frame of the one before, which on the
+//! real-time clock is about a second (the worker's send-ahead) before that
+//! frame is due to play, so consecutive clauses play without a gap.
+//!
+//! The clauses' audio is joined sample-exactly: the context re-frames it
+//! into 20 ms frames of its own (one sequence, one checksum per frame,
+//! one encoder for the client's format), so no padding is inserted at a
+//! clause boundary. Only a `flush` (or the end) pads the frame in progress.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use tts_frame::{FRAME_SAMPLES, FrameHeader, bytes_to_samples, samples_to_bytes};
+
+use crate::metrics;
+use crate::protocol::{ErrorCode, Format, ServerMessage};
+use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
+use crate::transcode::Transcoder;
+
+/// What a client sends into a context.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    /// More text.
+    Text(String),
+    /// Speak what is buffered now.
+    Flush,
+    /// No more text.
+    Close,
+}
+
+/// A sentence longer than this (characters) is also cut at `,;:`.
+const LONG_SENTENCE: usize = 60;
+/// Text without any break is cut at the last space before this length.
+const MAX_CLAUSE: usize = 200;
+/// A context with no piece for this long is closed as if `close` had come
+/// (so that an abandoned context does not hold its slot).
+const ABANDONED: Duration = Duration::from_secs(30);
+/// Frames a clause's relay may queue ahead of the context.
+const CLAUSE_QUEUE: usize = 8;
+
+/// Cuts text that arrives in pieces into complete clauses.
+#[derive(Debug, Default)]
+pub(crate) struct Cutter {
+    buffer: String,
+}
+
+impl Cutter {
+    /// Adds a piece.
+    pub(crate) fn push(&mut self, text: &str) {
+        self.buffer.push_str(text);
+    }
+
+    /// Whether text is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buffer.trim().is_empty()
+    }
+
+    /// Takes every clause that is complete: ended by `.!?` (or, past
+    /// [`LONG_SENTENCE`] characters, `,;:`) and then whitespace, or a run
+    /// longer than [`MAX_CLAUSE`] cut at its last space.
+    pub(crate) fn complete(&mut self) -> Vec<String> {
+        let mut clauses = Vec::new();
+        loop {
+            let cut = self.cut_point();
+            let Some(at) = cut else { break };
+            let clause: String = self.buffer.drain(..at).collect();
+            let clause = clause.trim();
+            if clause.chars().any(char::is_alphanumeric) {
+                clauses.push(clause.to_owned());
+            }
+        }
+        clauses
+    }
+
+    /// Takes everything buffered, complete or not (`None` if it has
+    /// nothing to speak).
+    pub(crate) fn rest(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buffer);
+        let rest = rest.trim();
+        rest.chars()
+            .any(char::is_alphanumeric)
+            .then(|| rest.to_owned())
+    }
+
+    fn cut_point(&self) -> Option<usize> {
+        let mut chars = 0;
+        let mut prev: Option<char> = None;
+        let mut last_space = None;
+        for (i, c) in self.buffer.char_indices() {
+            if c.is_whitespace() {
+                if let Some(p) = prev {
+                    let long = chars > LONG_SENTENCE;
+                    if matches!(p, '.' | '!' | '?') || (long && matches!(p, ',' | ';' | ':')) {
+                        return Some(i);
+                    }
+                }
+                last_space = Some(i);
+            }
+            chars += 1;
+            if chars > MAX_CLAUSE
+                && let Some(space) = last_space
+            {
+                return Some(space);
+            }
+            prev = Some(c);
+        }
+        None
+    }
+}
+
+/// Joins the clauses' 48 kHz samples into whole 20 ms frames.
+#[derive(Debug, Default)]
+struct Reframer {
+    carry: Vec<i16>,
+}
+
+impl Reframer {
+    fn push(&mut self, pcm: &[u8], samples: usize, out: &mut Vec<Vec<i16>>) {
+        let real = (samples * 2).min(pcm.len());
+        self.carry.extend(bytes_to_samples(&pcm[..real]));
+        while self.carry.len() >= FRAME_SAMPLES {
+            out.push(self.carry.drain(..FRAME_SAMPLES).collect());
+        }
+    }
+
+    /// The frame in progress, padded (with how many samples are real);
+    /// `None` when there is none.
+    fn flush(&mut self) -> Option<(Vec<i16>, usize)> {
+        if self.carry.is_empty() {
+            return None;
+        }
+        let real = self.carry.len();
+        let mut frame = std::mem::take(&mut self.carry);
+        frame.resize(FRAME_SAMPLES, 0);
+        Some((frame, real))
+    }
+}
+
+/// A clause being spoken.
+struct Running {
+    task: JoinHandle<String>,
+    frames: mpsc::Receiver<Outgoing>,
+    stop: Stop,
+}
+
+/// One context's state.
+struct Context {
+    ctx: Arc<RelayContext>,
+    req: Pending,
+    out: mpsc::Sender<Outgoing>,
+    stop: Stop,
+    cutter: Cutter,
+    /// Clauses waiting, with when they became complete.
+    queue: VecDeque<(String, Instant)>,
+    running: Option<Running>,
+    reframer: Reframer,
+    transcoder: Option<Transcoder>,
+    format: Format,
+    sequence: u32,
+    started: bool,
+    closed: bool,
+    /// A flush waits for the clauses it cut to be spoken.
+    flush_after: Option<usize>,
+    clauses_done: usize,
+    clauses_queued: usize,
+    /// When the first clause became complete (for the first-audio metric).
+    first_clause_at: Option<Instant>,
+}
+
+/// How a context ended.
+enum Ending {
+    Completed,
+    Cancelled,
+    Failed(ServerMessage),
+    Disconnected,
+}
+
+/// Runs a context until it is closed and spoken, cancelled or failed.
+/// Sends exactly one of `end` or `error` for it (as a request does).
+pub(crate) async fn context(
+    ctx: Arc<RelayContext>,
+    req: Pending,
+    mut pieces: mpsc::Receiver<Piece>,
+    out: mpsc::Sender<Outgoing>,
+    stop: Stop,
+    idle: Duration,
+) -> String {
+    let format = req.options.format;
+    let transcoder = Transcoder::new(format, ctx.opus_bitrate).ok();
+    let mut c = Context {
+        ctx,
+        req,
+        out,
+        stop,
+        cutter: Cutter::default(),
+        queue: VecDeque::new(),
+        running: None,
+        reframer: Reframer::default(),
+        transcoder,
+        format,
+        sequence: 0,
+        started: false,
+        closed: false,
+        flush_after: None,
+        clauses_done: 0,
+        clauses_queued: 0,
+        first_clause_at: None,
+    };
+    let ending = c.run(&mut pieces, idle).await;
+    c.finish(ending).await
+}
+
+impl Context {
+    async fn run(&mut self, pieces: &mut mpsc::Receiver<Piece>, idle: Duration) -> Ending {
+        let stop = self.stop.clone();
+        let mut last_piece = tokio::time::Instant::now();
+        loop {
+            if self.closed && self.queue.is_empty() && self.running.is_none() {
+                return self.last_frame().await;
+            }
+            let waiting_text = !self.cutter.is_empty() && !self.closed;
+            tokio::select! {
+                biased;
+                _ = stop.stopped() => return self.stopped().await,
+                item = next_frame(&mut self.running) => match item {
+                    Some(item) => {
+                        if let Some(ending) = self.on_clause_output(item).await {
+                            return ending;
+                        }
+                    }
+                    None => {
+                        // The clause's relay ended (its end or error came first).
+                        self.running = None;
+                        self.clauses_done += 1;
+                        if let Some(ending) = self.after_clause().await {
+                            return ending;
+                        }
+                    }
+                },
+                piece = pieces.recv(), if !self.closed => {
+                    last_piece = tokio::time::Instant::now();
+                    match piece {
+                        Some(Piece::Text(text)) => {
+                            self.cutter.push(&text);
+                            for clause in self.cutter.complete() {
+                                self.enqueue(clause);
+                            }
+                        }
+                        Some(Piece::Flush) => {
+                            if let Some(rest) = self.cutter.rest() {
+                                self.enqueue(rest);
+                            }
+                            self.flush_after = Some(self.clauses_queued);
+                            if let Some(ending) = self.after_clause().await {
+                                return ending;
+                            }
+                        }
+                        Some(Piece::Close) | None => {
+                            if let Some(rest) = self.cutter.rest() {
+                                self.enqueue(rest);
+                            }
+                            self.closed = true;
+                            self.refuse_late(pieces).await;
+                        }
+                    }
+                    self.start_next();
+                }
+                _ = tokio::time::sleep_until(last_piece + ABANDONED), if !self.closed => {
+                    info!(request_id = %self.req.request_id, trace_id = %self.req.trace_id,
+                        session_id = %self.req.session_id, "context abandoned: closed");
+                    if let Some(rest) = self.cutter.rest() {
+                        self.enqueue(rest);
+                    }
+                    self.closed = true;
+                    self.refuse_late(pieces).await;
+                    self.start_next();
+                }
+                _ = tokio::time::sleep_until(last_piece + idle), if waiting_text => {
+                    // Text without an ending, and nothing more for a while.
+                    if let Some(rest) = self.cutter.rest() {
+                        self.enqueue(rest);
+                    }
+                    self.start_next();
+                }
+            }
+        }
+    }
+
+    /// After `close`: later pieces are refused with an error each, not
+    /// lost (those already waiting here, and, once the channel is closed,
+    /// those the connection tries to hand on).
+    async fn refuse_late(&mut self, pieces: &mut mpsc::Receiver<Piece>) {
+        pieces.close();
+        while let Ok(piece) = pieces.try_recv() {
+            let what = match piece {
+                Piece::Text(_) => "append",
+                Piece::Flush => "flush",
+                Piece::Close => "close",
+            };
+            let message = format!("{what}: context {:?} is closed", self.req.request_id);
+            let error = self.error(ErrorCode::BadRequest, message);
+            metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+            if self.out.send(Outgoing::Message(error)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, clause: String) {
+        let now = Instant::now();
+        self.first_clause_at.get_or_insert(now);
+        self.clauses_queued += 1;
+        self.queue.push_back((clause, now));
+    }
+
+    /// Starts the next clause if none is being spoken.
+    fn start_next(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some((text, _)) = self.queue.pop_front() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(CLAUSE_QUEUE);
+        let stop = Stop::default();
+        let clause = Pending {
+            text,
+            // The context converts the joined audio itself.
+            options: crate::protocol::Options {
+                format: Format::PIPELINE,
+                ..self.req.options
+            },
+            counted: false,
+            received: Instant::now(),
+            ..self.req.clone()
+        };
+        let task = tokio::spawn(relay(Arc::clone(&self.ctx), clause, tx, stop.clone()));
+        self.running = Some(Running {
+            task,
+            frames: rx,
+            stop,
+        });
+    }
+
+    /// A clause relay's message: its frames are joined into the context's.
+    async fn on_clause_output(&mut self, item: Outgoing) -> Option<Ending> {
+        match item {
+            Outgoing::Message(ServerMessage::Start { voice, .. }) if !self.started => {
+                self.started = true;
+                let start = ServerMessage::Start {
+                    request_id: self.req.request_id.clone(),
+                    trace_id: self.req.trace_id.clone(),
+                    stream_id: self.req.stream_id,
+                    voice,
+                    sample_rate: self.format.sample_rate,
+                    encoding: self.format.encoding.as_str().to_owned(),
+                    frame_samples: self.format.frame_samples() as u32,
+                };
+                if self.out.send(Outgoing::Message(start)).await.is_err() {
+                    return Some(Ending::Disconnected);
+                }
+                metrics::first_audio(self.req.received.elapsed());
+                if let Some(at) = self.first_clause_at {
+                    metrics::context_first_audio(at.elapsed());
+                }
+                None
+            }
+            Outgoing::Frame {
+                header,
+                payload,
+                samples,
+                received,
+                ..
+            } => {
+                let mut frames = Vec::new();
+                self.reframer.push(&payload, samples as usize, &mut frames);
+                for frame in frames {
+                    if let Some(e) = self
+                        .emit(&frame, FRAME_SAMPLES, false, header.worker_ts_us, received)
+                        .await
+                    {
+                        return Some(e);
+                    }
+                }
+                None
+            }
+            Outgoing::Failed { error, .. } => Some(Ending::Failed(error)),
+            Outgoing::Message(_) | Outgoing::End { .. } | Outgoing::Close(_) => None,
+        }
+    }
+
+    /// After a clause: the next one, or a flush's padded frame.
+    async fn after_clause(&mut self) -> Option<Ending> {
+        self.start_next();
+        let flushed = self
+            .flush_after
+            .is_some_and(|n| self.clauses_done >= n && self.running.is_none());
+        if flushed {
+            self.flush_after = None;
+            if let Some((frame, real)) = self.reframer.flush() {
+                return self
+                    .emit(&frame, real, false, tts_frame::now_us(), Instant::now())
+                    .await;
+            }
+        }
+        None
+    }
+
+    /// The context's last frame: what is left, padded, flagged last (an
+    /// empty frame when nothing is left, so that a last flag is always sent
+    /// once audio was).
+    async fn last_frame(&mut self) -> Ending {
+        if !self.started {
+            // Nothing was ever spoken: `end` with no frames.
+            return Ending::Completed;
+        }
+        let (frame, real) = self
+            .reframer
+            .flush()
+            .unwrap_or_else(|| (vec![0; FRAME_SAMPLES], 0));
+        match self
+            .emit(&frame, real, true, tts_frame::now_us(), Instant::now())
+            .await
+        {
+            Some(ending) => ending,
+            None => Ending::Completed,
+        }
+    }
+
+    /// Queues one frame of the context's own for the client.
+    async fn emit(
+        &mut self,
+        pcm: &[i16],
+        real: usize,
+        last: bool,
+        worker_ts_us: u64,
+        received: Instant,
+    ) -> Option<Ending> {
+        let mut bytes = vec![0u8; pcm.len() * 2];
+        samples_to_bytes(pcm, &mut bytes);
+        let (payload, samples) = match self.transcoder.as_mut() {
+            Some(t) => match t.convert(Bytes::from(bytes), real as u32) {
+                Ok(converted) => converted,
+                Err(e) => {
+                    let message = format!("frame {} could not be encoded: {e}", self.sequence);
+                    return Some(Ending::Failed(self.error(ErrorCode::Internal, message)));
+                }
+            },
+            None => {
+                let message = "the requested format could not be set up".to_owned();
+                return Some(Ending::Failed(self.error(ErrorCode::Internal, message)));
+            }
+        };
+        metrics::payload_sent(self.format.encoding, self.req.api, payload.len());
+        let header = FrameHeader {
+            stream_id: self.req.stream_id,
+            sequence: self.sequence,
+            crc32c: tts_frame::checksum(&payload),
+            last,
+            worker_ts_us,
+            orchestrator_ts_us: 0,
+        };
+        self.sequence += 1;
+        let frame = Outgoing::Frame {
+            header,
+            payload,
+            samples,
+            received,
+            cancelled: self.stop.token(),
+        };
+        tokio::select! {
+            biased;
+            _ = self.stop.stopped() => Some(self.stopped().await),
+            sent = self.out.send(frame) => sent.is_err().then_some(Ending::Disconnected),
+        }
+    }
+
+    fn error(&self, code: ErrorCode, message: String) -> ServerMessage {
+        ServerMessage::error(code, message, Some(self.req.request_id.clone()))
+    }
+
+    /// The context was stopped from outside: stop its clause too.
+    async fn stopped(&mut self) -> Ending {
+        let reason = self.stop.reason().unwrap_or(StopReason::Cancelled);
+        if let Some(running) = self.running.take() {
+            running.stop.stop(reason.clone());
+            let _ = running.task.await;
+        }
+        match reason {
+            StopReason::Cancelled => Ending::Cancelled,
+            StopReason::Disconnected => Ending::Disconnected,
+            StopReason::Failed(code, message) => Ending::Failed(self.error(code, message)),
+        }
+    }
+
+    /// Counts the context and sends its `end` or `error`.
+    async fn finish(mut self, ending: Ending) -> String {
+        if let Some(running) = self.running.take() {
+            running.stop.stop(StopReason::Cancelled);
+            running.task.abort();
+        }
+        let ids = (
+            &self.req.request_id,
+            &self.req.trace_id,
+            &self.req.session_id,
+        );
+        let last = match &ending {
+            Ending::Completed | Ending::Cancelled => {
+                let cancelled = matches!(ending, Ending::Cancelled);
+                let outcome = if cancelled {
+                    crate::protocol::Outcome::Cancelled
+                } else {
+                    crate::protocol::Outcome::Completed
+                };
+                metrics::request_finished(outcome, None);
+                info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                    clauses = self.clauses_done, frames = self.sequence, cancelled,
+                    "context finished");
+                Some(Outgoing::End {
+                    request_id: self.req.request_id.clone(),
+                    stream_id: self.req.stream_id,
+                    cancelled,
+                })
+            }
+            Ending::Failed(error) => {
+                let code = match error {
+                    ServerMessage::Error { code, .. } => *code,
+                    _ => ErrorCode::Internal,
+                };
+                metrics::request_finished(code.outcome(), Some(code));
+                warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
+                    code = code.as_str(), "context failed");
+                let error = match error {
+                    ServerMessage::Error {
+                        code,
+                        message,
+                        retry_after_ms,
+                        ..
+                    } => ServerMessage::Error {
+                        code: *code,
+                        message: message.clone(),
+                        request_id: Some(self.req.request_id.clone()),
+                        retry_after_ms: *retry_after_ms,
+                    },
+                    other => other.clone(),
+                };
+                Some(Outgoing::Failed {
+                    stream_id: self.req.stream_id,
+                    error,
+                })
+            }
+            Ending::Disconnected => {
+                metrics::request_finished(crate::protocol::Outcome::Disconnected, None);
+                None
+            }
+        };
+        if let Some(last) = last
+            && tokio::time::timeout(Duration::from_secs(2), self.out.send(last))
+                .await
+                .is_err()
+        {
+            metrics::messages_dropped("last");
+        }
+        std::mem::take(&mut self.req.request_id)
+    }
+}
+
+/// The running clause's next message; `None` once its relay is done.
+/// Pending forever when no clause is running.
+async fn next_frame(running: &mut Option<Running>) -> Option<Outgoing> {
+    match running {
+        Some(r) => r.frames.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(pieces: &[&str]) -> (Vec<String>, Option<String>) {
+        let mut c = Cutter::default();
+        let mut clauses = Vec::new();
+        for p in pieces {
+            c.push(p);
+            clauses.extend(c.complete());
+        }
+        (clauses, c.rest())
+    }
+
+    #[test]
+    fn clauses_are_cut_as_soon_as_they_are_complete() {
+        let (clauses, rest) = cut(&[
+            "Hel",
+            "lo there",
+            ". How",
+            " are",
+            " you? I am",
+            " fi",
+            "ne",
+        ]);
+        assert_eq!(clauses, ["Hello there.", "How are you?"]);
+        assert_eq!(rest.as_deref(), Some("I am fine"));
+        // A full stop without a following space may be a decimal point.
+        let (clauses, rest) = cut(&["Pi is 3.", "14 exactly."]);
+        assert!(clauses.is_empty());
+        assert_eq!(rest.as_deref(), Some("Pi is 3.14 exactly."));
+    }
+
+    #[test]
+    fn long_sentences_break_at_commas_and_runs_at_spaces() {
+        let long = "This sentence goes on and on and on, well past sixty characters by now, and then more ";
+        let (clauses, rest) = cut(&[long]);
+        // The first comma comes before 60 characters: no cut there.
+        assert_eq!(
+            clauses,
+            ["This sentence goes on and on and on, well past sixty characters by now,"]
+        );
+        assert_eq!(rest.as_deref(), Some("and then more"));
+        let words = "word ".repeat(60);
+        let (clauses, rest) = cut(&[&words]);
+        assert!(!clauses.is_empty());
+        assert!(clauses.iter().all(|c| c.chars().count() <= MAX_CLAUSE));
+        let total: usize = clauses
+            .iter()
+            .chain(rest.iter())
+            .map(|c| c.split_whitespace().count())
+            .sum();
+        assert_eq!(total, 60, "no word lost or doubled");
+        assert_eq!(cut(&["  ...  "]).1, None, "nothing to speak");
+    }
+
+    #[test]
+    fn the_reframer_joins_clauses_without_padding() {
+        let mut r = Reframer::default();
+        let mut out = Vec::new();
+        let frame = |v: i16| {
+            let mut b = vec![0u8; 1920];
+            samples_to_bytes(&[v; 960], &mut b);
+            b
+        };
+        // A clause ending in a partial frame of 400 real samples, then the
+        // next clause: the 400 samples are followed at once by the next.
+        r.push(&frame(1), 960, &mut out);
+        r.push(&frame(2), 400, &mut out);
+        r.push(&frame(3), 960, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[1][..400].iter().all(|&s| s == 2));
+        assert!(out[1][400..].iter().all(|&s| s == 3));
+        let (last, real) = r.flush().expect("a frame in progress");
+        assert_eq!((real, last.len()), (400, 960));
+        assert!(r.flush().is_none());
+    }
+}
