@@ -116,9 +116,32 @@ async fn every_encoding_rate_and_speed_arrives_verified() {
                 (joe.engine.as_str(), joe.native_sample_rate),
                 ("piper", 22_050)
             );
-            assert!(voices.iter().any(|v| v.engine == "espeak"), "{voices:?}");
+            // Every espeak-ng language is a voice of its own.
+            for name in ["espeak-en-us", "espeak-de", "espeak-fr-fr", "espeak-ja"] {
+                assert!(voices.iter().any(|v| v.name == name), "{name} missing");
+            }
+            assert!(voices.len() > 50, "{} voices", voices.len());
         }
         other => panic!("expected voices, got {other:?}"),
+    }
+    let german = SynthesizeOptions {
+        voice: Some("espeak-de".into()),
+        ..SynthesizeOptions::default()
+    };
+    let u = client
+        .synthesize("Guten Tag, wie geht es Ihnen heute?", &german)
+        .await
+        .expect("German");
+    assert_eq!(u.report.voice, "espeak-de");
+    assert_eq!(u.report.integrity_failures(), 0);
+    assert!(level(&u.samples) > 500.0, "German is spoken");
+    let unknown = SynthesizeOptions {
+        voice: Some("espeak-klingon".into()),
+        ..SynthesizeOptions::default()
+    };
+    match client.synthesize("Hello.", &unknown).await {
+        Err(tts_client::ClientError::Server { code, .. }) => assert_eq!(code, "unknown_voice"),
+        other => panic!("expected unknown_voice, got {other:?}"),
     }
     pipeline.orchestrator.stop().await;
     worker.stop().await;

@@ -301,8 +301,11 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             &opts,
         )?));
     }
+    let mut languages = Vec::new();
     if config.fixed_cost.is_none() {
-        voices.push(Arc::new(EspeakVoice::load(ESPEAK_VOICE, "en-us")?));
+        let espeak = EspeakVoice::load(ESPEAK_VOICE, "en-us")?;
+        languages = espeak.languages().to_vec();
+        voices.push(Arc::new(espeak));
     }
     let pool = SynthPool::start(
         &voices,
@@ -325,5 +328,9 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
     }
     info!(voices = ?names, default = names[0], engine = default_engine,
         threads = config.synthesis_threads, load_ms = took.as_millis() as u64, "voices loaded");
-    Ok(Loaded { voices, pool })
+    Ok(Loaded {
+        voices,
+        pool,
+        espeak_languages: languages,
+    })
 }

@@ -33,14 +33,33 @@ use crate::text::{Prosody, SplitOptions, split_clauses};
 pub(crate) struct Loaded {
     pub(crate) voices: Vec<Arc<dyn Voice>>,
     pub(crate) pool: Arc<SynthPool>,
+    /// espeak-ng's languages, offered as voices `espeak-<language>`, with
+    /// the identifiers of the espeak-ng voices that speak them.
+    pub(crate) espeak_languages: Vec<(String, String)>,
 }
 
+/// The prefix of the voices that are espeak-ng languages.
+const ESPEAK_PREFIX: &str = "espeak-";
+
 impl Loaded {
-    fn find_voice(&self, name: &str) -> Option<usize> {
+    /// The voice's index and, for an espeak-ng language, the espeak-ng
+    /// voice that speaks it.
+    fn find_voice(&self, name: &str) -> Option<(usize, Option<String>)> {
         if name.is_empty() {
-            return Some(0);
+            return Some((0, None));
         }
-        self.voices.iter().position(|v| v.info().name == name)
+        if let Some(i) = self.voices.iter().position(|v| v.info().name == name) {
+            return Some((i, None));
+        }
+        let language = name.strip_prefix(ESPEAK_PREFIX)?;
+        let espeak = self
+            .voices
+            .iter()
+            .position(|v| v.info().engine == "espeak")?;
+        self.espeak_languages
+            .iter()
+            .find(|(l, _)| l == language)
+            .map(|(_, identifier)| (espeak, Some(identifier.clone())))
     }
 }
 
@@ -133,7 +152,7 @@ impl Tts for TtsService {
             );
             return reject(Status::invalid_argument(msg), "text_too_long");
         }
-        let Some(voice) = loaded.find_voice(&req.voice) else {
+        let Some((voice, language)) = loaded.find_voice(&req.voice) else {
             let msg = format!("unknown voice {:?}", req.voice);
             return reject(Status::not_found(msg), "unknown_voice");
         };
@@ -144,6 +163,7 @@ impl Tts for TtsService {
         let mut clauses = split_clauses(&req.text, SplitOptions::default());
         for clause in &mut clauses {
             clause.prosody = prosody;
+            clause.language.clone_from(&language);
         }
         if clauses.is_empty() {
             return reject(
@@ -151,7 +171,10 @@ impl Tts for TtsService {
                 "empty_text",
             );
         }
-        let voice_name = loaded.voices[voice].info().name.clone();
+        let voice_name = match &language {
+            Some(_) => req.voice.clone(),
+            None => loaded.voices[voice].info().name.clone(),
+        };
         let delivery = match req.delivery() {
             tts_proto::v1::Delivery::Realtime => Delivery::Realtime,
             tts_proto::v1::Delivery::Fast => Delivery::Fast,
@@ -206,7 +229,7 @@ impl Tts for TtsService {
         let Some(loaded) = self.loaded.get() else {
             return Err(Status::unavailable("voices are still loading"));
         };
-        let voices = loaded
+        let mut voices: Vec<VoiceMessage> = loaded
             .voices
             .iter()
             .map(|v| {
@@ -220,6 +243,23 @@ impl Tts for TtsService {
                 }
             })
             .collect();
+        // Every espeak-ng language, as a voice of its own name.
+        if let Some(espeak) = loaded.voices.iter().find(|v| v.info().engine == "espeak") {
+            let rate = espeak.info().sample_rate;
+            for (language, _) in &loaded.espeak_languages {
+                let name = format!("{ESPEAK_PREFIX}{language}");
+                if voices.iter().any(|v| v.name == name) {
+                    continue;
+                }
+                voices.push(VoiceMessage {
+                    name,
+                    engine: "espeak".into(),
+                    language: language.clone(),
+                    native_sample_rate: rate,
+                    streaming: false,
+                });
+            }
+        }
         Ok(Response::new(ListVoicesResponse {
             voices,
             default_voice: loaded.voices[0].info().name.clone(),

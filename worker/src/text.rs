@@ -15,6 +15,9 @@ pub struct Clause {
     pub terminator: Option<char>,
     /// How its request asked to be spoken.
     pub prosody: Prosody,
+    /// For a voice that speaks several languages (espeak-ng), the one to
+    /// speak; `None` for the voice's own.
+    pub language: Option<String>,
 }
 
 /// A request's speaking rate and noise, applied to each of its clauses.
@@ -88,6 +91,7 @@ pub fn split_clauses(text: &str, opts: SplitOptions) -> Vec<Clause> {
                         text: part.to_owned(),
                         terminator: part.chars().last().filter(|c| ".,;:!?".contains(*c)),
                         prosody: Prosody::default(),
+                        language: None,
                     });
                 }
             }

@@ -25,6 +25,22 @@ const RATE_RANGE: (f32, f32) = (80.0, 450.0);
 
 type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
 
+/// `espeak_VOICE` from `speak_lib.h`.
+#[repr(C)]
+struct VoiceSpec {
+    name: *const c_char,
+    /// Pairs of a priority byte and a NUL-terminated language name, ended
+    /// by a priority of 0.
+    languages: *const c_char,
+    identifier: *const c_char,
+    gender: u8,
+    age: u8,
+    variant: u8,
+    xx1: u8,
+    score: c_int,
+    spare: *mut c_void,
+}
+
 #[link(name = "espeak-ng")]
 unsafe extern "C" {
     fn espeak_Initialize(
@@ -41,6 +57,7 @@ unsafe extern "C" {
     ) -> *const c_char;
     fn espeak_SetSynthCallback(callback: SynthCallback);
     fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
+    fn espeak_ListVoices(voice_spec: *const VoiceSpec) -> *const *const VoiceSpec;
     fn espeak_Synth(
         text: *const c_void,
         size: usize,
@@ -114,6 +131,62 @@ fn with_espeak<T>(voice: &str, f: impl FnOnce(&Espeak) -> T) -> Result<T, Engine
         state.voice = voice.to_owned();
     }
     Ok(f(&state))
+}
+
+/// The languages espeak-ng can speak, each with the identifier of the
+/// voice that speaks it (the first language of each of espeak-ng's voices,
+/// MBROLA voices excluded: they need data of their own), sorted by
+/// language.
+pub(crate) fn languages() -> Result<Vec<(String, String)>, EngineError> {
+    with_espeak("en-us", |_| {
+        let mut languages = Vec::new();
+        // SAFETY: with a null spec espeak-ng returns its static,
+        // null-terminated array of voices, valid until the next call; it
+        // is read at once, under the library's lock.
+        let mut list = unsafe { espeak_ListVoices(std::ptr::null()) };
+        if list.is_null() {
+            return languages;
+        }
+        loop {
+            // SAFETY: `list` points into the null-terminated array.
+            let voice = unsafe { *list };
+            if voice.is_null() {
+                break;
+            }
+            // SAFETY: each entry is a valid espeak_VOICE whose strings are
+            // NUL-terminated; `languages` starts with a priority byte.
+            let (identifier, language) = unsafe {
+                let v = &*voice;
+                let identifier = if v.identifier.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(v.identifier).to_string_lossy().into_owned()
+                };
+                let language = if v.languages.is_null() || *v.languages == 0 {
+                    None
+                } else {
+                    Some(
+                        CStr::from_ptr(v.languages.add(1))
+                            .to_string_lossy()
+                            .into_owned(),
+                    )
+                };
+                (identifier, language)
+            };
+            if let Some(language) = language
+                && !identifier.starts_with("mb/")
+                && !language.is_empty()
+                && !identifier.is_empty()
+            {
+                languages.push((language, identifier));
+            }
+            // SAFETY: the array continues until its null entry.
+            list = unsafe { list.add(1) };
+        }
+        languages.sort();
+        languages.dedup_by(|a, b| a.0 == b.0);
+        languages
+    })
 }
 
 /// The sample rate of espeak-ng's own synthesis, in Hz.
@@ -207,6 +280,31 @@ mod tests {
             phonemize("en-us", "This is a streaming speech test.").expect("espeak"),
             "ðɪs ɪz ɐ stɹˈiːmɪŋ spˈiːtʃ tˈɛst"
         );
+    }
+
+    #[test]
+    fn lists_its_languages() {
+        let languages = languages().expect("espeak");
+        for expected in ["de", "en-us", "fr-fr"] {
+            assert!(
+                languages.iter().any(|(l, _)| l == expected),
+                "{expected} in {languages:?}"
+            );
+        }
+        assert!(languages.len() > 50, "{} languages", languages.len());
+        // Every listed language can be spoken by its name.
+        let mut failed = Vec::new();
+        for (language, identifier) in &languages {
+            let mut out = Vec::new();
+            let r = synthesize(identifier, "a e i o u", 1.0, &mut out);
+            if r.is_err() || out.len() < 1000 {
+                failed.push(format!(
+                    "{language} ({identifier}): {r:?}, {} samples",
+                    out.len()
+                ));
+            }
+        }
+        assert!(failed.is_empty(), "cannot speak {failed:?}");
     }
 
     #[test]

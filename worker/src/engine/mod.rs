@@ -141,6 +141,7 @@ pub trait Synthesizer: Send {
 pub struct EspeakVoice {
     info: VoiceInfo,
     espeak_voice: String,
+    languages: Vec<(String, String)>,
 }
 
 impl EspeakVoice {
@@ -157,7 +158,15 @@ impl EspeakVoice {
                 streaming: false,
             },
             espeak_voice: espeak_voice.to_owned(),
+            languages: espeak::languages()?,
         })
+    }
+
+    /// Every language espeak-ng speaks, with the identifier of the
+    /// espeak-ng voice that speaks it (each is also offered as voice
+    /// `espeak-<language>`).
+    pub fn languages(&self) -> &[(String, String)] {
+        &self.languages
     }
 }
 
@@ -191,7 +200,7 @@ impl Synthesizer for EspeakSynthesizer {
         };
         self.scratch.clear();
         espeak::synthesize(
-            &self.voice,
+            clause.language.as_deref().unwrap_or(&self.voice),
             &clause.text,
             clause.prosody.speed,
             &mut self.scratch,
