@@ -15,17 +15,8 @@ bash scripts/setup.sh
 cargo build --release --bins -q
 BIN=target/release
 OUT=$(mktemp -d -t tts-formats.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-"$BIN/tts-worker" --listen 127.0.0.1:$W --metrics-listen 127.0.0.1:$WM 2>"$OUT/worker.log" & PIDS+=($!)
-"$BIN/tts-orchestrator" --listen 127.0.0.1:$O --admin-listen 127.0.0.1:$A \
-  --worker http://127.0.0.1:$W --requests-per-second-per-address 1000 2>"$OUT/orchestrator.log" & PIDS+=($!)
-for _ in $(seq 1 300); do
-  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-    "http://127.0.0.1:$A/ready" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+source scripts/lib/pipeline.sh
+start_pipeline $W $WM $O $A "$OUT" --requests-per-second-per-address 1000
 
 # WebSocket: the client's own time to first audio, per format.
 for fmt in "pcm_s16le 48000" "pcm_s16le 16000" "mulaw 8000" "opus 48000"; do

@@ -540,7 +540,7 @@ fn decode<'a>(
             }
         }
         (Encoding::Opus, Some(decoder)) => {
-            let mut pcm = vec![0i16; format.frame_samples()];
+            let mut pcm = [0i16; tts_frame::FRAME_SAMPLES];
             let packet: &[u8] = if intact { payload } else { &[] };
             let n = decoder.decode(packet, &mut pcm, false).unwrap_or(0);
             for s in &pcm[..n.min(pcm.len())] {

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use tts_frame::{FRAME_SAMPLES, FrameHeader, bytes_to_samples, samples_to_bytes};
+use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
 use crate::metrics;
 use crate::protocol::{ErrorCode, Format, ServerMessage};
@@ -122,31 +122,34 @@ impl Cutter {
     }
 }
 
-/// Joins the clauses' 48 kHz samples into whole 20 ms frames.
+/// Joins the clauses' 48 kHz s16le audio into whole 20 ms payloads.
 #[derive(Debug, Default)]
 struct Reframer {
-    carry: Vec<i16>,
+    /// Bytes of the frame in progress (fewer than a payload).
+    carry: Vec<u8>,
 }
 
 impl Reframer {
-    fn push(&mut self, pcm: &[u8], samples: usize, out: &mut Vec<Vec<i16>>) {
+    /// Adds a clause frame's real samples; whole payloads go to `out`.
+    fn push(&mut self, pcm: &[u8], samples: usize, out: &mut Vec<Bytes>) {
         let real = (samples * 2).min(pcm.len());
-        self.carry.extend(bytes_to_samples(&pcm[..real]));
-        while self.carry.len() >= FRAME_SAMPLES {
-            out.push(self.carry.drain(..FRAME_SAMPLES).collect());
+        self.carry.extend_from_slice(&pcm[..real]);
+        while self.carry.len() >= PAYLOAD_BYTES {
+            out.push(Bytes::copy_from_slice(&self.carry[..PAYLOAD_BYTES]));
+            self.carry.drain(..PAYLOAD_BYTES);
         }
     }
 
     /// The frame in progress, padded (with how many samples are real);
     /// `None` when there is none.
-    fn flush(&mut self) -> Option<(Vec<i16>, usize)> {
+    fn flush(&mut self) -> Option<(Bytes, usize)> {
         if self.carry.is_empty() {
             return None;
         }
-        let real = self.carry.len();
+        let real = self.carry.len() / 2;
         let mut frame = std::mem::take(&mut self.carry);
-        frame.resize(FRAME_SAMPLES, 0);
-        Some((frame, real))
+        frame.resize(PAYLOAD_BYTES, 0);
+        Some((Bytes::from(frame), real))
     }
 }
 
@@ -169,7 +172,6 @@ struct Context {
     running: Option<Running>,
     reframer: Reframer,
     transcoder: Option<Transcoder>,
-    format: Format,
     sequence: u32,
     started: bool,
     closed: bool,
@@ -199,8 +201,7 @@ pub(crate) async fn context(
     stop: Stop,
     idle: Duration,
 ) -> String {
-    let format = req.options.format;
-    let transcoder = Transcoder::new(format, ctx.opus_bitrate).ok();
+    let transcoder = Transcoder::new(req.options.format, ctx.opus_bitrate).ok();
     let mut c = Context {
         ctx,
         req,
@@ -211,7 +212,6 @@ pub(crate) async fn context(
         running: None,
         reframer: Reframer::default(),
         transcoder,
-        format,
         sequence: 0,
         started: false,
         closed: false,
@@ -361,14 +361,15 @@ impl Context {
         match item {
             Outgoing::Message(ServerMessage::Start { voice, .. }) if !self.started => {
                 self.started = true;
+                let format = self.req.options.format;
                 let start = ServerMessage::Start {
                     request_id: self.req.request_id.clone(),
                     trace_id: self.req.trace_id.clone(),
                     stream_id: self.req.stream_id,
                     voice,
-                    sample_rate: self.format.sample_rate,
-                    encoding: self.format.encoding.as_str().to_owned(),
-                    frame_samples: self.format.frame_samples() as u32,
+                    sample_rate: format.sample_rate,
+                    encoding: format.encoding.as_str().to_owned(),
+                    frame_samples: format.frame_samples() as u32,
                 };
                 if self.out.send(Outgoing::Message(start)).await.is_err() {
                     return Some(Ending::Disconnected);
@@ -390,7 +391,7 @@ impl Context {
                 self.reframer.push(&payload, samples as usize, &mut frames);
                 for frame in frames {
                     if let Some(e) = self
-                        .emit(&frame, FRAME_SAMPLES, false, header.worker_ts_us, received)
+                        .emit(frame, FRAME_SAMPLES, false, header.worker_ts_us, received)
                         .await
                     {
                         return Some(e);
@@ -413,7 +414,7 @@ impl Context {
             self.flush_after = None;
             if let Some((frame, real)) = self.reframer.flush() {
                 return self
-                    .emit(&frame, real, false, tts_frame::now_us(), Instant::now())
+                    .emit(frame, real, false, tts_frame::now_us(), Instant::now())
                     .await;
             }
         }
@@ -431,9 +432,9 @@ impl Context {
         let (frame, real) = self
             .reframer
             .flush()
-            .unwrap_or_else(|| (vec![0; FRAME_SAMPLES], 0));
+            .unwrap_or_else(|| (Bytes::from(vec![0; PAYLOAD_BYTES]), 0));
         match self
-            .emit(&frame, real, true, tts_frame::now_us(), Instant::now())
+            .emit(frame, real, true, tts_frame::now_us(), Instant::now())
             .await
         {
             Some(ending) => ending,
@@ -444,16 +445,14 @@ impl Context {
     /// Queues one frame of the context's own for the client.
     async fn emit(
         &mut self,
-        pcm: &[i16],
+        pcm: Bytes,
         real: usize,
         last: bool,
         worker_ts_us: u64,
         received: Instant,
     ) -> Option<Ending> {
-        let mut bytes = vec![0u8; pcm.len() * 2];
-        samples_to_bytes(pcm, &mut bytes);
         let (payload, samples) = match self.transcoder.as_mut() {
-            Some(t) => match t.convert(Bytes::from(bytes), real as u32) {
+            Some(t) => match t.convert(pcm, real as u32) {
                 Ok(converted) => converted,
                 Err(e) => {
                     let message = format!("frame {} could not be encoded: {e}", self.sequence);
@@ -465,7 +464,11 @@ impl Context {
                 return Some(Ending::Failed(self.error(ErrorCode::Internal, message)));
             }
         };
-        metrics::payload_sent(self.format.encoding, self.req.api, payload.len());
+        metrics::payload_sent(
+            self.req.options.format.encoding,
+            self.req.api,
+            payload.len(),
+        );
         let header = FrameHeader {
             stream_id: self.req.stream_id,
             sequence: self.sequence,
@@ -591,6 +594,7 @@ async fn next_frame(running: &mut Option<Running>) -> Option<Outgoing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tts_frame::{bytes_to_samples, samples_to_bytes};
 
     fn cut(pieces: &[&str]) -> (Vec<String>, Option<String>) {
         let mut c = Cutter::default();
@@ -659,10 +663,11 @@ mod tests {
         r.push(&frame(2), 400, &mut out);
         r.push(&frame(3), 960, &mut out);
         assert_eq!(out.len(), 2);
-        assert!(out[1][..400].iter().all(|&s| s == 2));
-        assert!(out[1][400..].iter().all(|&s| s == 3));
+        let second: Vec<i16> = bytes_to_samples(&out[1]).collect();
+        assert!(second[..400].iter().all(|&s| s == 2));
+        assert!(second[400..].iter().all(|&s| s == 3));
         let (last, real) = r.flush().expect("a frame in progress");
-        assert_eq!((real, last.len()), (400, 960));
+        assert_eq!((real, last.len() / 2), (400, 960));
         assert!(r.flush().is_none());
     }
 }

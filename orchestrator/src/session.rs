@@ -179,7 +179,7 @@ pub(crate) async fn serve(
             next_stream_id: 1,
             bad_messages: 0,
             inflight_chars: 0,
-            deep_pings: Arc::new(Semaphore::new(1)),
+            worker_calls: Arc::new(Semaphore::new(1)),
         };
         closing = conn.run(stream).await;
         let reason = match &closing {
@@ -246,8 +246,8 @@ struct Connection<'a> {
     bad_messages: u32,
     /// Characters of text in flight on this connection.
     inflight_chars: usize,
-    /// One deep ping at a time per connection.
-    deep_pings: Arc<Semaphore>,
+    /// One deep ping or voices request at a time per connection.
+    worker_calls: Arc<Semaphore>,
 }
 
 struct Active {
@@ -392,7 +392,7 @@ impl Connection<'_> {
                 delivery,
                 options,
             } => {
-                self.synthesize(text, voice, request_id, trace_id, delivery, options)
+                self.accept(Some(text), voice, request_id, trace_id, delivery, options)
                     .await
             }
             ClientMessage::Voices => self.voices().await,
@@ -403,7 +403,7 @@ impl Connection<'_> {
                 delivery,
                 options,
             } => {
-                self.open_context(request_id, trace_id, voice, delivery, options)
+                self.accept(None, voice, request_id, trace_id, delivery, options)
                     .await
             }
             ClientMessage::Append { request_id, text } => {
@@ -421,56 +421,55 @@ impl Connection<'_> {
         let _ = self.ctrl.send(Control::Message(message)).await;
     }
 
-    /// Lists the worker's voices (one `ListVoices` call, bounded in time);
-    /// answered like a deep ping, beside the reader and one at a time.
+    /// Lists the worker's voices (one `ListVoices` call, bounded in time).
     async fn voices(&self) {
-        let Ok(permit) = Arc::clone(&self.deep_pings).try_acquire_owned() else {
-            metrics::request_finished(Outcome::ClientError, Some(ErrorCode::RateLimited));
-            let err = ServerMessage::error(
-                ErrorCode::RateLimited,
-                "one voices or deep ping request at a time per connection",
-                None,
-            );
-            self.control(err).await;
-            return;
-        };
-        let (relay, ctrl) = (Arc::clone(&self.shared.relay), self.ctrl.clone());
-        tokio::spawn(async move {
-            let answer = match crate::voices::list(&relay).await {
+        let relay = Arc::clone(&self.shared.relay);
+        self.beside_reader(async move {
+            match crate::voices::list(&relay).await {
                 Ok(list) => list.into_message(),
                 Err(e) => ServerMessage::error(e.code(), e.to_string(), None),
-            };
-            if ctrl.try_send(Control::Message(answer)).is_err() {
-                metrics::messages_dropped("control");
             }
-            drop(permit);
-        });
+        })
+        .await;
     }
 
-    /// A deep ping's gRPC round trip runs beside the reader; one at a time
-    /// per connection, so a flood of them cannot pile up tasks.
+    /// A deep ping: a gRPC health round trip to the worker, then `pong`.
     async fn deep_ping(&self, id: serde_json::Value) {
-        let Ok(permit) = Arc::clone(&self.deep_pings).try_acquire_owned() else {
-            metrics::request_finished(Outcome::ClientError, Some(ErrorCode::RateLimited));
-            let err = ServerMessage::error(
-                ErrorCode::RateLimited,
-                "one deep ping at a time per connection",
-                None,
-            );
-            self.control(err).await;
-            return;
-        };
-        let (channel, ctrl) = (self.shared.relay.channel.clone(), self.ctrl.clone());
-        tokio::spawn(async move {
+        let channel = self.shared.relay.channel.clone();
+        self.beside_reader(async move {
             let (rtt, status) = deep_ping(channel).await;
-            let pong = ServerMessage::Pong {
+            ServerMessage::Pong {
                 id,
                 server_time_us: tts_frame::now_us(),
                 worker_rtt_us: Some(rtt),
                 worker_status: Some(status),
-            };
-            // Bounded: a client that reads nothing loses its pong.
-            if ctrl.try_send(Control::Message(pong)).is_err() {
+            }
+        })
+        .await;
+    }
+
+    /// Runs a call to the worker (a deep ping, a voices list) beside the
+    /// reader and queues its answer; one at a time per connection, so a
+    /// flood of them cannot pile up tasks (the others get `rate_limited`).
+    async fn beside_reader(
+        &self,
+        call: impl std::future::Future<Output = ServerMessage> + Send + 'static,
+    ) {
+        let Ok(permit) = Arc::clone(&self.worker_calls).try_acquire_owned() else {
+            metrics::request_finished(Outcome::ClientError, Some(ErrorCode::RateLimited));
+            let err = ServerMessage::error(
+                ErrorCode::RateLimited,
+                "one deep ping or voices request at a time per connection",
+                None,
+            );
+            self.control(err).await;
+            return;
+        };
+        let ctrl = self.ctrl.clone();
+        tokio::spawn(async move {
+            let answer = call.await;
+            // Bounded: a client that reads nothing loses the answer.
+            if ctrl.try_send(Control::Message(answer)).is_err() {
                 metrics::messages_dropped("control");
             }
             drop(permit);
@@ -487,10 +486,11 @@ impl Connection<'_> {
         })
     }
 
-    /// Why a request is refused before any work, if it is.
+    /// Why a request is refused before any work, if it is. A context has
+    /// no text yet (`None`).
     fn refusal(
         &self,
-        text: &str,
+        text: Option<&str>,
         voice: Option<&str>,
         request_id: &str,
         trace_id: &str,
@@ -498,7 +498,7 @@ impl Connection<'_> {
         let limits = &self.shared.config;
         let refuse = |code, message: String| Some((code, message, None));
         if let Some(r) = self.shared.request_refusal(
-            Some(text),
+            text,
             voice,
             &[("request_id", request_id), ("trace_id", trace_id)],
         ) {
@@ -515,7 +515,7 @@ impl Connection<'_> {
             );
             return refuse(ErrorCode::RateLimited, msg);
         }
-        let chars = text.chars().count();
+        let chars = text.map_or(0, |t| t.chars().count());
         if self.inflight_chars + chars > limits.max_connection_chars {
             let msg = format!(
                 "{} characters in flight on this connection; the limit is {}",
@@ -526,9 +526,11 @@ impl Connection<'_> {
         self.shared.capacity_refusal(self.peer)
     }
 
-    async fn synthesize(
+    /// Accepts a request, or refuses it with a coded error: a `synthesize`
+    /// with its whole `text`, or a context (`None`: text comes in pieces).
+    async fn accept(
         &mut self,
-        text: String,
+        text: Option<String>,
         voice: Option<String>,
         request_id: Option<String>,
         trace_id: Option<String>,
@@ -540,7 +542,7 @@ impl Connection<'_> {
             .or_else(|| self.trace_hint.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         if let Some((code, message, retry_after_ms)) =
-            self.refusal(&text, voice.as_deref(), &request_id, &trace_id)
+            self.refusal(text.as_deref(), voice.as_deref(), &request_id, &trace_id)
         {
             metrics::request_finished(code.outcome(), Some(code));
             // Oversized identifiers are not echoed back whole.
@@ -556,18 +558,25 @@ impl Connection<'_> {
             self.control(err).await;
             return;
         }
-        let chars = text.chars().count();
+        let chars = text.as_deref().map_or(0, |t| t.chars().count());
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
+        let is_context = text.is_none();
         info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, chars,
-            "request accepted");
+            context = is_context, "request accepted");
         let stop = Stop::default();
+        let (feed, pieces) = if is_context {
+            let (tx, rx) = mpsc::channel(CONTEXT_PIECES);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         self.active.insert(
             request_id.clone(),
             Active {
                 stop: stop.clone(),
                 chars,
-                feed: None,
+                feed,
             },
         );
         self.inflight_chars += chars;
@@ -577,7 +586,7 @@ impl Connection<'_> {
             trace_id,
             session_id: self.session_id.to_owned(),
             stream_id,
-            text,
+            text: text.unwrap_or_default(),
             voice,
             delivery,
             options,
@@ -585,101 +594,19 @@ impl Connection<'_> {
             counted: true,
             received: Instant::now(),
         };
-        self.tasks.spawn(relay(
-            Arc::clone(&self.shared.relay),
-            pending,
-            self.data.clone(),
-            stop,
-        ));
+        let (ctx, out) = (Arc::clone(&self.shared.relay), self.data.clone());
+        match pieces {
+            Some(pieces) => {
+                let idle = Duration::from_millis(self.shared.config.context_idle_ms);
+                self.tasks
+                    .spawn(context(ctx, pending, pieces, out, stop, idle))
+            }
+            None => self.tasks.spawn(relay(ctx, pending, out, stop)),
+        };
     }
 
     fn update_inflight(&self, delta: isize) {
         self.shared.update_inflight(delta);
-    }
-
-    /// Opens a context: a request whose text comes in `append` pieces.
-    async fn open_context(
-        &mut self,
-        request_id: Option<String>,
-        trace_id: Option<String>,
-        voice: Option<String>,
-        delivery: Delivery,
-        options: Options,
-    ) {
-        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let trace_id = trace_id
-            .or_else(|| self.trace_hint.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let limits = &self.shared.config;
-        let refusal = self
-            .shared
-            .request_refusal(
-                None,
-                voice.as_deref(),
-                &[("request_id", &request_id), ("trace_id", &trace_id)],
-            )
-            .or_else(|| {
-                if self.active.contains_key(&request_id) {
-                    let msg = format!("request {request_id:?} is already in flight");
-                    Some((ErrorCode::BadRequest, msg, None))
-                } else if self.active.len() >= limits.max_requests_per_connection {
-                    let msg = format!(
-                        "{} requests in flight on this connection",
-                        self.active.len()
-                    );
-                    Some((ErrorCode::RateLimited, msg, None))
-                } else {
-                    None
-                }
-            })
-            .or_else(|| self.shared.capacity_refusal(self.peer));
-        if let Some((code, message, retry_after_ms)) = refusal {
-            metrics::request_finished(code.outcome(), Some(code));
-            let err = ServerMessage::Error {
-                code,
-                message,
-                request_id: Some(shortened(&request_id).to_owned()),
-                retry_after_ms,
-            };
-            self.control(err).await;
-            return;
-        }
-        let stream_id = self.next_stream_id;
-        self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
-        info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, "context opened");
-        let stop = Stop::default();
-        let (feed, pieces) = mpsc::channel(CONTEXT_PIECES);
-        self.active.insert(
-            request_id.clone(),
-            Active {
-                stop: stop.clone(),
-                chars: 0,
-                feed: Some(feed),
-            },
-        );
-        self.update_inflight(1);
-        let pending = Pending {
-            request_id,
-            trace_id,
-            session_id: self.session_id.to_owned(),
-            stream_id,
-            text: String::new(),
-            voice,
-            delivery,
-            options,
-            api: "websocket",
-            counted: true,
-            received: Instant::now(),
-        };
-        let idle = Duration::from_millis(self.shared.config.context_idle_ms);
-        self.tasks.spawn(context(
-            Arc::clone(&self.shared.relay),
-            pending,
-            pieces,
-            self.data.clone(),
-            stop,
-            idle,
-        ));
     }
 
     /// Hands a piece to its context; refusals are coded errors and leave

@@ -5,7 +5,9 @@
 //! own CRC-32C; an unconverted one keeps the worker's.
 
 use bytes::Bytes;
-use tts_frame::{Encoding, Format, MAX_OPUS_PACKET, Resampler, bytes_to_samples, mulaw_encode};
+use tts_frame::{
+    Encoding, Format, MAX_OPUS_PACKET, Resampler, bytes_to_samples, mulaw_encode, samples_to_bytes,
+};
 
 /// A format that cannot be produced.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub(crate) struct Transcoder {
     input: Vec<f32>,
     output: Vec<f32>,
     pcm: Vec<i16>,
+    /// Room for the largest Opus packet, reused frame to frame.
+    packet: Vec<u8>,
 }
 
 impl std::fmt::Debug for Transcoder {
@@ -61,6 +65,7 @@ impl Transcoder {
             input: Vec::with_capacity(tts_frame::FRAME_SAMPLES),
             output: Vec::with_capacity(tts_frame::FRAME_SAMPLES),
             pcm: Vec::with_capacity(tts_frame::FRAME_SAMPLES),
+            packet: vec![0; MAX_OPUS_PACKET],
         })
     }
 
@@ -97,17 +102,21 @@ impl Transcoder {
         }
         let rate_samples = (u64::from(samples) * u64::from(self.format.sample_rate))
             .div_ceil(u64::from(tts_frame::SAMPLE_RATE)) as u32;
-        let bytes = match (&mut self.opus, self.format.encoding) {
+        // One allocation per frame, of the payload's exact size: the
+        // payload is handed on and queued.
+        let payload = match (&mut self.opus, self.format.encoding) {
             (Some(enc), _) => {
-                let mut packet = vec![0u8; MAX_OPUS_PACKET];
-                let n = enc.encode(&self.pcm, &mut packet)?;
-                packet.truncate(n);
-                packet
+                let n = enc.encode(&self.pcm, &mut self.packet)?;
+                Bytes::copy_from_slice(&self.packet[..n])
             }
             (None, Encoding::Mulaw) => self.pcm.iter().map(|&s| mulaw_encode(s)).collect(),
-            (None, _) => self.pcm.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            (None, _) => {
+                let mut bytes = vec![0; self.pcm.len() * 2];
+                samples_to_bytes(&self.pcm, &mut bytes);
+                Bytes::from(bytes)
+            }
         };
-        Ok((Bytes::from(bytes), rate_samples))
+        Ok((payload, rate_samples))
     }
 }
 

@@ -466,23 +466,11 @@ impl ClientMessage {
         };
         match kind {
             "synthesize" => Ok(Self::Synthesize {
-                text: string("text")?.ok_or(ParseError::Field {
-                    field: "text",
-                    expected: "string",
-                })?,
+                text: required(string("text")?, "text")?,
                 voice: string("voice")?.filter(|v| !v.is_empty()),
                 request_id: string("request_id")?.filter(|v| !v.is_empty()),
                 trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
-                delivery: match string("delivery")?.as_deref() {
-                    None | Some("realtime") => Delivery::Realtime,
-                    Some("fast") => Delivery::Fast,
-                    Some(_) => {
-                        return Err(ParseError::Value {
-                            field: "delivery",
-                            allowed: "\"realtime\", \"fast\"",
-                        });
-                    }
-                },
+                delivery: delivery(string("delivery")?.as_deref())?,
                 options: parse_options(&obj)?,
             }),
             "voices" => Ok(Self::Voices),
@@ -490,16 +478,7 @@ impl ClientMessage {
                 request_id: string("request_id")?.filter(|v| !v.is_empty()),
                 trace_id: string("trace_id")?.filter(|v| !v.is_empty()),
                 voice: string("voice")?.filter(|v| !v.is_empty()),
-                delivery: match string("delivery")?.as_deref() {
-                    None | Some("realtime") => Delivery::Realtime,
-                    Some("fast") => Delivery::Fast,
-                    Some(_) => {
-                        return Err(ParseError::Value {
-                            field: "delivery",
-                            allowed: "\"realtime\", \"fast\"",
-                        });
-                    }
-                },
+                delivery: delivery(string("delivery")?.as_deref())?,
                 options: parse_options(&obj)?,
             }),
             "append" => Ok(Self::Append {
@@ -523,13 +502,21 @@ impl ClientMessage {
                 }),
             },
             "cancel" => Ok(Self::Cancel {
-                request_id: string("request_id")?.ok_or(ParseError::Field {
-                    field: "request_id",
-                    expected: "string",
-                })?,
+                request_id: required(string("request_id")?, "request_id")?,
             }),
             other => Err(ParseError::UnknownType(other.to_owned())),
         }
+    }
+}
+
+fn delivery(value: Option<&str>) -> Result<Delivery, ParseError> {
+    match value {
+        None | Some("realtime") => Ok(Delivery::Realtime),
+        Some("fast") => Ok(Delivery::Fast),
+        Some(_) => Err(ParseError::Value {
+            field: "delivery",
+            allowed: "\"realtime\", \"fast\"",
+        }),
     }
 }
 

@@ -623,3 +623,31 @@ pub async fn http_post(addr: SocketAddr, path: &str, json: &str, headers: &[&str
         first_body_byte: first_body_byte.unwrap_or_default(),
     }
 }
+
+/// Runs `tests/python/SCRIPT ARGS…` with the test environment's Python
+/// (`.cache/pyenv`, made by `scripts/setup.sh --test`), asserts that it
+/// succeeded, and returns the JSON line it printed.
+pub async fn python_json(script: &str, args: Vec<String>) -> serde_json::Value {
+    let python = repo_root().join(".cache/pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh --test`",
+        python.display()
+    );
+    let script = repo_root().join("tests/python").join(script);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args(&args)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}

@@ -5,16 +5,10 @@
 //! received, verified and played. The screenshot is kept in
 //! `target/test-artifacts/browser-page.png`.
 
-use tts_tests::{http_get, repo_root, spawn_pipeline};
+use tts_tests::{http_get, python_json, repo_root, spawn_pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_page_speaks_and_shows_its_diagnostics() {
-    let python = repo_root().join(".cache/pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/setup.sh --test`",
-        python.display()
-    );
     let (worker, pipeline) = spawn_pipeline().await;
     let addr = pipeline.orchestrator.addr;
     let (status, html) = http_get(addr, "/").await;
@@ -25,28 +19,12 @@ async fn the_browser_page_speaks_and_shows_its_diagnostics() {
     std::fs::create_dir_all(&artifacts).expect("artifacts directory");
     let screenshot = artifacts.join("browser-page.png");
     let _ = std::fs::remove_file(&screenshot);
-    let args = (
-        python,
-        repo_root().join("tests/python/browser_page.py"),
-        format!("http://{addr}/"),
-        screenshot.clone(),
-    );
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&args.0)
-            .arg(&args.1)
-            .arg(&args.2)
-            .arg(&args.3)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON line");
+    let report = python_json(
+        "browser_page.py",
+        vec![format!("http://{addr}/"), screenshot.display().to_string()],
+    )
+    .await;
+
     let stats = &report["stats"];
     assert_eq!(stats["error"], serde_json::Value::Null, "{report}");
     assert_eq!(stats["state"], "done", "{report}");

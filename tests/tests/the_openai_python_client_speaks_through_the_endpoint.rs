@@ -2,37 +2,15 @@
 //! --test` into `.cache/pyenv`) streams speech from `/v1/audio/speech` and
 //! gets its typed error for a format the server does not produce.
 
-use tts_tests::{repo_root, spawn_pipeline};
+use tts_tests::{python_json, spawn_pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_client_speaks_through_the_endpoint() {
-    let python = repo_root().join(".cache/pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/setup.sh --test`",
-        python.display()
-    );
     let (worker, pipeline) = spawn_pipeline().await;
     let out = std::env::temp_dir().join(format!("openai-{}.wav", std::process::id()));
     let base = format!("http://{}/v1", pipeline.orchestrator.addr);
-    let script = repo_root().join("tests/python/openai_speech.py");
-    let args = (python.clone(), script, base, out.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&args.0)
-            .arg(&args.1)
-            .arg(&args.2)
-            .arg(&args.3)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    let summary = python_json("openai_speech.py", vec![base, out.display().to_string()]).await;
+
     assert_eq!(summary["refused"]["status"], 400, "{summary}");
     assert_eq!(summary["refused"]["code"], "bad_request", "{summary}");
     assert_eq!(summary["refused"]["param"], "response_format", "{summary}");
