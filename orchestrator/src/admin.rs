@@ -22,6 +22,7 @@ use tts_telemetry::MetricsHandle;
 
 use crate::config::OrchestratorConfig;
 use crate::metrics::RelayStats;
+use crate::pool::{Pool, Worker, WorkerStatus};
 
 /// The phrase the canary speaks.
 pub(crate) const CANARY_TEXT: &str = "Canary check.";
@@ -30,8 +31,7 @@ const CANARY_FRAMES: std::ops::RangeInclusive<u64> = 15..=250;
 
 /// What the admin routes read.
 pub(crate) struct AdminState {
-    pub(crate) channel: Channel,
-    pub(crate) client: TtsClient<Channel>,
+    pub(crate) pool: Arc<Pool>,
     pub(crate) config: OrchestratorConfig,
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) metrics: Option<MetricsHandle>,
@@ -64,8 +64,7 @@ impl Check {
 
 /// Keeps the worker and readiness gauges current: every 2 s until `stop`.
 pub(crate) async fn watch(
-    channel: Channel,
-    url: String,
+    pool: Arc<Pool>,
     draining: tokio_util::sync::CancellationToken,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -76,9 +75,47 @@ pub(crate) async fn watch(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let serving = check_worker(channel.clone(), &url).await.status == "ok";
+        let serving = pool
+            .statuses()
+            .iter()
+            .any(|w| w.serving && w.breaker != "open");
         crate::metrics::state(serving, serving && !draining.is_cancelled());
     }
+}
+
+/// Every worker's gRPC health (asked at once) and breaker, as one check:
+/// `ok` when all serve with closed breakers, `warn` when some do, `fail`
+/// when none does.
+async fn check_workers(pool: &Pool) -> Check {
+    let started = Instant::now();
+    let workers = pool.all();
+    let statuses = pool.statuses();
+    let asks = workers
+        .iter()
+        .map(|w| check_worker(w.channel.clone(), &w.url));
+    let checks = futures::future::join_all(asks).await;
+    let mut usable = 0;
+    let mut details = Vec::new();
+    for (check, status) in checks.iter().zip(&statuses) {
+        let ok = check.status == "ok" && status.breaker != "open";
+        usable += usize::from(ok);
+        details.push(if status.breaker == "closed" {
+            check.detail.clone()
+        } else {
+            format!("{} (breaker {})", check.detail, status.breaker)
+        });
+    }
+    let verdict = if workers.is_empty() {
+        details.push("no worker is configured or registered".into());
+        "fail"
+    } else if usable == workers.len() {
+        "ok"
+    } else if usable > 0 {
+        "warn"
+    } else {
+        "fail"
+    };
+    Check::new(verdict, started, details.join("; "))
 }
 
 /// Asks the worker's `grpc.health.v1` about the `tts.v1.Tts` service.
@@ -112,14 +149,19 @@ async fn check_worker(channel: Channel, url: &str) -> Check {
 async fn check_redis(url: &str) -> Check {
     let started = Instant::now();
     let ping = async {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await
+        let mut conn = tts_proto::registry::connect(url).await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
     };
-    match tokio::time::timeout(Duration::from_millis(500), ping).await {
-        Ok(Ok(pong)) => Check::new("ok", started, format!("PING → {pong}")),
-        Ok(Err(e)) => Check::new("warn", started, format!("redis: {e}")),
-        Err(_) => Check::new("warn", started, "redis: no answer within 500 ms"),
+    match ping.await {
+        Ok(pong) => Check::new("ok", started, format!("PING → {pong}")),
+        Err(e) => Check::new(
+            "warn",
+            started,
+            format!("redis: {e}; registry workers expire, static workers serve on"),
+        ),
     }
 }
 
@@ -231,10 +273,12 @@ pub(crate) async fn canary(client: &TtsClient<Channel>, token: Option<&str>) -> 
 struct Liveness {
     status: &'static str,
     version: &'static str,
-    /// Where requests are relayed.
+    /// Where requests are relayed (the first worker).
     worker_url: String,
-    /// The worker's gRPC health, for information: liveness does not depend on it.
+    /// The workers' gRPC health, for information: liveness does not depend on it.
     worker: Check,
+    /// Every worker, its breaker and load.
+    workers: Vec<WorkerStatus>,
     connections: u64,
     frames_received: u64,
     frames_sent: u64,
@@ -244,13 +288,19 @@ struct Liveness {
 /// `GET /health`: 200 while the process serves; the body also says whether
 /// the worker answers its gRPC health check.
 pub(crate) async fn health(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let worker = check_worker(state.channel.clone(), &state.config.worker_url).await;
+    let worker = check_workers(&state.pool).await;
     let s = &state.stats;
     Json(Liveness {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
-        worker_url: state.config.worker_url.clone(),
+        worker_url: state
+            .pool
+            .all()
+            .first()
+            .map(|w| w.url.clone())
+            .unwrap_or_default(),
         worker,
+        workers: state.pool.statuses(),
         connections: s.connections.load(Ordering::Relaxed),
         frames_received: s.frames_received.load(Ordering::Relaxed),
         frames_sent: s.frames_sent.load(Ordering::Relaxed),
@@ -301,7 +351,12 @@ pub(crate) async fn info(
         state.ws_addr.to_string()
     };
     let scheme = if state.ws_tls { "wss" } else { "ws" };
-    let worker = describe_worker(&state).await;
+    let workers = state
+        .pool
+        .all()
+        .into_iter()
+        .map(|w| describe_worker(&state, w));
+    let workers = futures::future::join_all(workers).await;
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
         build: format!(
@@ -311,13 +366,13 @@ pub(crate) async fn info(
             std::env::consts::OS
         ),
         websocket_url: format!("{scheme}://{host}/ws"),
-        workers: vec![worker],
+        workers,
     })
 }
 
-async fn describe_worker(state: &AdminState) -> WorkerInfo {
+async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo {
     let mut info = WorkerInfo {
-        url: state.config.worker_url.clone(),
+        url: worker.url.clone(),
         metrics_url: String::new(),
         version: String::new(),
         voices: Vec::new(),
@@ -325,10 +380,10 @@ async fn describe_worker(state: &AdminState) -> WorkerInfo {
         error: None,
     };
     let mut request = tonic::Request::new(tts_proto::v1::ListVoicesRequest {});
-    if let Some(auth) = crate::relay::bearer(state.config.worker_auth_token.as_deref()) {
-        request.metadata_mut().insert("authorization", auth);
+    if let Some(auth) = state.pool.auth() {
+        request.metadata_mut().insert("authorization", auth.clone());
     }
-    let mut client = state.client.clone();
+    let mut client = worker.client.clone();
     match tokio::time::timeout(Duration::from_secs(2), client.list_voices(request)).await {
         Ok(Ok(answer)) => {
             let answer = answer.into_inner();
@@ -354,6 +409,8 @@ struct Readiness {
     /// `healthy`, `degraded` or `unhealthy`.
     status: &'static str,
     checks: serde_json::Map<String, serde_json::Value>,
+    /// Every worker, its breaker and load.
+    workers: Vec<WorkerStatus>,
 }
 
 /// `GET /ready[?deep=1]`: every check with its status, latency and detail;
@@ -374,14 +431,12 @@ pub(crate) async fn ready(
         let body = Readiness {
             status: "unhealthy",
             checks,
+            workers: state.pool.statuses(),
         };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     }
     let mut checks: Vec<(&str, Check)> = vec![
-        (
-            "worker",
-            check_worker(state.channel.clone(), &config.worker_url).await,
-        ),
+        ("worker", check_workers(&state.pool).await),
         ("disk", check_disk(config.min_free_disk_mb)),
         ("memory", check_memory(config.min_available_memory_mb)),
     ];
@@ -407,7 +462,15 @@ pub(crate) async fn ready(
         .into_iter()
         .map(|(name, c)| (name.to_owned(), serde_json::to_value(c).unwrap_or_default()))
         .collect();
-    (code, Json(Readiness { status, checks }))
+    let workers = state.pool.statuses();
+    (
+        code,
+        Json(Readiness {
+            status,
+            checks,
+            workers,
+        }),
+    )
 }
 
 /// The canary's last result while fresh; a new run otherwise. Concurrent
@@ -420,7 +483,10 @@ async fn cached_canary(state: &AdminState) -> Check {
     {
         return check.clone();
     }
-    let check = canary(&state.client, state.config.worker_auth_token.as_deref()).await;
+    let check = match state.pool.any() {
+        Ok(worker) => canary(&worker.client, state.config.worker_auth_token.as_deref()).await,
+        Err(e) => Check::new("fail", Instant::now(), e.to_string()),
+    };
     *cache = Some((Instant::now(), check.clone()));
     check
 }

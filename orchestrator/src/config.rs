@@ -4,16 +4,33 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The worker used when none is given.
+pub const DEFAULT_WORKER: &str = "http://127.0.0.1:7001";
+
 /// What the relay needs to know; everything has a documented default.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrchestratorConfig {
-    /// The worker's gRPC address.
-    #[arg(
-        long = "worker",
-        env = "TTS_WORKER_URL",
-        default_value = "http://127.0.0.1:7001"
-    )]
-    pub worker_url: String,
+    /// A worker's gRPC address; repeatable (or comma-separated in the
+    /// environment). Requests go to the least-loaded one that serves.
+    /// Without it (and without `--redis-url`): `http://127.0.0.1:7001`.
+    #[arg(long = "worker", env = "TTS_WORKER_URL", value_delimiter = ',')]
+    pub workers: Vec<String>,
+
+    /// Milliseconds between load polls of each worker (`GetLoad`): how
+    /// fresh routing's view of load and health is.
+    #[arg(long, env = "TTS_WORKER_POLL_MS", default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub worker_poll_ms: u64,
+
+    /// Consecutive failed requests after which a worker's circuit breaker
+    /// opens (no requests go to it until a probe succeeds).
+    #[arg(long, env = "TTS_BREAKER_FAILURES", default_value_t = 3)]
+    pub breaker_failures: u32,
+
+    /// Seconds an open breaker waits before letting one probe request
+    /// through.
+    #[arg(long, env = "TTS_BREAKER_COOLDOWN_SECS", default_value_t = 5.0)]
+    pub breaker_cooldown_secs: f64,
 
     /// Longest accepted text, in characters.
     #[arg(long, env = "TTS_MAX_TEXT_CHARS", default_value_t = 5000)]
@@ -192,11 +209,16 @@ pub struct OrchestratorConfig {
 impl OrchestratorConfig {
     /// Checks values that flags' types cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.worker_url.starts_with("http://") || self.worker_url.starts_with("https://")) {
-            return Err(format!(
-                "--worker {:?} must be an http:// URL",
-                self.worker_url
-            ));
+        for url in &self.static_workers() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("--worker {url:?} must be an http:// URL"));
+            }
+            if url.starts_with("https://") && self.worker_ca.is_none() {
+                return Err("an https:// --worker needs --worker-ca".into());
+            }
+        }
+        if self.breaker_failures == 0 {
+            return Err("--breaker-failures must be at least 1".into());
         }
         for (name, value) in [
             ("--max-text-chars", self.max_text_chars),
@@ -222,9 +244,6 @@ impl OrchestratorConfig {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if self.worker_url.starts_with("https://") && self.worker_ca.is_none() {
-            return Err("an https:// --worker needs --worker-ca".into());
-        }
         for (name, token) in [
             ("--auth-token", &self.auth_token),
             ("--worker-auth-token", &self.worker_auth_token),
@@ -246,6 +265,7 @@ impl OrchestratorConfig {
                 "--worker-connect-timeout-secs",
                 self.worker_connect_timeout_secs,
             ),
+            ("--breaker-cooldown-secs", self.breaker_cooldown_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return Err(format!("{name} must be a positive number"));
@@ -268,6 +288,16 @@ impl OrchestratorConfig {
             per_address: self.max_connections_per_address,
             handshake: Duration::from_secs_f64(self.handshake_timeout_secs),
             send_buffer: self.ws_send_buffer_bytes,
+        }
+    }
+
+    /// The workers given by `--worker`; the default one when neither it
+    /// nor a registry is given.
+    pub fn static_workers(&self) -> Vec<String> {
+        if self.workers.is_empty() && self.redis_url.is_none() {
+            vec![DEFAULT_WORKER.to_owned()]
+        } else {
+            self.workers.clone()
         }
     }
 

@@ -20,6 +20,8 @@ mod accept;
 mod admin;
 mod context;
 mod http;
+mod pool;
+mod registry;
 mod relay;
 mod security;
 mod session;
@@ -40,13 +42,12 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
-use tts_proto::v1::tts_client::TtsClient;
 use tts_telemetry::MetricsHandle;
 
 pub use config::OrchestratorConfig;
 pub use metrics::RelayStats;
+use pool::Pool;
 
 /// The orchestrator failed to start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +74,7 @@ impl OrchestratorError {
 /// A configured orchestrator, ready to serve.
 pub struct Orchestrator {
     config: OrchestratorConfig,
-    channel: Channel,
+    pool: Arc<Pool>,
     stats: Arc<RelayStats>,
     metrics: Option<MetricsHandle>,
 }
@@ -83,27 +84,20 @@ impl Orchestrator {
     /// (no connection is made until the first request or health check).
     pub fn new(config: OrchestratorConfig) -> Result<Self, OrchestratorError> {
         config.validate().map_err(OrchestratorError::Config)?;
-        let endpoint = Endpoint::from_shared(config.worker_url.clone())
-            .map_err(|e| OrchestratorError::Config(format!("--worker: {e}")))?
-            .connect_timeout(Duration::from_secs_f64(config.worker_connect_timeout_secs))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(config.grpc_stream_window_bytes)
-            // Data held by stalled streams counts against the connection
-            // window, so it must fit many of them.
-            .initial_connection_window_size(config.grpc_stream_window_bytes.saturating_mul(512))
-            // A worker that stops answering (crashed host, SIGSTOP) is
-            // noticed within two seconds, streaming or idle.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(1))
-            .keep_alive_while_idle(true);
-        let endpoint = match security::worker_tls(&config)? {
-            Some(tls) => endpoint
-                .tls_config(tls)
-                .map_err(|e| OrchestratorError::Config(format!("worker TLS: {e}")))?,
-            None => endpoint,
-        };
+        let pool = Pool::new(pool::Settings {
+            connect_timeout: Duration::from_secs_f64(config.worker_connect_timeout_secs),
+            stream_window: config.grpc_stream_window_bytes,
+            tls: security::worker_tls(&config)?,
+            auth: relay::bearer(config.worker_auth_token.as_deref()),
+            breaker_failures: config.breaker_failures,
+            breaker_cooldown: Duration::from_secs_f64(config.breaker_cooldown_secs),
+            poll: Duration::from_millis(config.worker_poll_ms),
+        });
+        for url in config.static_workers() {
+            pool.add(&url, None).map_err(OrchestratorError::Config)?;
+        }
         Ok(Self {
-            channel: endpoint.connect_lazy(),
+            pool: Arc::new(pool),
             config,
             stats: Arc::new(RelayStats::default()),
             metrics: None,
@@ -135,17 +129,14 @@ impl Orchestrator {
     ) -> Result<(), OrchestratorError> {
         let stop = CancellationToken::new();
         metrics::started();
-        let client = TtsClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024);
         let shared = Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
-                client: client.clone(),
-                channel: self.channel.clone(),
+                pool: Arc::clone(&self.pool),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
                 dead_air_ms: self.config.dead_air_ms,
                 progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
                 stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
-                worker_auth: relay::bearer(self.config.worker_auth_token.as_deref()),
                 opus_bitrate: self.config.opus_bitrate,
             }),
             config: self.config.clone(),
@@ -156,8 +147,7 @@ impl Orchestrator {
             rate: rate_limiter(self.config.requests_per_second_per_address),
         });
         let admin_state = Arc::new(admin::AdminState {
-            channel: self.channel.clone(),
-            client,
+            pool: Arc::clone(&self.pool),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
             metrics: self.metrics.clone(),
@@ -183,14 +173,21 @@ impl Orchestrator {
             .route("/metrics", get(admin::metrics))
             .with_state(admin_state);
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
-            worker = %self.config.worker_url, "orchestrator listening");
+            workers = %self.config.static_workers().join(","), "orchestrator listening");
         let done = CancellationToken::new();
+        tokio::spawn(Arc::clone(&self.pool).watch(done.clone()));
         tokio::spawn(admin::watch(
-            self.channel.clone(),
-            self.config.worker_url.clone(),
+            Arc::clone(&self.pool),
             stop.clone(),
             done.clone(),
         ));
+        if let Some(url) = &self.config.redis_url {
+            tokio::spawn(registry::follow(
+                url.clone(),
+                Arc::clone(&self.pool),
+                done.clone(),
+            ));
+        }
         let gate = accept::Gate::new(self.config.connection_limits());
         let tls = security::acceptor(&self.config)?;
         let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));

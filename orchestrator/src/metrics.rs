@@ -58,6 +58,20 @@ pub const BUILD_INFO: &str = "tts_orchestrator_build_info";
 /// 1 while the worker answers its gRPC health check with SERVING, else 0
 /// (checked every 2 s).
 pub const WORKER_SERVING: &str = "tts_orchestrator_worker_serving";
+/// Each worker's circuit breaker, by `worker` (its URL): 0 closed, 1
+/// half-open (a probe may go), 2 open.
+pub const WORKER_BREAKER: &str = "tts_orchestrator_worker_breaker_state";
+/// Each worker's last reported load, by `worker`: the share of its
+/// synthesis threads its admitted streams need.
+pub const WORKER_UTILISATION: &str = "tts_orchestrator_worker_utilisation";
+/// Workers that answered their last load poll as serving.
+pub const WORKERS_SERVING: &str = "tts_orchestrator_workers_serving";
+/// Requests sent to another worker after the first failed before its first
+/// frame, by `reason` (worker_unavailable, overloaded).
+pub const RETRIES: &str = "tts_orchestrator_worker_retries_total";
+/// Workers added and removed from the registry, by `event` (added,
+/// expired).
+pub const REGISTRY_EVENTS: &str = "tts_orchestrator_registry_events_total";
 /// 1 while the orchestrator takes requests (the worker serving, not
 /// draining), else 0 (checked every 2 s).
 pub const READY: &str = "tts_orchestrator_ready";
@@ -172,6 +186,23 @@ pub(crate) fn describe() {
         "1 while the worker answers its health check with SERVING."
     );
     describe_gauge!(READY, "1 while the orchestrator takes requests.");
+    describe_gauge!(
+        WORKER_BREAKER,
+        "Worker circuit breaker: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
+        WORKER_UTILISATION,
+        "Worker's reported share of its synthesis threads in use."
+    );
+    describe_gauge!(WORKERS_SERVING, "Workers answering as serving.");
+    describe_counter!(
+        RETRIES,
+        "Requests retried on another worker before their first frame, by reason."
+    );
+    describe_counter!(
+        REGISTRY_EVENTS,
+        "Workers added to or expired from the registry."
+    );
 }
 
 /// Close codes the server sends.
@@ -187,6 +218,13 @@ pub(crate) fn started() {
     metrics::gauge!(WORKER_SERVING).set(0.0);
     metrics::gauge!(READY).set(0.0);
     metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
+    metrics::gauge!(WORKERS_SERVING).set(0.0);
+    for reason in ["worker_unavailable", "overloaded"] {
+        metrics::counter!(RETRIES, "reason" => reason).absolute(0);
+    }
+    for event in ["added", "expired"] {
+        metrics::counter!(REGISTRY_EVENTS, "event" => event).absolute(0);
+    }
     for outcome in [
         Outcome::Completed,
         Outcome::Cancelled,
@@ -317,4 +355,44 @@ pub(crate) fn inflight(n: usize) {
 pub(crate) fn state(worker_serving: bool, ready: bool) {
     metrics::gauge!(WORKER_SERVING).set(f64::from(u8::from(worker_serving)));
     metrics::gauge!(READY).set(f64::from(u8::from(ready)));
+}
+
+/// A worker joined the pool: its series start at 0.
+pub(crate) fn worker_added(url: &str) {
+    metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(0.0);
+    metrics::gauge!(WORKER_UTILISATION, "worker" => url.to_owned()).set(0.0);
+}
+
+/// A registry worker's entry expired.
+pub(crate) fn worker_removed(url: &str) {
+    // Its gauges would otherwise freeze at their last value.
+    metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(0.0);
+    metrics::gauge!(WORKER_UTILISATION, "worker" => url.to_owned()).set(0.0);
+    metrics::counter!(REGISTRY_EVENTS, "event" => "expired").increment(1);
+}
+
+/// A worker from the registry was added.
+pub(crate) fn registry_added() {
+    metrics::counter!(REGISTRY_EVENTS, "event" => "added").increment(1);
+}
+
+pub(crate) fn breaker(url: &str, state: crate::pool::BreakerState) {
+    let value = match state {
+        crate::pool::BreakerState::Closed => 0.0,
+        crate::pool::BreakerState::HalfOpen => 1.0,
+        crate::pool::BreakerState::Open => 2.0,
+    };
+    metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(value);
+}
+
+pub(crate) fn worker_load(url: &str, utilisation: f64) {
+    metrics::gauge!(WORKER_UTILISATION, "worker" => url.to_owned()).set(utilisation);
+}
+
+pub(crate) fn workers_serving(n: usize) {
+    metrics::gauge!(WORKERS_SERVING).set(n as f64);
+}
+
+pub(crate) fn retried(reason: &'static str) {
+    metrics::counter!(RETRIES, "reason" => reason).increment(1);
 }

@@ -10,16 +10,15 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
-use tts_proto::v1::tts_client::TtsClient;
 use tts_proto::v1::{AudioFrame, SynthesizeRequest};
 use tts_proto::{
     ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
 };
 
 use crate::metrics::{self, RelayStats};
+use crate::pool::{Lease, NoWorker, Pool};
 use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage};
 use crate::transcode::Transcoder;
 
@@ -177,9 +176,8 @@ impl Audit {
 
 /// Shared by every relay of the process.
 pub(crate) struct RelayContext {
-    pub(crate) client: TtsClient<Channel>,
-    /// The same connection, for `grpc.health.v1` (deep pings).
-    pub(crate) channel: Channel,
+    /// The workers.
+    pub(crate) pool: Arc<Pool>,
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) first_frame_timeout: std::time::Duration,
     /// Silence longer than this within a request is dead air, ms.
@@ -192,8 +190,6 @@ pub(crate) struct RelayContext {
     pub(crate) stalled_timeout: std::time::Duration,
     /// Opus bitrate, bits per second.
     pub(crate) opus_bitrate: u32,
-    /// `Bearer …` for the worker's `authorization` metadata, if it wants one.
-    pub(crate) worker_auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// The `authorization` metadata value for a worker token (`None` when the
@@ -320,7 +316,7 @@ fn grpc_request(ctx: &RelayContext, req: &Pending) -> tonic::Request<SynthesizeR
         noise_w: req.options.noise_w,
     });
     let meta = grpc.metadata_mut();
-    if let Some(auth) = &ctx.worker_auth {
+    if let Some(auth) = ctx.pool.auth() {
         meta.insert("authorization", auth.clone());
     }
     if let Ok(v) = req.request_id.parse() {
@@ -357,32 +353,123 @@ async fn stream_frames(
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
 ) -> Ending {
-    let mut client = ctx.client.clone();
-    let call = async {
-        let mut stream = client
-            .synthesize(grpc_request(ctx, req))
-            .await?
-            .into_inner();
-        let first = stream.message().await?;
-        Ok::<_, Status>((stream, first))
+    let (lease, stream, first) = match open(ctx, req, stop).await {
+        Ok(opened) => opened,
+        Err(ending) => return ending,
     };
-    let opened = tokio::select! {
-        _ = stop.stopped() => return stop.ending(),
-        r = tokio::time::timeout(ctx.first_frame_timeout, call) => r,
-    };
-    let (mut stream, mut next) = match opened {
-        Err(_) => {
-            return Ending::Failed(
+    let ending = play(ctx, req, audit, out, stop, stream, first).await;
+    match &ending {
+        Ending::Completed => lease.succeeded(),
+        Ending::Failed(ErrorCode::WorkerUnavailable, message) => {
+            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
+                session_id = %req.session_id, worker = %lease.worker().url, %message,
+                "worker lost after the first frame: not retried");
+            lease.failed();
+        }
+        _ => {}
+    }
+    ending
+}
+
+/// A worker's stream and its first frame.
+type Opened = (Lease, tonic::Streaming<AudioFrame>, Option<AudioFrame>);
+
+/// Calls a worker and waits for the first frame. A worker that fails
+/// before it (unreachable, no audio in time, a refusal because it is full)
+/// is replaced once by another, after a short jittered pause; once a frame
+/// has come, the request stays on its worker, so no audio is repeated.
+async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, Ending> {
+    let voice = req.voice.as_deref().unwrap_or("");
+    let mut lease = ctx.pool.pick(voice, None).map_err(no_worker)?;
+    let mut retried = false;
+    loop {
+        let mut client = lease.worker().client.clone();
+        let call = async {
+            let mut stream = client
+                .synthesize(grpc_request(ctx, req))
+                .await?
+                .into_inner();
+            let first = stream.message().await?;
+            Ok::<_, Status>((stream, first))
+        };
+        let opened = tokio::select! {
+            _ = stop.stopped() => return Err(stop.ending()),
+            r = tokio::time::timeout(ctx.first_frame_timeout, call) => r,
+        };
+        let failure = match opened {
+            Ok(Ok((stream, first))) => return Ok((lease, stream, first)),
+            Err(_) => Ending::Failed(
                 ErrorCode::WorkerUnavailable,
                 format!(
                     "no audio from the worker within {:?}",
                     ctx.first_frame_timeout
                 ),
-            );
+            ),
+            Ok(Err(status)) => failed(&status),
+        };
+        let url = lease.worker().url.clone();
+        let reason = match &failure {
+            Ending::Failed(ErrorCode::WorkerUnavailable, _) => {
+                lease.failed();
+                "worker_unavailable"
+            }
+            Ending::Refused { .. } => {
+                lease.succeeded();
+                "overloaded"
+            }
+            // The worker answered for the request itself (bad text, an
+            // unknown voice): another would answer the same.
+            _ => {
+                lease.succeeded();
+                return Err(failure);
+            }
+        };
+        if retried {
+            return Err(failure);
         }
-        Ok(Err(status)) => return failed(&status),
-        Ok(Ok(opened)) => opened,
-    };
+        retried = true;
+        let Ok(next) = ctx.pool.pick(voice, Some(&url)) else {
+            return Err(failure);
+        };
+        metrics::retried(reason);
+        let pause = retry_pause();
+        info!(request_id = %req.request_id, trace_id = %req.trace_id,
+            session_id = %req.session_id, from = %url, to = %next.worker().url, reason,
+            pause_ms = pause.as_millis() as u64, "retrying on another worker before the first frame");
+        tokio::select! {
+            _ = stop.stopped() => return Err(stop.ending()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        lease = next;
+    }
+}
+
+/// 10 to 50 ms, so that requests failed by the same event do not all land
+/// on the next worker at once.
+fn retry_pause() -> std::time::Duration {
+    let spread = rand_span_id() % 41;
+    std::time::Duration::from_millis(10 + spread)
+}
+
+fn no_worker(e: NoWorker) -> Ending {
+    match e {
+        NoWorker::NoVoice(_) => Ending::Failed(ErrorCode::UnknownVoice, e.to_string()),
+        NoWorker::Empty | NoWorker::Unavailable(_) => {
+            Ending::Failed(ErrorCode::WorkerUnavailable, e.to_string())
+        }
+    }
+}
+
+/// Relays the stream from its first frame to its end.
+async fn play(
+    ctx: &RelayContext,
+    req: &Pending,
+    audit: &mut Audit,
+    out: &mpsc::Sender<Outgoing>,
+    stop: &Stop,
+    mut stream: tonic::Streaming<AudioFrame>,
+    mut next: Option<AudioFrame>,
+) -> Ending {
     let mut started = false;
     // Real-time frames leave the worker on a steady clock, so a long
     // silence means the worker is gone; fast ones may wait behind others.

@@ -435,9 +435,12 @@ impl Connection<'_> {
 
     /// A deep ping: a gRPC health round trip to the worker, then `pong`.
     async fn deep_ping(&self, id: serde_json::Value) {
-        let channel = self.shared.relay.channel.clone();
+        let worker = self.shared.relay.pool.any();
         self.beside_reader(async move {
-            let (rtt, status) = deep_ping(channel).await;
+            let (rtt, status) = match worker {
+                Ok(worker) => deep_ping(worker.channel.clone()).await,
+                Err(e) => (0, format!("error: {e}")),
+            };
             ServerMessage::Pong {
                 id,
                 server_time_us: tts_frame::now_us(),

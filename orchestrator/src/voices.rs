@@ -39,18 +39,45 @@ impl VoiceList {
     }
 }
 
-/// Asks the worker (one `ListVoices`, bounded in time).
+/// Asks every worker (one `ListVoices` each, at once, bounded in time)
+/// and lists each voice once; the default is the first worker's.
 pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
-    let mut client = ctx.client.clone();
-    let mut request = tonic::Request::new(ListVoicesRequest {});
-    if let Some(auth) = &ctx.worker_auth {
-        request.metadata_mut().insert("authorization", auth.clone());
+    let workers = ctx.pool.all();
+    let asks = workers.iter().map(|w| async move {
+        let mut client = w.client.clone();
+        let mut request = tonic::Request::new(ListVoicesRequest {});
+        if let Some(auth) = ctx.pool.auth() {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        tokio::time::timeout(LIST_TIMEOUT, client.list_voices(request))
+            .await
+            .map_err(|_| VoicesError(format!("{}: no answer within {LIST_TIMEOUT:?}", w.url)))?
+            .map_err(|s| VoicesError(format!("{}: {}", w.url, s.message())))
+            .map(tonic::Response::into_inner)
+    });
+    let mut answers = futures::future::join_all(asks).await.into_iter();
+    let mut first_error = None;
+    let mut answer: Option<tts_proto::v1::ListVoicesResponse> = None;
+    for a in answers.by_ref() {
+        match (a, answer.as_mut()) {
+            (Ok(a), None) => answer = Some(a),
+            (Ok(a), Some(all)) => {
+                for v in a.voices {
+                    if !all.voices.iter().any(|known| known.name == v.name) {
+                        all.voices.push(v);
+                    }
+                }
+            }
+            (Err(e), _) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    let answer = tokio::time::timeout(LIST_TIMEOUT, client.list_voices(request))
-        .await
-        .map_err(|_| VoicesError(format!("no answer within {LIST_TIMEOUT:?}")))?
-        .map_err(|s| VoicesError(s.message().to_owned()))?
-        .into_inner();
+    let answer = match (answer, first_error) {
+        (Some(a), _) => a,
+        (None, Some(e)) => return Err(e),
+        (None, None) => return Err(VoicesError("no worker is configured or registered".into())),
+    };
     Ok(VoiceList {
         default_voice: answer.default_voice,
         voices: answer

@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => cli.front.relay.worker_url = format!("http://{addr}"),
+        Ok(addr) => cli.front.relay.workers = vec![format!("http://{addr}")],
         Err(e) => {
             eprintln!("tts-pipeline: {e}");
             return ExitCode::FAILURE;

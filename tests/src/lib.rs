@@ -137,7 +137,7 @@ async fn start_orchestrator(
     metrics: Option<tts_telemetry::MetricsHandle>,
     grace: Duration,
 ) -> Pipeline {
-    config.worker_url = worker_url;
+    config.workers = vec![worker_url];
     let mut orchestrator = Orchestrator::new(config).expect("valid config");
     if let Some(handle) = metrics {
         orchestrator = orchestrator.with_metrics(handle);
@@ -330,6 +330,13 @@ impl RedisServer {
     /// persistence and waits until it accepts connections.
     pub async fn start() -> Self {
         let port = free_port();
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child: Self::spawn(port).await,
+        }
+    }
+
+    async fn spawn(port: u16) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -351,10 +358,27 @@ impl RedisServer {
         })
         .await;
         assert!(up, "redis-server did not start");
-        Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            child,
-        }
+        child
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL")
+    }
+
+    /// Kills the server (its data goes with it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port()).await;
     }
 }
 
@@ -379,7 +403,13 @@ impl ServiceProcess {
     /// Starts `tts-worker` on free loopback ports with `args` added, and
     /// waits (up to 60 s) until it serves `/metrics` and reports SERVING.
     pub async fn worker(args: &[&str]) -> Self {
-        let (port, metrics) = (free_port(), free_port());
+        Self::worker_on(free_port(), args).await
+    }
+
+    /// [`worker`](Self::worker) on gRPC port `port` (to restart one where
+    /// it was).
+    pub async fn worker_on(port: u16, args: &[&str]) -> Self {
+        let metrics = free_port();
         let child = std::process::Command::new(binary("tts-worker"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])

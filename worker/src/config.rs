@@ -245,6 +245,24 @@ pub struct ServerConfig {
     #[arg(long, env = "TTS_WORKER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Announce this worker in Redis (e.g. `redis://127.0.0.1:6379`), so
+    /// that orchestrators given the same `--redis-url` route to it: an
+    /// entry renewed every third of `--registry-ttl-secs`, deleted when
+    /// the worker drains.
+    #[arg(long, env = "TTS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// The URL orchestrators reach this worker at (default:
+    /// `http://` + `--listen`, which must then not be a wildcard address).
+    #[arg(long, env = "TTS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Seconds the registry entry lives without a heartbeat: how long
+    /// orchestrators may keep routing to a worker that died without
+    /// draining (its breaker usually stops them sooner).
+    #[arg(long, env = "TTS_REGISTRY_TTL_SECS", default_value_t = 3.0)]
+    pub registry_ttl_secs: f64,
+
     /// Where this worker's metrics are served, as `ListVoices` reports it
     /// (set by the binary from `--metrics-listen`).
     #[arg(skip)]
@@ -279,6 +297,20 @@ impl ServerConfig {
         }
         if self.auth_token.as_deref() == Some("") {
             return Err("--auth-token must not be empty".into());
+        }
+        if !(self.registry_ttl_secs.is_finite() && self.registry_ttl_secs >= 0.3) {
+            return Err("--registry-ttl-secs must be at least 0.3".into());
+        }
+        if self.redis_url.is_some() && self.advertise_url.is_none() {
+            return Err(
+                "--redis-url needs --advertise-url (or a --listen address that is not a wildcard)"
+                    .into(),
+            );
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("--advertise-url {url:?} must be an http:// URL"));
         }
         Ok(())
     }

@@ -56,6 +56,7 @@ mod auth;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+mod registry;
 pub mod sched;
 pub mod service;
 pub mod synth;
@@ -180,6 +181,15 @@ impl Worker {
             metrics_url: self.server.metrics_url.clone(),
         };
         let stopping = CancellationToken::new();
+        if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
+            tokio::spawn(registry::announce(
+                redis.clone(),
+                url.clone(),
+                Duration::from_secs_f64(self.server.registry_ttl_secs),
+                Arc::clone(&self.loaded),
+                stopping.clone(),
+            ));
+        }
         let notice = Duration::from_secs_f64(self.server.drain_notice_secs);
         let drain = {
             let (stopping, reporter) = (stopping.clone(), reporter.clone());

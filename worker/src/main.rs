@@ -15,7 +15,6 @@ async fn main() -> ExitCode {
     let config = cli.config();
     let checks = [
         config.validate(),
-        cli.server.validate(),
         tts_telemetry::init_logging(&cli.log_format, cli.otlp_endpoint.as_deref(), "tts-worker"),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
@@ -43,8 +42,15 @@ async fn main() -> ExitCode {
         metrics,
         tts_telemetry::signal::shutdown(),
     ));
+    // The registry says where this worker is: where it listens, unless
+    // that is a wildcard address or told otherwise.
+    let advertise = match listener.local_addr() {
+        Ok(addr) if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+        _ => None,
+    };
     let server = tts_worker::ServerConfig {
         metrics_url: Some(format!("http://{}/metrics", cli.metrics_listen)),
+        advertise_url: cli.server.advertise_url.clone().or(advertise),
         ..cli.server.clone()
     };
     let served = match Worker::new(config).and_then(|w| w.with_server(server)) {

@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
-    AudioFrame, ListVoicesRequest, ListVoicesResponse, SynthesizeRequest, Voice as VoiceMessage,
+    AudioFrame, ListVoicesRequest, ListVoicesResponse, LoadReport, LoadRequest, SynthesizeRequest,
+    Voice as VoiceMessage,
 };
 use tts_proto::{
     ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
@@ -222,6 +223,26 @@ impl Tts for TtsService {
         })))
     }
 
+    async fn get_load(
+        &self,
+        _request: Request<LoadRequest>,
+    ) -> Result<Response<LoadReport>, Status> {
+        let draining = self.draining.load(Ordering::Relaxed);
+        let report = match self.loaded.get() {
+            Some(loaded) => {
+                let (streams, utilisation) = loaded.pool.load();
+                LoadReport {
+                    streams: streams as u32,
+                    utilisation,
+                    threads: loaded.pool.threads() as u32,
+                    serving: !draining,
+                }
+            }
+            None => LoadReport::default(),
+        };
+        Ok(Response::new(report))
+    }
+
     async fn list_voices(
         &self,
         _request: Request<ListVoicesRequest>,
@@ -229,37 +250,7 @@ impl Tts for TtsService {
         let Some(loaded) = self.loaded.get() else {
             return Err(Status::unavailable("voices are still loading"));
         };
-        let mut voices: Vec<VoiceMessage> = loaded
-            .voices
-            .iter()
-            .map(|v| {
-                let info = v.info();
-                VoiceMessage {
-                    name: info.name.clone(),
-                    engine: info.engine.into(),
-                    language: info.language.clone(),
-                    native_sample_rate: info.sample_rate,
-                    streaming: info.streaming,
-                }
-            })
-            .collect();
-        // Every espeak-ng language, as a voice of its own name.
-        if let Some(espeak) = loaded.voices.iter().find(|v| v.info().engine == "espeak") {
-            let rate = espeak.info().sample_rate;
-            for (language, _) in &loaded.espeak_languages {
-                let name = format!("{ESPEAK_PREFIX}{language}");
-                if voices.iter().any(|v| v.name == name) {
-                    continue;
-                }
-                voices.push(VoiceMessage {
-                    name,
-                    engine: "espeak".into(),
-                    language: language.clone(),
-                    native_sample_rate: rate,
-                    streaming: false,
-                });
-            }
-        }
+        let voices = voice_messages(loaded);
         Ok(Response::new(ListVoicesResponse {
             voices,
             default_voice: loaded.voices[0].info().name.clone(),
@@ -401,4 +392,45 @@ fn prosody(req: &SynthesizeRequest) -> Result<Prosody, String> {
         noise_scale: req.noise_scale,
         noise_w: req.noise_w,
     })
+}
+
+/// Every voice the worker speaks: its own, then every espeak-ng language.
+fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
+    let mut voices: Vec<VoiceMessage> = loaded
+        .voices
+        .iter()
+        .map(|v| {
+            let info = v.info();
+            VoiceMessage {
+                name: info.name.clone(),
+                engine: info.engine.into(),
+                language: info.language.clone(),
+                native_sample_rate: info.sample_rate,
+                streaming: info.streaming,
+            }
+        })
+        .collect();
+    // Every espeak-ng language, as a voice of its own name.
+    if let Some(espeak) = loaded.voices.iter().find(|v| v.info().engine == "espeak") {
+        let rate = espeak.info().sample_rate;
+        for (language, _) in &loaded.espeak_languages {
+            let name = format!("{ESPEAK_PREFIX}{language}");
+            if voices.iter().any(|v| v.name == name) {
+                continue;
+            }
+            voices.push(VoiceMessage {
+                name,
+                engine: "espeak".into(),
+                language: language.clone(),
+                native_sample_rate: rate,
+                streaming: false,
+            });
+        }
+    }
+    voices
+}
+
+/// The names of [`voice_messages`].
+pub(crate) fn voice_names(loaded: &Loaded) -> Vec<String> {
+    voice_messages(loaded).into_iter().map(|v| v.name).collect()
 }

@@ -364,6 +364,11 @@ impl SynthPool {
         let state = self.shared.lock();
         (state.streams.len(), state.streams.utilisation())
     }
+
+    /// Synthesis threads.
+    pub fn threads(&self) -> usize {
+        self.config.policy.threads
+    }
 }
 
 impl Drop for SynthPool {

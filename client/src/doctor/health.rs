@@ -35,18 +35,24 @@ pub struct Targets {
 #[derive(Debug, Default)]
 struct Discovered {
     websocket_url: Option<String>,
-    worker: Option<String>,
-    worker_metrics: Option<String>,
+    /// Every worker: its gRPC URL and where it serves metrics.
+    workers: Vec<(String, Option<String>)>,
 }
 
 impl Discovered {
     fn from_info(v: &Value) -> Self {
         let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
-        let worker = &v["workers"][0];
+        let workers = v["workers"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|w| Some((text(&w["url"])?, text(&w["metrics_url"]))))
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             websocket_url: text(&v["websocket_url"]),
-            worker: text(&worker["url"]),
-            worker_metrics: text(&worker["metrics_url"]),
+            workers,
         }
     }
 }
@@ -172,11 +178,6 @@ pub async fn run(targets: &Targets) -> Findings {
         .clone()
         .or(discovered.websocket_url)
         .unwrap_or_else(|| crate::DEFAULT_URL.to_owned());
-    let worker_metrics = targets
-        .worker_metrics
-        .clone()
-        .or(discovered.worker_metrics)
-        .unwrap_or_else(|| DEFAULT_WORKER_METRICS.to_owned());
 
     // Liveness, and the worker URL the orchestrator relays to.
     let mut reported_worker = None;
@@ -227,6 +228,35 @@ pub async fn run(targets: &Targets) -> Findings {
                     ));
                 }
             }
+            // Each worker's breaker and load, as routing sees them.
+            for w in v["workers"].as_array().into_iter().flatten() {
+                let breaker = w["breaker"].as_str().unwrap_or("?");
+                let status = match (breaker, w["serving"].as_bool()) {
+                    ("closed", Some(true)) => Status::Ok,
+                    _ => Status::Warn,
+                };
+                let load = w["utilisation"].as_f64().map_or_else(
+                    || "no load report".to_owned(),
+                    |u| format!("utilisation {u:.2}"),
+                );
+                rows.push(row(
+                    format!("  worker {}", w["url"].as_str().unwrap_or("?")),
+                    status,
+                    format!(
+                        "{}, breaker {breaker}, {load}, {} in flight{}",
+                        if w["serving"].as_bool() == Some(true) {
+                            "serving"
+                        } else {
+                            "not serving"
+                        },
+                        w["inflight"].as_u64().unwrap_or(0),
+                        w["problem"]
+                            .as_str()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default(),
+                    ),
+                ));
+            }
         }
         Err(e) => rows.push(row("orchestrator /ready", Status::Fail, e)),
     }
@@ -252,36 +282,45 @@ pub async fn run(targets: &Targets) -> Findings {
         Err(e) => rows.push(row("orchestrator /metrics", Status::Fail, e)),
     }
 
-    let worker = targets
-        .worker
-        .clone()
-        .or(discovered.worker)
-        .or(reported_worker)
-        .unwrap_or_else(|| "http://127.0.0.1:7001".to_owned());
-    rows.push(worker_health(&worker).await);
-    rows.push(match get(&http, &worker_metrics).await {
-        Ok((200, text)) => row(
-            "worker /metrics",
-            Status::Ok,
-            format!("{} lines", text.lines().count()),
-        ),
-        Ok((code, _)) => row("worker /metrics", Status::Warn, format!("HTTP {code}")),
-        Err(e) => row(
-            "worker /metrics",
-            Status::Warn,
-            format!("{worker_metrics}: {e}"),
-        ),
-    });
+    // Every worker: the one named by the flags, or those the orchestrator
+    // reports, or the default.
+    let mut workers = match &targets.worker {
+        Some(url) => vec![(url.clone(), None)],
+        None => discovered.workers,
+    };
+    if workers.is_empty() {
+        let url = reported_worker.unwrap_or_else(|| "http://127.0.0.1:7001".to_owned());
+        workers.push((url, None));
+    }
+    if let Some(metrics) = &targets.worker_metrics {
+        for w in &mut workers {
+            w.1 = Some(metrics.clone());
+        }
+    }
+    for (worker, metrics) in &workers {
+        rows.push(worker_health(worker).await);
+        let metrics = metrics
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WORKER_METRICS.to_owned());
+        rows.push(match get(&http, &metrics).await {
+            Ok((200, text)) => row(
+                "worker /metrics",
+                Status::Ok,
+                format!("{metrics}: {} lines", text.lines().count()),
+            ),
+            Ok((code, _)) => row("worker /metrics", Status::Warn, format!("HTTP {code}")),
+            Err(e) => row("worker /metrics", Status::Warn, format!("{metrics}: {e}")),
+        });
+    }
 
     if let Some(url) = &targets.redis {
         rows.push(redis_ping(url).await);
     }
-    for (name, url) in [
-        ("websocket port", ws_url.as_str()),
-        ("admin port", base),
-        ("worker port", worker.as_str()),
-    ] {
+    for (name, url) in [("websocket port", ws_url.as_str()), ("admin port", base)] {
         rows.push(port_open(name, url).await);
+    }
+    for (worker, _) in &workers {
+        rows.push(port_open("worker port", worker).await);
     }
     findings(rows)
 }

@@ -1,0 +1,84 @@
+//! The worker's entry in the Redis registry: written once the voices are
+//! loaded, renewed every third of its time to live, deleted when the
+//! worker drains. Redis being away only delays the entry: the worker
+//! serves on, and the heartbeat reconnects by itself.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tts_proto::registry::{Entry, key};
+
+use crate::service::Loaded;
+
+/// Keeps this worker's entry alive until `stop`, then deletes it.
+pub(crate) async fn announce(
+    redis_url: String,
+    url: String,
+    ttl: Duration,
+    loaded: Arc<OnceLock<Loaded>>,
+    stop: CancellationToken,
+) {
+    let mut conn: Option<ConnectionManager> = None;
+    let mut written = false;
+    let mut failing = false;
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let Some(loaded) = loaded.get() else { continue };
+        let entry = Entry {
+            url: url.clone(),
+            voices: crate::service::voice_names(loaded),
+            threads: loaded.pool.threads() as u32,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let result = match connection(&redis_url, &mut conn).await {
+            Ok(c) => redis::cmd("SET")
+                .arg(key(&url))
+                .arg(entry.to_json())
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async::<()>(c)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                if !written || failing {
+                    info!(%url, ttl_ms = ttl.as_millis() as u64, "announced in the registry");
+                }
+                written = true;
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(%url, error = %e, "cannot renew the registry entry; retrying every heartbeat");
+                }
+                failing = true;
+            }
+        }
+    }
+    if written && let Ok(c) = connection(&redis_url, &mut conn).await {
+        let _ = redis::cmd("DEL").arg(key(&url)).query_async::<()>(c).await;
+        info!(%url, "removed from the registry");
+    }
+}
+
+/// The connection, made on first use (a manager reconnects by itself after
+/// that; one that could not be made is tried again next time).
+async fn connection<'a>(
+    url: &str,
+    conn: &'a mut Option<ConnectionManager>,
+) -> Result<&'a mut ConnectionManager, String> {
+    if conn.is_none() {
+        *conn = Some(tts_proto::registry::connect(url).await?);
+    }
+    conn.as_mut().ok_or_else(|| "no connection".to_owned())
+}
