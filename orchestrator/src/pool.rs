@@ -394,6 +394,9 @@ impl Pool {
         let now = Instant::now();
         self.all()
             .iter()
+            // An expired entry is gone, whether or not the registry has
+            // been read since.
+            .filter(|w| !w.expired(now))
             .map(|w| {
                 let registry = w.expires.lock().map(|e| e.is_some()).unwrap_or(false);
                 let state = w.state();
@@ -441,6 +444,13 @@ impl Pool {
                 .filter(|w| w.state().serving == Some(true))
                 .count();
             metrics::workers_serving(serving);
+        }
+    }
+
+    /// Asks one worker for its load now (a worker just registered).
+    pub(crate) async fn poll_now(&self, url: &str) {
+        if let Some(worker) = self.find(url) {
+            self.poll(worker).await;
         }
     }
 

@@ -104,6 +104,7 @@ async fn refresh(
                 info!(worker = %entry.url, voices = entry.voices.len(), threads = entry.threads,
                     version = %entry.version, "worker registered");
                 pool.set_voices(&entry.url, entry.voices);
+                pool.poll_now(&entry.url).await;
             }
             Ok(false) => {}
             Err(e) => warn!(worker = %entry.url, error = %e, "registry entry ignored"),

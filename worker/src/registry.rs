@@ -27,9 +27,13 @@ pub(crate) async fn announce(
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Until the voices are loaded, look often: the first announcement
+        // follows readiness closely (an interval's first tick is at once).
+        let ready = loaded.get().is_some();
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
+            _ = tick.tick(), if ready => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)), if !ready => {}
         }
         let Some(loaded) = loaded.get() else { continue };
         let entry = Entry {

@@ -1,0 +1,138 @@
+//! Workers announced in a real `redis-server`.
+//!
+//! - One is used within a heartbeat of starting, and dropped within its
+//!   entry's time to live after it is killed (no goodbye).
+//! - Redis stopped: the static worker keeps serving and readiness says
+//!   `degraded` with the reason.
+//! - Redis back: both sides reconnect by themselves and the registered
+//!   worker is found again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tts_client::{Client, SynthesizeOptions};
+use tts_tests::{RedisServer, ServiceProcess, eventually, http_get};
+
+const TEXT: &str = "The early bird catches the worm.";
+const TTL_SECS: f64 = 1.5;
+
+async fn ready(orchestrator: &ServiceProcess) -> Value {
+    let (_, body) = http_get(orchestrator.admin, "/ready").await;
+    serde_json::from_str(&body).expect("/ready is JSON")
+}
+
+fn listed(ready: &Value, url: &str) -> Option<Value> {
+    ready["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["url"] == url)
+        .cloned()
+}
+
+async fn speak(ws: &str) {
+    let mut client = Client::connect(ws).await.expect("connect");
+    client.timeout = Duration::from_secs(30);
+    let u = client
+        .synthesize(TEXT, &SynthesizeOptions::default())
+        .await
+        .expect("request completes");
+    assert_eq!(u.report.integrity_failures(), 0);
+    assert_eq!(u.report.frames, u.report.end_frames);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_found_through_redis_come_and_go() {
+    let mut redis = RedisServer::start().await;
+    let ttl = TTL_SECS.to_string();
+    let static_worker = ServiceProcess::worker(&[]).await;
+    let static_url = format!("http://{}", static_worker.addr);
+    let orchestrator =
+        ServiceProcess::orchestrator(&static_url, &["--redis-url", &redis.url]).await;
+    let ws = format!("ws://{}/ws", orchestrator.addr);
+
+    // A worker that announces itself is routed to within a heartbeat
+    // (a third of the TTL) and a registry read (0.5 s) of serving.
+    let registered =
+        ServiceProcess::worker(&["--redis-url", &redis.url, "--registry-ttl-secs", &ttl]).await;
+    let registered_url = format!("http://{}", registered.addr);
+    let serving_at = Instant::now();
+    let found = eventually(Duration::from_secs(10), || {
+        let o = &orchestrator;
+        let url = registered_url.clone();
+        async move {
+            listed(&ready(o).await, &url)
+                .is_some_and(|w| w["serving"] == true && w["source"] == "registry")
+        }
+    })
+    .await;
+    let took = serving_at.elapsed();
+    eprintln!("registered worker in use {took:?} after it served");
+    assert!(found, "the registered worker is listed");
+    assert!(
+        took < Duration::from_secs_f64(TTL_SECS / 3.0 + 0.5 + 0.5),
+        "within one heartbeat and one registry read (with slack for a loaded machine): {took:?}"
+    );
+    // Both workers take requests.
+    for _ in 0..4 {
+        speak(&ws).await;
+    }
+    let (_, m) = http_get(registered.admin, "/metrics").await;
+    assert!(
+        tts_tests::sample(&m, r#"tts_worker_requests_total{outcome="completed"}"#) >= 1.0,
+        "the registered worker spoke:\n{m}"
+    );
+
+    // Killed without a goodbye: gone within one TTL.
+    registered.signal("KILL");
+    let killed_at = Instant::now();
+    drop(registered);
+    let gone = eventually(Duration::from_secs(10), || {
+        let o = &orchestrator;
+        let url = registered_url.clone();
+        async move { listed(&ready(o).await, &url).is_none() }
+    })
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!("killed worker dropped {took:?} after the kill");
+    assert!(gone, "the dead worker leaves the pool");
+    assert!(
+        took < Duration::from_secs_f64(TTL_SECS + 0.3),
+        "within one TTL: {took:?}"
+    );
+    speak(&ws).await;
+
+    // Redis goes away: the static worker serves on, readiness degrades.
+    redis.kill();
+    let degraded = eventually(Duration::from_secs(10), || async {
+        let r = ready(&orchestrator).await;
+        r["status"] == "degraded" && r["checks"]["redis"]["status"] == "warn"
+    })
+    .await;
+    let r = ready(&orchestrator).await;
+    assert!(degraded, "readiness says degraded: {r}");
+    assert!(
+        r["checks"]["redis"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("redis")),
+        "{r}"
+    );
+    speak(&ws).await;
+
+    // Redis comes back (empty): a worker announcing itself is found again
+    // through the orchestrator's own reconnection.
+    let comeback =
+        ServiceProcess::worker(&["--redis-url", &redis.url, "--registry-ttl-secs", &ttl]).await;
+    redis.restart().await;
+    let comeback_url = format!("http://{}", comeback.addr);
+    let healthy = eventually(Duration::from_secs(15), || {
+        let o = &orchestrator;
+        let url = comeback_url.clone();
+        async move {
+            let r = ready(o).await;
+            r["status"] == "healthy" && listed(&r, &url).is_some_and(|w| w["serving"] == true)
+        }
+    })
+    .await;
+    assert!(healthy, "reconnected: {}", ready(&orchestrator).await);
+    speak(&ws).await;
+}
