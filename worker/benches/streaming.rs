@@ -68,6 +68,7 @@ fn main() {
         streaming: true,
         plan: ChunkPlan::default(),
         wide_threads: 0,
+        device: tts_worker::gpu::Device::Cpu,
     };
     let voice = PiperVoice::load(
         "en_US-joe-medium",

@@ -37,6 +37,19 @@ pub struct WorkerConfig {
     )]
     pub onnxruntime: PathBuf,
 
+    /// Where the Piper voice runs: `cpu`, or `cuda` / `cuda:N` (ONNX
+    /// Runtime's CUDA provider; needs a build with `--features cuda`, an
+    /// NVIDIA driver and `--onnxruntime` pointing at ONNX Runtime's GPU
+    /// build, which `scripts/setup.sh --gpu` fetches). A GPU that cannot
+    /// be used stops the worker at start: it never falls back to the CPU.
+    #[arg(long, env = "TTS_DEVICE", default_value = "cpu")]
+    pub device: crate::gpu::Device,
+
+    /// With a GPU: below this much free device memory, in MiB, health
+    /// reports NOT_SERVING (the reason is logged and in `ListVoices`).
+    #[arg(long, env = "TTS_MIN_GPU_FREE_MB", default_value_t = 256)]
+    pub min_gpu_free_mb: u64,
+
     /// Syntheses that run at once (one thread each).
     #[arg(long, env = "TTS_SYNTHESIS_THREADS", default_value_t = 2)]
     pub synthesis_threads: usize,

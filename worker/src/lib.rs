@@ -55,6 +55,7 @@ pub mod audio;
 mod auth;
 pub mod config;
 pub mod engine;
+pub mod gpu;
 pub mod metrics;
 mod registry;
 pub mod sched;
@@ -96,6 +97,9 @@ pub enum WorkerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The GPU asked for cannot be used.
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -116,6 +120,7 @@ impl WorkerError {
         matches!(
             self,
             Self::Config(_)
+                | Self::Gpu(_)
                 | Self::Tls { .. }
                 | Self::Engine(EngineError::Missing { .. } | EngineError::Config { .. })
         )
@@ -127,6 +132,8 @@ pub struct Worker {
     config: WorkerConfig,
     server: ServerConfig,
     loaded: Arc<OnceLock<Loaded>>,
+    /// The GPUs, with `--device cuda` (refreshed while serving).
+    gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
 }
 
 impl Worker {
@@ -134,10 +141,22 @@ impl Worker {
     /// voices while health reports NOT_SERVING).
     pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
+        // A GPU that cannot be used stops the worker here, before any
+        // voice loads: there is no silent fallback to the CPU.
+        let gpus = gpu::open(config.device)?;
+        if let gpu::Device::Cuda(n) = config.device
+            && let Some(g) = gpus.iter().find(|g| g.index == n)
+        {
+            info!(device = %config.device, name = %g.name, compute_capability = %g.compute_capability,
+                free_mib = g.free_memory_bytes >> 20, total_mib = g.total_memory_bytes >> 20,
+                driver = %g.driver_version, "synthesising on the GPU");
+        }
+        metrics::gpus(&gpus);
         Ok(Self {
             config,
             server: ServerConfig::default(),
             loaded: Arc::new(OnceLock::new()),
+            gpus: Arc::new(std::sync::Mutex::new(gpus)),
         })
     }
 
@@ -179,6 +198,8 @@ impl Worker {
             stream_queue_frames: self.config.stream_queue_frames,
             draining: Arc::clone(&draining),
             metrics_url: self.server.metrics_url.clone(),
+            device: self.config.device,
+            gpus: Arc::clone(&self.gpus),
         };
         let stopping = CancellationToken::new();
         if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
@@ -187,6 +208,16 @@ impl Worker {
                 url.clone(),
                 Duration::from_secs_f64(self.server.registry_ttl_secs),
                 Arc::clone(&self.loaded),
+                stopping.clone(),
+            ));
+        }
+        if let gpu::Device::Cuda(n) = self.config.device {
+            tokio::spawn(watch_gpu(
+                n,
+                self.config.min_gpu_free_mb,
+                Arc::clone(&self.gpus),
+                Arc::clone(&self.loaded),
+                reporter.clone(),
                 stopping.clone(),
             ));
         }
@@ -263,6 +294,52 @@ impl Worker {
     }
 }
 
+/// Every 5 s until `stop`: refreshes the GPU inventory (metrics,
+/// `ListVoices`) and reports NOT_SERVING while the device has less free
+/// memory than `min_free_mb` (SERVING again once it has).
+async fn watch_gpu(
+    device: u32,
+    min_free_mb: u64,
+    gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
+    loaded: Arc<OnceLock<Loaded>>,
+    reporter: HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut short = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let seen = tokio::task::spawn_blocking(move || gpu::inventory(gpu::Device::Cuda(device)))
+            .await;
+        let Ok(Ok(seen)) = seen else {
+            warn!(device, "cannot read the GPU's state");
+            continue;
+        };
+        metrics::gpus(&seen);
+        let free_mb = seen
+            .iter()
+            .find(|g| g.index == device)
+            .map_or(0, |g| g.free_memory_bytes >> 20);
+        if let Ok(mut g) = gpus.lock() {
+            *g = seen;
+        }
+        let now_short = free_mb < min_free_mb;
+        if now_short != short && loaded.get().is_some() && !stop.is_cancelled() {
+            if now_short {
+                warn!(device, free_mb, min_free_mb, "GPU memory low: NOT_SERVING");
+                set_health(&reporter, ServingStatus::NotServing).await;
+            } else {
+                info!(device, free_mb, "GPU memory recovered: SERVING");
+                set_health(&reporter, ServingStatus::Serving).await;
+            }
+            short = now_short;
+        }
+    }
+}
+
 /// Accepted connections with Nagle's algorithm off: frames are small and
 /// must leave at once.
 fn incoming(
@@ -304,6 +381,7 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
                 ..engine::ChunkPlan::default()
             },
             wide_threads: config.idle_intra_threads,
+            device: config.device,
         };
         voices.push(Arc::new(PiperVoice::load(
             &config.piper_voice,

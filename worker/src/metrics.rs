@@ -44,6 +44,12 @@ pub const STREAM_QUEUE: &str = "tts_worker_stream_queue_frames";
 /// Seconds a request waited for room in its full outgoing queue, per wait
 /// (the `_sum` is the total time backpressure held synthesis).
 pub const BACKPRESSURE: &str = "tts_worker_backpressure_wait_seconds";
+/// Free GPU memory, bytes, by `device` (ordinal; only with `--device cuda`).
+pub const GPU_MEMORY_FREE: &str = "tts_worker_gpu_memory_free_bytes";
+/// Total GPU memory, bytes, by `device`.
+pub const GPU_MEMORY_TOTAL: &str = "tts_worker_gpu_memory_total_bytes";
+/// Always 1, by `device`, `name`, `compute_capability` and `driver_version`.
+pub const GPU_INFO: &str = "tts_worker_gpu_info";
 /// Seconds the voices took to load, by `engine`.
 pub const ENGINE_LOAD: &str = "tts_worker_engine_load_seconds";
 /// 1 when a voice streams inside a clause, 0 when it synthesises whole
@@ -131,6 +137,25 @@ pub(crate) fn describe() {
     }
     for event in QualityEvent::ALL {
         metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
+    }
+}
+
+/// The GPUs as last seen.
+pub(crate) fn gpus(gpus: &[crate::gpu::GpuInfo]) {
+    use metrics::{Unit, describe_gauge};
+    describe_gauge!(GPU_MEMORY_FREE, Unit::Bytes, "Free GPU memory.");
+    describe_gauge!(GPU_MEMORY_TOTAL, Unit::Bytes, "Total GPU memory.");
+    describe_gauge!(GPU_INFO, "The GPU's name, capability and driver; always 1.");
+    for g in gpus {
+        let device = g.index.to_string();
+        metrics::gauge!(GPU_MEMORY_FREE, "device" => device.clone())
+            .set(g.free_memory_bytes as f64);
+        metrics::gauge!(GPU_MEMORY_TOTAL, "device" => device.clone())
+            .set(g.total_memory_bytes as f64);
+        metrics::gauge!(GPU_INFO, "device" => device, "name" => g.name.clone(),
+            "compute_capability" => g.compute_capability.clone(),
+            "driver_version" => g.driver_version.clone())
+        .set(1.0);
     }
 }
 

@@ -72,6 +72,9 @@ pub struct TtsService {
     pub(crate) draining: Arc<AtomicBool>,
     /// Where the worker's metrics are served, if known.
     pub(crate) metrics_url: Option<String>,
+    /// Where synthesis runs, and the GPUs as last seen.
+    pub(crate) device: crate::gpu::Device,
+    pub(crate) gpus: Arc<std::sync::Mutex<Vec<crate::gpu::GpuInfo>>>,
 }
 
 /// A status whose `tts-error-code` metadata names the client-facing code.
@@ -255,6 +258,12 @@ impl Tts for TtsService {
             voices,
             default_voice: loaded.voices[0].info().name.clone(),
             metrics_url: self.metrics_url.clone().unwrap_or_default(),
+            device: self.device.to_string(),
+            gpus: self
+                .gpus
+                .lock()
+                .map(|g| g.iter().map(gpu_message).collect())
+                .unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
@@ -428,6 +437,17 @@ fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
         }
     }
     voices
+}
+
+fn gpu_message(g: &crate::gpu::GpuInfo) -> tts_proto::v1::Gpu {
+    tts_proto::v1::Gpu {
+        index: g.index,
+        name: g.name.clone(),
+        compute_capability: g.compute_capability.clone(),
+        total_memory_bytes: g.total_memory_bytes,
+        free_memory_bytes: g.free_memory_bytes,
+        driver_version: g.driver_version.clone(),
+    }
 }
 
 /// The names of [`voice_messages`].

@@ -42,6 +42,8 @@ pub struct PiperOptions {
     /// synthesis thread, that a clause's first step may use when the
     /// machine is otherwise idle (0 or 1: no such set).
     pub wide_threads: usize,
+    /// Where the sessions run.
+    pub device: crate::gpu::Device,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +86,7 @@ pub struct PiperVoice {
     phonemizer: Arc<Phonemizer>,
     scales: [f32; 3],
     intra_threads: usize,
+    device: crate::gpu::Device,
     env: ort::environment::Environment,
     /// The model's three parts, when it can stream.
     parts: Option<Arc<SplitModel>>,
@@ -266,6 +269,7 @@ impl PiperVoice {
                 inference.noise_w,
             ]),
             intra_threads: opts.intra_threads.max(1),
+            device: opts.device,
             env: runtime(&opts.runtime_library)?,
             parts,
             plan: opts.plan,
@@ -301,6 +305,7 @@ impl PiperVoice {
             .map_err(|e| err(e.into()))?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(|e| err(e.into()))
+            .and_then(|b| on_device(b, self.device))
     }
 
     /// A synthesiser that runs the whole model once per clause.
@@ -348,6 +353,43 @@ impl PiperVoice {
             scales: self.scales,
             wide: self.wide.clone(),
         }
+    }
+}
+
+/// Registers the CUDA provider for `device` (nothing for the CPU). A
+/// provider that cannot be registered is an error, not a silent CPU run.
+#[cfg(feature = "cuda")]
+fn on_device(
+    builder: ort::session::builder::SessionBuilder,
+    device: crate::gpu::Device,
+) -> Result<ort::session::builder::SessionBuilder, EngineError> {
+    let crate::gpu::Device::Cuda(n) = device else {
+        return Ok(builder);
+    };
+    // Decoder windows and clauses change the input shapes call by call:
+    // cuDNN's exhaustive algorithm search would run again for each new one.
+    let cuda = ort::ep::CUDA::default()
+        .with_device_id(n as i32)
+        .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        .build()
+        .error_on_failure();
+    builder
+        .with_execution_providers([cuda])
+        .map_err(|e| EngineError::Runtime(format!("CUDA execution provider: {e}")))
+}
+
+/// Without the `cuda` feature only the CPU exists ([`crate::gpu::open`]
+/// refuses a GPU before any voice loads).
+#[cfg(not(feature = "cuda"))]
+fn on_device(
+    builder: ort::session::builder::SessionBuilder,
+    device: crate::gpu::Device,
+) -> Result<ort::session::builder::SessionBuilder, EngineError> {
+    match device {
+        crate::gpu::Device::Cpu => Ok(builder),
+        gpu => Err(EngineError::Runtime(
+            crate::gpu::GpuError::NotBuilt(gpu).to_string(),
+        )),
     }
 }
 
@@ -497,6 +539,7 @@ mod tests {
             streaming: true,
             plan,
             wide_threads: 0,
+            device: crate::gpu::Device::Cpu,
         };
         PiperVoice::load("joe", &model, &opts)
             .unwrap_or_else(|e| panic!("the Piper voice is required (run scripts/setup.sh): {e}"))
@@ -727,6 +770,7 @@ mod tests {
             streaming: true,
             plan: ChunkPlan::default(),
             wide_threads: 0,
+            device: crate::gpu::Device::Cpu,
         };
         let v = PiperVoice::load("plain", &path, &opts).expect("loads");
         assert!(!v.info().streaming);
@@ -756,6 +800,7 @@ mod tests {
             streaming: true,
             plan: ChunkPlan::default(),
             wide_threads: 0,
+            device: crate::gpu::Device::Cpu,
         };
         let err = PiperVoice::load("x", Path::new("/nonexistent/voice.onnx"), &opts)
             .err()
