@@ -10,6 +10,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 # The optional OpenTelemetry export must keep building.
 cargo clippy -q -p tts-telemetry -p tts-worker -p tts-orchestrator --features otel -- -D warnings
+# So must the GPU path (CUDA provider, cudarc), and its no-GPU refusal
+# holds in that build too (no GPU here: the driver check answers).
+cargo clippy -q -p tts-worker --features cuda --all-targets -- -D warnings
+cargo test -q -p tts-worker --features cuda --lib gpu::
 # So must the client's optional playback (cpal, ALSA).
 cargo clippy -q -p tts-client --features play --all-targets -- -D warnings
 

@@ -318,6 +318,11 @@ struct WorkerInfo {
     version: String,
     voices: Vec<String>,
     default_voice: String,
+    /// Where it synthesises: `cpu` or `cuda:N`.
+    device: String,
+    /// Its GPUs, described, when it runs on one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gpus: Vec<String>,
     /// Why the worker could not be asked, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -377,6 +382,8 @@ async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo 
         version: String::new(),
         voices: Vec::new(),
         default_voice: String::new(),
+        device: String::new(),
+        gpus: Vec::new(),
         error: None,
     };
     let mut request = tonic::Request::new(tts_proto::v1::ListVoicesRequest {});
@@ -391,6 +398,22 @@ async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo 
             info.version = answer.version;
             info.voices = answer.voices.into_iter().map(|v| v.name).collect();
             info.default_voice = answer.default_voice;
+            info.device = answer.device;
+            info.gpus = answer
+                .gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}: {} (compute {}, {} of {} MiB free, CUDA driver {})",
+                        g.index,
+                        g.name,
+                        g.compute_capability,
+                        g.free_memory_bytes >> 20,
+                        g.total_memory_bytes >> 20,
+                        g.driver_version
+                    )
+                })
+                .collect();
         }
         Ok(Err(status)) => info.error = Some(status.message().to_owned()),
         Err(_) => info.error = Some("no answer within 2 s".to_owned()),

@@ -357,10 +357,7 @@ impl Pool {
                 continue;
             }
             has_voice = true;
-            let Some(probe) = state
-                .breaker
-                .allows(now, self.settings.breaker_cooldown)
-            else {
+            let Some(probe) = state.breaker.allows(now, self.settings.breaker_cooldown) else {
                 why.push(format!("{} breaker open", w.url));
                 continue;
             };

@@ -312,8 +312,8 @@ async fn watch_gpu(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let seen = tokio::task::spawn_blocking(move || gpu::inventory(gpu::Device::Cuda(device)))
-            .await;
+        let seen =
+            tokio::task::spawn_blocking(move || gpu::inventory(gpu::Device::Cuda(device))).await;
         let Ok(Ok(seen)) = seen else {
             warn!(device, "cannot read the GPU's state");
             continue;
