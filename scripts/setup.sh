@@ -68,15 +68,17 @@ if [ "$TEST" = 1 ]; then
   # chromium: a real browser for the page's test (driven by Playwright,
   # whose own browser download is not used).
   # libasound2-dev: to lint the client's optional playback (cpal).
-  apt_install prometheus redis-server chromium libasound2-dev
-  # The official OpenAI Python client (to test /v1/audio/speech with it)
-  # and Playwright, in a virtual environment.
+  # docker-compose: to validate compose.yaml (no engine is needed for that).
+  apt_install prometheus redis-server chromium libasound2-dev docker-compose
+  # The official OpenAI Python client (to test /v1/audio/speech with it),
+  # Playwright, and the Kubernetes schema validator and yamllint (for
+  # deploy/k8s), in a virtual environment.
   if [ ! -x "$CACHE/pyenv/bin/python" ] ||
-    ! "$CACHE/pyenv/bin/python" -c 'import openai, playwright' 2>/dev/null; then
-    echo "setup: installing openai and playwright into $CACHE/pyenv" >&2
+    ! "$CACHE/pyenv/bin/python" -c 'import openai, playwright, kubernetes_validate, yamllint' 2>/dev/null; then
+    echo "setup: installing openai, playwright, kubernetes-validate and yamllint into $CACHE/pyenv" >&2
     python3 -m venv "$CACHE/pyenv"
     "$CACHE/pyenv/bin/python" -m pip install -q --disable-pip-version-check \
-      'openai>=1.40,<4' 'playwright>=1.40,<2'
+      'openai>=1.40,<4' 'playwright>=1.40,<2' 'kubernetes-validate>=1.30,<2' 'yamllint>=1.30,<2'
   fi
 fi
 

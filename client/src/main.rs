@@ -79,6 +79,18 @@ enum DoctorCommand {
         #[arg(long = "log", required = true, num_args = 1..)]
         logs: Vec<PathBuf>,
     },
+    /// One health check, for container and orchestration probes: exit 0
+    /// when it passes, 69 when not. `--grpc URL` asks a worker's
+    /// `grpc.health.v1` for SERVING; `--http URL` wants a 200 (e.g. an
+    /// orchestrator's `/ready`).
+    Probe {
+        /// A worker's gRPC URL.
+        #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+        grpc: Option<String>,
+        /// An HTTP URL that must answer 200.
+        #[arg(long)]
+        http: Option<String>,
+    },
     /// Synthesise a probe sentence and check every frame.
     Frames {
         /// The sentence to speak.
@@ -288,6 +300,10 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
             (doctor::trace::run(&trace_id, &logs)?, exit::FAILURE)
         }
         DoctorCommand::Frames { text } => (doctor::frames::run(&ws, &text).await?, exit::DATA),
+        DoctorCommand::Probe { grpc, http } => (
+            doctor::health::probe(grpc.as_deref(), http.as_deref()).await,
+            exit::UNAVAILABLE,
+        ),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&findings.detail)?);

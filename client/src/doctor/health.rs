@@ -325,6 +325,33 @@ pub async fn run(targets: &Targets) -> Findings {
     findings(rows)
 }
 
+/// One probe: a worker's gRPC health (`grpc`) or an HTTP 200 (`http`).
+pub async fn probe(grpc: Option<&str>, http: Option<&str>) -> Findings {
+    let row = match (grpc, http) {
+        (Some(url), _) => worker_health(url).await,
+        (None, Some(url)) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            match get(&client, url).await {
+                Ok((200, _)) => row("http", Status::Ok, format!("{url}: 200")),
+                Ok((code, body)) => row(
+                    "http",
+                    Status::Fail,
+                    format!(
+                        "{url}: HTTP {code} {}",
+                        body.chars().take(200).collect::<String>()
+                    ),
+                ),
+                Err(e) => row("http", Status::Fail, format!("{url}: {e}")),
+            }
+        }
+        (None, None) => row("probe", Status::Fail, "nothing to probe"),
+    };
+    findings(vec![row])
+}
+
 /// Where a worker's metrics are when nothing says otherwise.
 pub const DEFAULT_WORKER_METRICS: &str = "http://127.0.0.1:9091/metrics";
 
