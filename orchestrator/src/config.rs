@@ -128,6 +128,31 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Keep completed phrases' audio in Redis (needs `--redis-url`) and
+    /// replay it when the same phrase (voice, options, text) is asked
+    /// again.
+    #[arg(long, env = "TTS_PHRASE_CACHE")]
+    pub phrase_cache: bool,
+
+    /// Seconds a cached phrase is kept.
+    #[arg(long, env = "TTS_PHRASE_CACHE_TTL_SECS", default_value_t = 86_400)]
+    pub phrase_cache_ttl_secs: u64,
+
+    /// Bytes of cached audio in all (48 kHz PCM: 96,000 per second); the
+    /// entries closest to expiry are evicted to stay within it. One
+    /// phrase may take at most a quarter.
+    #[arg(long, env = "TTS_PHRASE_CACHE_MAX_BYTES", default_value_t = 67_108_864)]
+    pub phrase_cache_max_bytes: u64,
+
+    /// Longest text cached, in characters.
+    #[arg(long, env = "TTS_PHRASE_CACHE_MAX_CHARS", default_value_t = 200)]
+    pub phrase_cache_max_chars: usize,
+
+    /// Part of every cache key: change it when a voice's model changes, so
+    /// that audio of the old model is not replayed.
+    #[arg(long, env = "TTS_PHRASE_CACHE_NAMESPACE", default_value = "1")]
+    pub phrase_cache_namespace: String,
+
     /// Seconds a `/ready?deep=1` canary result is reused.
     #[arg(long, env = "TTS_CANARY_CACHE_SECS", default_value_t = 30.0)]
     pub canary_cache_secs: f64,
@@ -217,6 +242,15 @@ impl OrchestratorConfig {
                 return Err("an https:// --worker needs --worker-ca".into());
             }
         }
+        if self.phrase_cache && self.redis_url.is_none() {
+            return Err("--phrase-cache needs --redis-url".into());
+        }
+        if self.phrase_cache_ttl_secs == 0 || self.phrase_cache_max_bytes < 65_536 {
+            return Err(
+                "--phrase-cache-ttl-secs must be at least 1 and --phrase-cache-max-bytes at least 65536"
+                    .into(),
+            );
+        }
         if self.breaker_failures == 0 {
             return Err("--breaker-failures must be at least 1".into());
         }
@@ -289,6 +323,18 @@ impl OrchestratorConfig {
             handshake: Duration::from_secs_f64(self.handshake_timeout_secs),
             send_buffer: self.ws_send_buffer_bytes,
         }
+    }
+
+    /// The phrase cache's settings, when it is enabled.
+    pub(crate) fn phrase_cache_settings(&self) -> Option<crate::cache::Settings> {
+        let redis_url = self.redis_url.clone().filter(|_| self.phrase_cache)?;
+        Some(crate::cache::Settings {
+            redis_url,
+            ttl: Duration::from_secs(self.phrase_cache_ttl_secs),
+            max_bytes: self.phrase_cache_max_bytes,
+            max_chars: self.phrase_cache_max_chars,
+            namespace: self.phrase_cache_namespace.clone(),
+        })
     }
 
     /// The workers given by `--worker`; the default one when neither it

@@ -18,6 +18,7 @@ pub use tts_protocol as protocol;
 
 mod accept;
 mod admin;
+mod cache;
 mod context;
 mod http;
 mod pool;
@@ -132,6 +133,10 @@ impl Orchestrator {
         let shared = Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
                 pool: Arc::clone(&self.pool),
+                cache: self
+                    .config
+                    .phrase_cache_settings()
+                    .map(cache::PhraseCache::new),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
                 dead_air_ms: self.config.dead_air_ms,

@@ -72,6 +72,16 @@ pub const RETRIES: &str = "tts_orchestrator_worker_retries_total";
 /// Workers added and removed from the registry, by `event` (added,
 /// expired).
 pub const REGISTRY_EVENTS: &str = "tts_orchestrator_registry_events_total";
+/// Phrase cache lookups, by `result` (hit, miss, error: Redis slow or
+/// away, or an entry that does not decode).
+pub const PHRASE_CACHE_LOOKUPS: &str = "tts_orchestrator_phrase_cache_lookups_total";
+/// Completed requests offered to the phrase cache, by `result` (stored,
+/// too_big, error).
+pub const PHRASE_CACHE_STORES: &str = "tts_orchestrator_phrase_cache_stores_total";
+/// Entries evicted to keep the cache within its byte bound.
+pub const PHRASE_CACHE_EVICTIONS: &str = "tts_orchestrator_phrase_cache_evictions_total";
+/// Bytes of cached audio after the last store.
+pub const PHRASE_CACHE_BYTES: &str = "tts_orchestrator_phrase_cache_bytes";
 /// 1 while the orchestrator takes requests (the worker serving, not
 /// draining), else 0 (checked every 2 s).
 pub const READY: &str = "tts_orchestrator_ready";
@@ -195,6 +205,17 @@ pub(crate) fn describe() {
         "Worker's reported share of its synthesis threads in use."
     );
     describe_gauge!(WORKERS_SERVING, "Workers answering as serving.");
+    describe_counter!(PHRASE_CACHE_LOOKUPS, "Phrase cache lookups by result.");
+    describe_counter!(PHRASE_CACHE_STORES, "Phrase cache stores by result.");
+    describe_counter!(
+        PHRASE_CACHE_EVICTIONS,
+        "Phrase cache entries evicted for the byte bound."
+    );
+    describe_gauge!(
+        PHRASE_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of cached audio after the last store."
+    );
     describe_counter!(
         RETRIES,
         "Requests retried on another worker before their first frame, by reason."
@@ -219,6 +240,14 @@ pub(crate) fn started() {
     metrics::gauge!(READY).set(0.0);
     metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
     metrics::gauge!(WORKERS_SERVING).set(0.0);
+    for result in ["hit", "miss", "error"] {
+        metrics::counter!(PHRASE_CACHE_LOOKUPS, "result" => result).absolute(0);
+    }
+    for result in ["stored", "too_big", "error"] {
+        metrics::counter!(PHRASE_CACHE_STORES, "result" => result).absolute(0);
+    }
+    metrics::counter!(PHRASE_CACHE_EVICTIONS).absolute(0);
+    metrics::gauge!(PHRASE_CACHE_BYTES).set(0.0);
     for reason in ["worker_unavailable", "overloaded"] {
         metrics::counter!(RETRIES, "reason" => reason).absolute(0);
     }
@@ -395,4 +424,20 @@ pub(crate) fn workers_serving(n: usize) {
 
 pub(crate) fn retried(reason: &'static str) {
     metrics::counter!(RETRIES, "reason" => reason).increment(1);
+}
+
+pub(crate) fn phrase_cache_lookup(result: &'static str) {
+    metrics::counter!(PHRASE_CACHE_LOOKUPS, "result" => result).increment(1);
+}
+
+pub(crate) fn phrase_cache_stored(result: &'static str) {
+    metrics::counter!(PHRASE_CACHE_STORES, "result" => result).increment(1);
+}
+
+pub(crate) fn phrase_cache_evicted() {
+    metrics::counter!(PHRASE_CACHE_EVICTIONS).increment(1);
+}
+
+pub(crate) fn phrase_cache_bytes(bytes: u64) {
+    metrics::gauge!(PHRASE_CACHE_BYTES).set(bytes as f64);
 }

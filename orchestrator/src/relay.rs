@@ -17,6 +17,7 @@ use tts_proto::{
     ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
 };
 
+use crate::cache::{PhraseCache, Recording, Replay};
 use crate::metrics::{self, RelayStats};
 use crate::pool::{Lease, NoWorker, Pool};
 use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage};
@@ -178,6 +179,8 @@ impl Audit {
 pub(crate) struct RelayContext {
     /// The workers.
     pub(crate) pool: Arc<Pool>,
+    /// The phrase cache, when enabled.
+    pub(crate) cache: Option<Arc<PhraseCache>>,
     pub(crate) stats: Arc<RelayStats>,
     pub(crate) first_frame_timeout: std::time::Duration,
     /// Silence longer than this within a request is dead air, ms.
@@ -353,13 +356,50 @@ async fn stream_frames(
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
 ) -> Ending {
+    let key = ctx.cache.as_ref().and_then(|c| c.key(req));
+    if let (Some(cache), Some(key)) = (&ctx.cache, &key)
+        && let Some(mut replay) = cache.lookup(key, req.delivery).await
+    {
+        let first = replay.next().await;
+        return play(
+            ctx,
+            req,
+            audit,
+            out,
+            stop,
+            Source::Cached(replay),
+            first,
+            None,
+        )
+        .await;
+    }
     let (lease, stream, first) = match open(ctx, req, stop).await {
         Ok(opened) => opened,
         Err(ending) => return ending,
     };
-    let ending = play(ctx, req, audit, out, stop, stream, first).await;
+    let mut recording = match (&ctx.cache, key) {
+        (Some(cache), Some(key)) => Some(cache.recording(key)),
+        _ => None,
+    };
+    let source = Source::Worker(stream);
+    let ending = play(
+        ctx,
+        req,
+        audit,
+        out,
+        stop,
+        source,
+        first,
+        recording.as_mut(),
+    )
+    .await;
     match &ending {
-        Ending::Completed => lease.succeeded(),
+        Ending::Completed => {
+            lease.succeeded();
+            if let (Some(cache), Some(recording)) = (&ctx.cache, recording) {
+                cache.store(recording);
+            }
+        }
         Ending::Failed(ErrorCode::WorkerUnavailable, message) => {
             warn!(request_id = %req.request_id, trace_id = %req.trace_id,
                 session_id = %req.session_id, worker = %lease.worker().url, %message,
@@ -369,6 +409,23 @@ async fn stream_frames(
         _ => {}
     }
     ending
+}
+
+/// Where a request's frames come from.
+enum Source {
+    /// A worker's stream.
+    Worker(tonic::Streaming<AudioFrame>),
+    /// The phrase cache.
+    Cached(Replay),
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Option<AudioFrame>, Status> {
+        match self {
+            Self::Worker(stream) => stream.message().await,
+            Self::Cached(replay) => Ok(replay.next().await),
+        }
+    }
 }
 
 /// A worker's stream and its first frame.
@@ -460,15 +517,18 @@ fn no_worker(e: NoWorker) -> Ending {
     }
 }
 
-/// Relays the stream from its first frame to its end.
+/// Relays the stream from its first frame to its end, handing each
+/// frame to `recording` (for the phrase cache) as it came.
+#[allow(clippy::too_many_arguments)]
 async fn play(
     ctx: &RelayContext,
     req: &Pending,
     audit: &mut Audit,
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
-    mut stream: tonic::Streaming<AudioFrame>,
+    mut source: Source,
     mut next: Option<AudioFrame>,
+    mut recording: Option<&mut Recording>,
 ) -> Ending {
     let mut started = false;
     // Real-time frames leave the worker on a steady clock, so a long
@@ -512,6 +572,9 @@ async fn play(
             }
         }
         let last = frame.last;
+        if let Some(r) = recording.as_deref_mut() {
+            r.record(&frame);
+        }
         match forward(ctx, req, audit, frame, out, stop).await {
             Forwarded::Sent => {}
             Forwarded::Stop(ending) => return ending,
@@ -522,7 +585,7 @@ async fn play(
         next = tokio::select! {
             biased;
             _ = stop.stopped() => return stop.ending(),
-            m = tokio::time::timeout(progress, stream.message()) => match m {
+            m = tokio::time::timeout(progress, source.next()) => match m {
                 Ok(Ok(m)) => m,
                 Ok(Err(status)) => return failed(&status),
                 Err(_) => {
