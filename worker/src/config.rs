@@ -149,10 +149,11 @@ pub struct WorkerConfig {
     #[arg(skip)]
     pub fault_audio: Option<crate::audio::AudioFault>,
 
-    /// Test hook: serve only the fixed-cost test voice (a tone whose every
-    /// step takes a fixed time), so that capacity is the same on any
-    /// machine.
-    #[arg(skip)]
+    /// Test and benchmark hook: serve only the fixed-cost test voice (a
+    /// tone whose every step sleeps a fixed time), so that capacity is the
+    /// same on any machine. On the command line (hidden):
+    /// `--fixed-cost-voice STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS`.
+    #[arg(long = "fixed-cost-voice", hide = true, value_parser = parse_fixed_cost)]
     pub fixed_cost: Option<crate::engine::FixedCost>,
 
     /// Disable the voice's random noise (scales [0, 1, 0]): the same text
@@ -223,6 +224,23 @@ impl WorkerConfig {
             step_audio: window,
             admission: self.admission,
         }
+    }
+}
+
+/// `STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS` as a fixed-cost voice.
+fn parse_fixed_cost(text: &str) -> Result<crate::engine::FixedCost, String> {
+    use std::time::Duration;
+    let ms: Vec<u64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<u64>().map_err(|e| format!("{v:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match ms[..] {
+        [audio, time, per_char] if audio > 0 && per_char > 0 => Ok(crate::engine::FixedCost {
+            step_audio: Duration::from_millis(audio),
+            step_time: Duration::from_millis(time),
+            audio_per_char: Duration::from_millis(per_char),
+        }),
+        _ => Err("expected STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS (audio and per-character above 0)".into()),
     }
 }
 
@@ -384,5 +402,14 @@ mod command_line_tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_fixed_cost_voice_parses_from_three_numbers() {
+        let cost = super::parse_fixed_cost("500,150,50").expect("parses");
+        assert_eq!(cost.step_time, std::time::Duration::from_millis(150));
+        for bad in ["", "1,2", "0,1,1", "1,1,0", "a,b,c", "1,2,3,4"] {
+            assert!(super::parse_fixed_cost(bad).is_err(), "{bad:?}");
+        }
     }
 }
