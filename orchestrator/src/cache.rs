@@ -1,9 +1,12 @@
 //! The phrase cache: the worker's frames of completed requests, kept in
 //! Redis and replayed for the same phrase.
 //!
-//! A phrase is keyed by a SHA-256 of the cache namespace, the voice asked
-//! for, the speed and noise options, and the text with its whitespace
-//! collapsed. The value is the worker's 48 kHz frames as they came (not the
+//! A phrase is keyed by a SHA-256 of the cache namespace, the voice that
+//! speaks it and that voice's revision (as the workers list them: for
+//! Piper, the CRC-32C of its model and configuration, so a new model is a
+//! new key), the speed and noise options, and the text with its
+//! whitespace collapsed. Until a worker has listed the voice, its requests
+//! are not cached. The value is the worker's 48 kHz frames as they came (not the
 //! client's encoding: a hit is converted like any stream, so one entry
 //! serves every format). A hit streams with the same contract: `start`,
 //! frames with sequence numbers and fresh CRC-32C checksums, verified at
@@ -28,6 +31,7 @@ use tracing::{debug, warn};
 use tts_proto::v1::AudioFrame;
 
 use crate::metrics;
+use crate::pool::Pool;
 use crate::protocol::Delivery;
 use crate::relay::Pending;
 
@@ -68,18 +72,21 @@ impl PhraseCache {
     }
 
     /// The request's key, when it may be cached: a whole request (not a
-    /// clause of a context) whose text is short enough.
-    pub(crate) fn key(&self, req: &Pending) -> Option<String> {
+    /// clause of a context) whose text is short enough, for a voice whose
+    /// revision the workers have said.
+    pub(crate) fn key(&self, req: &Pending, pool: &Pool) -> Option<String> {
         if !req.counted || req.text.chars().count() > self.settings.max_chars {
             return None;
         }
+        let (voice, revision) = pool.revision(req.voice.as_deref().unwrap_or(""))?;
         let text = req.text.split_whitespace().collect::<Vec<_>>().join(" ");
         let o = &req.options;
         let noise = |v: Option<f32>| v.map_or_else(|| "-".to_owned(), |v| v.to_bits().to_string());
         let mut hash = Sha256::new();
         for part in [
             self.settings.namespace.as_str(),
-            req.voice.as_deref().unwrap_or(""),
+            &voice,
+            &revision,
             &o.speed.to_bits().to_string(),
             &noise(o.noise_scale),
             &noise(o.noise_w),

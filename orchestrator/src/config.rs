@@ -148,8 +148,8 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_PHRASE_CACHE_MAX_CHARS", default_value_t = 200)]
     pub phrase_cache_max_chars: usize,
 
-    /// Part of every cache key: change it when a voice's model changes, so
-    /// that audio of the old model is not replayed.
+    /// Part of every cache key (besides the voice's revision, which the
+    /// workers report): change it to drop every cached phrase at once.
     #[arg(long, env = "TTS_PHRASE_CACHE_NAMESPACE", default_value = "1")]
     pub phrase_cache_namespace: String,
 

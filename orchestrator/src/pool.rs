@@ -14,7 +14,7 @@
 //! Workers come from `--worker` (static, never dropped) and, with
 //! `--redis-url`, from the registry (dropped when their entry expires).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -136,8 +136,10 @@ struct State {
     started_since_report: u32,
     /// Requests this orchestrator has on it now.
     inflight: u32,
-    /// Its voices, once listed.
-    voices: Option<HashSet<String>>,
+    /// Its voices and their revisions, once listed.
+    voices: Option<HashMap<String, String>>,
+    /// Its default voice, once listed.
+    default_voice: Option<String>,
     /// Why the last poll failed.
     problem: Option<String>,
 }
@@ -193,6 +195,8 @@ pub(crate) struct WorkerStatus {
     pub(crate) streams: Option<u32>,
     /// This orchestrator's requests on it now.
     pub(crate) inflight: u32,
+    /// Voices it listed (none until it has been asked).
+    pub(crate) voices: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) problem: Option<String>,
 }
@@ -272,6 +276,7 @@ impl Pool {
                 started_since_report: 0,
                 inflight: 0,
                 voices: None,
+                default_voice: None,
                 problem: None,
             }),
         });
@@ -296,11 +301,20 @@ impl Pool {
             .collect()
     }
 
-    /// Sets a worker's voices (from its registry entry).
-    pub(crate) fn set_voices(&self, url: &str, voices: Vec<String>) {
-        if let Some(w) = self.find(url) {
-            w.state().voices = Some(voices.into_iter().collect());
-        }
+    /// The voice a request for `voice` (empty: the default) is spoken
+    /// with, and that voice's revision, as the workers listed them; `None`
+    /// until a worker that has it has been asked.
+    pub(crate) fn revision(&self, voice: &str) -> Option<(String, String)> {
+        self.all().iter().find_map(|w| {
+            let state = w.state();
+            let name = if voice.is_empty() {
+                state.default_voice.clone()?
+            } else {
+                voice.to_owned()
+            };
+            let revision = state.voices.as_ref()?.get(&name)?.clone();
+            Some((name, revision))
+        })
     }
 
     pub(crate) fn find(&self, url: &str) -> Option<Arc<Worker>> {
@@ -352,7 +366,7 @@ impl Pool {
             }
             let state = w.state();
             if let (false, Some(voices)) = (voice.is_empty(), &state.voices)
-                && !voices.contains(voice)
+                && !voices.contains_key(voice)
             {
                 continue;
             }
@@ -428,6 +442,7 @@ impl Pool {
                         .map(|l| (l.utilisation * 1000.0).round() / 1000.0),
                     streams: state.load.map(|l| l.streams),
                     inflight: state.inflight,
+                    voices: state.voices.as_ref().map(HashMap::len),
                     problem: state.problem.clone(),
                 }
             })
@@ -506,8 +521,11 @@ impl Pool {
             if let Ok(Ok(list)) =
                 tokio::time::timeout(Duration::from_secs(2), client.list_voices(r)).await
             {
-                let voices = list.into_inner().voices.into_iter().map(|v| v.name);
-                worker.state().voices = Some(voices.collect());
+                let list = list.into_inner();
+                let voices = list.voices.into_iter().map(|v| (v.name, v.revision));
+                let mut state = worker.state();
+                state.voices = Some(voices.collect());
+                state.default_voice = Some(list.default_voice);
             }
         }
     }
@@ -660,7 +678,11 @@ mod tests {
         pool.add("http://127.0.0.1:2", Some(soon)).expect("url");
         report(&pool, "http://127.0.0.1:1", 0, 0.0);
         report(&pool, "http://127.0.0.1:2", 0, 0.9);
-        pool.find("http://127.0.0.1:1").expect("w").state().voices = Some(["a".to_owned()].into());
+        pool.find("http://127.0.0.1:1").expect("w").state().voices =
+            Some([("a".to_owned(), "r1".to_owned())].into());
+        assert_eq!(pool.revision("a"), Some(("a".into(), "r1".into())));
+        assert_eq!(pool.revision("b"), None, "not listed by anyone yet");
+        assert_eq!(pool.revision(""), None, "no default known yet");
         let lease = pool.pick("b", None).expect("only :2 may have b");
         assert!(lease.worker().url.ends_with(":2"));
         drop(lease);

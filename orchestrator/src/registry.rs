@@ -103,7 +103,6 @@ async fn refresh(
                 metrics::registry_added();
                 info!(worker = %entry.url, voices = entry.voices.len(), threads = entry.threads,
                     version = %entry.version, "worker registered");
-                pool.set_voices(&entry.url, entry.voices);
                 pool.poll_now(&entry.url).await;
             }
             Ok(false) => {}

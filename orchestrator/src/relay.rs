@@ -356,7 +356,7 @@ async fn stream_frames(
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
 ) -> Ending {
-    let key = ctx.cache.as_ref().and_then(|c| c.key(req));
+    let key = ctx.cache.as_ref().and_then(|c| c.key(req, &ctx.pool));
     if let (Some(cache), Some(key)) = (&ctx.cache, &key)
         && let Some(mut replay) = cache.lookup(key, req.delivery).await
     {

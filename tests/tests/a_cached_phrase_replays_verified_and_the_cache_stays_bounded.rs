@@ -8,7 +8,8 @@ use std::time::Duration;
 use tts_client::{Client, Encoding, SynthesizeOptions, Utterance};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{
-    RedisServer, eventually, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
+    RedisServer, eventually, http_get, sample, spawn_orchestrator_metered, spawn_worker,
+    worker_config,
 };
 
 const PHRASE: &str = "The early bird catches the worm.";
@@ -50,6 +51,19 @@ async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
     let stored = r#"tts_orchestrator_phrase_cache_stores_total{result="stored"}"#;
     let hits = r#"tts_orchestrator_phrase_cache_lookups_total{result="hit"}"#;
     let from_worker = r#"tts_orchestrator_frames_total{hop="worker_to_orchestrator",result="ok"}"#;
+
+    // Phrases are keyed by the voice's revision: wait until the
+    // orchestrator has listed the worker's voices.
+    let admin = pipeline.admin;
+    let listed = eventually(Duration::from_secs(10), || async move {
+        let (_, body) = http_get(admin, "/ready").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        ready["workers"][0]["voices"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    })
+    .await;
+    assert!(listed, "the worker's voices are listed");
 
     // Spoken once: a miss, then stored.
     let first = say(&ws, PHRASE, &SynthesizeOptions::default()).await;

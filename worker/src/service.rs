@@ -416,12 +416,14 @@ fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
                 language: info.language.clone(),
                 native_sample_rate: info.sample_rate,
                 streaming: info.streaming,
+                revision: info.revision.clone(),
             }
         })
         .collect();
     // Every espeak-ng language, as a voice of its own name.
     if let Some(espeak) = loaded.voices.iter().find(|v| v.info().engine == "espeak") {
         let rate = espeak.info().sample_rate;
+        let revision = espeak.info().revision.clone();
         for (language, _) in &loaded.espeak_languages {
             let name = format!("{ESPEAK_PREFIX}{language}");
             if voices.iter().any(|v| v.name == name) {
@@ -433,6 +435,7 @@ fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
                 language: language.clone(),
                 native_sample_rate: rate,
                 streaming: false,
+                revision: revision.clone(),
             });
         }
     }

@@ -39,6 +39,7 @@ impl FixedCostVoice {
                 sample_rate: RATE,
                 gain: 1.0,
                 streaming: true,
+                revision: format!("{cost:?}"),
             },
             cost,
         }

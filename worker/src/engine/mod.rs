@@ -58,6 +58,9 @@ pub struct VoiceInfo {
     pub gain: f32,
     /// Whether audio leaves before a whole clause is synthesised.
     pub streaming: bool,
+    /// What identifies the voice's model: the same name and revision give
+    /// the same audio (the phrase cache keys on it).
+    pub revision: String,
 }
 
 /// A loaded voice, shared by all synthesis threads.
@@ -156,6 +159,8 @@ impl EspeakVoice {
                 sample_rate,
                 gain: 1.0,
                 streaming: false,
+                // espeak-ng's data comes with the system package.
+                revision: "espeak-ng".into(),
             },
             espeak_voice: espeak_voice.to_owned(),
             languages: espeak::languages()?,

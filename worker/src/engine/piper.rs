@@ -257,6 +257,7 @@ impl PiperVoice {
                 sample_rate: config.audio.sample_rate,
                 gain: PIPER_GAIN,
                 streaming: parts.is_some(),
+                revision: model_revision(model, &raw)?,
             },
             model: model.to_owned(),
             phonemizer: Arc::new(Phonemizer {
@@ -391,6 +392,20 @@ fn on_device(
             crate::gpu::GpuError::NotBuilt(gpu).to_string(),
         )),
     }
+}
+
+/// The CRC-32C of the model and its configuration, as 8 hex digits each:
+/// another export under the same name is another revision.
+fn model_revision(model: &Path, config: &[u8]) -> Result<String, EngineError> {
+    let bytes = std::fs::read(model).map_err(|e| EngineError::Missing {
+        what: "voice model",
+        path: format!("{}: {e}", model.display()),
+    })?;
+    Ok(format!(
+        "{:08x}-{:08x}",
+        tts_frame::checksum(&bytes),
+        tts_frame::checksum(config)
+    ))
 }
 
 /// A session whose input size varies with the text allocates afresh for
