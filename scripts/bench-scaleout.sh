@@ -20,24 +20,18 @@ OUT=${BENCH_OUT:-$(mktemp -d -t tts-scaleout.XXXXXX)}
 mkdir -p "$OUT"
 bash scripts/setup.sh
 cargo build --release --bins -q
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+source scripts/lib/pipeline.sh
 for n in $COUNTS; do
-  cleanup; PIDS=(); args=()
+  stop_pipeline; PIPELINE_PIDS=(); args=()
   for i in $(seq 1 "$n"); do
     target/release/tts-worker --listen 127.0.0.1:$((17400 + i)) --metrics-listen 127.0.0.1:$((17500 + i)) \
-      --fixed-cost-voice 500,150,50 2>"$OUT/worker-$n-$i.log" & PIDS+=($!)
+      --fixed-cost-voice 500,150,50 2>"$OUT/worker-$n-$i.log" & PIPELINE_PIDS+=($!)
     args+=(--worker "http://127.0.0.1:$((17400 + i))")
   done
   target/release/tts-orchestrator --listen 127.0.0.1:17480 --admin-listen 127.0.0.1:17481 "${args[@]}" \
     --max-inflight 4096 --max-connections 4096 --max-connections-per-address 4096 \
-    --requests-per-second-per-address 1000000 2>"$OUT/orchestrator-$n.log" & PIDS+=($!)
-  for _ in $(seq 1 300); do
-    if python3 -c 'import json, sys, urllib.request as u; r = json.load(u.urlopen(sys.argv[1], timeout=2)); sys.exit(r["status"] != "healthy")' \
-      "http://127.0.0.1:17481/ready" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
+    --requests-per-second-per-address 1000000 2>"$OUT/orchestrator-$n.log" & PIPELINE_PIDS+=($!)
+  wait_ready 17481 healthy
   echo "== $n worker(s)"
   target/release/tts-loadtest --url ws://127.0.0.1:17480/ws --quiet --find-capacity --rate-search \
     --ttfa-p99 500 --underruns 0 --capacity-buffer-ms 60 --mix medium -d "${SECS}s" \

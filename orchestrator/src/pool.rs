@@ -142,6 +142,15 @@ struct State {
     default_voice: Option<String>,
     /// Why the last poll failed.
     problem: Option<String>,
+    /// From the registry: unused after this instant unless renewed
+    /// (`None` for a static worker).
+    expires: Option<Instant>,
+}
+
+impl State {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
 }
 
 /// One worker.
@@ -150,8 +159,6 @@ pub(crate) struct Worker {
     pub(crate) url: String,
     pub(crate) channel: Channel,
     pub(crate) client: TtsClient<Channel>,
-    /// From the registry: unused after this instant unless renewed.
-    expires: Mutex<Option<Instant>>,
     state: Mutex<State>,
 }
 
@@ -160,11 +167,6 @@ impl Worker {
         // A poisoned lock only means a panic elsewhere; the state is plain
         // data and stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn expired(&self, now: Instant) -> bool {
-        let expires = self.expires.lock().unwrap_or_else(|e| e.into_inner());
-        expires.is_some_and(|at| now >= at)
     }
 
     /// Its load as routing sees it (lower is better).
@@ -238,9 +240,9 @@ impl Pool {
     /// registry. A worker already known only has its expiry renewed.
     pub(crate) fn add(&self, url: &str, expires: Option<Instant>) -> Result<bool, String> {
         if let Some(w) = self.find(url) {
-            let mut at = w.expires.lock().unwrap_or_else(|e| e.into_inner());
-            if at.is_some() {
-                *at = expires;
+            let mut state = w.state();
+            if state.expires.is_some() {
+                state.expires = expires;
             }
             return Ok(false);
         }
@@ -268,7 +270,6 @@ impl Pool {
             url: url.to_owned(),
             client: TtsClient::new(channel.clone()).max_decoding_message_size(64 * 1024),
             channel,
-            expires: Mutex::new(expires),
             state: Mutex::new(State {
                 breaker: Breaker::new(),
                 serving: None,
@@ -278,6 +279,7 @@ impl Pool {
                 voices: None,
                 default_voice: None,
                 problem: None,
+                expires,
             }),
         });
         metrics::worker_added(url);
@@ -291,7 +293,8 @@ impl Pool {
     /// Drops registry workers whose entry has expired; returns their URLs.
     pub(crate) fn expire(&self, now: Instant) -> Vec<String> {
         let mut workers = self.workers.write().unwrap_or_else(|e| e.into_inner());
-        let (gone, kept): (Vec<_>, Vec<_>) = workers.drain(..).partition(|w| w.expired(now));
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            workers.drain(..).partition(|w| w.state().expired(now));
         *workers = kept;
         gone.into_iter()
             .map(|w| {
@@ -336,7 +339,10 @@ impl Pool {
         let now = Instant::now();
         workers
             .iter()
-            .find(|w| !w.expired(now) && w.state().serving == Some(true))
+            .find(|w| {
+                let state = w.state();
+                !state.expired(now) && state.serving == Some(true)
+            })
             .or_else(|| workers.first())
             .cloned()
             .ok_or(NoWorker::Empty)
@@ -358,13 +364,17 @@ impl Pool {
         let mut best: Option<(f64, bool, &Arc<Worker>)> = None;
         let mut fallback: Option<(f64, bool, &Arc<Worker>)> = None;
         let mut has_voice = false;
-        let mut why = Vec::new();
+        // Why workers were passed over, said only if none is left.
+        let mut why: Vec<(&str, &str)> = Vec::new();
         for i in 0..workers.len() {
             let w = &workers[(start + i) % workers.len()];
-            if Some(w.url.as_str()) == avoid || w.expired(now) {
+            if Some(w.url.as_str()) == avoid {
                 continue;
             }
             let state = w.state();
+            if state.expired(now) {
+                continue;
+            }
             if let (false, Some(voices)) = (voice.is_empty(), &state.voices)
                 && !voices.contains_key(voice)
             {
@@ -372,12 +382,12 @@ impl Pool {
             }
             has_voice = true;
             let Some(probe) = state.breaker.allows(now, self.settings.breaker_cooldown) else {
-                why.push(format!("{} breaker open", w.url));
+                why.push((&w.url, "breaker open"));
                 continue;
             };
             let score = w.score(&state);
             let slot = if state.serving == Some(false) {
-                why.push(format!("{} not serving", w.url));
+                why.push((&w.url, "not serving"));
                 &mut fallback
             } else {
                 &mut best
@@ -393,6 +403,7 @@ impl Pool {
             } else if why.is_empty() {
                 NoWorker::Unavailable("no other worker".into())
             } else {
+                let why: Vec<String> = why.iter().map(|(url, r)| format!("{url} {r}")).collect();
                 NoWorker::Unavailable(why.join("; "))
             });
         };
@@ -418,10 +429,11 @@ impl Pool {
             .iter()
             // An expired entry is gone, whether or not the registry has
             // been read since.
-            .filter(|w| !w.expired(now))
-            .map(|w| {
-                let registry = w.expires.lock().map(|e| e.is_some()).unwrap_or(false);
+            .filter_map(|w| {
                 let state = w.state();
+                if state.expired(now) {
+                    return None;
+                }
                 let breaker = match state.breaker.state {
                     BreakerState::Open
                         if now.duration_since(state.breaker.opened)
@@ -432,9 +444,13 @@ impl Pool {
                     }
                     s => s,
                 };
-                WorkerStatus {
+                Some(WorkerStatus {
                     url: w.url.clone(),
-                    source: if registry { "registry" } else { "static" },
+                    source: if state.expires.is_some() {
+                        "registry"
+                    } else {
+                        "static"
+                    },
                     serving: state.serving == Some(true),
                     breaker: breaker.as_str(),
                     utilisation: state
@@ -444,7 +460,7 @@ impl Pool {
                     inflight: state.inflight,
                     voices: state.voices.as_ref().map(HashMap::len),
                     problem: state.problem.clone(),
-                }
+                })
             })
             .collect()
     }

@@ -81,15 +81,30 @@ async fn refresh(
         }
     }
     keys.truncate(MAX_WORKERS);
-    for key in keys {
-        let (json, ttl_ms): (Option<String>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(&key)
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(c)
-            .await
-            .map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // Every entry and its time to live in one round trip.
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+    }
+    let answers: Vec<(Option<String>, i64)> = pipe
+        .query_async::<Vec<redis::Value>>(c)
+        .await
+        .map_err(|e| e.to_string())?
+        .chunks(2)
+        .map(|pair| {
+            let json = pair
+                .first()
+                .and_then(|v| redis::from_redis_value(v.clone()).ok());
+            let ttl = pair
+                .get(1)
+                .and_then(|v| redis::from_redis_value(v.clone()).ok());
+            (json, ttl.unwrap_or(-2))
+        })
+        .collect();
+    for (json, ttl_ms) in answers {
         let Some(entry) = json.as_deref().and_then(Entry::from_json) else {
             continue;
         };

@@ -55,10 +55,9 @@ pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
             .map_err(|s| VoicesError(format!("{}: {}", w.url, s.message())))
             .map(tonic::Response::into_inner)
     });
-    let mut answers = futures::future::join_all(asks).await.into_iter();
     let mut first_error = None;
     let mut answer: Option<tts_proto::v1::ListVoicesResponse> = None;
-    for a in answers.by_ref() {
+    for a in futures::future::join_all(asks).await {
         match (a, answer.as_mut()) {
             (Ok(a), None) => answer = Some(a),
             (Ok(a), Some(all)) => {
