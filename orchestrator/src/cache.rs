@@ -8,23 +8,25 @@
 //! whitespace collapsed. Until a worker has listed the voice, its requests
 //! are not cached. The value is the worker's 48 kHz frames as they came (not the
 //! client's encoding: a hit is converted like any stream, so one entry
-//! serves every format). A hit streams with the same contract: `start`,
-//! frames with sequence numbers and fresh CRC-32C checksums, verified at
-//! the same hop as the worker's, then `end`; real-time requests are paced
-//! like the worker paces them (a second ahead, then one frame per 20 ms).
+//! serves every format), each with the worker's own CRC-32C, so the
+//! checksum still runs end to end: a hit is verified at the same hop as the
+//! worker's frames, and an entry damaged in Redis fails verification. A hit
+//! streams with the same contract: `start`, numbered frames, then `end`;
+//! real-time requests are paced like the worker paces them (a second
+//! ahead, then one frame per 20 ms).
 //!
 //! Bound: every entry expires after `--phrase-cache-ttl-secs`, and before
 //! storing one the orchestrator evicts the entries closest to expiry until
 //! the total stays within `--phrase-cache-max-bytes` (an index sorted set
 //! and a size hash beside the entries; orchestrators sharing a Redis share
 //! the bound, each enforcing it when it stores). Redis being slow or away
-//! only costs a miss: a lookup waits at most [`LOOKUP_TIMEOUT`].
+//! only costs a miss: a lookup waits at most [`LOOKUP_TIMEOUT`], and after a
+//! failure the cache is skipped for [`BACK_OFF`] without waiting at all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
@@ -37,12 +39,14 @@ use crate::relay::Pending;
 
 /// How long a lookup may take before it counts as a miss.
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the cache is skipped after Redis failed to answer.
+const BACK_OFF: Duration = Duration::from_secs(1);
 /// Audio sent ahead of the playout clock on a real-time replay (as the
 /// worker does).
 const SEND_AHEAD: Duration = Duration::from_secs(1);
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
 /// The entry format's first bytes.
-const MAGIC: &[u8] = b"TTSPC1";
+const MAGIC: &[u8] = b"TTSPC2";
 const ENTRY_PREFIX: &str = "tts:phrase:";
 const INDEX: &str = "tts:phrase-index";
 const SIZES: &str = "tts:phrase-sizes";
@@ -61,13 +65,19 @@ pub(crate) struct Settings {
 pub(crate) struct PhraseCache {
     settings: Settings,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    /// Until when Redis counts as away (after a failed call).
+    away_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// One cached frame: samples, the worker's CRC-32C, the payload.
+type CachedFrame = (u32, u32, Vec<u8>);
 
 impl PhraseCache {
     pub(crate) fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Self {
             settings,
             conn: tokio::sync::Mutex::new(None),
+            away_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -100,6 +110,16 @@ impl PhraseCache {
         Some(format!("{ENTRY_PREFIX}{hex}"))
     }
 
+    fn away(&self) -> bool {
+        let until = self.away_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn failed(&self) {
+        *self.away_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + BACK_OFF);
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, String> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref() {
@@ -113,6 +133,10 @@ impl PhraseCache {
     /// The phrase's frames, if cached (a miss when Redis does not answer
     /// within [`LOOKUP_TIMEOUT`]).
     pub(crate) async fn lookup(&self, key: &str, delivery: Delivery) -> Option<Replay> {
+        if self.away() {
+            metrics::phrase_cache_lookup("error");
+            return None;
+        }
         let get = async {
             let mut c = self.connection().await?;
             redis::cmd("GET")
@@ -125,10 +149,12 @@ impl PhraseCache {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 debug!(error = %e, "phrase cache lookup failed");
+                self.failed();
                 metrics::phrase_cache_lookup("error");
                 return None;
             }
             Err(_) => {
+                self.failed();
                 metrics::phrase_cache_lookup("error");
                 return None;
             }
@@ -175,11 +201,16 @@ impl PhraseCache {
             metrics::phrase_cache_stored("too_big");
             return;
         }
+        if self.away() {
+            metrics::phrase_cache_stored("error");
+            return;
+        }
         let cache = Arc::clone(self);
         tokio::spawn(async move {
             match cache.insert(&recording).await {
                 Ok(()) => metrics::phrase_cache_stored("stored"),
                 Err(e) => {
+                    cache.failed();
                     metrics::phrase_cache_stored("error");
                     debug!(error = %e, "phrase cache store failed");
                 }
@@ -280,7 +311,7 @@ fn epoch_ms() -> u64 {
 pub(crate) struct Recording {
     key: String,
     voice: String,
-    frames: Vec<(u32, Bytes)>,
+    frames: Vec<CachedFrame>,
     bytes: u64,
     limit: u64,
     overflow: bool,
@@ -302,14 +333,14 @@ impl Recording {
             self.voice.clone_from(&frame.voice);
         }
         self.frames
-            .push((frame.samples, Bytes::copy_from_slice(&frame.payload)));
+            .push((frame.samples, frame.crc32c, frame.payload.clone()));
     }
 }
 
 /// A cached phrase played back as the worker would send it.
 #[derive(Debug)]
 pub(crate) struct Replay {
-    frames: VecDeque<(u32, Bytes)>,
+    frames: VecDeque<CachedFrame>,
     voice: String,
     sequence: u32,
     started: Instant,
@@ -320,7 +351,7 @@ impl Replay {
     /// The next frame, on the real-time clock for real-time requests;
     /// `None` after the last.
     pub(crate) async fn next(&mut self) -> Option<AudioFrame> {
-        let (samples, payload) = self.frames.pop_front()?;
+        let (samples, crc32c, payload) = self.frames.pop_front()?;
         if self.delivery == Delivery::Realtime {
             let due = (self.started + FRAME_PERIOD * self.sequence).checked_sub(SEND_AHEAD);
             if let Some(due) = due {
@@ -329,8 +360,8 @@ impl Replay {
         }
         let frame = AudioFrame {
             sequence: self.sequence,
-            crc32c: tts_frame::checksum(&payload),
-            payload: payload.to_vec(),
+            crc32c,
+            payload,
             last: self.frames.is_empty(),
             worker_ts_us: tts_frame::now_us(),
             samples,
@@ -341,15 +372,16 @@ impl Replay {
     }
 }
 
-fn encode(voice: &str, frames: &[(u32, Bytes)]) -> Vec<u8> {
-    let body: usize = frames.iter().map(|(_, p)| 8 + p.len()).sum();
+fn encode(voice: &str, frames: &[CachedFrame]) -> Vec<u8> {
+    let body: usize = frames.iter().map(|(_, _, p)| 12 + p.len()).sum();
     let mut out = Vec::with_capacity(MAGIC.len() + 2 + voice.len() + body);
     out.extend_from_slice(MAGIC);
     let voice = &voice.as_bytes()[..voice.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(voice.len() as u16).to_le_bytes());
     out.extend_from_slice(voice);
-    for (samples, payload) in frames {
+    for (samples, crc, payload) in frames {
         out.extend_from_slice(&samples.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         out.extend_from_slice(payload);
     }
@@ -357,7 +389,7 @@ fn encode(voice: &str, frames: &[(u32, Bytes)]) -> Vec<u8> {
 }
 
 /// The voice and frames of an entry; `None` for anything malformed.
-fn decode(bytes: &[u8]) -> Option<(String, Vec<(u32, Bytes)>)> {
+fn decode(bytes: &[u8]) -> Option<(String, Vec<CachedFrame>)> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let (len, rest) = rest.split_at_checked(2)?;
     let len = u16::from_le_bytes([len[0], len[1]]) as usize;
@@ -365,14 +397,14 @@ fn decode(bytes: &[u8]) -> Option<(String, Vec<(u32, Bytes)>)> {
     let voice = String::from_utf8(voice.to_vec()).ok()?;
     let mut frames = Vec::new();
     while !rest.is_empty() {
-        let (head, tail) = rest.split_at_checked(8)?;
-        let samples = u32::from_le_bytes(head[..4].try_into().ok()?);
-        let size = u32::from_le_bytes(head[4..].try_into().ok()?) as usize;
+        let (head, tail) = rest.split_at_checked(12)?;
+        let word = |i: usize| head[i..i + 4].try_into().ok().map(u32::from_le_bytes);
+        let (samples, crc, size) = (word(0)?, word(4)?, word(8)? as usize);
         if size > tts_frame::FRAME_SAMPLES * 2 {
             return None;
         }
         let (payload, tail) = tail.split_at_checked(size)?;
-        frames.push((samples, Bytes::copy_from_slice(payload)));
+        frames.push((samples, crc, payload.to_vec()));
         rest = tail;
     }
     (!frames.is_empty()).then_some((voice, frames))
@@ -384,10 +416,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_garbage_does_not_decode() {
-        let frames = vec![
-            (960, Bytes::from(vec![1u8; 1920])),
-            (100, Bytes::from(vec![2u8; 200])),
-        ];
+        let frames = vec![(960, 7, vec![1u8; 1920]), (100, 8, vec![2u8; 200])];
         let entry = encode("en_US-joe-medium", &frames);
         let (voice, back) = decode(&entry).expect("decodes");
         assert_eq!(voice, "en_US-joe-medium");
@@ -397,16 +426,18 @@ mod tests {
         }
         let mut oversized = encode("v", &[]);
         oversized.extend_from_slice(&960u32.to_le_bytes());
+        oversized.extend_from_slice(&0u32.to_le_bytes());
         oversized.extend_from_slice(&4000u32.to_le_bytes());
         oversized.extend_from_slice(&[0; 4000]);
         assert!(decode(&oversized).is_none());
     }
 
     #[tokio::test]
-    async fn a_replay_numbers_checksums_and_marks_the_last_frame() {
+    async fn a_replay_numbers_frames_keeps_their_checksums_and_marks_the_last() {
+        let second = vec![2u8; 960];
         let frames = vec![
-            (960, Bytes::from(vec![1u8; 1920])),
-            (480, Bytes::from(vec![2u8; 960])),
+            (960, tts_frame::checksum(&[1u8; 1920]), vec![1u8; 1920]),
+            (480, tts_frame::checksum(&second), second),
         ];
         let mut replay = Replay {
             frames: frames.into(),
