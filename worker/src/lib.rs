@@ -189,14 +189,19 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
         metrics::describe();
-        let (reporter, health) = tonic_health::server::health_reporter();
-        set_health(&reporter, ServingStatus::NotServing).await;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health {
+            reporter,
+            serving: Arc::new(AtomicBool::new(false)),
+        };
+        health.set(ServingStatus::NotServing).await;
         let draining = Arc::new(AtomicBool::new(false));
         let service = TtsService {
             loaded: Arc::clone(&self.loaded),
             max_text_chars: self.config.max_text_chars,
             stream_queue_frames: self.config.stream_queue_frames,
             draining: Arc::clone(&draining),
+            serving: Arc::clone(&health.serving),
             metrics_url: self.server.metrics_url.clone(),
             device: self.config.device,
             gpus: Arc::clone(&self.gpus),
@@ -217,13 +222,13 @@ impl Worker {
                 self.config.min_gpu_free_mb,
                 Arc::clone(&self.gpus),
                 Arc::clone(&self.loaded),
-                reporter.clone(),
+                health.clone(),
                 stopping.clone(),
             ));
         }
         let notice = Duration::from_secs_f64(self.server.drain_notice_secs);
         let drain = {
-            let (stopping, reporter) = (stopping.clone(), reporter.clone());
+            let (stopping, health) = (stopping.clone(), health.clone());
             let loaded = Arc::clone(&self.loaded);
             async move {
                 tokio::select! {
@@ -237,7 +242,7 @@ impl Worker {
                 if let Some(loaded) = loaded.get() {
                     loaded.pool.drain();
                 }
-                set_health(&reporter, ServingStatus::NotServing).await;
+                health.set(ServingStatus::NotServing).await;
                 // Keep answering (health says NOT_SERVING, synthesis is
                 // refused) so that health checkers see the change before
                 // the listener closes.
@@ -250,10 +255,10 @@ impl Worker {
         let tts =
             TtsServer::with_interceptor(service, auth::Check::new(self.server.auth_token.clone()));
         let server = tls::configure(tonic::transport::Server::builder(), &self.server)?
-            .add_service(health)
+            .add_service(health_service)
             .add_service(tts)
             .serve_with_incoming_shutdown(incoming(listener), drain);
-        let loading = self.load_in_background(reporter);
+        let loading = self.load_in_background(health.clone());
         let grace = Duration::from_secs_f64(self.server.shutdown_grace_secs);
         tokio::select! {
             r = server => r?,
@@ -273,7 +278,7 @@ impl Worker {
     /// Loads the voices unless already loaded, then reports SERVING.
     /// Resolves only on failure (success leaves it pending, so that it can
     /// sit in a `select!` beside the server).
-    async fn load_in_background(&self, reporter: HealthReporter) -> Result<(), WorkerError> {
+    async fn load_in_background(&self, health: Health) -> Result<(), WorkerError> {
         if self.loaded.get().is_none() {
             let config = self.config.clone();
             let loaded = tokio::task::spawn_blocking(move || load_voices(&config))
@@ -289,7 +294,7 @@ impl Worker {
                 }
             }
         }
-        set_health(&reporter, ServingStatus::Serving).await;
+        health.set(ServingStatus::Serving).await;
         std::future::pending().await
     }
 }
@@ -302,7 +307,7 @@ async fn watch_gpu(
     min_free_mb: u64,
     gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
     loaded: Arc<OnceLock<Loaded>>,
-    reporter: HealthReporter,
+    health: Health,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -330,10 +335,10 @@ async fn watch_gpu(
         if now_short != short && loaded.get().is_some() && !stop.is_cancelled() {
             if now_short {
                 warn!(device, free_mb, min_free_mb, "GPU memory low: NOT_SERVING");
-                set_health(&reporter, ServingStatus::NotServing).await;
+                health.set(ServingStatus::NotServing).await;
             } else {
                 info!(device, free_mb, "GPU memory recovered: SERVING");
-                set_health(&reporter, ServingStatus::Serving).await;
+                health.set(ServingStatus::Serving).await;
             }
             short = now_short;
         }
@@ -353,9 +358,23 @@ fn incoming(
     })
 }
 
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(HEALTH_SERVICE, status).await;
+/// The worker's health as `grpc.health.v1` and `GetLoad` report it, kept
+/// in one place so that the two cannot disagree.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    serving: Arc<AtomicBool>,
+}
+
+impl Health {
+    async fn set(&self, status: ServingStatus) {
+        self.serving
+            .store(status == ServingStatus::Serving, Ordering::Relaxed);
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(HEALTH_SERVICE, status)
+            .await;
+    }
 }
 
 fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {

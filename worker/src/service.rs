@@ -70,6 +70,8 @@ pub struct TtsService {
     pub(crate) max_text_chars: usize,
     pub(crate) stream_queue_frames: usize,
     pub(crate) draining: Arc<AtomicBool>,
+    /// What health reports: voices loaded, not draining, enough GPU memory.
+    pub(crate) serving: Arc<AtomicBool>,
     /// Where the worker's metrics are served, if known.
     pub(crate) metrics_url: Option<String>,
     /// Where synthesis runs, and the GPUs as last seen.
@@ -230,7 +232,7 @@ impl Tts for TtsService {
         &self,
         _request: Request<LoadRequest>,
     ) -> Result<Response<LoadReport>, Status> {
-        let draining = self.draining.load(Ordering::Relaxed);
+        let serving = self.serving.load(Ordering::Relaxed);
         let report = match self.loaded.get() {
             Some(loaded) => {
                 let (streams, utilisation) = loaded.pool.load();
@@ -238,7 +240,7 @@ impl Tts for TtsService {
                     streams: streams as u32,
                     utilisation,
                     threads: loaded.pool.threads() as u32,
-                    serving: !draining,
+                    serving,
                 }
             }
             None => LoadReport::default(),
