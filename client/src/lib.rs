@@ -94,6 +94,8 @@ pub struct SynthesizeOptions {
     pub encoding: Option<Encoding>,
     /// Frame sample rate; the encoding's default when `None`.
     pub sample_rate: Option<u32>,
+    /// Ask for word timestamps (`words` messages).
+    pub timestamps: bool,
 }
 
 /// A finished request: its audio and what was measured.
@@ -426,6 +428,17 @@ impl Collector {
                 code: code.as_str().to_owned(),
                 message,
             }),
+            ServerMessage::Words { words, .. } => {
+                // A word whose frame has already come is late: the server
+                // sends words before the frame in which they start.
+                let played_ms = self.report.frames * 20;
+                self.report.late_words += words
+                    .iter()
+                    .filter(|w| u64::from(w.start_ms) < played_ms)
+                    .count() as u64;
+                self.report.words.extend(words);
+                Ok(None)
+            }
             ServerMessage::Ready { .. }
             | ServerMessage::Pong { .. }
             | ServerMessage::Voices { .. } => Ok(None),
@@ -578,6 +591,9 @@ fn request_message(kind: &str, request_id: &str, opts: &SynthesizeOptions) -> Va
     }
     if let Some(r) = opts.sample_rate {
         msg["sample_rate"] = json!(r);
+    }
+    if opts.timestamps {
+        msg["timestamps"] = json!(true);
     }
     msg
 }

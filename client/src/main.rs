@@ -149,6 +149,10 @@ struct SayArgs {
     /// Frame sample rate: 8000, 16000, 24000 or 48000.
     #[arg(long)]
     sample_rate: Option<u32>,
+    /// Ask for word timestamps: each word's start and end are printed with
+    /// the report (and in --json's `words`).
+    #[arg(long)]
+    timestamps: bool,
 }
 
 #[tokio::main]
@@ -243,6 +247,7 @@ async fn say(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         noise_w: args.noise_w,
         encoding: args.encoding.as_deref().and_then(Encoding::from_wire),
         sample_rate: args.sample_rate,
+        timestamps: args.timestamps,
         ..SynthesizeOptions::default()
     };
     let jitter = args.play.then_some(args.jitter_ms);

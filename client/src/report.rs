@@ -81,6 +81,11 @@ pub struct Report {
     pub worker_to_orchestrator: Summary,
     /// Orchestrator send → client receipt, per frame (ms).
     pub orchestrator_to_client: Summary,
+    /// With timestamps: where each word lies in the audio, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<tts_protocol::WordTiming>,
+    /// Words whose message came after the frame in which they start.
+    pub late_words: u64,
 }
 
 impl Report {
@@ -97,8 +102,29 @@ impl Report {
             + self.leading_silence_events
     }
 
-    /// The report as a short table for people.
+    /// The report as a short table for people (with the words, when
+    /// timestamps were asked for).
     pub fn to_text(&self) -> String {
+        let mut text = self.table();
+        if !self.words.is_empty() {
+            text.push_str(&format!(
+                "words          {} ({} late)\n",
+                self.words.len(),
+                self.late_words
+            ));
+            for w in &self.words {
+                text.push_str(&format!(
+                    "  {:>8.3} {:>8.3}  {}\n",
+                    f64::from(w.start_ms) / 1e3,
+                    f64::from(w.end_ms) / 1e3,
+                    w.word
+                ));
+            }
+        }
+        text
+    }
+
+    fn table(&self) -> String {
         let hop = |s: &Summary| format!("mean {:.2} ms, max {:.2} ms", s.mean, s.max);
         format!(
             "request        {}\n\

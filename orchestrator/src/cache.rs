@@ -85,7 +85,11 @@ impl PhraseCache {
     /// clause of a context) whose text is short enough, for a voice whose
     /// revision the workers have said.
     pub(crate) fn key(&self, req: &Pending, pool: &Pool) -> Option<String> {
-        if !req.counted || req.text.chars().count() > self.settings.max_chars {
+        // Entries hold audio only: requests with timestamps are not cached.
+        if !req.counted
+            || req.options.timestamps
+            || req.text.chars().count() > self.settings.max_chars
+        {
             return None;
         }
         let (voice, revision) = pool.revision(req.voice.as_deref().unwrap_or(""))?;
@@ -366,6 +370,7 @@ impl Replay {
             worker_ts_us: tts_frame::now_us(),
             samples,
             voice: self.voice.clone(),
+            words: Vec::new(),
         };
         self.sequence += 1;
         Some(frame)

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
 use crate::metrics;
-use crate::protocol::{ErrorCode, Format, ServerMessage};
+use crate::protocol::{ErrorCode, Format, ServerMessage, WordTiming};
 use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
 use crate::transcode::Transcoder;
 
@@ -140,6 +140,11 @@ impl Reframer {
         }
     }
 
+    /// Samples waiting for the next whole payload.
+    fn pending_samples(&self) -> u64 {
+        self.carry.len() as u64 / 2
+    }
+
     /// The frame in progress, padded (with how many samples are real);
     /// `None` when there is none.
     fn flush(&mut self) -> Option<(Bytes, usize)> {
@@ -181,6 +186,9 @@ struct Context {
     clauses_queued: usize,
     /// When the first clause became complete (for the first-audio metric).
     first_clause_at: Option<Instant>,
+    /// Where the clause being spoken starts in the context's audio (48 kHz
+    /// samples), known at its first output.
+    clause_offset: Option<u64>,
 }
 
 /// How a context ended.
@@ -219,6 +227,7 @@ pub(crate) async fn context(
         clauses_done: 0,
         clauses_queued: 0,
         first_clause_at: None,
+        clause_offset: None,
     };
     let ending = c.run(&mut pieces, idle).await;
     c.finish(ending).await
@@ -349,6 +358,7 @@ impl Context {
             ..self.req.clone()
         };
         let task = tokio::spawn(relay(Arc::clone(&self.ctx), clause, tx, stop.clone()));
+        self.clause_offset = None;
         self.running = Some(Running {
             task,
             frames: rx,
@@ -356,9 +366,41 @@ impl Context {
         });
     }
 
+    /// Where the clause being spoken starts in the context's audio: after
+    /// every frame sent and the samples waiting for the next one.
+    fn clause_offset(&mut self) -> u64 {
+        let at = u64::from(self.sequence) * FRAME_SAMPLES as u64 + self.reframer.pending_samples();
+        *self.clause_offset.get_or_insert(at)
+    }
+
     /// A clause relay's message: its frames are joined into the context's.
     async fn on_clause_output(&mut self, item: Outgoing) -> Option<Ending> {
+        let offset = self.clause_offset();
         match item {
+            Outgoing::Message(ServerMessage::Words { words, .. }) => {
+                // The clause's times are from its own start.
+                let ms = |t: u32| {
+                    let samples = offset + u64::from(t) * u64::from(tts_frame::SAMPLE_RATE) / 1000;
+                    (samples * 1000 / u64::from(tts_frame::SAMPLE_RATE)) as u32
+                };
+                let words = ServerMessage::Words {
+                    request_id: self.req.request_id.clone(),
+                    stream_id: self.req.stream_id,
+                    words: words
+                        .into_iter()
+                        .map(|w| WordTiming {
+                            start_ms: ms(w.start_ms),
+                            end_ms: ms(w.end_ms),
+                            word: w.word,
+                        })
+                        .collect(),
+                };
+                self.out
+                    .send(Outgoing::Message(words))
+                    .await
+                    .is_err()
+                    .then_some(Ending::Disconnected)
+            }
             Outgoing::Message(ServerMessage::Start { voice, .. }) if !self.started => {
                 self.started = true;
                 let format = self.req.options.format;

@@ -138,6 +138,15 @@ fn parse(body: &[u8]) -> Result<Speech, (String, &'static str)> {
         obj.insert("sample_rate".into(), DEFAULT_HTTP_RATE.into());
     }
     obj.insert("encoding".into(), encoding.as_str().into());
+    if obj
+        .get("timestamps")
+        .is_some_and(|t| t != &Value::Null && t != &Value::Bool(false))
+    {
+        return Err(bad(
+            "timestamps",
+            "timestamps are sent as WebSocket messages; they are not served over HTTP".into(),
+        ));
+    }
     let options = parse_options(&obj).map_err(|e| {
         let field = match &e {
             ParseError::Range { field, .. }
@@ -581,6 +590,7 @@ mod tests {
             ),
             (br#"{"input":"Hi","speed":10}"#, "speed"),
             (br#"{"input":"Hi","sample_rate":44100}"#, "sample_rate"),
+            (br#"{"input":"Hi","timestamps":true}"#, "timestamps"),
             (br#"not json"#, "body"),
         ] {
             let (message, param) = parse(body).expect_err("refused");

@@ -20,7 +20,7 @@ use tts_proto::{
 use crate::cache::{PhraseCache, Recording, Replay};
 use crate::metrics::{self, RelayStats};
 use crate::pool::{Lease, NoWorker, Pool};
-use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage};
+use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage, WordTiming};
 use crate::transcode::Transcoder;
 
 /// Why a request is being stopped from outside its relay.
@@ -317,6 +317,7 @@ fn grpc_request(ctx: &RelayContext, req: &Pending) -> tonic::Request<SynthesizeR
         speed: req.options.speed,
         noise_scale: req.options.noise_scale,
         noise_w: req.options.noise_w,
+        timestamps: req.options.timestamps,
     });
     let meta = grpc.metadata_mut();
     if let Some(auth) = ctx.pool.auth() {
@@ -538,7 +539,7 @@ async fn play(
         Delivery::Fast => ctx.first_frame_timeout,
     };
     loop {
-        let frame = match next {
+        let mut frame = match next {
             Some(frame) => frame,
             None => {
                 return Ending::Failed(
@@ -574,6 +575,23 @@ async fn play(
         let last = frame.last;
         if let Some(r) = recording.as_deref_mut() {
             r.record(&frame);
+        }
+        if req.options.timestamps && !frame.words.is_empty() {
+            let words = ServerMessage::Words {
+                request_id: req.request_id.clone(),
+                stream_id: req.stream_id,
+                words: std::mem::take(&mut frame.words)
+                    .into_iter()
+                    .map(|w| WordTiming {
+                        word: w.text,
+                        start_ms: w.start_ms,
+                        end_ms: w.end_ms,
+                    })
+                    .collect(),
+            };
+            if out.send(Outgoing::Message(words)).await.is_err() {
+                return Ending::Disconnected;
+            }
         }
         match forward(ctx, req, audit, frame, out, stop).await {
             Forwarded::Sent => {}

@@ -88,6 +88,7 @@ pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
                 language: v.language,
                 native_sample_rate: v.native_sample_rate,
                 streaming: v.streaming,
+                timestamps: v.timestamps,
             })
             .collect(),
     })

@@ -192,6 +192,16 @@ pub enum ServerMessage {
         /// Every voice the worker can speak with.
         voices: Vec<VoiceEntry>,
     },
+    /// With `timestamps`: where words lie in the request's audio. Sent
+    /// before the frame in which the first of them starts.
+    Words {
+        /// The request.
+        request_id: String,
+        /// Its stream id.
+        stream_id: u32,
+        /// In order.
+        words: Vec<WordTiming>,
+    },
     /// After the last frame of a request.
     End {
         /// The request.
@@ -233,6 +243,18 @@ fn default_frame_samples() -> u32 {
     tts_frame::FRAME_SAMPLES as u32
 }
 
+/// Where one word lies in a request's audio.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WordTiming {
+    /// The word as written, without the punctuation around it.
+    pub word: String,
+    /// Its start, milliseconds from the start of the request's audio
+    /// (frame `k` starts at `k × 20`).
+    pub start_ms: u32,
+    /// Its end, milliseconds.
+    pub end_ms: u32,
+}
+
 /// One voice, as listed by `voices` and `GET /v1/voices`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VoiceEntry {
@@ -247,6 +269,9 @@ pub struct VoiceEntry {
     pub native_sample_rate: u32,
     /// Whether audio leaves before a whole clause is synthesised.
     pub streaming: bool,
+    /// Whether it gives word timestamps (`timestamps: true`).
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
 impl ServerMessage {
@@ -274,7 +299,9 @@ impl ServerMessage {
     /// The request the message concerns, if any.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Self::Start { request_id, .. } | Self::End { request_id, .. } => Some(request_id),
+            Self::Start { request_id, .. }
+            | Self::End { request_id, .. }
+            | Self::Words { request_id, .. } => Some(request_id),
             Self::Error { request_id, .. } => request_id.as_deref(),
             Self::Ready { .. } | Self::Pong { .. } | Self::Voices { .. } => None,
         }
@@ -304,6 +331,8 @@ pub struct Options {
     pub noise_w: Option<f32>,
     /// The frames' encoding and rate.
     pub format: Format,
+    /// Send `words` messages: where each word is in the audio.
+    pub timestamps: bool,
 }
 
 impl Default for Options {
@@ -313,6 +342,7 @@ impl Default for Options {
             noise_scale: None,
             noise_w: None,
             format: Format::PIPELINE,
+            timestamps: false,
         }
     }
 }
@@ -575,11 +605,22 @@ pub fn parse_options(obj: &serde_json::Map<String, Value>) -> Result<Options, Pa
             },
         )?),
     };
+    let timestamps = match obj.get("timestamps") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ParseError::Field {
+                field: "timestamps",
+                expected: "boolean",
+            });
+        }
+    };
     Ok(Options {
         speed: number("speed", &SPEED_RANGE)?.unwrap_or(1.0),
         noise_scale: number("noise_scale", &NOISE_RANGE)?,
         noise_w: number("noise_w", &NOISE_RANGE)?,
         format: Format::negotiate(encoding, sample_rate)?,
+        timestamps,
     })
 }
 
@@ -656,6 +697,11 @@ mod tests {
         assert!(refused(&format!(r#"{base}"noise_scale":-1}}"#)).contains("noise_scale"));
         assert!(refused(&format!(r#"{base}"sample_rate":44100}}"#)).contains("sample_rate"));
         assert!(refused(&format!(r#"{base}"encoding":"mp3"}}"#)).contains("encoding"));
+        assert!(refused(&format!(r#"{base}"timestamps":"yes"}}"#)).contains("timestamps"));
+        assert!(matches!(
+            ClientMessage::parse(&format!(r#"{base}"timestamps":true}}"#)),
+            Ok(ClientMessage::Synthesize { options, .. }) if options.timestamps
+        ));
         let opus = refused(&format!(r#"{base}"encoding":"opus","sample_rate":8000}}"#));
         assert!(opus.contains("opus") && opus.contains("48000"), "{opus}");
         assert_eq!(

@@ -79,6 +79,8 @@ pub struct Frame {
     pub samples: u32,
     /// Whether this is the request's last frame.
     pub last: bool,
+    /// Words placed since the last frame (requests with timestamps).
+    pub words: Vec<tts_proto::v1::Word>,
 }
 
 /// Cuts a stream of 48 kHz samples into frames. It keeps at least one
@@ -133,6 +135,7 @@ fn make_frame(sequence: &mut u32, samples: &[i16], last: bool) -> Frame {
         payload,
         samples: samples.len() as u32,
         last,
+        words: Vec::new(),
     };
     *sequence += 1;
     frame

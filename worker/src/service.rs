@@ -166,10 +166,18 @@ impl Tts for TtsService {
             Ok(p) => p,
             Err(msg) => return reject(Status::invalid_argument(msg), "bad_request"),
         };
+        if req.timestamps && !loaded.voices[voice].info().timestamps {
+            let msg = format!(
+                "timestamps: voice {:?} does not give word timestamps",
+                req.voice
+            );
+            return reject(Status::invalid_argument(msg), "bad_request");
+        }
         let mut clauses = split_clauses(&req.text, SplitOptions::default());
         for clause in &mut clauses {
             clause.prosody = prosody;
             clause.language.clone_from(&language);
+            clause.timestamps = req.timestamps;
         }
         if clauses.is_empty() {
             return reject(
@@ -317,6 +325,7 @@ impl Stream for FrameStream {
                     worker_ts_us: tts_frame::now_us(),
                     samples: frame.samples,
                     voice,
+                    words: frame.words,
                 })))
             }
             Some(Sent::Failed(why)) => Poll::Ready(Some(Err(this.failed(why)))),
@@ -419,6 +428,7 @@ fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
                 native_sample_rate: info.sample_rate,
                 streaming: info.streaming,
                 revision: info.revision.clone(),
+                timestamps: info.timestamps,
             }
         })
         .collect();
@@ -438,6 +448,7 @@ fn voice_messages(loaded: &Loaded) -> Vec<VoiceMessage> {
                 native_sample_rate: rate,
                 streaming: false,
                 revision: revision.clone(),
+                timestamps: false,
             });
         }
     }

@@ -316,6 +316,9 @@ impl SynthPool {
                 fault: self.config.fault_audio,
             }),
             events: events_tx,
+            native: 0,
+            clause_start: 0,
+            words: Vec::new(),
         };
         let (id, playout) = {
             let mut state = self.shared.lock();
@@ -417,6 +420,12 @@ struct Job {
     chars_left: usize,
     audio: Box<AudioState>,
     events: mpsc::UnboundedSender<Sent>,
+    /// Samples (at the voice's rate) emitted so far.
+    native: u64,
+    /// Where the clause in progress starts, in those samples.
+    clause_start: u64,
+    /// Words placed but not yet attached to a frame.
+    words: Vec<tts_proto::v1::Word>,
 }
 
 impl Job {
@@ -563,6 +572,7 @@ impl SynthThread {
             job.chars_left = job.chars_left.saturating_sub(chars);
             job.clause_chars = chars;
             job.clause = ClauseState::Pending(clause);
+            job.clause_start = job.native;
             starts_clause = Some(chars);
         }
         let synth = self
@@ -586,6 +596,20 @@ impl SynthThread {
             audio.resampler.finish(resampled);
             audio.frame(resampled, &mut frames);
             frames.extend(audio.framer.finish());
+        }
+        job.native += native as u64;
+        let ms =
+            |at: usize| ((job.clause_start + at as u64) * 1000 / u64::from(rate.max(1))) as u32;
+        job.words
+            .extend(synth.take_words().into_iter().map(|w| tts_proto::v1::Word {
+                start_ms: ms(w.start),
+                end_ms: ms(w.end),
+                text: w.text,
+            }));
+        // Words travel with the first frame of the step that placed them
+        // (or the next step's, when this one cut none).
+        if let Some(first) = frames.first_mut() {
+            first.words.append(&mut job.words);
         }
         for frame in frames {
             // The sender may be gone; the scheduler drops the job then.

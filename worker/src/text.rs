@@ -18,6 +18,8 @@ pub struct Clause {
     /// For a voice that speaks several languages (espeak-ng), the one to
     /// speak; `None` for the voice's own.
     pub language: Option<String>,
+    /// Whether its request asked where each word is in the audio.
+    pub timestamps: bool,
 }
 
 /// A request's speaking rate and noise, applied to each of its clauses.
@@ -92,6 +94,7 @@ pub fn split_clauses(text: &str, opts: SplitOptions) -> Vec<Clause> {
                         terminator: part.chars().last().filter(|c| ".,;:!?".contains(*c)),
                         prosody: Prosody::default(),
                         language: None,
+                        timestamps: false,
                     });
                 }
             }

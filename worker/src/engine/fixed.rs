@@ -40,6 +40,7 @@ impl FixedCostVoice {
                 gain: 1.0,
                 streaming: true,
                 revision: format!("{cost:?}"),
+                timestamps: false,
             },
             cost,
         }

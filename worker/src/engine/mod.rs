@@ -8,6 +8,7 @@ mod fixed;
 mod piper;
 pub mod split;
 mod stream;
+mod words;
 
 pub use chunks::{ChunkPlan, Window};
 pub use fixed::{FixedCost, FixedCostVoice};
@@ -61,6 +62,19 @@ pub struct VoiceInfo {
     /// What identifies the voice's model: the same name and revision give
     /// the same audio (the phrase cache keys on it).
     pub revision: String,
+    /// Whether it can say where each word is in its audio.
+    pub timestamps: bool,
+}
+
+/// Where a word lies in its clause's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordSpan {
+    /// The word as written, without the punctuation around it.
+    pub text: String,
+    /// Its first sample, at the voice's rate, from the clause's start.
+    pub start: usize,
+    /// One past its last sample.
+    pub end: usize,
 }
 
 /// A loaded voice, shared by all synthesis threads.
@@ -123,6 +137,13 @@ pub trait Synthesizer: Send {
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError>;
 
+    /// The words whose place in the clause became known during the last
+    /// step (for clauses that asked for timestamps, on voices that have
+    /// them), in order.
+    fn take_words(&mut self) -> Vec<WordSpan> {
+        Vec::new()
+    }
+
     /// Synthesises a whole clause step by step, stopping early when `emit`
     /// returns false.
     fn synthesize(
@@ -161,6 +182,7 @@ impl EspeakVoice {
                 streaming: false,
                 // espeak-ng's data comes with the system package.
                 revision: "espeak-ng".into(),
+                timestamps: false,
             },
             espeak_voice: espeak_voice.to_owned(),
             languages: espeak::languages()?,

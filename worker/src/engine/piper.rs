@@ -2,6 +2,7 @@
 //! dynamically; phonemes come from espeak-ng.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -11,9 +12,10 @@ use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
 use super::chunks::ChunkPlan;
-use super::split::{SplitModel, split};
+use super::split::{SplitModel, split, with_durations};
 use super::stream::{StreamProgress, StreamedSessions};
-use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, espeak};
+use super::words::{self, AlignedWord};
+use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, WordSpan, espeak};
 use crate::text::Clause;
 
 const PAD: char = '_';
@@ -90,6 +92,9 @@ pub struct PiperVoice {
     env: ort::environment::Environment,
     /// The model's three parts, when it can stream.
     parts: Option<Arc<SplitModel>>,
+    /// When it cannot (or is not to): the model with its durations as a
+    /// second output, and that output's name, when it has them.
+    timed: Option<Arc<(Vec<u8>, String)>>,
     plan: ChunkPlan,
     /// Sessions with more intra-op threads, for first steps on an idle
     /// machine; whoever holds the lock uses them.
@@ -107,7 +112,7 @@ impl Phonemizer {
     /// builds them: `^`, then each phoneme (NFD-decomposed) followed by the
     /// pad `_`, the clause's punctuation likewise, then `$`.
     fn ids(&self, clause: &Clause) -> Result<Vec<i64>, EngineError> {
-        Ok(self.wrap(&self.phonemes(clause)?))
+        Ok(self.wrap(&self.phonemes(clause)?).0)
     }
 
     /// The clause's phonemes (NFD-decomposed), its punctuation last.
@@ -119,37 +124,55 @@ impl Phonemizer {
         Ok(phonemes.nfd().collect())
     }
 
-    /// `^`, each phoneme the voice knows followed by the pad `_`, `$`.
-    fn wrap(&self, phonemes: &[char]) -> Vec<i64> {
+    /// `^`, each phoneme the voice knows followed by the pad `_`, `$`; and
+    /// for each phoneme the ids it became (with its pad; empty when the
+    /// voice does not know it).
+    fn wrap(&self, phonemes: &[char]) -> (Vec<i64>, Vec<Range<usize>>) {
         let mut ids = Vec::with_capacity(phonemes.len() * 2 + 3);
+        let mut spans = Vec::with_capacity(phonemes.len());
         let pad = &self.ids[&PAD];
         ids.extend_from_slice(&self.ids[&BOS]);
         ids.extend_from_slice(pad);
         for c in phonemes {
+            let from = ids.len();
             // Symbols the voice was not trained on are skipped, as Piper does.
             if let Some(id) = self.ids.get(c) {
                 ids.extend_from_slice(id);
                 ids.extend_from_slice(pad);
             }
+            spans.push(from..ids.len());
         }
         ids.extend_from_slice(&self.ids[&EOS]);
-        ids
+        (ids, spans)
+    }
+
+    /// The clause's words and the phonemes each covers (see [`words`]).
+    fn words(&self, clause: &Clause, phonemes: &[char]) -> Result<Vec<AlignedWord>, EngineError> {
+        let mut own = Vec::new();
+        for word in words::words(&clause.text) {
+            let sounds: Vec<char> = espeak::phonemize(&self.espeak_voice, word)?.nfd().collect();
+            own.push((word, sounds));
+        }
+        Ok(words::align(&own, phonemes))
     }
 
     /// The clause's ids in runs of at most [`MAX_IDS`], cut between words
     /// (within a word only if one word alone is longer): what one text-part
     /// run may take, so that memory stays bounded whatever the text (the
-    /// text encoder's attention grows with the square of its input).
-    fn id_runs(&self, clause: &Clause) -> Result<Vec<Vec<i64>>, EngineError> {
+    /// text encoder's attention grows with the square of its input). With
+    /// `clause.timestamps`, each run also says which ids its words span.
+    fn id_runs(&self, clause: &Clause) -> Result<Vec<Run>, EngineError> {
         let phonemes = self.phonemes(clause)?;
+        let words = if clause.timestamps {
+            self.words(clause, &phonemes)?
+        } else {
+            Vec::new()
+        };
         // Each phoneme costs two ids; `^ _ … $` three more.
         let max_phonemes = (MAX_IDS - 3) / 2;
-        if phonemes.len() <= max_phonemes {
-            return Ok(vec![self.wrap(&phonemes)]);
-        }
         let mut runs = Vec::new();
         let mut start = 0;
-        while start < phonemes.len() {
+        while start < phonemes.len() || runs.is_empty() {
             let hard_end = (start + max_phonemes).min(phonemes.len());
             let end = if hard_end == phonemes.len() {
                 hard_end
@@ -160,10 +183,69 @@ impl Phonemizer {
                     .rposition(|&c| c == ' ')
                     .map_or(hard_end, |i| start + i + 1)
             };
-            runs.push(self.wrap(&phonemes[start..end]));
+            let (ids, spans) = self.wrap(&phonemes[start..end]);
+            let last = end == phonemes.len();
+            let words = words
+                .iter()
+                .filter(|w| {
+                    let at = w.phonemes.start;
+                    (start..end).contains(&at) || (last && at >= end)
+                })
+                .map(|w| {
+                    let local = |i: usize| i.clamp(start, end) - start;
+                    let covered = &spans[local(w.phonemes.start)..local(w.phonemes.end)];
+                    // A word with no sound here is a point where the next
+                    // phoneme starts.
+                    let at = spans
+                        .get(local(w.phonemes.start))
+                        .map_or(ids.len() - 1, |s| s.start);
+                    let lo = covered
+                        .iter()
+                        .find(|s| !s.is_empty())
+                        .map_or(at, |s| s.start);
+                    let hi = covered
+                        .iter()
+                        .rev()
+                        .find(|s| !s.is_empty())
+                        .map_or(lo, |s| s.end);
+                    (w.text.clone(), lo..hi)
+                })
+                .collect();
+            runs.push(Run { ids, words });
             start = end;
         }
         Ok(runs)
+    }
+}
+
+/// A run of a clause's phoneme ids (what one text-part call takes) and the
+/// words that start in it.
+pub(crate) struct Run {
+    pub(crate) ids: Vec<i64>,
+    /// Each word and the ids it spans (its phonemes with their pads).
+    pub(crate) words: Vec<(String, Range<usize>)>,
+}
+
+impl Run {
+    /// Where each word lies in latent frames, given the frames of each id
+    /// (the text part's durations) and the frames before this run.
+    pub(crate) fn word_frames(
+        &self,
+        durations: &[f32],
+        before: usize,
+    ) -> Vec<(String, usize, usize)> {
+        let mut at = Vec::with_capacity(durations.len() + 1);
+        let mut sum = before;
+        at.push(sum);
+        for d in durations {
+            sum += d.max(0.0) as usize;
+            at.push(sum);
+        }
+        let frame = |id: usize| at.get(id).copied().unwrap_or(sum);
+        self.words
+            .iter()
+            .map(|(text, ids)| (text.clone(), frame(ids.start), frame(ids.end)))
+            .collect()
     }
 }
 
@@ -234,9 +316,11 @@ impl PiperVoice {
             }
         }
         let inference = &config.inference;
+        let bytes = std::fs::read(model).map_err(|e| EngineError::Missing {
+            what: "voice model",
+            path: format!("{}: {e}", model.display()),
+        })?;
         let parts = if opts.streaming {
-            let bytes = std::fs::read(model)
-                .map_err(|e| EngineError::Runtime(format!("reading {}: {e}", model.display())))?;
             match split(&bytes) {
                 Ok(parts) => Some(Arc::new(parts)),
                 Err(e) => {
@@ -246,6 +330,18 @@ impl PiperVoice {
             }
         } else {
             None
+        };
+        // Whole clauses: the model with its durations as an extra output,
+        // when it has them (for word timestamps).
+        let timed = match &parts {
+            Some(_) => None,
+            None => with_durations(&bytes)
+                .map_err(|e| EngineError::Runtime(format!("{}: {e}", model.display())))?
+                .map(Arc::new),
+        };
+        let timestamps = match &parts {
+            Some(p) => p.durations.is_some(),
+            None => timed.is_some(),
         };
         let voice = Self {
             info: VoiceInfo {
@@ -257,7 +353,8 @@ impl PiperVoice {
                 sample_rate: config.audio.sample_rate,
                 gain: PIPER_GAIN,
                 streaming: parts.is_some(),
-                revision: model_revision(model, &raw)?,
+                revision: model_revision(&bytes, &raw),
+                timestamps,
             },
             model: model.to_owned(),
             phonemizer: Arc::new(Phonemizer {
@@ -273,6 +370,7 @@ impl PiperVoice {
             device: opts.device,
             env: runtime(&opts.runtime_library)?,
             parts,
+            timed,
             plan: opts.plan,
             wide: None,
         };
@@ -311,10 +409,14 @@ impl PiperVoice {
 
     /// A synthesiser that runs the whole model once per clause.
     pub fn one_shot(&self) -> Result<PiperSynthesizer, EngineError> {
-        let session = without_arena(self.builder(self.intra_threads)?)?
-            .commit_from_file(&self.model)
-            .map_err(|e| EngineError::Runtime(e.to_string()))?;
-        Ok(self.synthesizer_with(Engine::OneShot(session)))
+        let mut builder = without_arena(self.builder(self.intra_threads)?)?;
+        let session = match &self.timed {
+            Some(timed) => builder.commit_from_memory(&timed.0),
+            None => builder.commit_from_file(&self.model),
+        }
+        .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        let durations = self.timed.as_ref().map(|t| t.1.clone());
+        Ok(self.synthesizer_with(Engine::OneShot(session, durations)))
     }
 
     /// A synthesiser that streams inside each clause; `None` when the
@@ -353,6 +455,7 @@ impl PiperVoice {
             phonemizer: Arc::clone(&self.phonemizer),
             scales: self.scales,
             wide: self.wide.clone(),
+            words: Vec::new(),
         }
     }
 }
@@ -396,16 +499,12 @@ fn on_device(
 
 /// The CRC-32C of the model and its configuration, as 8 hex digits each:
 /// another export under the same name is another revision.
-fn model_revision(model: &Path, config: &[u8]) -> Result<String, EngineError> {
-    let bytes = std::fs::read(model).map_err(|e| EngineError::Missing {
-        what: "voice model",
-        path: format!("{}: {e}", model.display()),
-    })?;
-    Ok(format!(
+fn model_revision(model: &[u8], config: &[u8]) -> String {
+    format!(
         "{:08x}-{:08x}",
-        tts_frame::checksum(&bytes),
+        tts_frame::checksum(model),
         tts_frame::checksum(config)
-    ))
+    )
 }
 
 /// A session whose input size varies with the text allocates afresh for
@@ -436,7 +535,8 @@ impl Voice for PiperVoice {
 }
 
 enum Engine {
-    OneShot(Session),
+    /// The whole model, and the name of its durations output when it has one.
+    OneShot(Session, Option<String>),
     Streamed(Box<StreamedSessions>),
 }
 
@@ -446,9 +546,15 @@ pub struct PiperSynthesizer {
     phonemizer: Arc<Phonemizer>,
     scales: [f32; 3],
     wide: Option<Arc<Mutex<StreamedSessions>>>,
+    /// Words placed during the last step.
+    words: Vec<WordSpan>,
 }
 
 impl Synthesizer for PiperSynthesizer {
+    fn take_words(&mut self) -> Vec<WordSpan> {
+        std::mem::take(&mut self.words)
+    }
+
     fn step(
         &mut self,
         state: &mut ClauseState,
@@ -459,10 +565,19 @@ impl Synthesizer for PiperSynthesizer {
             ClauseState::Pending(clause) => {
                 let runs = self.phonemizer.id_runs(&clause)?;
                 match &mut self.engine {
-                    Engine::OneShot(session) => {
+                    Engine::OneShot(session, durations) => {
                         let scales = clause.prosody.scales(self.scales);
-                        for ids in runs {
-                            one_shot(session, ids, scales, emit)?;
+                        let mut before = 0;
+                        for run in runs {
+                            before += one_shot(
+                                session,
+                                durations.as_deref(),
+                                run,
+                                scales,
+                                before,
+                                &mut self.words,
+                                emit,
+                            )?;
                         }
                         ClauseState::Done
                     }
@@ -475,13 +590,19 @@ impl Synthesizer for PiperSynthesizer {
                         let sessions = shared.as_deref_mut().unwrap_or(own);
                         let scales = clause.prosody.scales(self.scales);
                         let mut progress = sessions.begin(runs, scales)?;
-                        more(sessions.step(&mut progress, emit)?, progress)
+                        let remaining = sessions.step(&mut progress, emit)?;
+                        self.words.extend(progress.take_words());
+                        more(remaining, progress)
                     }
                 }
             }
             ClauseState::Streaming(mut progress) => match &mut self.engine {
-                Engine::Streamed(sessions) => more(sessions.step(&mut progress, emit)?, *progress),
-                Engine::OneShot(_) => {
+                Engine::Streamed(sessions) => {
+                    let remaining = sessions.step(&mut progress, emit)?;
+                    self.words.extend(progress.take_words());
+                    more(remaining, *progress)
+                }
+                Engine::OneShot(..) => {
                     return Err(EngineError::Runtime(
                         "a streamed clause reached a one-shot synthesiser".into(),
                     ));
@@ -502,13 +623,20 @@ fn more(remaining: bool, progress: StreamProgress) -> ClauseState {
     }
 }
 
+/// Runs the whole model on one run of ids; places its words (when the
+/// model has durations and the run has words) `before` samples into the
+/// clause. Returns the samples it emitted.
 fn one_shot(
     session: &mut Session,
-    ids: Vec<i64>,
+    durations: Option<&str>,
+    mut run: Run,
     scales: [f32; 3],
+    before: usize,
+    words: &mut Vec<WordSpan>,
     emit: &mut dyn FnMut(&[f32]),
-) -> Result<(), EngineError> {
+) -> Result<usize, EngineError> {
     let err = |e: ort::Error| EngineError::Runtime(e.to_string());
+    let ids = std::mem::take(&mut run.ids);
     let n = ids.len();
     let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
     let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
@@ -521,8 +649,19 @@ fn one_shot(
         ])
         .map_err(err)?;
     let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+    if let Some(name) = durations.filter(|_| !run.words.is_empty()) {
+        let (_, d) = outputs[name].try_extract_tensor::<f32>().map_err(err)?;
+        let placed = run.word_frames(d, 0);
+        let frames = d.iter().map(|&f| f.max(0.0) as usize).sum::<usize>().max(1);
+        let hop = audio.len() / frames;
+        words.extend(placed.into_iter().map(|(text, start, end)| WordSpan {
+            text,
+            start: before + start * hop,
+            end: before + end * hop,
+        }));
+    }
     emit(audio);
-    Ok(())
+    Ok(audio.len())
 }
 
 #[cfg(test)]
@@ -534,13 +673,16 @@ mod tests {
         /// One window over the whole clause, no context: the three parts in
         /// plain sequence.
         Whole,
+        /// No streaming: whole clauses through the whole model.
+        NoStreaming,
     }
 
     fn voice(plan: PlanChoice) -> PiperVoice {
+        let streaming = !matches!(plan, PlanChoice::NoStreaming);
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let model = root.join(".cache/voices/en_US-joe-medium.onnx");
         let plan = match plan {
-            PlanChoice::Default => ChunkPlan::default(),
+            PlanChoice::Default | PlanChoice::NoStreaming => ChunkPlan::default(),
             PlanChoice::Whole => ChunkPlan {
                 first: usize::MAX / 4,
                 max: usize::MAX / 4,
@@ -551,7 +693,7 @@ mod tests {
             runtime_library: root.join(".cache/onnxruntime/libonnxruntime.so"),
             intra_threads: 1,
             scales: Some([0.0, 1.0, 0.0]),
-            streaming: true,
+            streaming,
             plan,
             wide_threads: 0,
             device: crate::gpu::Device::Cpu,
@@ -579,6 +721,82 @@ mod tests {
             })
             .expect("synthesis");
         (out, pieces)
+    }
+
+    /// The samples of one clause spoken with timestamps, and its words.
+    fn speak_timed(synth: &mut PiperSynthesizer, text: &str) -> (Vec<f32>, Vec<WordSpan>) {
+        let mut out = Vec::new();
+        let timed = Clause {
+            timestamps: true,
+            ..clause(text)
+        };
+        synth
+            .synthesize(&timed, &mut |s: &[f32]| {
+                out.extend_from_slice(s);
+                true
+            })
+            .expect("synthesis");
+        (out, synth.take_words())
+    }
+
+    #[test]
+    fn words_are_placed_alike_streamed_or_whole_and_each_holds_speech() {
+        let text = "The quick brown fox jumps over the lazy dog, and 123 of the others.";
+        let streaming = voice(PlanChoice::Default);
+        let whole = voice(PlanChoice::NoStreaming);
+        assert!(streaming.info().timestamps && whole.info().timestamps);
+        let (audio, words) = speak_timed(&mut streaming.streamed().expect("s").expect("s"), text);
+        let (audio_whole, words_whole) = speak_timed(&mut whole.one_shot().expect("s"), text);
+        let names: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "and",
+                "123", "of", "the", "others"
+            ]
+        );
+        assert_eq!(words, words_whole, "the same durations either way");
+        assert_eq!(audio.len(), audio_whole.len());
+        let level = |s: &[f32]| s.iter().map(|x| x.abs()).sum::<f32>() / s.len().max(1) as f32;
+        for pair in words.windows(2) {
+            assert!(pair[0].end <= pair[1].start, "{pair:?}");
+        }
+        for w in &words {
+            assert!(
+                w.start < w.end && w.end <= audio.len(),
+                "{w:?} in {} samples",
+                audio.len()
+            );
+        }
+        // Speech lies inside the words, silence between them: the words'
+        // samples are much louder than the rest.
+        let (mut inside, mut outside) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for w in &words {
+            outside.extend_from_slice(&audio[at..w.start]);
+            inside.extend_from_slice(&audio[w.start..w.end]);
+            at = w.end;
+        }
+        outside.extend_from_slice(&audio[at..]);
+        let (inside, outside) = (level(&inside), level(&outside));
+        assert!(
+            inside > 2.5 * outside,
+            "inside words {inside}, outside {outside}"
+        );
+        let whole_level = level(&audio);
+        let loud = words
+            .iter()
+            .filter(|w| level(&audio[w.start..w.end]) > whole_level * 0.5)
+            .count();
+        assert!(
+            loud >= words.len() - 2,
+            "{loud} of {} words hold speech",
+            words.len()
+        );
+        // Without timestamps, nothing is placed.
+        let mut synth = streaming.streamed().expect("s").expect("s");
+        speak(&mut synth, text);
+        assert!(synth.take_words().is_empty());
     }
 
     const SENTENCES: [&str; 4] = [
@@ -626,10 +844,10 @@ mod tests {
         assert!(runs.len() > 1, "{} runs", runs.len());
         eprintln!(
             "300 digits: runs of {:?} ids",
-            runs.iter().map(Vec::len).collect::<Vec<_>>()
+            runs.iter().map(|r| r.ids.len()).collect::<Vec<_>>()
         );
         let space = v.phonemizer.ids[&' '][0];
-        for run in &runs {
+        for run in runs.iter().map(|r| &r.ids) {
             assert!(run.len() <= MAX_IDS, "{} ids", run.len());
             assert_eq!(run[0], v.phonemizer.ids[&BOS][0]);
             assert_eq!(run[run.len() - 1], v.phonemizer.ids[&EOS][0]);

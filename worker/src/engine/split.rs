@@ -10,6 +10,8 @@
 //!   graph's inputs. No random node may lie between them.
 //! - **text**: everything from the graph's inputs to `{Z, mask}` (text
 //!   encoder, duration predictor, length regulator and both noise nodes).
+//!   It also outputs the phoneme durations when the graph has them (see
+//!   [`durations`]): what word timestamps are computed from.
 //!
 //! Each part is a standalone model: the nodes reachable backwards from its
 //! outputs up to its inputs, in the original (topological) order, with the
@@ -47,6 +49,9 @@ pub struct SplitModel {
     pub mask: String,
     /// The decoder's input (`[1, C, T]`).
     pub d: String,
+    /// The text part's third output, latent frames per phoneme id
+    /// (`[1, 1, N]`), when the graph has it.
+    pub durations: Option<String>,
 }
 
 /// Operators the decoder may contain: pointwise or convolutional, so that
@@ -266,7 +271,10 @@ pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
     }
     let z = z.ok_or_else(|| structure("no flow input found"))?;
 
-    let text = extract(&model, &[], &[z, mask])?;
+    let durations = durations(graph);
+    let mut text_outputs = vec![z, mask];
+    text_outputs.extend(durations.as_deref());
+    let text = extract(&model, &[], &text_outputs)?;
     let flow_part = extract(&model, &[z, mask], &[d])?;
     let decoder = extract(&model, &[d], &[output])?;
     Ok(SplitModel {
@@ -282,7 +290,52 @@ pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
         z: z.to_owned(),
         mask: mask.to_owned(),
         d: d.to_owned(),
+        durations,
     })
+}
+
+/// The length regulator's durations: the output of the graph's one `Ceil`
+/// node whose result is summed (`ReduceSum` for the clause's length,
+/// `CumSum` for each phoneme's position), i.e. `ceil(exp(logw) · mask ·
+/// length_scale)`, latent frames per phoneme id. `None` when there is not
+/// exactly one such node.
+pub fn durations(graph: &GraphProto) -> Option<String> {
+    let mut found = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Ceil")
+        .filter(|n| {
+            n.output.first().is_some_and(|out| {
+                graph.node.iter().any(|m| {
+                    matches!(m.op_type.as_str(), "CumSum" | "ReduceSum")
+                        && m.input.first() == Some(out)
+                })
+            })
+        });
+    match (found.next(), found.next()) {
+        (Some(n), None) => n.output.first().cloned(),
+        _ => None,
+    }
+}
+
+/// The whole model with its durations (see [`durations`]) as a second
+/// output, for voices that synthesise whole clauses; `None` when the graph
+/// has no such tensor.
+pub fn with_durations(model: &[u8]) -> Result<Option<(Vec<u8>, String)>, SplitError> {
+    let mut model =
+        ModelProto::parse_from_bytes(model).map_err(|e| SplitError::Parse(e.to_string()))?;
+    let Some(graph) = model.graph.as_mut() else {
+        return Err(SplitError::Structure("no graph".into()));
+    };
+    let Some(name) = durations(graph) else {
+        return Ok(None);
+    };
+    let info = value_info(graph, &Dataflow::new(graph), &name);
+    graph.output.push(info);
+    let bytes = model
+        .write_to_bytes()
+        .map_err(|e| SplitError::Parse(e.to_string()))?;
+    Ok(Some((bytes, name)))
 }
 
 /// The sub-model computing `outputs` from `inputs` (the original graph

@@ -9,9 +9,10 @@ use std::collections::VecDeque;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::EngineError;
 use super::chunks::{ChunkPlan, Window};
+use super::piper::Run;
 use super::split::SplitModel;
+use super::{EngineError, WordSpan};
 
 /// Frames of context the flow gets on each side (its receptive field is
 /// ±32 latent frames for this architecture).
@@ -46,6 +47,7 @@ pub(crate) struct StreamedSessions {
     z: String,
     mask: String,
     d: String,
+    durations: Option<String>,
     plan: ChunkPlan,
 }
 
@@ -68,8 +70,13 @@ pub struct StreamProgress {
     /// Samples per latent frame (known after the first window; 0 before).
     hop: usize,
     /// Runs of phoneme ids whose text part has not run yet.
-    runs: VecDeque<Vec<i64>>,
+    runs: VecDeque<Run>,
     scales: [f32; 3],
+    /// Latent frames of the clause's runs before the current one.
+    before: usize,
+    /// Words of the current run not yet handed out: text, first and end
+    /// latent frame from the clause's start.
+    words: Vec<(String, usize, usize)>,
 }
 
 impl StreamProgress {
@@ -83,6 +90,23 @@ impl StreamProgress {
     /// Samples per latent frame, once a window has been decoded.
     pub fn hop(&self) -> usize {
         self.hop
+    }
+
+    /// The words whose place became known since the last call, in samples
+    /// from the clause's start (once a window has been decoded).
+    pub fn take_words(&mut self) -> Vec<WordSpan> {
+        if self.hop == 0 {
+            return Vec::new();
+        }
+        let hop = self.hop;
+        self.words
+            .drain(..)
+            .map(|(text, start, end)| WordSpan {
+                text,
+                start: start * hop,
+                end: end * hop,
+            })
+            .collect()
     }
 }
 
@@ -141,6 +165,7 @@ impl StreamedSessions {
             z: parts.z.clone(),
             mask: parts.mask.clone(),
             d: parts.d.clone(),
+            durations: parts.durations.clone(),
             plan,
         })
     }
@@ -150,11 +175,14 @@ impl StreamedSessions {
     /// known from here on, and windows can be decoded one by one.
     pub(crate) fn begin(
         &mut self,
-        runs: Vec<Vec<i64>>,
+        runs: Vec<Run>,
         scales: [f32; 3],
     ) -> Result<StreamProgress, EngineError> {
         let mut runs = VecDeque::from(runs);
-        let ids = runs.pop_front().unwrap_or_default();
+        let first = runs.pop_front().unwrap_or(Run {
+            ids: Vec::new(),
+            words: Vec::new(),
+        });
         let mut progress = StreamProgress {
             z: Frames::empty(),
             mask: Frames::empty(),
@@ -165,13 +193,21 @@ impl StreamedSessions {
             hop: 0,
             runs,
             scales,
+            before: 0,
+            words: Vec::new(),
         };
-        self.start_run(&mut progress, ids)?;
+        self.start_run(&mut progress, first)?;
         Ok(progress)
     }
 
-    fn start_run(&mut self, p: &mut StreamProgress, ids: Vec<i64>) -> Result<(), EngineError> {
-        let (z, mask) = self.text_part(ids, p.scales)?;
+    fn start_run(&mut self, p: &mut StreamProgress, mut run: Run) -> Result<(), EngineError> {
+        let timed = !run.words.is_empty();
+        let ids = std::mem::take(&mut run.ids);
+        let (z, mask, durations) = self.text_part(ids, p.scales, timed)?;
+        p.before += p.z.len;
+        if let Some(durations) = durations {
+            p.words.extend(run.word_frames(&durations, p.before));
+        }
         let len = z.len;
         p.d = Frames {
             data: vec![0.0; z.channels * len],
@@ -195,9 +231,9 @@ impl StreamedSessions {
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<bool, EngineError> {
         if p.next >= p.windows.len()
-            && let Some(ids) = p.runs.pop_front()
+            && let Some(run) = p.runs.pop_front()
         {
-            self.start_run(p, ids)?;
+            self.start_run(p, run)?;
         }
         let Some(&w) = p.windows.get(p.next) else {
             return Ok(false);
@@ -214,11 +250,14 @@ impl StreamedSessions {
         Ok(p.next < p.windows.len() || !p.runs.is_empty())
     }
 
+    /// The text part's latent frames and mask, and with `timed` (when the
+    /// model has them) the frames of each phoneme id.
     fn text_part(
         &mut self,
         ids: Vec<i64>,
         scales: [f32; 3],
-    ) -> Result<(Frames, Frames), EngineError> {
+        timed: bool,
+    ) -> Result<(Frames, Frames, Option<Vec<f32>>), EngineError> {
         let n = ids.len();
         let outputs = self
             .text
@@ -236,7 +275,16 @@ impl StreamedSessions {
             .try_extract_tensor::<f32>()
             .map_err(err)?;
         let mask = Frames::from_output(shape, mask)?;
-        Ok((z, mask))
+        let durations = match &self.durations {
+            Some(name) if timed => {
+                let (_, d) = outputs[name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(err)?;
+                Some(d.to_vec())
+            }
+            _ => None,
+        };
+        Ok((z, mask, durations))
     }
 
     /// Computes frames `from..to` of `d` with the flow, given context.
