@@ -21,11 +21,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_ENGINE", value_enum, default_value = "piper")]
     pub engine: EngineKind,
 
-    /// Directory holding Piper voices (`NAME.onnx` + `NAME.onnx.json`).
+    /// Directory holding Piper voices (`NAME.onnx` + `NAME.onnx.json`):
+    /// every pair in it is loaded and offered under its NAME.
     #[arg(long, env = "TTS_VOICE_DIR", default_value = ".cache/voices")]
     pub voice_dir: PathBuf,
 
-    /// The Piper voice to load (file name without `.onnx`).
+    /// The default Piper voice (file name without `.onnx`), used when a
+    /// request names none; the worker does not start without it. Other
+    /// voices that fail to load are left out with a warning.
     #[arg(long, env = "TTS_PIPER_VOICE", default_value = "en_US-joe-medium")]
     pub piper_voice: String,
 

@@ -386,9 +386,6 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             cost,
         )));
     } else if config.engine == EngineKind::Piper {
-        let model = config
-            .voice_dir
-            .join(format!("{}.onnx", config.piper_voice));
         let opts = PiperOptions {
             runtime_library: config.onnxruntime.clone(),
             intra_threads: config.intra_threads,
@@ -402,11 +399,29 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             wide_threads: config.idle_intra_threads,
             device: config.device,
         };
+        // The default voice first: a failure to load it stops the worker.
+        let model = config
+            .voice_dir
+            .join(format!("{}.onnx", config.piper_voice));
         voices.push(Arc::new(PiperVoice::load(
             &config.piper_voice,
             &model,
             &opts,
         )?));
+        // Every other voice in the directory; one that fails is left out
+        // with a warning, and the others serve.
+        for (name, model) in piper_models(&config.voice_dir) {
+            if name == config.piper_voice {
+                continue;
+            }
+            match PiperVoice::load(&name, &model, &opts) {
+                Ok(voice) => voices.push(Arc::new(voice)),
+                Err(e) => {
+                    metrics::voice_skipped();
+                    warn!(voice = %name, error = %e, "voice not loaded; the others serve");
+                }
+            }
+        }
     }
     let mut languages = Vec::new();
     if config.fixed_cost.is_none() {
@@ -440,4 +455,21 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
         pool,
         espeak_languages: languages,
     })
+}
+
+/// The Piper voices in `dir`: each `NAME.onnx` with a `NAME.onnx.json`
+/// beside it, by name. A directory that cannot be read has none.
+fn piper_models(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut models: Vec<(String, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .filter(|p| std::path::PathBuf::from(format!("{}.json", p.display())).is_file())
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_owned(), p)))
+        .collect();
+    models.sort();
+    models
 }

@@ -55,6 +55,8 @@ pub const ENGINE_LOAD: &str = "tts_worker_engine_load_seconds";
 /// 1 when a voice streams inside a clause, 0 when it synthesises whole
 /// clauses, by `voice` (the installed voices: a bounded set).
 pub const VOICE_STREAMING: &str = "tts_worker_voice_streaming";
+/// Voices in the voice directory that failed to load (the others serve).
+pub const VOICES_NOT_LOADED: &str = "tts_worker_voices_not_loaded";
 /// Always 1, labelled with `version` and default `engine`.
 pub const BUILD_INFO: &str = "tts_worker_build_info";
 
@@ -116,6 +118,11 @@ pub(crate) fn describe() {
         VOICE_STREAMING,
         "Whether a voice streams inside a clause (1) or not (0)."
     );
+    describe_gauge!(
+        VOICES_NOT_LOADED,
+        "Voices in the voice directory that failed to load."
+    );
+    metrics::gauge!(VOICES_NOT_LOADED).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
     metrics::gauge!(UTILISATION).set(0.0);
@@ -167,6 +174,10 @@ pub(crate) fn voices_loaded(engine: &'static str, took: Duration) {
     metrics::gauge!(ENGINE_LOAD, "engine" => engine).set(took.as_secs_f64());
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "engine" => engine)
         .set(1.0);
+}
+
+pub(crate) fn voice_skipped() {
+    metrics::gauge!(VOICES_NOT_LOADED).increment(1.0);
 }
 
 pub(crate) fn voice_streams(voice: &str, streaming: bool) {
