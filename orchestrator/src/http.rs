@@ -179,7 +179,7 @@ pub(crate) async fn speech(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     if let Err((status, reason, message)) =
         crate::security::check_handshake(&shared.config, &headers, query.as_deref())
@@ -187,6 +187,28 @@ pub(crate) async fn speech(
         metrics::connection_refused(reason);
         return error_response(status, reason, message, None, None);
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            // Over --max-message-bytes (413), or a body that could not be
+            // read: answered in OpenAI's shape like any other refusal.
+            let status = rejection.status();
+            let message = format!(
+                "the request body was refused: {} (the limit is {} bytes)",
+                rejection.body_text(),
+                shared.config.max_message_bytes
+            );
+            metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+            info!(%status, %message, "http request refused");
+            return error_response(
+                status,
+                ErrorCode::BadRequest.as_str(),
+                &message,
+                Some("input"),
+                None,
+            );
+        }
+    };
     let received = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     // Each HTTP request is its own session in the logs.

@@ -135,6 +135,19 @@ async fn openai_speech_endpoint_streams_wav_pcm_and_ogg_opus() {
             "unknown_voice",
             None,
         ),
+        (
+            r#"{"input":"Hi","timestamps":true}"#.to_owned(),
+            400,
+            "bad_request",
+            Some("timestamps"),
+        ),
+        // Over the 64 KiB body limit: 413, in the same shape.
+        (
+            format!(r#"{{"input":"{}"}}"#, "a".repeat(70_000)),
+            413,
+            "bad_request",
+            Some("input"),
+        ),
     ] {
         let answer = http_post(addr, "/v1/audio/speech", &json, &[]).await;
         assert_eq!(answer.status, status, "{json}: {}", answer.headers);
