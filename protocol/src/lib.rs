@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use tts_frame::{Encoding, Format, FormatError};
 
+mod cutter;
+pub use cutter::{Cutter, LONG_SENTENCE, MAX_CLAUSE};
+
 /// Protocol version announced in `ready`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
