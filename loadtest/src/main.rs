@@ -56,6 +56,12 @@ struct Args {
     /// synthesis throughput, not what listeners hear.
     #[arg(long)]
     fast: bool,
+    /// Send each text as streamed input (a context), one word per piece
+    /// every this long (e.g. 50ms, as a language model writes), and report
+    /// the time from the piece that completes the first clause to its
+    /// first audio (`first_audio_after_text`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stream_input: Option<Duration>,
     /// Built-in texts to send.
     #[arg(long, value_enum, default_value = "mixed")]
     mix: Mix,
@@ -163,6 +169,7 @@ impl Args {
             pace: self.pace,
             think_time: self.think_time,
             fast: self.fast,
+            stream_input: self.stream_input,
         })
     }
 

@@ -37,6 +37,7 @@ pub fn text(r: &Report) -> String {
     let l = &r.latency_ms;
     for (name, p) in [
         ("time to first audio", &l.ttfa),
+        ("first audio after text", &l.first_audio_after_text),
         ("ping RTT", &l.rtt),
         ("inter-frame gap", &l.frame_gap),
         ("worker → orchestrator", &l.worker_to_orchestrator),

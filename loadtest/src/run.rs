@@ -88,6 +88,9 @@ pub struct RunConfig {
     /// Ask for `"delivery":"fast"` (frames as fast as synthesis allows)
     /// instead of real-time delivery.
     pub fast: bool,
+    /// Send each text as streamed input (a context), one word per piece at
+    /// this interval, instead of one `synthesize`.
+    pub stream_input: Option<Duration>,
 }
 
 impl Default for RunConfig {
@@ -109,6 +112,7 @@ impl Default for RunConfig {
             pace: Pace::BackToBack,
             think_time: Duration::ZERO,
             fast: false,
+            stream_input: None,
         }
     }
 }
@@ -143,6 +147,7 @@ impl RunConfig {
             "pace": match self.pace { Pace::BackToBack => "back-to-back", Pace::Playout => "playout" },
             "think_time_seconds": self.think_time.as_secs_f64(),
             "delivery": if self.fast { "fast" } else { "realtime" },
+            "stream_input_piece_ms": self.stream_input.map(|d| d.as_millis() as u64),
         })
     }
 }
@@ -408,6 +413,7 @@ fn failed(started: &Instant, scheduled: Instant, code: &str) -> RequestResult {
         ended: None,
         retry_after: None,
         audio_seconds: 0.0,
+        completed_text: None,
     }
 }
 
@@ -435,16 +441,36 @@ async fn one_request(
         fast: config.fast,
         ..SynthesizeOptions::default()
     };
-    let request_id = match client.start(text, &opts).await {
+    let started_request = match config.stream_input {
+        None => client.start(text, &opts).await,
+        Some(_) => client.open_context(&opts).await,
+    };
+    let request_id = match started_request {
         Ok(id) => id,
         Err(e) => {
             result.error = Some(error_code(&e));
             return result;
         }
     };
+    let mut feed = config
+        .stream_input
+        .map(|interval| Feed::new(text, interval, scheduled));
     let (mut stream_id, mut malformed, mut samples) = (None::<u32>, 0u64, 0u64);
     loop {
-        let event = match client.next_event().await {
+        let next = feed.as_ref().and_then(Feed::next_at);
+        let event = tokio::select! {
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into()), if next.is_some() => {
+                if let Some(f) = feed.as_mut()
+                    && let Err(e) = f.send_next(client, &request_id, &mut result).await
+                {
+                    result.error = Some(error_code(&e));
+                    break;
+                }
+                continue;
+            }
+            event = client.next_event() => event,
+        };
+        let event = match event {
             Ok(e) => e,
             Err(e) => {
                 result.error = Some(error_code(&e));
@@ -502,6 +528,64 @@ async fn one_request(
     result.ttfa = result.arrivals.first().map(|a| a.at);
     result.audio_seconds = samples as f64 / f64::from(tts_frame::SAMPLE_RATE);
     result
+}
+
+/// A context's text, sent one word per piece on a clock, as a language
+/// model writes it.
+struct Feed {
+    pieces: Vec<String>,
+    sent: usize,
+    interval: Duration,
+    start: Instant,
+    cutter: tts_protocol::Cutter,
+}
+
+impl Feed {
+    fn new(text: &str, interval: Duration, start: Instant) -> Self {
+        let pieces = text
+            .split_inclusive(char::is_whitespace)
+            .map(str::to_owned)
+            .collect();
+        Self {
+            pieces,
+            sent: 0,
+            interval,
+            start,
+            cutter: tts_protocol::Cutter::default(),
+        }
+    }
+
+    /// When the next piece (or, after the last, the `close`) is due.
+    fn next_at(&self) -> Option<Instant> {
+        (self.sent <= self.pieces.len()).then(|| self.start + self.interval * self.sent as u32)
+    }
+
+    /// Sends the next piece, or `close` after the last; notes in `result`
+    /// when the text first held a complete clause (by the server's rule),
+    /// the close counting as completing what is left.
+    async fn send_next(
+        &mut self,
+        client: &mut Client,
+        request_id: &str,
+        result: &mut RequestResult,
+    ) -> Result<(), ClientError> {
+        let completes = match self.pieces.get(self.sent) {
+            Some(piece) => {
+                client.append(request_id, piece).await?;
+                self.cutter.push(piece);
+                !self.cutter.complete().is_empty()
+            }
+            None => {
+                client.close_context(request_id).await?;
+                true
+            }
+        };
+        self.sent += 1;
+        if completes && result.completed_text.is_none() {
+            result.completed_text = Some(self.start.elapsed());
+        }
+        Ok(())
+    }
 }
 
 /// The ping side channel: its own connection, one ping per interval.

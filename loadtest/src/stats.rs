@@ -33,6 +33,9 @@ pub struct RequestResult {
     pub retry_after: Option<Duration>,
     /// Seconds of audio received.
     pub audio_seconds: f64,
+    /// Streamed input: scheduled start → the piece that completed the
+    /// first clause was sent.
+    pub completed_text: Option<Duration>,
 }
 
 /// Percentiles of one latency, in milliseconds.
@@ -206,6 +209,10 @@ pub struct LatencyReport {
     /// Scheduled start → the `overloaded` error, for refused requests.
     #[serde(default)]
     pub refusal: Percentiles,
+    /// Streamed input (`--stream-input`): the piece that completed the
+    /// first clause → its first frame.
+    #[serde(default)]
+    pub first_audio_after_text: Percentiles,
 }
 
 /// Accumulates results while the run goes on.
@@ -220,6 +227,7 @@ pub struct Aggregate {
     client_hop: Latency,
     connect: Latency,
     refusal: Latency,
+    after_text: Latency,
     late: Vec<(u64, u64)>,
     frames: u64,
     requests_with_audio: u64,
@@ -241,6 +249,7 @@ impl Aggregate {
             client_hop: Latency::default(),
             connect: Latency::default(),
             refusal: Latency::default(),
+            after_text: Latency::default(),
             late: vec![(0, 0); buffers.len()],
             frames: 0,
             requests_with_audio: 0,
@@ -274,6 +283,9 @@ impl Aggregate {
         if let Some(t) = r.ttfa {
             self.ttfa.record(t);
             self.timeline.push([r.scheduled_at, t.as_secs_f64() * 1e3]);
+            if let Some(completed) = r.completed_text {
+                self.after_text.record(t.saturating_sub(completed));
+            }
         }
         for g in gaps(&r.arrivals) {
             self.gap.record(g);
@@ -326,6 +338,7 @@ impl Aggregate {
                 orchestrator_to_client: self.client_hop.percentiles(),
                 connect: self.connect.percentiles(),
                 refusal: self.refusal.percentiles(),
+                first_audio_after_text: self.after_text.percentiles(),
             },
             underruns: self
                 .buffers
@@ -364,6 +377,7 @@ mod tests {
             ended: Some(Duration::from_millis(3)),
             retry_after: None,
             audio_seconds: 0.0,
+            completed_text: None,
         };
         agg.add(&result(Some("overloaded")));
         agg.add(&result(Some("internal")));

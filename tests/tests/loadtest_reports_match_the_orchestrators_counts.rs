@@ -1,6 +1,7 @@
-//! A short closed-loop and a short open-loop run against a live pipeline:
-//! both complete, their JSON reports pass `loadtest/schema.json`, and what
-//! they counted equals what the orchestrator's metrics counted.
+//! A short closed-loop, a short open-loop and a short streamed-input run
+//! against a live pipeline: all complete, their JSON reports pass
+//! `loadtest/schema.json`, and what they counted equals what the
+//! orchestrator's metrics counted.
 
 use std::time::Duration;
 
@@ -52,17 +53,24 @@ async fn loadtest_reports_match_the_orchestrators_counts() {
 
     let mut frames = 0;
     let mut completed = 0;
-    for (mode, requests) in [
-        (Mode::Closed { concurrency: 2 }, 6),
+    for (mode, requests, stream_input) in [
+        (Mode::Closed { concurrency: 2 }, 6, false),
         (
             Mode::Open {
                 rate: 4.0,
                 poisson: true,
             },
             4,
+            false,
         ),
+        (Mode::Closed { concurrency: 2 }, 4, true),
     ] {
-        let cfg = config(&pipeline.ws_url, mode, requests);
+        let mut cfg = config(&pipeline.ws_url, mode, requests);
+        if stream_input {
+            // Word by word; the first sentence is complete at "The".
+            cfg.stream_input = Some(Duration::from_millis(30));
+            cfg.texts = vec!["Short words come first. The rest follows later on.".into()];
+        }
         let (agg, wall) = run(&cfg, |_| {}).await;
         let report = agg.report(cfg.to_json("short"), wall);
         let json = serde_json::to_value(&report).expect("serialise");
@@ -92,6 +100,19 @@ async fn loadtest_reports_match_the_orchestrators_counts() {
                 && report.latency_ms.ttfa.p50 <= report.latency_ms.ttfa.p99
         );
         assert!(report.audio_seconds > 0.5 * requests as f64);
+        let after_text = report.latency_ms.first_audio_after_text;
+        if stream_input {
+            // Timed from the completing piece, which was sent after the
+            // context opened: shorter than the time to first audio.
+            assert_eq!(after_text.count, requests);
+            assert!(
+                after_text.p50 > 0.0 && after_text.p50 < report.latency_ms.ttfa.p50,
+                "{after_text:?} against {:?}",
+                report.latency_ms.ttfa
+            );
+        } else {
+            assert_eq!(after_text.count, 0);
+        }
         frames += report.integrity.frames_received;
         completed += report.requests.completed;
     }
