@@ -41,6 +41,13 @@ async fn doctor_commands_report_on_a_live_pipeline() {
         "ok",
         "found from the orchestrator's /info"
     );
+    assert_eq!(status_of("worker device"), "ok");
+    let device = checks
+        .iter()
+        .find(|c| c["check"] == "worker device")
+        .map(|c| c["detail"].to_string())
+        .unwrap_or_default();
+    assert!(device.contains(": cpu, "), "{device}");
     assert_eq!(status_of("redis PING"), "ok");
     assert_eq!(status_of("listening: websocket port"), "ok");
     assert_eq!(

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tts_proto::v1::tts_client::TtsClient;
+use tts_proto::v1::{ListVoicesRequest, ListVoicesResponse};
 
 use super::{Findings, Status};
 
@@ -299,6 +301,7 @@ pub async fn run(targets: &Targets) -> Findings {
     }
     for (worker, metrics) in &workers {
         rows.push(worker_health(worker).await);
+        rows.push(worker_device(worker).await);
         let metrics = metrics
             .clone()
             .unwrap_or_else(|| DEFAULT_WORKER_METRICS.to_owned());
@@ -447,6 +450,75 @@ async fn worker_health(url: &str) -> Row {
     }
 }
 
+/// Where a worker synthesises, from its `ListVoices`: the device, its
+/// voices, and each GPU's memory and driver.
+async fn worker_device(url: &str) -> Row {
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| error_text(&e))?;
+        TtsClient::new(channel)
+            .list_voices(ListVoicesRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| s.message().to_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), ask).await {
+        Ok(Ok(voices)) => device_row(url, &voices),
+        Ok(Err(e)) => row(
+            "worker device",
+            Status::Warn,
+            format!("{url}: ListVoices: {e}"),
+        ),
+        Err(_) => row(
+            "worker device",
+            Status::Warn,
+            format!("{url}: no answer within 5 s"),
+        ),
+    }
+}
+
+/// GPU memory below this share free is a warning.
+const GPU_FREE_WARN: f64 = 0.1;
+
+fn device_row(url: &str, v: &ListVoicesResponse) -> Row {
+    let device = if v.device.is_empty() {
+        "cpu"
+    } else {
+        v.device.as_str()
+    };
+    let timed = v.voices.iter().filter(|v| v.timestamps).count();
+    let mut detail = format!(
+        "{url}: {device}, {} voices ({timed} with word timestamps), version {}",
+        v.voices.len(),
+        v.version
+    );
+    let mut status = Status::Ok;
+    for g in &v.gpus {
+        let mib = |b: u64| b / (1 << 20);
+        detail.push_str(&format!(
+            "; GPU {} {} (compute {}): {} of {} MiB free, driver {}",
+            g.index,
+            g.name,
+            g.compute_capability,
+            mib(g.free_memory_bytes),
+            mib(g.total_memory_bytes),
+            g.driver_version
+        ));
+        if (g.free_memory_bytes as f64) < GPU_FREE_WARN * g.total_memory_bytes as f64 {
+            status = Status::Warn;
+        }
+    }
+    if device.starts_with("cuda") && v.gpus.is_empty() {
+        status = Status::Warn;
+        detail.push_str("; the worker reports no GPU");
+    }
+    row("worker device", status, detail)
+}
+
 async fn redis_ping(url: &str) -> Row {
     let ping = async {
         let client = redis::Client::open(url)?;
@@ -542,6 +614,58 @@ mod tests {
         assert_eq!(m.sum("x_total", &[("kind", "c")]), 3.0);
         assert_eq!(m.sum("x_total", &[("reason", "a, b")]), 3.0);
         assert!(Metrics::parse("# TYPE a counter\nb 1\n").is_err());
+    }
+
+    #[test]
+    fn the_device_row_names_the_gpus_and_warns_when_memory_is_short() {
+        use tts_proto::v1::{Gpu, Voice};
+        let voice = |timestamps| Voice {
+            timestamps,
+            ..Voice::default()
+        };
+        let cpu = ListVoicesResponse {
+            voices: vec![voice(true), voice(false)],
+            device: "cpu".into(),
+            version: "0.1.0".into(),
+            ..ListVoicesResponse::default()
+        };
+        let r = device_row("http://w:7001", &cpu);
+        assert_eq!(r.status, Status::Ok);
+        assert!(
+            r.detail.contains("cpu, 2 voices (1 with word timestamps)"),
+            "{}",
+            r.detail
+        );
+        let gpu = |free_mib: u64| Gpu {
+            index: 0,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: "9.0".into(),
+            total_memory_bytes: 81_079 << 20,
+            free_memory_bytes: free_mib << 20,
+            driver_version: "13.0".into(),
+        };
+        let mut cuda = ListVoicesResponse {
+            device: "cuda:0".into(),
+            gpus: vec![gpu(80_000)],
+            ..cpu.clone()
+        };
+        let r = device_row("http://w:7001", &cuda);
+        assert_eq!(r.status, Status::Ok);
+        assert!(
+            r.detail.contains(
+                "GPU 0 NVIDIA H100 80GB HBM3 (compute 9.0): 80000 of 81079 MiB free, driver 13.0"
+            ),
+            "{}",
+            r.detail
+        );
+        cuda.gpus = vec![gpu(4_000)];
+        assert_eq!(device_row("u", &cuda).status, Status::Warn, "5 % free");
+        cuda.gpus.clear();
+        assert_eq!(
+            device_row("u", &cuda).status,
+            Status::Warn,
+            "no GPU reported"
+        );
     }
 
     #[test]
