@@ -410,14 +410,19 @@ fn metric_rows(metrics: &Metrics) -> Vec<Row> {
     ]
 }
 
+/// A gRPC channel to a worker, or why there is none.
+async fn connect(url: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| error_text(&e))
+}
+
 async fn worker_health(url: &str) -> Row {
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .map_err(|e| error_text(&e))?;
+        let channel = connect(url).await?;
         let request = HealthCheckRequest {
             service: "tts.v1.Tts".into(),
         };
@@ -454,12 +459,7 @@ async fn worker_health(url: &str) -> Row {
 /// voices, and each GPU's memory and driver.
 async fn worker_device(url: &str) -> Row {
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .map_err(|e| error_text(&e))?;
+        let channel = connect(url).await?;
         TtsClient::new(channel)
             .list_voices(ListVoicesRequest {})
             .await
