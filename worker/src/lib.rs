@@ -86,6 +86,9 @@ use synth::{PoolConfig, SynthPool};
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
 /// Name of the fixed-cost test voice ([`WorkerConfig::fixed_cost`]).
 pub const FIXED_COST_VOICE: &str = "fixed-cost";
+/// How long the synthesis threads get at exit to finish their step and
+/// release their sessions.
+const SESSIONS_RELEASE: Duration = Duration::from_secs(5);
 pub use tts_proto::HEALTH_SERVICE;
 
 /// The worker failed to start or serve.
@@ -270,6 +273,20 @@ impl Worker {
                     // Long enough for the statuses to reach the wire.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+            }
+        }
+        // The synthesis threads end, and release their sessions, before
+        // the process does.
+        if let Some(loaded) = self.loaded.get() {
+            let pool = Arc::clone(&loaded.pool);
+            let closed = tokio::task::spawn_blocking(move || pool.close(SESSIONS_RELEASE))
+                .await
+                .unwrap_or(false);
+            if !closed {
+                warn!(
+                    limit_secs = SESSIONS_RELEASE.as_secs(),
+                    "synthesis threads still busy at exit"
+                );
             }
         }
         Ok(())

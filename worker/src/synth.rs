@@ -199,6 +199,8 @@ pub struct SynthPool {
     /// Cancelled when the shutdown grace period is over: every request
     /// still streaming ends with [`Failure::ShuttingDown`].
     force: CancellationToken,
+    /// The synthesis threads, joined by [`close`](Self::close).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SynthPool {
@@ -224,11 +226,12 @@ impl SynthPool {
             ready: Condvar::new(),
         });
         let (ready_tx, ready_rx) = channel();
+        let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
             let voices: Vec<Arc<dyn Voice>> = voices.to_vec();
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("synth-{i}"))
                 .spawn(move || match SynthThread::new(&voices) {
                     Ok(mut t) => {
@@ -241,6 +244,7 @@ impl SynthPool {
                     }
                 })
                 .map_err(|e| EngineError::Runtime(format!("spawning a synthesis thread: {e}")))?;
+            handles.push(handle);
         }
         drop(ready_tx);
         let mut state = shared.lock();
@@ -261,7 +265,29 @@ impl SynthPool {
             config,
             draining: AtomicBool::new(false),
             force: CancellationToken::new(),
+            threads: Mutex::new(handles),
         }))
+    }
+
+    /// Stops the synthesis threads and waits up to `limit` for them to
+    /// end, so that their engine sessions (and any GPU memory they hold)
+    /// are released before the process exits rather than during its exit.
+    /// Returns whether every thread ended in time. Blocks the caller.
+    pub fn close(&self, limit: Duration) -> bool {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+        let deadline = Instant::now() + limit;
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        while threads.iter().any(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+        true
     }
 
     /// From now on frames leave as soon as they exist and no stream is
@@ -845,5 +871,46 @@ impl Checks {
             frame.payload[100] ^= 0x5A;
         }
         frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{FixedCost, FixedCostVoice};
+
+    #[test]
+    fn closing_the_pool_ends_its_threads() {
+        let voice: Arc<dyn Voice> = Arc::new(FixedCostVoice::new(
+            "fixed",
+            FixedCost {
+                step_audio: Duration::from_millis(100),
+                step_time: Duration::from_millis(1),
+                audio_per_char: Duration::from_millis(50),
+            },
+        ));
+        let pool = SynthPool::start(
+            &[voice],
+            PoolConfig {
+                policy: Policy::default(),
+                max_requests: 4,
+                send_ahead: Duration::from_secs(1),
+                stalled_after: Duration::from_secs(10),
+                max_audio_secs: 60.0,
+                fault_corrupt_frame: None,
+                fault_audio: None,
+            },
+        )
+        .expect("pool");
+        let threads = |p: &SynthPool| {
+            p.threads
+                .lock()
+                .map(|t| t.iter().filter(|t| !t.is_finished()).count())
+                .unwrap_or(0)
+        };
+        assert_eq!(threads(&pool), 2, "both threads wait for work");
+        assert!(pool.close(Duration::from_secs(5)), "threads ended in time");
+        assert_eq!(threads(&pool), 0);
+        assert!(pool.close(Duration::ZERO), "closing again is harmless");
     }
 }
