@@ -28,7 +28,7 @@ use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
 use crate::metrics;
 use crate::protocol::{Cutter, ErrorCode, Format, ServerMessage, WordTiming};
-use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
+use crate::relay::{Outgoing, Pending, Queued, RelayContext, Stop, StopReason, enqueue, relay};
 use crate::transcode::Transcoder;
 
 /// What a client sends into a context.
@@ -192,12 +192,12 @@ impl Context {
                         Some(Piece::Text(text)) => {
                             self.cutter.push(&text);
                             for clause in self.cutter.complete() {
-                                self.enqueue(clause);
+                                self.queue_clause(clause);
                             }
                         }
                         Some(Piece::Flush) => {
                             if let Some(rest) = self.cutter.rest() {
-                                self.enqueue(rest);
+                                self.queue_clause(rest);
                             }
                             self.flush_after = Some(self.clauses_queued);
                             if let Some(ending) = self.after_clause().await {
@@ -206,7 +206,7 @@ impl Context {
                         }
                         Some(Piece::Close) | None => {
                             if let Some(rest) = self.cutter.rest() {
-                                self.enqueue(rest);
+                                self.queue_clause(rest);
                             }
                             self.closed = true;
                             self.refuse_late(pieces).await;
@@ -218,7 +218,7 @@ impl Context {
                     info!(request_id = %self.req.request_id, trace_id = %self.req.trace_id,
                         session_id = %self.req.session_id, "context abandoned: closed");
                     if let Some(rest) = self.cutter.rest() {
-                        self.enqueue(rest);
+                        self.queue_clause(rest);
                     }
                     self.closed = true;
                     self.refuse_late(pieces).await;
@@ -227,7 +227,7 @@ impl Context {
                 _ = tokio::time::sleep_until(last_piece + idle), if waiting_text => {
                     // Text without an ending, and nothing more for a while.
                     if let Some(rest) = self.cutter.rest() {
-                        self.enqueue(rest);
+                        self.queue_clause(rest);
                     }
                     self.start_next();
                 }
@@ -249,13 +249,20 @@ impl Context {
             let message = format!("{what}: context {:?} is closed", self.req.request_id);
             let error = self.error(ErrorCode::BadRequest, message);
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-            if self.out.send(Outgoing::Message(error)).await.is_err() {
+            let queued = enqueue(
+                &self.out,
+                Outgoing::Message(error),
+                &self.stop,
+                self.ctx.stalled_timeout,
+            )
+            .await;
+            if !matches!(queued, Queued::Sent { .. }) {
                 return;
             }
         }
     }
 
-    fn enqueue(&mut self, clause: String) {
+    fn queue_clause(&mut self, clause: String) {
         let now = Instant::now();
         self.first_clause_at.get_or_insert(now);
         self.clauses_queued += 1;
@@ -321,11 +328,7 @@ impl Context {
                         })
                         .collect(),
                 };
-                self.out
-                    .send(Outgoing::Message(words))
-                    .await
-                    .is_err()
-                    .then_some(Ending::Disconnected)
+                self.send(Outgoing::Message(words)).await
             }
             Outgoing::Message(ServerMessage::Start { voice, .. }) if !self.started => {
                 self.started = true;
@@ -339,8 +342,8 @@ impl Context {
                     encoding: format.encoding.as_str().to_owned(),
                     frame_samples: format.frame_samples() as u32,
                 };
-                if self.out.send(Outgoing::Message(start)).await.is_err() {
-                    return Some(Ending::Disconnected);
+                if let Some(ending) = self.send(Outgoing::Message(start)).await {
+                    return Some(ending);
                 }
                 metrics::first_audio(self.req.received.elapsed());
                 if let Some(at) = self.first_clause_at {
@@ -453,10 +456,21 @@ impl Context {
             received,
             cancelled: self.stop.token(),
         };
-        tokio::select! {
-            biased;
-            _ = self.stop.stopped() => Some(self.stopped().await),
-            sent = self.out.send(frame) => sent.is_err().then_some(Ending::Disconnected),
+        self.send(frame).await
+    }
+
+    /// Queues an item for the client on the same terms as a request's
+    /// (see [`enqueue`]); `None` once it is queued.
+    async fn send(&mut self, item: Outgoing) -> Option<Ending> {
+        let stalled = self.ctx.stalled_timeout;
+        match enqueue(&self.out, item, &self.stop, stalled).await {
+            Queued::Sent { .. } => None,
+            Queued::Stopped => Some(self.stopped().await),
+            Queued::Stalled => Some(Ending::Failed(self.error(
+                ErrorCode::ClientTooSlow,
+                format!("the client took none of the context's audio for {stalled:?}"),
+            ))),
+            Queued::Gone => Some(Ending::Disconnected),
         }
     }
 

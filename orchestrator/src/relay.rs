@@ -565,8 +565,8 @@ async fn play(
                 encoding: format.encoding.as_str().to_owned(),
                 frame_samples: format.frame_samples() as u32,
             };
-            if out.send(Outgoing::Message(start)).await.is_err() {
-                return Ending::Disconnected;
+            if let Some(ending) = queue_message(ctx, req, out, stop, start).await {
+                return ending;
             }
             if req.counted {
                 metrics::first_audio(req.received.elapsed());
@@ -589,8 +589,8 @@ async fn play(
                     })
                     .collect(),
             };
-            if out.send(Outgoing::Message(words)).await.is_err() {
-                return Ending::Disconnected;
+            if let Some(ending) = queue_message(ctx, req, out, stop, words).await {
+                return ending;
             }
         }
         match forward(ctx, req, audit, frame, out, stop).await {
@@ -690,36 +690,91 @@ async fn forward(
     };
     ctx.stats
         .frame_enqueued(out.max_capacity() - out.capacity());
-    let full = out.capacity() == 0;
+    match enqueue(out, item, stop, ctx.stalled_timeout).await {
+        Queued::Sent { waited } => {
+            if waited {
+                metrics::backpressure(received.elapsed());
+            }
+            Forwarded::Sent
+        }
+        other => {
+            ctx.stats.frame_dequeued();
+            if matches!(other, Queued::Stalled) {
+                metrics::frames_dropped(1);
+            }
+            Forwarded::Stop(not_queued(ctx, req, stop, other))
+        }
+    }
+}
+
+/// Queues a message of the request (`start`, `words`) on the same terms
+/// as its frames; `None` once it is queued.
+async fn queue_message(
+    ctx: &RelayContext,
+    req: &Pending,
+    out: &mpsc::Sender<Outgoing>,
+    stop: &Stop,
+    message: ServerMessage,
+) -> Option<Ending> {
+    match enqueue(out, Outgoing::Message(message), stop, ctx.stalled_timeout).await {
+        Queued::Sent { .. } => None,
+        other => Some(not_queued(ctx, req, stop, other)),
+    }
+}
+
+/// How a request ends when one of its items could not be queued.
+fn not_queued(ctx: &RelayContext, req: &Pending, stop: &Stop, queued: Queued) -> Ending {
+    match queued {
+        Queued::Stalled => Ending::Failed(
+            ErrorCode::ClientTooSlow,
+            format!(
+                "the client took none of the request's audio for {:?}",
+                ctx.stalled_timeout
+            ),
+        ),
+        Queued::Gone => {
+            debug!(request_id = %req.request_id, trace_id = %req.trace_id,
+                session_id = %req.session_id, "client gone while relaying");
+            Ending::Disconnected
+        }
+        Queued::Sent { .. } | Queued::Stopped => stop.ending(),
+    }
+}
+
+/// What became of an item offered to a connection's queue.
+pub(crate) enum Queued {
+    /// Queued; `waited` when the queue was full at first.
+    Sent { waited: bool },
+    /// The request was stopped meanwhile.
+    Stopped,
+    /// No room for `stalled`: the client is not reading. The request is
+    /// stopped with `client_too_slow` (the writer drops what it queued).
+    Stalled,
+    /// The connection is gone.
+    Gone,
+}
+
+/// Offers `item` to the connection's bounded queue: waits for room, but
+/// not past the request's stop nor longer than `stalled`. Every item of a
+/// request goes through here, so a client that reads nothing holds a
+/// request for at most `stalled`.
+pub(crate) async fn enqueue(
+    out: &mpsc::Sender<Outgoing>,
+    item: Outgoing,
+    stop: &Stop,
+    stalled: std::time::Duration,
+) -> Queued {
+    let waited = out.capacity() == 0;
     tokio::select! {
         biased;
-        _ = stop.stopped() => {
-            ctx.stats.frame_dequeued();
-            Forwarded::Stop(stop.ending())
-        }
-        _ = tokio::time::sleep(ctx.stalled_timeout) => {
-            ctx.stats.frame_dequeued();
-            metrics::frames_dropped(1);
-            // The frames already queued for it are dropped by the writer.
+        _ = stop.stopped() => Queued::Stopped,
+        _ = tokio::time::sleep(stalled) => {
             stop.stop(StopReason::Failed(ErrorCode::ClientTooSlow, String::new()));
-            Forwarded::Stop(Ending::Failed(
-                ErrorCode::ClientTooSlow,
-                format!("the client took none of the request's audio for {:?}", ctx.stalled_timeout),
-            ))
+            Queued::Stalled
         }
         sent = out.send(item) => match sent {
-            Ok(()) => {
-                if full {
-                    metrics::backpressure(received.elapsed());
-                }
-                Forwarded::Sent
-            }
-            Err(_) => {
-                ctx.stats.frame_dequeued();
-                debug!(request_id = %req.request_id, trace_id = %req.trace_id,
-                    session_id = %req.session_id, "client gone while relaying");
-                Forwarded::Stop(Ending::Disconnected)
-            }
+            Ok(()) => Queued::Sent { waited },
+            Err(_) => Queued::Gone,
         },
     }
 }
