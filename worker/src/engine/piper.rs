@@ -12,7 +12,7 @@ use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
 use super::chunks::ChunkPlan;
-use super::split::{SplitModel, split, with_durations};
+use super::split::{SplitError, SplitModel, split, with_durations};
 use super::stream::{StreamProgress, StreamedSessions};
 use super::words::{self, AlignedWord};
 use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, WordSpan, espeak};
@@ -323,6 +323,10 @@ impl PiperVoice {
         let parts = if opts.streaming {
             match split(&bytes) {
                 Ok(parts) => Some(Arc::new(parts)),
+                // Not a model at all: nothing to fall back to.
+                Err(e @ SplitError::Parse(_)) => {
+                    return Err(EngineError::Runtime(format!("{}: {e}", model.display())));
+                }
                 Err(e) => {
                     tracing::warn!(voice = name, error = %e, "voice cannot stream inside a clause; synthesising whole clauses");
                     None
