@@ -31,7 +31,12 @@ pub const SLACK_BUCKETS: &[f64] = &[
 ];
 /// Histograms whose buckets are not chosen by unit suffix (full names,
 /// which take precedence over suffixes).
-const BY_NAME: &[(&str, &[f64])] = &[("tts_worker_step_slack_seconds", SLACK_BUCKETS)];
+const BY_NAME: &[(&str, &[f64])] = &[
+    ("tts_worker_step_slack_seconds", SLACK_BUCKETS),
+    ("tts_worker_decoder_batch_size", BATCH_BUCKETS),
+];
+/// Buckets for batch sizes (items per call).
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0];
 /// Buckets for levels, in dB relative to full scale.
 pub const DBFS_BUCKETS: &[f64] = &[
     -90.0, -60.0, -50.0, -40.0, -30.0, -20.0, -12.0, -6.0, -3.0, -1.0, 0.0,

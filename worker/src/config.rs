@@ -83,6 +83,22 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_IDLE_INTRA_THREADS", default_value_t = 2)]
     pub idle_intra_threads: usize,
 
+    /// Most streams whose steps one synthesis thread runs together: it
+    /// takes the step with the earliest deadline and up to N − 1 others of
+    /// the same voice due within `--decode-batch-horizon-ms` after it, runs
+    /// their text parts and flow blocks one by one and their decoder
+    /// windows as one call (each padded to a common width, without
+    /// changing its output). Default: 1 (no batching) on the CPU, where a
+    /// batch costs what its windows cost one by one; 16 with a GPU, where
+    /// one call costs about what a small one does.
+    #[arg(long, env = "TTS_DECODE_BATCH")]
+    pub decode_batch: Option<usize>,
+
+    /// A step joins a batch only if it is due at most this many
+    /// milliseconds after the batch's earliest step.
+    #[arg(long, env = "TTS_DECODE_BATCH_HORIZON_MS", default_value_t = 500)]
+    pub decode_batch_horizon_ms: u64,
+
     /// Requests admitted at once, whatever admission control says (a
     /// hard bound); more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "TTS_WORKER_MAX_REQUESTS", default_value_t = 64)]
@@ -206,6 +222,9 @@ impl WorkerConfig {
         if !(self.admission_efficiency > 0.0 && self.admission_efficiency <= 1.0) {
             return Err("--admission-efficiency must be in (0, 1]".into());
         }
+        if self.decode_batch.is_some_and(|n| !(1..=256).contains(&n)) {
+            return Err("--decode-batch must be between 1 and 256".into());
+        }
         if self.max_window_frames < 8 {
             return Err("--max-window-frames must be at least 8".into());
         }
@@ -226,7 +245,17 @@ impl WorkerConfig {
             efficiency: self.admission_efficiency,
             step_audio: window,
             admission: self.admission,
+            batch: self.decode_batch(),
+            batch_horizon: Duration::from_millis(self.decode_batch_horizon_ms),
         }
+    }
+
+    /// Streams per batch: `--decode-batch`, or the device's default.
+    pub fn decode_batch(&self) -> usize {
+        self.decode_batch.unwrap_or(match self.device {
+            crate::gpu::Device::Cpu => 1,
+            crate::gpu::Device::Cuda(_) => 16,
+        })
     }
 }
 
@@ -413,6 +442,30 @@ mod command_line_tests {
         assert_eq!(cost.step_time, std::time::Duration::from_millis(150));
         for bad in ["", "1,2", "0,1,1", "1,1,0", "a,b,c", "1,2,3,4"] {
             assert!(super::parse_fixed_cost(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decode_batch_defaults_to_the_device_and_is_bounded() {
+        use crate::gpu::Device;
+        let cpu = super::WorkerConfig::default();
+        assert_eq!((cpu.decode_batch(), cpu.policy().batch), (1, 1));
+        let gpu = super::WorkerConfig {
+            device: Device::Cuda(0),
+            ..super::WorkerConfig::default()
+        };
+        assert_eq!(gpu.decode_batch(), 16);
+        let chosen = super::WorkerConfig {
+            decode_batch: Some(4),
+            ..gpu
+        };
+        assert_eq!(chosen.policy().batch, 4);
+        for bad in [0, 257] {
+            let config = super::WorkerConfig {
+                decode_batch: Some(bad),
+                ..super::WorkerConfig::default()
+            };
+            assert!(config.validate().is_err(), "--decode-batch {bad}");
         }
     }
 }

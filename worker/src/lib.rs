@@ -411,6 +411,8 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             plan: engine::ChunkPlan {
                 context: config.decoder_context,
                 max: config.max_window_frames,
+                // Batches share a call more often when windows share widths.
+                uniform: config.decode_batch() > 1,
                 ..engine::ChunkPlan::default()
             },
             wide_threads: config.idle_intra_threads,

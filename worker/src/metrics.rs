@@ -31,6 +31,11 @@ pub const STEP_SLACK: &str = "tts_worker_step_slack_seconds";
 /// (`first_audio`: after the first-audio budget; `playout`: after the
 /// frame's time on the playout clock).
 pub const DEADLINE_MISSES: &str = "tts_worker_deadline_misses_total";
+/// Decoder windows (of as many streams) per decoder call.
+pub const DECODER_BATCH: &str = "tts_worker_decoder_batch_size";
+/// Seconds from a request's arrival to the end of its first step, by
+/// `batched` (whether that step ran together with other streams' steps).
+pub const FIRST_STEP: &str = "tts_worker_first_step_seconds";
 /// Share of the synthesis threads the admitted streams need.
 pub const UTILISATION: &str = "tts_worker_admission_utilisation";
 /// Compute seconds per second of audio, the admission estimate, by `voice`.
@@ -111,6 +116,15 @@ pub(crate) fn describe() {
         BACKPRESSURE,
         Unit::Seconds,
         "Waits for room in a request's full stream queue."
+    );
+    describe_histogram!(
+        DECODER_BATCH,
+        "Decoder windows (of as many streams) per decoder call."
+    );
+    describe_histogram!(
+        FIRST_STEP,
+        Unit::Seconds,
+        "Request arrival to the end of its first step, by whether that step was batched."
     );
     describe_gauge!(ENGINE_LOAD, Unit::Seconds, "Time the voices took to load.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
@@ -203,6 +217,16 @@ pub(crate) fn step_finished(due: Instant, finished: Instant) {
         -(finished - due).as_secs_f64()
     };
     metrics::histogram!(STEP_SLACK).record(slack);
+}
+
+pub(crate) fn decoder_batch(windows: usize) {
+    metrics::histogram!(DECODER_BATCH).record(windows as f64);
+}
+
+/// A request's first step ended `after` its arrival, `batched` or not.
+pub(crate) fn first_step(after: Duration, batched: bool) {
+    let batched = if batched { "true" } else { "false" };
+    metrics::histogram!(FIRST_STEP, "batched" => batched).record(after.as_secs_f64());
 }
 
 pub(crate) fn deadline_miss(kind: &'static str) {

@@ -55,6 +55,12 @@ pub struct Policy {
     pub step_audio: Duration,
     /// Refuse requests that do not fit (off: admit up to the hard limit).
     pub admission: bool,
+    /// Most steps one thread runs together (their decoder windows in as
+    /// few calls as possible); 1 runs one step at a time.
+    pub batch: usize,
+    /// A step joins the earliest-deadline step's batch only if its own
+    /// deadline is at most this much later.
+    pub batch_horizon: Duration,
 }
 
 impl Default for Policy {
@@ -68,6 +74,8 @@ impl Default for Policy {
             efficiency: 0.8,
             step_audio: Duration::from_millis(1_500),
             admission: true,
+            batch: 1,
+            batch_horizon: Duration::from_millis(500),
         }
     }
 }
@@ -416,6 +424,58 @@ impl<J> Streams<J> {
         }
     }
 
+    /// The steps that run together with `lead` (just taken by
+    /// [`next`](Self::next)): up to `batch − 1` other runnable streams whose
+    /// deadlines are at most the batch horizon after the lead's and whose
+    /// work `compatible` accepts beside the lead's (the same voice, an
+    /// engine that can share a call), earliest deadline first. The lead's
+    /// `wide` is cleared when any join: a batch shares its thread.
+    pub fn companions(
+        &mut self,
+        lead: &mut Step<J>,
+        now: Instant,
+        compatible: impl Fn(&J, &J) -> bool,
+    ) -> Vec<Step<J>> {
+        if self.policy.batch <= 1 {
+            return Vec::new();
+        }
+        let until = lead.deadline + self.policy.batch_horizon;
+        let mut due: Vec<(Instant, StreamId)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.job.as_ref().is_some_and(|j| compatible(&lead.job, j))
+                    && self.parked_until(slot, now).is_none()
+            })
+            .map(|(&id, slot)| (self.slot_deadline(slot, now), id))
+            .filter(|&(deadline, _)| deadline <= until)
+            .collect();
+        due.sort();
+        due.truncate(self.policy.batch - 1);
+        let mut steps = Vec::with_capacity(due.len());
+        for (deadline, id) in due {
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
+            let due = self.slot_due(slot, now);
+            let first = slot.produced == 0;
+            if let Some(job) = self.slots.get_mut(&id).and_then(|s| s.job.take()) {
+                steps.push(Step {
+                    id,
+                    job,
+                    deadline,
+                    due,
+                    first,
+                    wide: false,
+                });
+            }
+        }
+        if !steps.is_empty() {
+            lead.wide = false;
+        }
+        steps
+    }
+
     /// Fraction of the threads the admitted streams need while they play:
     /// the sum of their costs over the thread count.
     pub fn utilisation(&self) -> f64 {
@@ -534,6 +594,8 @@ mod tests {
             efficiency: 1.0,
             step_audio: ms(500),
             admission: true,
+            batch: 1,
+            batch_horizon: ms(500),
         }
     }
 
@@ -833,6 +895,48 @@ mod tests {
         let b = s.admit(t0, demand(1.0), Delivery::Realtime).expect("b");
         s.insert(b, "b");
         assert!(!run(&mut s, t0).wide, "two streams on two threads");
+    }
+
+    #[test]
+    fn a_batch_takes_the_compatible_steps_due_soon_after_the_lead() {
+        let t0 = Instant::now();
+        let mut s = Streams::new(Policy {
+            admission: false,
+            batch: 3,
+            batch_horizon: ms(300),
+            ..policy()
+        });
+        // Deadlines (produced − 100 ms): a 100, b 200, other 240, c 300,
+        // d 500 (beyond the horizon); e is parked (2.5 s ahead).
+        let a = playing(&mut s, "a", t0, 10, 10);
+        let b = playing(&mut s, "b", t0, 15, 15);
+        playing(&mut s, "other voice", t0, 17, 17);
+        let c = playing(&mut s, "c", t0, 20, 20);
+        playing(&mut s, "d", t0, 30, 30);
+        playing(&mut s, "e", t0, 125, 125);
+        let same_voice = |lead: &&str, other: &&str| lead.len() == other.len();
+        let mut lead = run(&mut s, t0);
+        assert_eq!(lead.id, a);
+        let batch = s.companions(&mut lead, t0, same_voice);
+        let ids: Vec<StreamId> = batch.iter().map(|st| st.id).collect();
+        assert_eq!(ids, [b, c], "earliest compatible first, up to 3 in all");
+        assert_eq!(batch[1].deadline, t0 + ms(300));
+        assert!(!lead.wide);
+        // Taken steps are running: the next lead is the one left behind.
+        let mut next = run(&mut s, t0);
+        assert_eq!(next.job, "other voice");
+        let rest = s.companions(&mut next, t0, |_, _| true);
+        let names: Vec<&str> = rest.iter().map(|st| st.job).collect();
+        assert_eq!(names, ["d"], "within 300 ms of 240 ms; e stays parked");
+        // Without batching, nothing joins.
+        let mut single = Streams::new(Policy {
+            admission: false,
+            ..policy()
+        });
+        playing(&mut single, "x", t0, 10, 10);
+        playing(&mut single, "y", t0, 10, 10);
+        let mut lead = run(&mut single, t0);
+        assert!(single.companions(&mut lead, t0, |_, _| true).is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use tts_frame::{Tally, Validator};
 
 use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
-use crate::engine::{ClauseState, EngineError, Synthesizer, Voice};
+use crate::engine::{ClauseState, EngineError, Synthesizer, Voice, WordSpan};
 use crate::metrics;
 use crate::sched::{Delivery, Demand, Next, Playout, Policy, Step, StreamId, Streams};
 use crate::text::Clause;
@@ -330,6 +330,7 @@ impl SynthPool {
         let (events_tx, events) = mpsc::unbounded_channel();
         let job = Job {
             voice,
+            arrival,
             clauses: clauses.into(),
             clause: ClauseState::Done,
             clause_chars: 0,
@@ -436,6 +437,8 @@ impl AudioState {
 /// One request's work, owned by the scheduler between steps.
 struct Job {
     voice: usize,
+    /// When the request arrived.
+    arrival: Instant,
     /// Clauses not started.
     clauses: VecDeque<Clause>,
     /// The clause in progress (`Done` between clauses).
@@ -482,6 +485,9 @@ struct StepReport {
 /// What one thread owns: a synthesiser per voice and a scratch buffer.
 struct SynthThread {
     synthesizers: Vec<Box<dyn Synthesizer>>,
+    /// By voice: whether steps of several streams may run together (the
+    /// voice streams inside clauses, so its steps are decoder windows).
+    batchable: Vec<bool>,
     resampled: Vec<f32>,
 }
 
@@ -500,6 +506,7 @@ impl SynthThread {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             synthesizers,
+            batchable: voices.iter().map(|v| v.info().streaming).collect(),
             resampled: Vec::new(),
         })
     }
@@ -541,12 +548,19 @@ impl SynthThread {
             }
             let now = Instant::now();
             match state.streams.next(now) {
-                Next::Run(step) => {
+                Next::Run(mut lead) => {
+                    let batchable = &self.batchable;
+                    let mut steps = state.streams.companions(&mut lead, now, |a, b| {
+                        a.voice == b.voice && batchable.get(a.voice) == Some(&true)
+                    });
+                    steps.insert(0, lead);
                     drop(state);
                     worked = true;
-                    let done = self.run(step);
+                    let done = self.run(steps);
                     state = shared.lock();
-                    done.settle(&mut state);
+                    for done in done {
+                        done.settle(&mut state);
+                    }
                     metrics::utilisation(state.streams.utilisation());
                 }
                 Next::Wait(None) if worked && state.streams.is_empty() => {
@@ -574,60 +588,142 @@ impl SynthThread {
         }
     }
 
-    /// Runs one step; what to tell the scheduler comes back.
-    fn run(&mut self, step: Step<Job>) -> Done {
-        let Step {
-            id,
-            mut job,
-            due,
-            wide,
-            ..
-        } = step;
+    /// Runs a batch of steps (often one); what to tell the scheduler comes
+    /// back, one for each.
+    fn run(&mut self, steps: Vec<Step<Job>>) -> Vec<Done> {
         let _busy = metrics::SynthesisGuard::new();
-        let result = self.step(&mut job, wide);
-        metrics::step_finished(due, Instant::now());
-        Done { id, job, result }
+        let batched = steps.len() > 1;
+        let wide = steps.first().is_some_and(|s| s.wide);
+        let mut jobs = Vec::with_capacity(steps.len());
+        let mut about = Vec::with_capacity(steps.len());
+        for Step {
+            id,
+            job,
+            due,
+            first,
+            ..
+        } in steps
+        {
+            jobs.push(job);
+            about.push((id, due, first));
+        }
+        let results = self.steps(&mut jobs, wide);
+        let now = Instant::now();
+        jobs.into_iter()
+            .zip(about)
+            .zip(results)
+            .map(|((job, (id, due, first)), result)| {
+                metrics::step_finished(due, now);
+                if first {
+                    metrics::first_step(now.saturating_duration_since(job.arrival), batched);
+                }
+                Done { id, job, result }
+            })
+            .collect()
     }
 
-    fn step(&mut self, job: &mut Job, wide: bool) -> Result<StepReport, EngineError> {
-        let mut starts_clause = None;
-        if job.clause.is_done()
-            && let Some(clause) = job.clauses.pop_front()
-        {
-            let chars = clause.text.chars().count();
-            job.chars_left = job.chars_left.saturating_sub(chars);
-            job.clause_chars = chars;
-            job.clause = ClauseState::Pending(clause);
-            job.clause_start = job.native;
-            starts_clause = Some(chars);
-        }
-        let synth = self
-            .synthesizers
-            .get_mut(job.voice)
-            .ok_or_else(|| EngineError::Runtime(format!("no voice #{}", job.voice)))?;
-        let (audio, resampled) = (&mut *job.audio, &mut self.resampled);
-        let rate = audio.resampler.rate();
-        let mut native = 0usize;
-        let mut frames = Vec::new();
-        let started = Instant::now();
-        synth.step(&mut job.clause, wide, &mut |samples: &[f32]| {
-            native += samples.len();
+    /// Runs the next step of each job (all of one voice): one by one
+    /// through the voice's synthesiser, or together when there are several.
+    /// A batch's compute is shared out by the audio each job got.
+    fn steps(&mut self, jobs: &mut [Job], wide: bool) -> Vec<Result<StepReport, EngineError>> {
+        let starts: Vec<Option<usize>> = jobs.iter_mut().map(Job::begin_clause).collect();
+        let voice = jobs.first().map_or(0, |j| j.voice);
+        let Some(synth) = self.synthesizers.get_mut(voice) else {
+            return jobs
+                .iter()
+                .map(|_| Err(EngineError::Runtime(format!("no voice #{voice}"))))
+                .collect();
+        };
+        let n = jobs.len();
+        let mut native = vec![0usize; n];
+        let mut frames: Vec<Vec<Frame>> = (0..n).map(|_| Vec::new()).collect();
+        let (mut clauses, mut audio): (Vec<&mut ClauseState>, Vec<&mut AudioState>) = jobs
+            .iter_mut()
+            .map(|j| (&mut j.clause, &mut *j.audio))
+            .unzip();
+        let resampled = &mut self.resampled;
+        let mut emit = |i: usize, samples: &[f32]| {
+            native[i] += samples.len();
             resampled.clear();
-            audio.resampler.process(samples, resampled);
-            audio.frame(resampled, &mut frames);
-        })?;
+            audio[i].resampler.process(samples, resampled);
+            audio[i].frame(resampled, &mut frames[i]);
+        };
+        let started = Instant::now();
+        let outcomes = match &mut clauses[..] {
+            [one] => vec![
+                synth
+                    .step(one, wide, &mut |s| emit(0, s))
+                    .map(|()| synth.take_words()),
+            ],
+            many => synth.step_many(many, &mut emit),
+        };
         let compute = started.elapsed();
-        if job.clause.is_done() && job.clauses.is_empty() {
+        let total = native.iter().sum::<usize>();
+        jobs.iter_mut()
+            .zip(outcomes)
+            .zip(native.into_iter().zip(frames))
+            .zip(starts)
+            .map(|(((job, outcome), (native, frames)), starts)| {
+                let words = outcome?;
+                let share = if total > 0 {
+                    native as f64 / total as f64
+                } else {
+                    1.0 / n as f64
+                };
+                Ok(job.finish_step(
+                    &mut self.resampled,
+                    frames,
+                    native,
+                    words,
+                    compute.mul_f64(share),
+                    starts,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Job {
+    /// Takes the next clause when the one in progress is done; returns its
+    /// characters when it does.
+    fn begin_clause(&mut self) -> Option<usize> {
+        if !self.clause.is_done() {
+            return None;
+        }
+        let clause = self.clauses.pop_front()?;
+        let chars = clause.text.chars().count();
+        self.chars_left = self.chars_left.saturating_sub(chars);
+        self.clause_chars = chars;
+        self.clause = ClauseState::Pending(clause);
+        self.clause_start = self.native;
+        Some(chars)
+    }
+
+    /// After a step produced `native` samples, cut into `frames`, and
+    /// placed `words`: flushes the audio at the request's end, attaches the
+    /// words and sends the frames to the request's sender.
+    fn finish_step(
+        &mut self,
+        resampled: &mut Vec<f32>,
+        mut frames: Vec<Frame>,
+        native: usize,
+        words: Vec<WordSpan>,
+        compute: Duration,
+        starts_clause: Option<usize>,
+    ) -> StepReport {
+        let audio = &mut *self.audio;
+        let rate = audio.resampler.rate();
+        if self.clause.is_done() && self.clauses.is_empty() {
             resampled.clear();
             audio.resampler.finish(resampled);
             audio.frame(resampled, &mut frames);
             frames.extend(audio.framer.finish());
         }
-        job.native += native as u64;
-        let ms =
-            |at: usize| ((job.clause_start + at as u64) * 1000 / u64::from(rate.max(1))) as u32;
-        job.words
-            .extend(synth.take_words().into_iter().map(|w| tts_proto::v1::Word {
+        self.native += native as u64;
+        let clause_start = self.clause_start;
+        let ms = |at: usize| ((clause_start + at as u64) * 1000 / u64::from(rate.max(1))) as u32;
+        self.words
+            .extend(words.into_iter().map(|w| tts_proto::v1::Word {
                 start_ms: ms(w.start),
                 end_ms: ms(w.end),
                 text: w.text,
@@ -635,23 +731,23 @@ impl SynthThread {
         // Words travel with the first frame of the step that placed them
         // (or the next step's, when this one cut none).
         if let Some(first) = frames.first_mut() {
-            first.words.append(&mut job.words);
+            first.words.append(&mut self.words);
         }
         for frame in frames {
             // The sender may be gone; the scheduler drops the job then.
-            let _ = job.events.send(Sent::Frame(frame));
+            let _ = self.events.send(Sent::Frame(frame));
         }
         let seconds = |samples: usize| samples as f64 / f64::from(rate.max(1));
         let clause = starts_clause.map(|chars| {
-            let rest = job.clause.remaining_samples().unwrap_or(0);
+            let rest = self.clause.remaining_samples().unwrap_or(0);
             (seconds(native + rest), chars)
         });
         metrics::step_computed(compute, seconds(native));
-        Ok(StepReport {
+        StepReport {
             compute,
             audio: seconds(native),
             clause,
-        })
+        }
     }
 }
 

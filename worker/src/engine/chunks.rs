@@ -25,6 +25,10 @@ pub struct ChunkPlan {
     pub max: usize,
     /// Frames of context on each side.
     pub context: usize,
+    /// Widen windows (where that leaves their output unchanged) to the
+    /// plan's standard widths, so that the calls of several streams share
+    /// a width more often and a device sees few distinct shapes.
+    pub uniform: bool,
 }
 
 impl Default for ChunkPlan {
@@ -33,11 +37,26 @@ impl Default for ChunkPlan {
             first: 8,
             max: 128,
             context: 10,
+            uniform: false,
         }
     }
 }
 
 impl ChunkPlan {
+    /// The widths (frames fed, context included) of the windows of a long
+    /// clause, smallest first: 18, 34, 52, 84, 148 by default.
+    pub fn widths(&self) -> Vec<usize> {
+        let windows = self.windows(self.first.max(1) + self.max.max(1) * 4);
+        // The last window takes the remainder: not a standard width.
+        let mut widths: Vec<usize> = windows[..windows.len().saturating_sub(1)]
+            .iter()
+            .map(|w| w.hi - w.lo)
+            .collect();
+        widths.sort_unstable();
+        widths.dedup();
+        widths
+    }
+
     /// The windows covering `len` frames: every frame is produced by
     /// exactly one window, in order. A remainder shorter than half the
     /// current size joins the window before it.
@@ -103,6 +122,16 @@ mod tests {
             .map(|w| w.end - w.start)
             .collect();
         assert_eq!(sizes, vec![8, 19]);
+    }
+
+    #[test]
+    fn the_standard_widths_are_those_of_a_long_clause() {
+        assert_eq!(ChunkPlan::default().widths(), vec![18, 34, 52, 84, 148]);
+        let small = ChunkPlan {
+            max: 32,
+            ..ChunkPlan::default()
+        };
+        assert_eq!(small.widths(), vec![18, 34, 52]);
     }
 
     #[test]

@@ -137,6 +137,20 @@ pub trait Synthesizer: Send {
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError>;
 
+    /// Runs the next step of several clauses of this voice together, where
+    /// the engine can share work between them (a streaming Piper voice
+    /// decodes their windows in as few calls as their widths allow); the
+    /// default runs them one after another. `emit` gets each clause's
+    /// samples with its index. Returns, for each clause, the words placed
+    /// during its step, or its failure (which fails no other).
+    fn step_many(
+        &mut self,
+        states: &mut [&mut ClauseState],
+        emit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
+        one_by_one(self, states, emit)
+    }
+
     /// The words whose place in the clause became known during the last
     /// step (for clauses that asked for timestamps, on voices that have
     /// them), in order.
@@ -158,6 +172,23 @@ pub trait Synthesizer: Send {
         }
         Ok(())
     }
+}
+
+/// Runs the next step of each clause in turn (see
+/// [`Synthesizer::step_many`]).
+pub(crate) fn one_by_one<S: Synthesizer + ?Sized>(
+    synth: &mut S,
+    states: &mut [&mut ClauseState],
+    emit: &mut dyn FnMut(usize, &[f32]),
+) -> Vec<Result<Vec<WordSpan>, EngineError>> {
+    states
+        .iter_mut()
+        .enumerate()
+        .map(|(i, state)| {
+            synth.step(state, false, &mut |s| emit(i, s))?;
+            Ok(synth.take_words())
+        })
+        .collect()
 }
 
 /// espeak-ng's own formant voice: light and fast (real-time factor about

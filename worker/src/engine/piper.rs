@@ -559,6 +559,14 @@ impl Synthesizer for PiperSynthesizer {
         std::mem::take(&mut self.words)
     }
 
+    fn step_many(
+        &mut self,
+        states: &mut [&mut ClauseState],
+        emit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
+        self.step_streams(states, emit)
+    }
+
     fn step(
         &mut self,
         state: &mut ClauseState,
@@ -616,6 +624,55 @@ impl Synthesizer for PiperSynthesizer {
         };
         *state = next;
         Ok(())
+    }
+}
+
+impl PiperSynthesizer {
+    /// [`Synthesizer::step_many`] on the streaming sessions: each clause's
+    /// text part (for a new one) and flow block run on their own, then
+    /// their decoder windows together.
+    fn step_streams(
+        &mut self,
+        states: &mut [&mut ClauseState],
+        emit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
+        let Engine::Streamed(sessions) = &mut self.engine else {
+            return super::one_by_one(self, states, emit);
+        };
+        let mut results: Vec<Result<Vec<WordSpan>, EngineError>> = Vec::new();
+        let mut streams: Vec<(usize, Box<StreamProgress>)> = Vec::new();
+        for (i, state) in states.iter_mut().enumerate() {
+            results.push(Ok(Vec::new()));
+            let progress = match std::mem::replace(&mut **state, ClauseState::Done) {
+                ClauseState::Pending(clause) => {
+                    let scales = clause.prosody.scales(self.scales);
+                    self.phonemizer
+                        .id_runs(&clause)
+                        .and_then(|runs| sessions.begin(runs, scales))
+                        .map(Box::new)
+                }
+                ClauseState::Streaming(progress) => Ok(progress),
+                ClauseState::Counted { .. } | ClauseState::Done => continue,
+            };
+            match progress {
+                Ok(p) => streams.push((i, p)),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let index: Vec<usize> = streams.iter().map(|(i, _)| *i).collect();
+        let mut refs: Vec<&mut StreamProgress> =
+            streams.iter_mut().map(|(_, p)| &mut **p).collect();
+        let stepped = sessions.step_many(&mut refs, &mut |k, s| emit(index[k], s));
+        for ((i, mut progress), result) in streams.into_iter().zip(stepped) {
+            match result {
+                Ok(remaining) => {
+                    results[i] = Ok(progress.take_words());
+                    *states[i] = more(remaining, *progress);
+                }
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        results
     }
 }
 
@@ -679,6 +736,8 @@ mod tests {
         Whole,
         /// No streaming: whole clauses through the whole model.
         NoStreaming,
+        /// The default windows, widened to the standard widths.
+        Uniform,
     }
 
     fn voice(plan: PlanChoice) -> PiperVoice {
@@ -687,10 +746,15 @@ mod tests {
         let model = root.join(".cache/voices/en_US-joe-medium.onnx");
         let plan = match plan {
             PlanChoice::Default | PlanChoice::NoStreaming => ChunkPlan::default(),
+            PlanChoice::Uniform => ChunkPlan {
+                uniform: true,
+                ..ChunkPlan::default()
+            },
             PlanChoice::Whole => ChunkPlan {
                 first: usize::MAX / 4,
                 max: usize::MAX / 4,
                 context: 0,
+                uniform: false,
             },
         };
         let opts = PiperOptions {
@@ -925,6 +989,67 @@ mod tests {
                 "{text}: max abs difference {worst} at sample {at}"
             );
         }
+    }
+
+    #[test]
+    fn clauses_stepped_together_sound_as_they_do_alone() {
+        let alone = voice(PlanChoice::Default);
+        let mut solo = alone.streamed().expect("sessions").expect("streams");
+        let together = voice(PlanChoice::Uniform);
+        let mut batch = together.streamed().expect("sessions").expect("streams");
+        // Each clause's first steps start one step apart, so that windows of
+        // every width meet windows of other widths.
+        let mut states: Vec<ClauseState> = Vec::new();
+        let mut audio: Vec<Vec<f32>> = vec![Vec::new(); SENTENCES.len()];
+        let mut steps = 0;
+        while states.len() < SENTENCES.len() || states.iter().any(|s| !s.is_done()) {
+            if let Some(text) = SENTENCES.get(states.len()) {
+                states.push(ClauseState::Pending(clause(text)));
+            }
+            let mut active: Vec<(usize, &mut ClauseState)> = states
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| !s.is_done())
+                .collect();
+            let index: Vec<usize> = active.iter().map(|(i, _)| *i).collect();
+            let mut refs: Vec<&mut ClauseState> =
+                active.iter_mut().map(|(_, s)| &mut **s).collect();
+            let results = batch.step_many(&mut refs, &mut |k, s| {
+                audio[index[k]].extend_from_slice(s);
+            });
+            for r in results {
+                r.expect("each clause steps");
+            }
+            steps += 1;
+        }
+        let Engine::Streamed(sessions) = &batch.engine else {
+            panic!("a streaming synthesiser");
+        };
+        let calls = sessions.decoder_calls();
+        let mut windows = 0;
+        for (text, got) in SENTENCES.iter().zip(&audio) {
+            let before = match &solo.engine {
+                Engine::Streamed(s) => s.decoder_calls(),
+                Engine::OneShot(..) => 0,
+            };
+            let (want, _) = speak(&mut solo, text);
+            if let Engine::Streamed(s) = &solo.engine {
+                windows += s.decoder_calls() - before;
+            }
+            assert_eq!(want.len(), got.len(), "{text}");
+            let worst = want
+                .iter()
+                .zip(got)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{} samples: max abs difference {worst:e}", got.len());
+            assert!(worst <= 1e-4, "{text}: max abs difference {worst}");
+        }
+        eprintln!("{windows} windows in {calls} decoder calls over {steps} steps");
+        assert!(
+            calls < windows,
+            "{windows} windows should share calls, took {calls}"
+        );
     }
 
     #[test]

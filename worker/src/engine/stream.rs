@@ -49,6 +49,8 @@ pub(crate) struct StreamedSessions {
     d: String,
     durations: Option<String>,
     plan: ChunkPlan,
+    /// Decoder calls made.
+    decoder_calls: u64,
 }
 
 fn err(e: impl std::fmt::Display) -> EngineError {
@@ -167,7 +169,14 @@ impl StreamedSessions {
             d: parts.d.clone(),
             durations: parts.durations.clone(),
             plan,
+            decoder_calls: 0,
         })
+    }
+
+    /// Decoder calls made so far.
+    #[cfg(test)]
+    pub(crate) fn decoder_calls(&self) -> u64 {
+        self.decoder_calls
     }
 
     /// Runs the text part on the first of a clause's runs of phoneme ids
@@ -230,24 +239,85 @@ impl StreamedSessions {
         p: &mut StreamProgress,
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<bool, EngineError> {
+        let mut one = [p];
+        let mut results = self.step_many(&mut one, &mut |_, samples| emit(samples));
+        results.pop().unwrap_or(Ok(false))
+    }
+
+    /// Decodes the next window of several clauses, as few decoder calls as
+    /// their windows allow (see [`Batch`]), and hands each one's samples to
+    /// `emit` with its index. Returns, for each, whether windows remain;
+    /// one clause's failure is its own, a decoder call's is its batch's.
+    pub(crate) fn step_many(
+        &mut self,
+        ps: &mut [&mut StreamProgress],
+        emit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Vec<Result<bool, EngineError>> {
+        let mut results: Vec<Result<bool, EngineError>> = Vec::with_capacity(ps.len());
+        let mut due = Vec::with_capacity(ps.len());
+        for (i, p) in ps.iter_mut().enumerate() {
+            match self.prepare(p) {
+                Ok(Some(w)) => {
+                    due.push((i, w));
+                    results.push(Ok(true));
+                }
+                Ok(None) => results.push(Ok(false)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let widths = if self.plan.uniform {
+            self.plan.widths()
+        } else {
+            Vec::new()
+        };
+        let clause = |i: usize| (ps[i].z.len, ps[i].ready);
+        for batch in Batch::group(&due, clause, self.plan.context, &widths) {
+            crate::metrics::decoder_batch(batch.members.len());
+            let input: Vec<(&Frames, Padded)> = batch
+                .members
+                .iter()
+                .map(|&(i, padded)| (&ps[i].d, padded))
+                .collect();
+            match self.decode_batch(&input, batch.width) {
+                Ok((audio, hop)) => {
+                    for (k, &(i, padded)) in batch.members.iter().enumerate() {
+                        let p = &mut *ps[i];
+                        let w = p.windows[p.next];
+                        let own = &audio[k * batch.width * hop..(k + 1) * batch.width * hop];
+                        let kept = padded.kept(w);
+                        p.hop = hop;
+                        p.next += 1;
+                        emit(i, &own[kept.start * hop..kept.end * hop]);
+                        results[i] = Ok(p.next < p.windows.len() || !p.runs.is_empty());
+                    }
+                }
+                Err(e) => {
+                    for &(i, _) in &batch.members {
+                        results[i] = Err(EngineError::Runtime(e.to_string()));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// Readies a clause's next window: the next run's text part when a run
+    /// is done, and the flow block the window needs. `None`: none is left.
+    fn prepare(&mut self, p: &mut StreamProgress) -> Result<Option<Window>, EngineError> {
         if p.next >= p.windows.len()
             && let Some(run) = p.runs.pop_front()
         {
             self.start_run(p, run)?;
         }
         let Some(&w) = p.windows.get(p.next) else {
-            return Ok(false);
+            return Ok(None);
         };
         if p.ready < w.hi {
             let upto = flow_block_end(p.ready, w.hi, p.z.len);
             self.flow_part(&p.z, &p.mask, &mut p.d, p.ready, upto)?;
             p.ready = upto;
         }
-        let audio = self.decode(&p.d, w.lo, w.hi)?;
-        p.hop = audio.len() / (w.hi - w.lo);
-        p.next += 1;
-        emit(&audio[(w.start - w.lo) * p.hop..(w.end - w.lo) * p.hop]);
-        Ok(p.next < p.windows.len() || !p.runs.is_empty())
+        Ok(Some(w))
     }
 
     /// The text part's latent frames and mask, and with `timed` (when the
@@ -319,20 +389,156 @@ impl StreamedSessions {
         Ok(())
     }
 
-    fn decode(&mut self, d: &Frames, lo: usize, hi: usize) -> Result<Vec<f32>, EngineError> {
+    /// Runs the decoder once on every member, each widened to `width`
+    /// frames; returns the samples (`width × hop` per member, in order)
+    /// and the hop.
+    fn decode_batch(
+        &mut self,
+        members: &[(&Frames, Padded)],
+        width: usize,
+    ) -> Result<(Vec<f32>, usize), EngineError> {
+        let channels = members.first().map_or(0, |(d, _)| d.channels);
+        let mut input = Vec::with_capacity(members.len() * channels * width);
+        for (d, padded) in members {
+            padded.write(d, &mut input);
+        }
+        let tensor = Tensor::from_array(([members.len(), channels, width], input)).map_err(err)?;
+        self.decoder_calls += 1;
         let outputs = self
             .decoder
-            .run(ort::inputs![self.d.as_str() => d.window(lo, hi)?])
+            .run(ort::inputs![self.d.as_str() => tensor])
             .map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        if audio.len() % (hi - lo) != 0 {
+        let frames = members.len() * width;
+        if frames == 0 || audio.len() % frames != 0 {
             return Err(err(format!(
-                "decoder produced {} samples for {} frames",
+                "decoder produced {} samples for {} × {width} frames",
                 audio.len(),
-                hi - lo
+                members.len()
             )));
         }
-        Ok(audio.to_vec())
+        Ok((audio.to_vec(), audio.len() / frames))
+    }
+}
+
+/// A window widened to a batch's common width: real latent frames
+/// `lo..hi` (the window's own, and more of the clause's on either side
+/// where the flow has computed them), then zero frames on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Padded {
+    lo: usize,
+    hi: usize,
+    zeros_left: usize,
+    zeros_right: usize,
+}
+
+impl Padded {
+    /// Widens window `w` of a clause of `len` latent frames, `ready` of
+    /// them computed by the flow, to `width` frames without changing the
+    /// frames it keeps: first with real frames around it, then with zeros
+    /// on a side where at least `context` real frames separate the kept
+    /// frames from the zeros (beyond the decoder's receptive field). A
+    /// window at a clause's edge has no such side there: zeros would
+    /// change its edge samples. `None` when it cannot be done.
+    fn widen(w: Window, len: usize, ready: usize, context: usize, width: usize) -> Option<Self> {
+        let mut need = width.checked_sub(w.hi - w.lo)?;
+        let left = need.min(w.lo);
+        need -= left;
+        let right = need.min(ready.min(len).saturating_sub(w.hi));
+        need -= right;
+        let (lo, hi) = (w.lo - left, w.hi + right);
+        let mut padded = Self {
+            lo,
+            hi,
+            zeros_left: 0,
+            zeros_right: 0,
+        };
+        if need == 0 {
+            return Some(padded);
+        }
+        if context == 0 {
+            return None;
+        }
+        if hi - w.end >= context {
+            padded.zeros_right = need;
+        } else if w.start - lo >= context {
+            padded.zeros_left = need;
+        } else {
+            return None;
+        }
+        Some(padded)
+    }
+
+    /// The frames of the widened window that belong to `w`'s output.
+    fn kept(&self, w: Window) -> std::ops::Range<usize> {
+        let at = self.zeros_left + (w.start - self.lo);
+        at..at + (w.end - w.start)
+    }
+
+    /// Appends the widened window of `d`, channel by channel.
+    fn write(&self, d: &Frames, out: &mut Vec<f32>) {
+        for c in 0..d.channels {
+            out.extend(std::iter::repeat_n(0.0, self.zeros_left));
+            out.extend_from_slice(&d.data[c * d.len + self.lo..c * d.len + self.hi]);
+            out.extend(std::iter::repeat_n(0.0, self.zeros_right));
+        }
+    }
+}
+
+/// Windows of several clauses that run as one decoder call.
+#[derive(Debug, PartialEq)]
+struct Batch {
+    /// The common width, in latent frames.
+    width: usize,
+    /// Each member's index and how its window is widened.
+    members: Vec<(usize, Padded)>,
+}
+
+impl Batch {
+    /// Groups windows (`(index, window)`; `clause(index)` gives the clause's
+    /// length and frames ready) into decoder calls. The widest window left
+    /// sets a call's width: its own, or the smallest of `widths` that holds
+    /// it when it can be widened to that. Every other window at least half
+    /// as wide that can be widened to the call's width without changing its
+    /// output joins it (so that padding never costs more than the call's
+    /// real work).
+    fn group(
+        due: &[(usize, Window)],
+        clause: impl Fn(usize) -> (usize, usize),
+        context: usize,
+        widths: &[usize],
+    ) -> Vec<Batch> {
+        let widen = |i: usize, w: Window, width: usize| {
+            let (len, ready) = clause(i);
+            Padded::widen(w, len, ready, context, width)
+        };
+        let mut left: Vec<(usize, Window)> = due.to_vec();
+        // Widest first; ties in the callers' order.
+        left.sort_by_key(|&(i, w)| (std::cmp::Reverse(w.hi - w.lo), i));
+        let mut batches = Vec::new();
+        while let Some(&(first, widest)) = left.first() {
+            let own = widest.hi - widest.lo;
+            let width = widths
+                .iter()
+                .copied()
+                .find(|&b| b >= own)
+                .filter(|&b| widen(first, widest, b).is_some())
+                .unwrap_or(own);
+            let mut members = Vec::new();
+            left.retain(|&(i, w)| {
+                let wide_enough = (w.hi - w.lo) * 2 >= width || i == first;
+                match widen(i, w, width).filter(|_| wide_enough) {
+                    Some(padded) => {
+                        members.push((i, padded));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            members.sort_by_key(|&(i, _)| i);
+            batches.push(Batch { width, members });
+        }
+        batches
     }
 }
 
@@ -356,5 +562,80 @@ mod tests {
         assert_eq!(flow_block_end(146, 200, 600), 274);
         assert_eq!(flow_block_end(530, 600, 600), 600);
         assert_eq!(flow_block_end(0, 10, 10), 10);
+    }
+
+    fn window(start: usize, end: usize, len: usize) -> Window {
+        Window {
+            start,
+            end,
+            lo: start.saturating_sub(10),
+            hi: (end + 10).min(len),
+        }
+    }
+
+    #[test]
+    fn a_window_widens_with_real_frames_first_then_zeros_away_from_its_edges() {
+        // A middle window with flow frames computed well past it: real
+        // frames on the left, then on the right.
+        let w = window(56, 120, 600);
+        let p = Padded::widen(w, 600, 274, 10, 148).expect("widens");
+        assert_eq!((p.lo, p.hi, p.zeros_left, p.zeros_right), (0, 148, 0, 0));
+        assert_eq!(p.kept(w), 56..120);
+        // A first window: nothing real beyond it yet, and its left edge is
+        // the clause's start; zeros on the right, past its context.
+        let first = window(0, 8, 600);
+        let p = Padded::widen(first, 600, 18, 10, 34).expect("widens");
+        assert_eq!((p.lo, p.hi, p.zeros_left, p.zeros_right), (0, 18, 0, 16));
+        assert_eq!(p.kept(first), 0..8);
+        // A clause's last window: real frames on the left only; zeros on
+        // the left once those are used up, never past its last frame.
+        let last = window(24, 40, 40);
+        let p = Padded::widen(last, 40, 40, 10, 52).expect("widens");
+        assert_eq!((p.lo, p.hi, p.zeros_left, p.zeros_right), (0, 40, 12, 0));
+        assert_eq!(p.kept(last), 36..52);
+        // A whole short clause has no side to pad on.
+        assert_eq!(Padded::widen(window(0, 12, 12), 12, 12, 10, 18), None);
+        // Nor does anything without context; and no window shrinks.
+        assert_eq!(Padded::widen(window(0, 8, 600), 600, 18, 0, 34), None);
+        assert_eq!(Padded::widen(window(56, 120, 600), 600, 274, 10, 50), None);
+    }
+
+    #[test]
+    fn windows_group_by_width_and_never_pad_more_than_they_hold() {
+        // Three steady windows, a first window and a short clause's only one.
+        let due = [
+            (0, window(120, 248, 600)),
+            (1, window(0, 8, 300)),
+            (2, window(248, 376, 600)),
+            (3, window(0, 12, 12)),
+            (4, window(24, 56, 80)),
+        ];
+        let ready = |i: usize| match i {
+            0 | 2 => (600, 600),
+            1 => (300, 18),
+            3 => (12, 12),
+            _ => (80, 80),
+        };
+        let batches = Batch::group(&due, ready, 10, &[]);
+        let shape: Vec<(usize, Vec<usize>)> = batches
+            .iter()
+            .map(|b| (b.width, b.members.iter().map(|m| m.0).collect()))
+            .collect();
+        // 148 wide: both steady windows; 52: the third, with the first
+        // window (18 wide) too narrow for it; then 18 and 12 alone (a
+        // 12-frame clause cannot be padded).
+        assert_eq!(
+            shape,
+            [
+                (148, vec![0, 2]),
+                (52, vec![4]),
+                (18, vec![1]),
+                (12, vec![3])
+            ]
+        );
+        // With the standard widths, an odd-sized window rounds up.
+        let odd = [(0, window(24, 40, 40))];
+        let b = Batch::group(&odd, |_| (40, 40), 10, &[18, 34, 52, 84, 148]);
+        assert_eq!(b[0].width, 34);
     }
 }
