@@ -1,7 +1,10 @@
 //! Worker-side time to first audio and total compute, one-shot versus
 //! streaming inside a clause, for a 5-word, a ~20-word and a ~50-word
 //! clause (1 intra-op thread), and streamed with 2 intra-op threads (what a
-//! first step gets on an idle machine). Prints a table; asserts nothing.
+//! first step gets on an idle machine); then the compute of N streams of
+//! the 50-word clause stepped one by one against stepped together (their
+//! decoder windows in shared calls, `--decode-batch N`). Prints tables;
+//! asserts nothing.
 //!
 //!     cargo bench -p tts-worker --bench streaming
 
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tts_worker::audio::{Framer, Resampler, to_s16};
 use tts_worker::engine::{
-    ChunkPlan, PiperOptions, PiperSynthesizer, PiperVoice, Synthesizer, Voice,
+    ChunkPlan, ClauseState, PiperOptions, PiperSynthesizer, PiperVoice, Synthesizer, Voice,
 };
 use tts_worker::text::Clause;
 
@@ -154,6 +157,72 @@ fn main() {
             ms(b_total),
             b_total.as_secs_f64() / a_total.as_secs_f64(),
             ms(c_first)
+        );
+    }
+    batches(&root, &opts);
+}
+
+/// Compute for `n` streams of the 50-word clause, every stream's next step
+/// run one by one or together, until all are done.
+fn batches(root: &Path, opts: &PiperOptions) {
+    let uniform = PiperVoice::load(
+        "en_US-joe-medium",
+        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+        &PiperOptions {
+            plan: ChunkPlan {
+                uniform: true,
+                ..opts.plan
+            },
+            ..opts.clone()
+        },
+    )
+    .expect("voice");
+    let mut alone = uniform.streamed().expect("sessions").expect("streams");
+    let mut together = uniform.streamed().expect("sessions").expect("streams");
+    let text = CLAUSES[2].1;
+    let clause = Clause {
+        text: text.into(),
+        terminator: Some('.'),
+        ..Clause::default()
+    };
+    let run = |synth: &mut PiperSynthesizer, n: usize, batched: bool| {
+        let mut states: Vec<ClauseState> = (0..n)
+            .map(|_| ClauseState::Pending(clause.clone()))
+            .collect();
+        let started = Instant::now();
+        while states.iter().any(|s| !s.is_done()) {
+            let mut refs: Vec<&mut ClauseState> =
+                states.iter_mut().filter(|s| !s.is_done()).collect();
+            if batched {
+                for r in synth.step_many(&mut refs, &mut |_, _| {}) {
+                    r.expect("step");
+                }
+            } else {
+                for state in refs {
+                    synth.step(state, false, &mut |_| {}).expect("step");
+                }
+            }
+        }
+        started.elapsed()
+    };
+    println!();
+    println!("{RUNS} runs each after one warm-up; medians; 50-word clause; 1 intra-op thread");
+    println!(
+        "{:>7} | {:>13} | {:>13} | {:>7}",
+        "streams", "one by one", "together", "ratio"
+    );
+    for n in [1, 2, 4, 8] {
+        run(&mut alone, n, false);
+        run(&mut together, n, true);
+        let a = median((0..RUNS).map(|_| run(&mut alone, n, false)).collect());
+        let b = median((0..RUNS).map(|_| run(&mut together, n, true)).collect());
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{:>7} | {:>13} | {:>13} | {:>6.2}×",
+            n,
+            ms(a),
+            ms(b),
+            b.as_secs_f64() / a.as_secs_f64()
         );
     }
 }
