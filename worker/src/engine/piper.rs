@@ -652,7 +652,10 @@ impl PiperSynthesizer {
                         .map(Box::new)
                 }
                 ClauseState::Streaming(progress) => Ok(progress),
-                ClauseState::Counted { .. } | ClauseState::Done => continue,
+                other => {
+                    **state = other;
+                    continue;
+                }
             };
             match progress {
                 Ok(p) => streams.push((i, p)),
