@@ -11,7 +11,10 @@
 //! send-ahead is then left to absorb what goes wrong); a new stream's first
 //! step is due at `arrival + first-audio budget`. Threads take the
 //! runnable step with the earliest deadline (EDF). A stream more than the
-//! lookahead ahead of its clock is parked until it needs more.
+//! lookahead ahead of its clock is parked until it needs more. With
+//! batching (`Policy::batch` above 1), the thread that takes a step also
+//! takes up to `batch − 1` compatible steps due soon after it
+//! ([`Streams::companions`]), and runs their decoder windows as one call.
 //!
 //! Admission is a fluid feasibility test: with the new stream, the compute
 //! due by every future deadline must fit into `threads × efficiency` of the

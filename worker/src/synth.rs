@@ -1,5 +1,6 @@
 //! Synthesis: a fixed pool of threads that run one step of one stream at a
-//! time, chosen by the deadline scheduler ([`crate::sched`]), and one async
+//! time (or, with batching, the next steps of several streams of one voice
+//! together), chosen by the deadline scheduler ([`crate::sched`]), and one async
 //! sender per request that releases its frames on the stream's playout
 //! clock.
 //!
