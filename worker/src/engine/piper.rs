@@ -1002,12 +1002,19 @@ mod tests {
         let mut batch = together.streamed().expect("sessions").expect("streams");
         // Each clause's first steps start one step apart, so that windows of
         // every width meet windows of other widths.
+        // The second clause also asks for word timestamps.
+        let timed = 1;
         let mut states: Vec<ClauseState> = Vec::new();
         let mut audio: Vec<Vec<f32>> = vec![Vec::new(); SENTENCES.len()];
+        let mut words: Vec<WordSpan> = Vec::new();
         let mut steps = 0;
         while states.len() < SENTENCES.len() || states.iter().any(|s| !s.is_done()) {
             if let Some(text) = SENTENCES.get(states.len()) {
-                states.push(ClauseState::Pending(clause(text)));
+                let timestamps = states.len() == timed;
+                states.push(ClauseState::Pending(Clause {
+                    timestamps,
+                    ..clause(text)
+                }));
             }
             let mut active: Vec<(usize, &mut ClauseState)> = states
                 .iter_mut()
@@ -1020,8 +1027,13 @@ mod tests {
             let results = batch.step_many(&mut refs, &mut |k, s| {
                 audio[index[k]].extend_from_slice(s);
             });
-            for r in results {
-                r.expect("each clause steps");
+            for (k, r) in results.into_iter().enumerate() {
+                let placed = r.expect("each clause steps");
+                assert!(
+                    placed.is_empty() || index[k] == timed,
+                    "words only where asked"
+                );
+                words.extend(placed);
             }
             steps += 1;
         }
@@ -1048,6 +1060,9 @@ mod tests {
             eprintln!("{} samples: max abs difference {worst:e}", got.len());
             assert!(worst <= 1e-4, "{text}: max abs difference {worst}");
         }
+        let (_, alone_words) = speak_timed(&mut solo, SENTENCES[timed]);
+        assert!(!words.is_empty());
+        assert_eq!(words, alone_words, "words are placed alike batched or not");
         eprintln!("{windows} windows in {calls} decoder calls over {steps} steps");
         assert!(
             calls < windows,
