@@ -764,7 +764,15 @@ pub(crate) async fn enqueue(
     stop: &Stop,
     stalled: std::time::Duration,
 ) -> Queued {
-    let waited = out.capacity() == 0;
+    if stop.token.is_cancelled() {
+        return Queued::Stopped;
+    }
+    // Room at once (the usual case): no timer to arm for this item.
+    let item = match out.try_send(item) {
+        Ok(()) => return Queued::Sent { waited: false },
+        Err(mpsc::error::TrySendError::Closed(_)) => return Queued::Gone,
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+    };
     tokio::select! {
         biased;
         _ = stop.stopped() => Queued::Stopped,
@@ -773,7 +781,7 @@ pub(crate) async fn enqueue(
             Queued::Stalled
         }
         sent = out.send(item) => match sent {
-            Ok(()) => Queued::Sent { waited },
+            Ok(()) => Queued::Sent { waited: true },
             Err(_) => Queued::Gone,
         },
     }
