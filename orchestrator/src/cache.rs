@@ -369,7 +369,12 @@ impl Replay {
             last: self.frames.is_empty(),
             worker_ts_us: tts_frame::now_us(),
             samples,
-            voice: self.voice.clone(),
+            // Named on the first frame only, as a worker does.
+            voice: if self.sequence == 0 {
+                std::mem::take(&mut self.voice)
+            } else {
+                String::new()
+            },
             words: Vec::new(),
         };
         self.sequence += 1;
