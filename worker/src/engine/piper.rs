@@ -564,7 +564,12 @@ impl Synthesizer for PiperSynthesizer {
         states: &mut [&mut ClauseState],
         emit: &mut dyn FnMut(usize, &[f32]),
     ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
-        self.step_streams(states, emit)
+        match &mut self.engine {
+            Engine::Streamed(sessions) => {
+                step_streamed(sessions, &self.phonemizer, self.scales, states, emit)
+            }
+            Engine::OneShot(..) => super::one_by_one(self, states, emit),
+        }
     }
 
     fn step(
@@ -573,110 +578,104 @@ impl Synthesizer for PiperSynthesizer {
         wide: bool,
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError> {
-        let next = match std::mem::replace(state, ClauseState::Done) {
+        let (session, durations) = match &mut self.engine {
+            Engine::Streamed(own) => {
+                // A clause's first step takes the shared wide sessions when
+                // asked for and free.
+                let first = matches!(state, ClauseState::Pending(_));
+                let mut shared = (wide && first)
+                    .then_some(self.wide.as_ref())
+                    .flatten()
+                    .and_then(|m| m.try_lock().ok());
+                let sessions = shared.as_deref_mut().unwrap_or(own);
+                let mut one = [state];
+                let stepped = step_streamed(
+                    sessions,
+                    &self.phonemizer,
+                    self.scales,
+                    &mut one,
+                    &mut |_, s| emit(s),
+                );
+                for words in stepped {
+                    self.words.extend(words?);
+                }
+                return Ok(());
+            }
+            Engine::OneShot(session, durations) => (session, durations),
+        };
+        match std::mem::replace(state, ClauseState::Done) {
             ClauseState::Pending(clause) => {
                 let runs = self.phonemizer.id_runs(&clause)?;
-                match &mut self.engine {
-                    Engine::OneShot(session, durations) => {
-                        let scales = clause.prosody.scales(self.scales);
-                        let mut before = 0;
-                        for run in runs {
-                            before += one_shot(
-                                session,
-                                durations.as_deref(),
-                                run,
-                                scales,
-                                before,
-                                &mut self.words,
-                                emit,
-                            )?;
-                        }
-                        ClauseState::Done
-                    }
-                    Engine::Streamed(own) => {
-                        // The shared wide sessions when asked for and free.
-                        let mut shared = wide
-                            .then_some(self.wide.as_ref())
-                            .flatten()
-                            .and_then(|m| m.try_lock().ok());
-                        let sessions = shared.as_deref_mut().unwrap_or(own);
-                        let scales = clause.prosody.scales(self.scales);
-                        let mut progress = sessions.begin(runs, scales)?;
-                        let remaining = sessions.step(&mut progress, emit)?;
-                        self.words.extend(progress.take_words());
-                        more(remaining, progress)
-                    }
+                let scales = clause.prosody.scales(self.scales);
+                let mut before = 0;
+                for run in runs {
+                    before += one_shot(
+                        session,
+                        durations.as_deref(),
+                        run,
+                        scales,
+                        before,
+                        &mut self.words,
+                        emit,
+                    )?;
                 }
+                Ok(())
             }
-            ClauseState::Streaming(mut progress) => match &mut self.engine {
-                Engine::Streamed(sessions) => {
-                    let remaining = sessions.step(&mut progress, emit)?;
-                    self.words.extend(progress.take_words());
-                    more(remaining, *progress)
-                }
-                Engine::OneShot(..) => {
-                    return Err(EngineError::Runtime(
-                        "a streamed clause reached a one-shot synthesiser".into(),
-                    ));
-                }
-            },
-            ClauseState::Counted { .. } | ClauseState::Done => ClauseState::Done,
-        };
-        *state = next;
-        Ok(())
+            ClauseState::Streaming(_) => Err(EngineError::Runtime(
+                "a streamed clause reached a one-shot synthesiser".into(),
+            )),
+            ClauseState::Counted { .. } | ClauseState::Done => Ok(()),
+        }
     }
 }
 
-impl PiperSynthesizer {
-    /// [`Synthesizer::step_many`] on the streaming sessions: each clause's
-    /// text part (for a new one) and flow block run on their own, then
-    /// their decoder windows together.
-    fn step_streams(
-        &mut self,
-        states: &mut [&mut ClauseState],
-        emit: &mut dyn FnMut(usize, &[f32]),
-    ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
-        let Engine::Streamed(sessions) = &mut self.engine else {
-            return super::one_by_one(self, states, emit);
+/// The next step of each of several clauses on one set of streaming
+/// sessions: each clause's text part (for a new one) and flow block run on
+/// their own, then their decoder windows together. What
+/// [`Synthesizer::step_many`] returns.
+fn step_streamed(
+    sessions: &mut StreamedSessions,
+    phonemizer: &Phonemizer,
+    default_scales: [f32; 3],
+    states: &mut [&mut ClauseState],
+    emit: &mut dyn FnMut(usize, &[f32]),
+) -> Vec<Result<Vec<WordSpan>, EngineError>> {
+    let mut results: Vec<Result<Vec<WordSpan>, EngineError>> = Vec::new();
+    let mut streams: Vec<(usize, Box<StreamProgress>)> = Vec::new();
+    for (i, state) in states.iter_mut().enumerate() {
+        results.push(Ok(Vec::new()));
+        let progress = match std::mem::replace(&mut **state, ClauseState::Done) {
+            ClauseState::Pending(clause) => {
+                let scales = clause.prosody.scales(default_scales);
+                phonemizer
+                    .id_runs(&clause)
+                    .and_then(|runs| sessions.begin(runs, scales))
+                    .map(Box::new)
+            }
+            ClauseState::Streaming(progress) => Ok(progress),
+            other => {
+                **state = other;
+                continue;
+            }
         };
-        let mut results: Vec<Result<Vec<WordSpan>, EngineError>> = Vec::new();
-        let mut streams: Vec<(usize, Box<StreamProgress>)> = Vec::new();
-        for (i, state) in states.iter_mut().enumerate() {
-            results.push(Ok(Vec::new()));
-            let progress = match std::mem::replace(&mut **state, ClauseState::Done) {
-                ClauseState::Pending(clause) => {
-                    let scales = clause.prosody.scales(self.scales);
-                    self.phonemizer
-                        .id_runs(&clause)
-                        .and_then(|runs| sessions.begin(runs, scales))
-                        .map(Box::new)
-                }
-                ClauseState::Streaming(progress) => Ok(progress),
-                other => {
-                    **state = other;
-                    continue;
-                }
-            };
-            match progress {
-                Ok(p) => streams.push((i, p)),
-                Err(e) => results[i] = Err(e),
-            }
+        match progress {
+            Ok(p) => streams.push((i, p)),
+            Err(e) => results[i] = Err(e),
         }
-        let index: Vec<usize> = streams.iter().map(|(i, _)| *i).collect();
-        let mut refs: Vec<&mut StreamProgress> =
-            streams.iter_mut().map(|(_, p)| &mut **p).collect();
-        let stepped = sessions.step_many(&mut refs, &mut |k, s| emit(index[k], s));
-        for ((i, mut progress), result) in streams.into_iter().zip(stepped) {
-            match result {
-                Ok(remaining) => {
-                    results[i] = Ok(progress.take_words());
-                    *states[i] = more(remaining, *progress);
-                }
-                Err(e) => results[i] = Err(e),
-            }
-        }
-        results
     }
+    let index: Vec<usize> = streams.iter().map(|(i, _)| *i).collect();
+    let mut refs: Vec<&mut StreamProgress> = streams.iter_mut().map(|(_, p)| &mut **p).collect();
+    let stepped = sessions.step_many(&mut refs, &mut |k, s| emit(index[k], s));
+    for ((i, mut progress), result) in streams.into_iter().zip(stepped) {
+        match result {
+            Ok(remaining) => {
+                results[i] = Ok(progress.take_words());
+                *states[i] = more(remaining, *progress);
+            }
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    results
 }
 
 fn more(remaining: bool, progress: StreamProgress) -> ClauseState {

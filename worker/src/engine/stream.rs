@@ -49,6 +49,9 @@ pub(crate) struct StreamedSessions {
     d: String,
     durations: Option<String>,
     plan: ChunkPlan,
+    /// The widths windows are widened to ([`ChunkPlan::widths`] when the
+    /// plan is uniform, else none).
+    widths: Vec<usize>,
     /// Decoder calls made.
     decoder_calls: u64,
 }
@@ -169,6 +172,11 @@ impl StreamedSessions {
             d: parts.d.clone(),
             durations: parts.durations.clone(),
             plan,
+            widths: if plan.uniform {
+                plan.widths()
+            } else {
+                Vec::new()
+            },
             decoder_calls: 0,
         })
     }
@@ -231,21 +239,10 @@ impl StreamedSessions {
         Ok(())
     }
 
-    /// Decodes the next window (running the flow block it needs first, and
-    /// the next run's text part when a run is done) and hands its samples
-    /// to `emit`. Returns whether windows remain.
-    pub(crate) fn step(
-        &mut self,
-        p: &mut StreamProgress,
-        emit: &mut dyn FnMut(&[f32]),
-    ) -> Result<bool, EngineError> {
-        let mut one = [p];
-        let mut results = self.step_many(&mut one, &mut |_, samples| emit(samples));
-        results.pop().unwrap_or(Ok(false))
-    }
-
-    /// Decodes the next window of several clauses, as few decoder calls as
-    /// their windows allow (see [`Batch`]), and hands each one's samples to
+    /// Decodes the next window of several clauses (running the flow block
+    /// each needs first, and the next run's text part when a run is done),
+    /// in as few decoder calls as their windows allow (see [`Batch`]), and
+    /// hands each one's samples to
     /// `emit` with its index. Returns, for each, whether windows remain;
     /// one clause's failure is its own, a decoder call's is its batch's.
     pub(crate) fn step_many(
@@ -265,13 +262,8 @@ impl StreamedSessions {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let widths = if self.plan.uniform {
-            self.plan.widths()
-        } else {
-            Vec::new()
-        };
         let clause = |i: usize| (ps[i].z.len, ps[i].ready);
-        for batch in Batch::group(&due, clause, self.plan.context, &widths) {
+        for batch in Batch::group(&due, clause, self.plan.context, &self.widths) {
             crate::metrics::decoder_batch(batch.members.len());
             let input: Vec<(&Frames, Padded)> = batch
                 .members
