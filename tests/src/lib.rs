@@ -178,6 +178,24 @@ pub async fn spawn_pipeline() -> (Running, Pipeline) {
     (worker, pipeline)
 }
 
+/// A worker and an orchestrator with these settings, the orchestrator
+/// serving this process's metrics (the recorder is installed here: once
+/// per test binary).
+pub async fn spawn_metered_pipeline(
+    worker: WorkerConfig,
+    orchestrator: OrchestratorConfig,
+) -> (tts_telemetry::MetricsHandle, Running, Pipeline) {
+    let metrics = tts_telemetry::install_metrics().expect("recorder");
+    let worker = spawn_worker(worker).await;
+    let pipeline = spawn_orchestrator_metered(
+        format!("http://{}", worker.addr),
+        orchestrator,
+        Some(metrics.clone()),
+    )
+    .await;
+    (metrics, worker, pipeline)
+}
+
 /// Asserts that `samples` (48 kHz) sound like speech of `words` words:
 /// plausible duration, loudness that varies over time, not silent, not
 /// clipped.

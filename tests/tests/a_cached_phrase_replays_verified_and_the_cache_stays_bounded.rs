@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use tts_client::{Client, Encoding, SynthesizeOptions, Utterance};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{
-    RedisServer, eventually, http_get, sample, spawn_orchestrator_metered, spawn_worker,
-    worker_config,
-};
+use tts_tests::{RedisServer, eventually, http_get, sample, spawn_metered_pipeline, worker_config};
 
 const PHRASE: &str = "The early bird catches the worm.";
 const BOUND: u64 = 1_000_000;
@@ -31,8 +28,6 @@ async fn say(ws: &str, text: &str, opts: &SynthesizeOptions) -> Utterance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
     let redis = RedisServer::start().await;
-    let metrics = tts_telemetry::install_metrics().expect("recorder");
-    let worker = spawn_worker(worker_config()).await;
     let config = OrchestratorConfig {
         redis_url: Some(redis.url.clone()),
         phrase_cache: true,
@@ -40,12 +35,7 @@ async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
         requests_per_second_per_address: 1000,
         ..OrchestratorConfig::default()
     };
-    let pipeline = spawn_orchestrator_metered(
-        format!("http://{}", worker.addr),
-        config,
-        Some(metrics.clone()),
-    )
-    .await;
+    let (metrics, worker, pipeline) = spawn_metered_pipeline(worker_config(), config).await;
     let ws = pipeline.ws_url.clone();
     let count = |series: &str| sample(&metrics.render(), series);
     let stored = r#"tts_orchestrator_phrase_cache_stores_total{result="stored"}"#;

@@ -12,26 +12,19 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tts_client::{Client, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{
-    LONG_TEXT, eventually, raw_ws, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
-};
+use tts_tests::{LONG_TEXT, eventually, raw_ws, sample, spawn_metered_pipeline, worker_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_words_or_context_is_ended() {
-    let metrics = tts_telemetry::install_metrics().expect("recorder");
-    let worker = spawn_worker(tts_worker::WorkerConfig {
-        admission: false,
-        ..worker_config()
-    })
-    .await;
-    let config = OrchestratorConfig {
-        stalled_stream_secs: 2.0,
-        ..OrchestratorConfig::default()
-    };
-    let pipeline = spawn_orchestrator_metered(
-        format!("http://{}", worker.addr),
-        config,
-        Some(metrics.clone()),
+    let (metrics, worker, pipeline) = spawn_metered_pipeline(
+        tts_worker::WorkerConfig {
+            admission: false,
+            ..worker_config()
+        },
+        OrchestratorConfig {
+            stalled_stream_secs: 2.0,
+            ..OrchestratorConfig::default()
+        },
     )
     .await;
 
