@@ -252,6 +252,42 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Serves ordinary traffic through the WebSocket at `ws_url`, so that
+/// what is checked next sees a pipeline after real use, not a fresh one:
+/// requests in each encoding (PCM, µ-law at 8 kHz, Opus), fast and real
+/// time, and one refused request (empty text). Every frame must verify.
+/// Returns the frames received.
+pub async fn serve_traffic(ws_url: &str) -> usize {
+    use tts_client::{Client, Encoding, SynthesizeOptions};
+    let mut client = Client::connect(ws_url).await.expect("connect");
+    let requests = [
+        (Encoding::PcmS16le, true, "Traffic first, then diagnostics."),
+        (Encoding::Mulaw, true, "A telephone line hears this."),
+        (Encoding::Opus, true, "Compressed speech travels light."),
+        (Encoding::PcmS16le, false, "Real time."),
+    ];
+    let mut frames = 0;
+    for (encoding, fast, text) in requests {
+        let opts = SynthesizeOptions {
+            encoding: Some(encoding),
+            fast,
+            ..SynthesizeOptions::default()
+        };
+        let utterance = client.synthesize(text, &opts).await.expect("speech");
+        assert_eq!(
+            utterance.report.integrity_failures(),
+            0,
+            "{encoding:?}: every frame verifies"
+        );
+        frames += utterance.frames.len().max(utterance.report.frames as usize);
+    }
+    let refused = client
+        .synthesize("   ", &SynthesizeOptions::default())
+        .await;
+    assert!(refused.is_err(), "empty text is refused");
+    frames
+}
+
 /// Polls `check` every 100 ms until it returns true or `limit` passes;
 /// returns whether it became true.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

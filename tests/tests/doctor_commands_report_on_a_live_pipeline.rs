@@ -1,9 +1,14 @@
-//! Each `doctor` command runs against a live pipeline and its JSON says
-//! what it found; pointed at nothing, `doctor health` fails.
+//! Each `doctor` command runs against a live pipeline that has served
+//! traffic in every encoding (so every histogram has samples, the negative
+//! dBFS and slack buckets included) and its JSON says what it found;
+//! pointed at nothing, `doctor health` fails.
 
 use tts_client::doctor::{self, Status};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{RedisServer, free_port, spawn_orchestrator_metered, spawn_worker, worker_config};
+use tts_tests::{
+    RedisServer, free_port, http_get, promtool_check_metrics, serve_traffic,
+    spawn_orchestrator_metered, spawn_worker, worker_config,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_commands_report_on_a_live_pipeline() {
@@ -16,6 +21,13 @@ async fn doctor_commands_report_on_a_live_pipeline() {
     };
     let pipeline =
         spawn_orchestrator_metered(format!("http://{}", worker.addr), config, Some(metrics)).await;
+    assert!(serve_traffic(&pipeline.ws_url).await > 100);
+    // What the doctor reads next is what Prometheus reads: valid for
+    // promtool, negative buckets with their sums and all.
+    let (code, exposition) = http_get(pipeline.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(exposition.contains("tts_orchestrator_frame_level_dbfs_sum"));
+    promtool_check_metrics(&exposition);
 
     let targets = doctor::health::Targets {
         orchestrator: format!("http://{}", pipeline.admin),

@@ -1,16 +1,19 @@
 //! Given only the orchestrator's admin address, `tts-client doctor health`
 //! finds the WebSocket listener, the worker and the worker's metrics (all
 //! on non-default ports) through the orchestrator's `/info`, and finds
-//! them healthy.
+//! them healthy, after the pipeline has served traffic in every encoding.
 
 use std::process::Command;
 
-use tts_tests::{ServiceProcess, binary, http_get};
+use tts_tests::{ServiceProcess, binary, http_get, serve_traffic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_health_finds_the_pipeline_from_the_orchestrator_alone() {
     let worker = ServiceProcess::worker(&["--engine", "espeak"]).await;
     let orchestrator = ServiceProcess::orchestrator(&format!("http://{}", worker.addr), &[]).await;
+
+    let ws_url = format!("ws://{}/ws", orchestrator.addr);
+    assert!(serve_traffic(&ws_url).await > 50);
 
     let (status, body) = http_get(orchestrator.admin, "/info").await;
     assert_eq!(status, 200);

@@ -14,6 +14,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tts_proto::v1::tts_client::TtsClient;
 use tts_proto::v1::{ListVoicesRequest, ListVoicesResponse};
 
+use super::prom::Exposition;
 use super::{Findings, Status};
 
 /// Where to look: the orchestrator's admin address, and overrides for what
@@ -93,48 +94,6 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A parsed Prometheus text exposition (with `openmetrics-parser`, which
-/// honours quoting: label values may hold commas, spaces and escapes).
-pub struct Metrics(
-    openmetrics_parser::MetricsExposition<
-        openmetrics_parser::PrometheusType,
-        openmetrics_parser::PrometheusValue,
-    >,
-);
-
-impl Metrics {
-    /// Parses an exposition; says why when it is not one.
-    pub fn parse(exposition: &str) -> Result<Self, String> {
-        openmetrics_parser::prometheus::parse_prometheus(exposition)
-            .map(Self)
-            .map_err(|e| format!("not a Prometheus exposition: {e:?}"))
-    }
-
-    /// Sums the samples of counter or gauge `metric` whose labels have
-    /// every `(label, value)` pair in `filter`.
-    pub fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
-        use openmetrics_parser::PrometheusValue;
-        let Some(family) = self.0.families.get(metric) else {
-            return 0.0;
-        };
-        family
-            .iter_samples()
-            .filter(|sample| {
-                sample.get_labelset().is_ok_and(|labels| {
-                    filter
-                        .iter()
-                        .all(|(k, v)| labels.get_label_value(k) == Some(*v))
-                })
-            })
-            .filter_map(|sample| match &sample.value {
-                PrometheusValue::Counter(c) => Some(c.value.as_f64()),
-                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
-                _ => None,
-            })
-            .sum()
-    }
 }
 
 /// Runs every check.
@@ -265,7 +224,7 @@ pub async fn run(targets: &Targets) -> Findings {
 
     // Metrics, and what they say about errors.
     match get(&http, &format!("{base}/metrics")).await {
-        Ok((200, text)) => match Metrics::parse(&text) {
+        Ok((200, text)) => match Exposition::parse(&text) {
             Ok(metrics) => {
                 rows.push(row(
                     "orchestrator /metrics",
@@ -274,7 +233,11 @@ pub async fn run(targets: &Targets) -> Findings {
                 ));
                 rows.extend(metric_rows(&metrics));
             }
-            Err(e) => rows.push(row("orchestrator /metrics", Status::Fail, e)),
+            Err(e) => rows.push(row(
+                "orchestrator /metrics",
+                Status::Fail,
+                format!("not a Prometheus exposition: {e}"),
+            )),
         },
         Ok((code, _)) => rows.push(row(
             "orchestrator /metrics",
@@ -306,11 +269,18 @@ pub async fn run(targets: &Targets) -> Findings {
             .clone()
             .unwrap_or_else(|| DEFAULT_WORKER_METRICS.to_owned());
         rows.push(match get(&http, &metrics).await {
-            Ok((200, text)) => row(
-                "worker /metrics",
-                Status::Ok,
-                format!("{metrics}: {} lines", text.lines().count()),
-            ),
+            Ok((200, text)) => match Exposition::parse(&text) {
+                Ok(_) => row(
+                    "worker /metrics",
+                    Status::Ok,
+                    format!("{metrics}: {} lines", text.lines().count()),
+                ),
+                Err(e) => row(
+                    "worker /metrics",
+                    Status::Fail,
+                    format!("{metrics}: not a Prometheus exposition: {e}"),
+                ),
+            },
             Ok((code, _)) => row("worker /metrics", Status::Warn, format!("HTTP {code}")),
             Err(e) => row("worker /metrics", Status::Warn, format!("{metrics}: {e}")),
         });
@@ -358,7 +328,7 @@ pub async fn probe(grpc: Option<&str>, http: Option<&str>) -> Findings {
 /// Where a worker's metrics are when nothing says otherwise.
 pub const DEFAULT_WORKER_METRICS: &str = "http://127.0.0.1:9091/metrics";
 
-fn metric_rows(metrics: &Metrics) -> Vec<Row> {
+fn metric_rows(metrics: &Exposition) -> Vec<Row> {
     let failed = metrics.sum("tts_orchestrator_requests_total", &[("outcome", "failed")]);
     // Server-side failures against every request (client mistakes and
     // refusals are not failures).
@@ -586,37 +556,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_labelled_samples() {
-        let text = "# HELP tts_orchestrator_frames_total Frames.\n\
-            # TYPE tts_orchestrator_frames_total counter\n\
-            tts_orchestrator_frames_total{hop=\"a\",result=\"ok\"} 10\n\
-            tts_orchestrator_frames_total{hop=\"b\",result=\"ok\"} 5\n\
-            tts_orchestrator_frames_total{hop=\"a\",result=\"checksum_mismatch\"} 2\n\
-            # TYPE other_total counter\n\
-            other_total 7\n\
-            # TYPE x_total counter\n\
-            x_total{reason=\"a, b\",kind=\"c\"} 3\n";
-        let m = Metrics::parse(text).expect("parses");
-        assert_eq!(
-            m.sum("tts_orchestrator_frames_total", &[("result", "ok")]),
-            15.0
-        );
-        assert_eq!(
-            m.sum(
-                "tts_orchestrator_frames_total",
-                &[("hop", "a"), ("result", "ok")]
-            ),
-            10.0
-        );
-        assert_eq!(m.sum("other_total", &[]), 7.0);
-        assert_eq!(m.sum("missing", &[]), 0.0);
-        // Label values with commas (which splitting the line would break).
-        assert_eq!(m.sum("x_total", &[("kind", "c")]), 3.0);
-        assert_eq!(m.sum("x_total", &[("reason", "a, b")]), 3.0);
-        assert!(Metrics::parse("# TYPE a counter\nb 1\n").is_err());
-    }
-
-    #[test]
     fn the_device_row_names_the_gpus_and_warns_when_memory_is_short() {
         use tts_proto::v1::{Gpu, Voice};
         let voice = |timestamps| Voice {
@@ -670,7 +609,7 @@ mod tests {
 
     #[test]
     fn error_counts_decide_the_status() {
-        let metrics = Metrics::parse(
+        let metrics = Exposition::parse(
             "# TYPE tts_orchestrator_requests_total counter\n\
              tts_orchestrator_requests_total{outcome=\"completed\",code=\"none\"} 99\n\
              # TYPE tts_orchestrator_frames_total counter\n\

@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod health;
+pub mod prom;
 pub mod rtt;
 pub mod trace;
 
