@@ -41,6 +41,8 @@ pub(crate) struct AdminState {
     /// The client listener's address, and whether it speaks TLS.
     pub(crate) ws_addr: std::net::SocketAddr,
     pub(crate) ws_tls: bool,
+    /// Injected faults (chaos experiments), shown in `/ready`.
+    pub(crate) faults: Arc<tts_telemetry::faults::Faults>,
 }
 
 /// One readiness check's result.
@@ -434,6 +436,38 @@ struct Readiness {
     checks: serde_json::Map<String, serde_json::Value>,
     /// Every worker, its breaker and load.
     workers: Vec<WorkerStatus>,
+    /// Every fault injected now, here and in the workers (an experiment,
+    /// not an incident); empty outside experiments.
+    fault_injection: Vec<serde_json::Value>,
+}
+
+/// The faults injected now: this orchestrator's own, then each worker's
+/// as its last load report said.
+fn injected(state: &AdminState, workers: &[WorkerStatus]) -> Vec<serde_json::Value> {
+    use tts_telemetry::faults::Component;
+    let own = state
+        .faults
+        .list()
+        .into_iter()
+        .filter(|f| f.fault.component() == Component::Orchestrator)
+        .filter_map(|f| serde_json::to_value(f).ok());
+    let theirs = workers.iter().flat_map(|w| {
+        w.faults.iter().map(|f| {
+            let mut v = serde_json::json!({
+                "component": "worker",
+                "worker": w.url,
+                "kind": f.kind,
+                "remaining_s": f.remaining_s,
+            });
+            if let (Some(map), Ok(serde_json::Value::Object(params))) =
+                (v.as_object_mut(), serde_json::from_str(&f.params_json))
+            {
+                map.extend(params);
+            }
+            v
+        })
+    });
+    own.chain(theirs).collect()
 }
 
 /// `GET /ready[?deep=1]`: every check with its status, latency and detail;
@@ -451,10 +485,12 @@ pub(crate) async fn ready(
             "drain".into(),
             serde_json::to_value(check).unwrap_or_default(),
         );
+        let workers = state.pool.statuses();
         let body = Readiness {
             status: "unhealthy",
             checks,
-            workers: state.pool.statuses(),
+            fault_injection: injected(&state, &workers),
+            workers,
         };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     }
@@ -491,6 +527,7 @@ pub(crate) async fn ready(
         Json(Readiness {
             status,
             checks,
+            fault_injection: injected(&state, &workers),
             workers,
         }),
     )

@@ -229,11 +229,16 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_OPUS_BITRATE", default_value_t = 32_000,
         value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
     pub opus_bitrate: u32,
+
+    /// Fault injection and profiling on the admin listener.
+    #[command(flatten)]
+    pub admin: tts_telemetry::AdminConfig,
 }
 
 impl OrchestratorConfig {
     /// Checks values that flags' types cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.admin.validate()?;
         for url in &self.static_workers() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("--worker {url:?} must be an http:// URL"));
@@ -423,12 +428,17 @@ impl Cli {
     }
 
     /// Binds both listeners and serves until SIGTERM or SIGINT, then drains
-    /// for the grace period.
+    /// for the grace period. `faults`: a fault registry shared with an
+    /// embedded worker (`tts-pipeline`); by default one from the flags.
     pub async fn serve(
         self,
         metrics: tts_telemetry::MetricsHandle,
+        faults: Option<std::sync::Arc<tts_telemetry::faults::Faults>>,
     ) -> Result<(), crate::OrchestratorError> {
-        let orchestrator = crate::Orchestrator::new(self.relay)?.with_metrics(metrics);
+        let mut orchestrator = crate::Orchestrator::new(self.relay)?.with_metrics(metrics);
+        if let Some(faults) = faults {
+            orchestrator = orchestrator.with_faults(faults);
+        }
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 crate::OrchestratorError::Io(std::io::Error::new(

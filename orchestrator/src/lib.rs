@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tts_telemetry::MetricsHandle;
+use tts_telemetry::faults::{Component, Faults};
 
 pub use config::OrchestratorConfig;
 pub use metrics::RelayStats;
@@ -78,6 +79,7 @@ pub struct Orchestrator {
     pool: Arc<Pool>,
     stats: Arc<RelayStats>,
     metrics: Option<MetricsHandle>,
+    faults: Arc<Faults>,
 }
 
 impl Orchestrator {
@@ -99,6 +101,7 @@ impl Orchestrator {
         }
         Ok(Self {
             pool: Arc::new(pool),
+            faults: config.admin.faults(&[Component::Orchestrator]),
             config,
             stats: Arc::new(RelayStats::default()),
             metrics: None,
@@ -108,6 +111,13 @@ impl Orchestrator {
     /// Serves `/metrics` from this Prometheus recorder.
     pub fn with_metrics(mut self, handle: MetricsHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Applies faults from this registry (one shared with an embedded
+    /// worker, or a test's) instead of the one the flags built.
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
         self
     }
 
@@ -130,6 +140,7 @@ impl Orchestrator {
     ) -> Result<(), OrchestratorError> {
         let stop = CancellationToken::new();
         metrics::started();
+        self.faults.describe();
         let shared = Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
                 pool: Arc::clone(&self.pool),
@@ -143,6 +154,7 @@ impl Orchestrator {
                 progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
                 stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
                 opus_bitrate: self.config.opus_bitrate,
+                faults: Arc::clone(&self.faults),
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
@@ -160,6 +172,7 @@ impl Orchestrator {
             draining: stop.clone(),
             ws_addr: ws.local_addr()?,
             ws_tls: self.config.tls_cert.is_some(),
+            faults: Arc::clone(&self.faults),
         });
         let ws_app = Router::new()
             .route("/ws", get(ws_handler))
@@ -176,7 +189,8 @@ impl Orchestrator {
             .route("/ready", get(admin::ready))
             .route("/info", get(admin::info))
             .route("/metrics", get(admin::metrics))
-            .with_state(admin_state);
+            .with_state(admin_state)
+            .merge(tts_telemetry::faults::routes(Arc::clone(&self.faults)));
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             workers = %self.config.static_workers().join(","), "orchestrator listening");
         let done = CancellationToken::new();

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    match cli.serve(metrics).await {
+    match cli.serve(metrics, None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tts-orchestrator: {e}");

@@ -142,6 +142,8 @@ struct State {
     default_voice: Option<String>,
     /// Why the last poll failed.
     problem: Option<String>,
+    /// Faults injected into it, as its last load report said.
+    faults: Vec<tts_proto::v1::InjectedFault>,
     /// From the registry: unused after this instant unless renewed
     /// (`None` for a static worker).
     expires: Option<Instant>,
@@ -201,6 +203,9 @@ pub(crate) struct WorkerStatus {
     pub(crate) voices: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) problem: Option<String>,
+    /// Faults injected into it now, as its last load report said.
+    #[serde(skip)]
+    pub(crate) faults: Vec<tts_proto::v1::InjectedFault>,
 }
 
 /// No worker can take a request now.
@@ -279,6 +284,7 @@ impl Pool {
                 voices: None,
                 default_voice: None,
                 problem: None,
+                faults: Vec::new(),
                 expires,
             }),
         });
@@ -460,6 +466,7 @@ impl Pool {
                     inflight: state.inflight,
                     voices: state.voices.as_ref().map(HashMap::len),
                     problem: state.problem.clone(),
+                    faults: state.faults.clone(),
                 })
             })
             .collect()
@@ -516,6 +523,7 @@ impl Pool {
                         utilisation: report.utilisation,
                     });
                     state.started_since_report = 0;
+                    state.faults = report.faults;
                     metrics::worker_load(&worker.url, report.utilisation);
                 }
                 Ok(Err(status)) => {

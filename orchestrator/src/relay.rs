@@ -193,6 +193,8 @@ pub(crate) struct RelayContext {
     pub(crate) stalled_timeout: std::time::Duration,
     /// Opus bitrate, bits per second.
     pub(crate) opus_bitrate: u32,
+    /// Injected faults (link latency) for chaos experiments.
+    pub(crate) faults: Arc<tts_telemetry::faults::Faults>,
 }
 
 /// The `authorization` metadata value for a worker token (`None` when the
@@ -382,7 +384,7 @@ async fn stream_frames(
         (Some(cache), Some(key)) => Some(cache.recording(key)),
         _ => None,
     };
-    let source = Source::Worker(stream);
+    let source = Source::Worker(Link::new(stream, Arc::clone(&ctx.faults)));
     let ending = play(
         ctx,
         req,
@@ -415,7 +417,7 @@ async fn stream_frames(
 /// Where a request's frames come from.
 enum Source {
     /// A worker's stream.
-    Worker(tonic::Streaming<AudioFrame>),
+    Worker(Link),
     /// The phrase cache.
     Cached(Replay),
 }
@@ -423,9 +425,74 @@ enum Source {
 impl Source {
     async fn next(&mut self) -> Result<Option<AudioFrame>, Status> {
         match self {
-            Self::Worker(stream) => stream.message().await,
+            Self::Worker(link) => link.next().await,
             Self::Cached(replay) => Ok(replay.next().await),
         }
+    }
+}
+
+/// A worker's stream, through an injected link latency while one is
+/// active: a delay line that keeps reading while earlier frames wait, so
+/// the delay is steady (as on a slow network), not cumulative.
+struct Link {
+    stream: tonic::Streaming<AudioFrame>,
+    faults: Arc<tts_telemetry::faults::Faults>,
+    /// What was read and when each may go on, in order.
+    delayed: std::collections::VecDeque<(tokio::time::Instant, Result<Option<AudioFrame>, Status>)>,
+    /// The stream has ended (or failed): nothing more to read.
+    ended: bool,
+}
+
+impl Link {
+    /// Items the delay line holds at most (about 5 s of real-time audio).
+    const HOLD: usize = 256;
+
+    fn new(
+        stream: tonic::Streaming<AudioFrame>,
+        faults: Arc<tts_telemetry::faults::Faults>,
+    ) -> Self {
+        Self {
+            stream,
+            faults,
+            delayed: std::collections::VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<AudioFrame>, Status> {
+        loop {
+            let Some(&(due, _)) = self.delayed.front() else {
+                if self.ended {
+                    return Ok(None);
+                }
+                let item = self.stream.message().await;
+                match self.faults.link_delay() {
+                    None => return item,
+                    Some(delay) => self.hold(item, delay),
+                }
+                continue;
+            };
+            if due <= tokio::time::Instant::now() {
+                if let Some((_, item)) = self.delayed.pop_front() {
+                    return item;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                item = self.stream.message(), if !self.ended && self.delayed.len() < Self::HOLD => {
+                    let delay = self.faults.link_delay().unwrap_or_default();
+                    self.hold(item, delay);
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self, item: Result<Option<AudioFrame>, Status>, delay: std::time::Duration) {
+        self.ended |= !matches!(item, Ok(Some(_)));
+        let earliest = self.delayed.back().map(|(at, _)| *at);
+        let at = (tokio::time::Instant::now() + delay).max(earliest.unwrap_or(tokio::time::Instant::now()));
+        self.delayed.push_back((at, item));
     }
 }
 
@@ -448,6 +515,9 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
                 .await?
                 .into_inner();
             let first = stream.message().await?;
+            if let Some(delay) = ctx.faults.link_delay() {
+                tokio::time::sleep(delay).await;
+            }
             Ok::<_, Status>((stream, first))
         };
         let opened = tokio::select! {

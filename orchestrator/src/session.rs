@@ -436,9 +436,10 @@ impl Connection<'_> {
     /// A deep ping: a gRPC health round trip to the worker, then `pong`.
     async fn deep_ping(&self, id: serde_json::Value) {
         let worker = self.shared.relay.pool.any();
+        let faults = Arc::clone(&self.shared.relay.faults);
         self.beside_reader(async move {
             let (rtt, status) = match worker {
-                Ok(worker) => deep_ping(worker.channel.clone()).await,
+                Ok(worker) => deep_ping(worker.channel.clone(), &faults).await,
                 Err(e) => (0, format!("error: {e}")),
             };
             ServerMessage::Pong {
@@ -684,10 +685,16 @@ fn shortened(id: &str) -> &str {
 }
 
 /// One `grpc.health.v1` round trip to the worker: its duration in µs and
-/// the answer.
-async fn deep_ping(channel: tonic::transport::Channel) -> (u64, String) {
+/// the answer. An injected link latency delays it by a round trip.
+async fn deep_ping(
+    channel: tonic::transport::Channel,
+    faults: &tts_telemetry::faults::Faults,
+) -> (u64, String) {
     use tonic_health::pb::health_check_response::ServingStatus;
     let started = Instant::now();
+    if let Some(one_way) = faults.link_delay() {
+        tokio::time::sleep(one_way * 2).await;
+    }
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {
         service: tts_proto::HEALTH_SERVICE.into(),

@@ -28,8 +28,17 @@ struct PipelineCli {
 async fn main() -> ExitCode {
     let mut cli = PipelineCli::parse();
     tts_worker::alloc::tune();
+    // One fault registry for both halves: `/faults` on the admin listener
+    // reaches the worker's faults too.
+    use tts_telemetry::faults::Component;
+    let faults = cli
+        .front
+        .relay
+        .admin
+        .faults(&[Component::Orchestrator, Component::Worker]);
     let worker_config = WorkerConfig {
         max_text_chars: cli.front.relay.max_text_chars,
+        faults: Some(faults.clone()),
         ..cli.worker.clone()
     };
     let metrics = match worker_config
@@ -87,7 +96,7 @@ async fn main() -> ExitCode {
             tracing::error!(error = %e, "embedded worker stopped");
         }
     });
-    match cli.front.serve(metrics).await {
+    match cli.front.serve(metrics, Some(faults)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tts-pipeline: {e}");

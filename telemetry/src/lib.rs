@@ -1,12 +1,16 @@
 //! What the TTS binaries share for diagnostics and process life: JSON log
 //! lines with a `component` field, the Prometheus recorder with explicit
-//! histogram buckets and process metrics, shutdown signals, exit codes.
+//! histogram buckets and process metrics, shutdown signals, exit codes,
+//! and the built-in fault injection that chaos experiments use.
 
+pub mod admin;
 pub mod exit;
+pub mod faults;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
 pub mod signal;
 
+pub use admin::AdminConfig;
 pub use logging::init_logging;
 pub use metrics::{MetricsHandle, install_metrics, serve_metrics};

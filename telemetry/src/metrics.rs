@@ -107,19 +107,23 @@ pub fn metrics_response(handle: &MetricsHandle) -> impl IntoResponse + use<> {
     )
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics`, and the `extra` routes beside it (a worker's
+/// `/faults`, profiles), on `listener` until `shutdown` resolves.
 pub async fn serve_metrics(
     listener: TcpListener,
     handle: MetricsHandle,
+    extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let handle = handle.clone();
-            async move { metrics_response(&handle) }
-        }),
-    );
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { metrics_response(&handle) }
+            }),
+        )
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

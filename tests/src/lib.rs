@@ -47,6 +47,21 @@ pub fn worker_config() -> WorkerConfig {
     }
 }
 
+/// The admin token the tests' fault registries and processes take.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A fault registry that accepts faults (for a worker's or an
+/// orchestrator's configuration): what `--allow-fault-injection
+/// --admin-token` gives a process.
+pub fn fault_registry() -> Arc<tts_telemetry::faults::Faults> {
+    use tts_telemetry::faults::{Component, Faults};
+    Faults::new(
+        &[Component::Worker, Component::Orchestrator],
+        true,
+        Some(ADMIN_TOKEN.into()),
+    )
+}
+
 /// A running service: its address, its stop switch and its task.
 pub struct Running {
     /// Where it listens.

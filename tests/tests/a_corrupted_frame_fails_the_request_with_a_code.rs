@@ -1,20 +1,30 @@
-//! A frame corrupted between worker and orchestrator (the worker's fault
-//! hook flips a byte after computing the checksum) is counted as a checksum
-//! mismatch, and the request fails with a coded error.
+//! A frame corrupted between worker and orchestrator (an injected
+//! `corrupt_frames` fault flips a byte after the worker computed the
+//! checksum) is counted as a checksum mismatch, and the request fails with
+//! a coded error.
 
 use tts_client::{Client, ClientError, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{http_get, sample, spawn_orchestrator_metered, spawn_worker, worker_config};
+use std::time::Duration;
+
+use tts_telemetry::faults::Fault;
+use tts_tests::{
+    fault_registry, http_get, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
+};
 use tts_worker::WorkerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_frame_fails_the_request_with_a_code() {
     let metrics = tts_telemetry::install_metrics().expect("recorder");
+    let faults = fault_registry();
     let worker = spawn_worker(WorkerConfig {
-        fault_corrupt_frame: Some(5),
+        faults: Some(faults.clone()),
         ..worker_config()
     })
     .await;
+    faults
+        .start(Fault::CorruptFrames { every: 6 }, Duration::from_secs(600))
+        .expect("fault starts");
     let pipeline = spawn_orchestrator_metered(
         format!("http://{}", worker.addr),
         OrchestratorConfig::default(),

@@ -19,6 +19,7 @@ async fn metrics_count_what_the_client_received() {
     tokio::spawn(tts_telemetry::serve_metrics(
         worker_metrics,
         metrics.clone(),
+        axum::Router::new(),
         std::future::pending(),
     ));
     let pipeline = spawn_orchestrator_metered(

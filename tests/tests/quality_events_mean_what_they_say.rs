@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{eventually, sample, spawn_orchestrator_metered, spawn_worker, worker_config};
-use tts_worker::audio::AudioFault;
+use tts_telemetry::faults::Fault;
+use tts_tests::{
+    eventually, fault_registry, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
+};
 
 /// Several sentences, about six seconds: pauses between words and
 /// sentences included.
@@ -45,16 +47,16 @@ fn raised(counts: &BTreeMap<&'static str, f64>) -> Vec<&'static str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quality_events_mean_what_they_say() {
     let metrics = tts_telemetry::install_metrics().expect("recorder");
-    let scenarios: [(&str, Option<AudioFault>, &[&str]); 4] = [
+    let scenarios: [(&str, Option<Fault>, &[&str]); 4] = [
         ("clean", None, &[]),
         (
             "DC offset +2000",
-            Some(AudioFault::DcOffset(2000)),
+            Some(Fault::DcOffset { offset: 2000 }),
             &["dc_offset"],
         ),
         (
             "clipping",
-            Some(AudioFault::Clipping {
+            Some(Fault::Clipping {
                 from_ms: 1_000,
                 len_ms: 200,
             }),
@@ -62,7 +64,7 @@ async fn quality_events_mean_what_they_say() {
         ),
         (
             "800 ms dropout",
-            Some(AudioFault::Dropout {
+            Some(Fault::DeadAir {
                 from_ms: 1_500,
                 len_ms: 800,
             }),
@@ -70,11 +72,17 @@ async fn quality_events_mean_what_they_say() {
         ),
     ];
     for (name, fault, expected) in scenarios {
+        let faults = fault_registry();
         let worker = spawn_worker(tts_worker::WorkerConfig {
-            fault_audio: fault,
+            faults: Some(faults.clone()),
             ..worker_config()
         })
         .await;
+        if let Some(fault) = fault {
+            faults
+                .start(fault, std::time::Duration::from_secs(600))
+                .expect("fault starts");
+        }
         let pipeline = spawn_orchestrator_metered(
             format!("http://{}", worker.addr),
             OrchestratorConfig::default(),

@@ -158,15 +158,18 @@ pub struct WorkerConfig {
     #[arg(skip = 5000usize)]
     pub max_text_chars: usize,
 
-    /// Test hook: flip one payload byte of this frame (by sequence number)
-    /// after its checksum is computed, to prove the next hop notices.
-    #[arg(skip)]
-    pub fault_corrupt_frame: Option<u32>,
+    /// A synthesis thread that holds work without progress for longer
+    /// than this, in seconds, is reported: a warning naming the requests
+    /// it holds, and `tts_worker_synthesis_threads_stalled`.
+    #[arg(long, env = "TTS_STALLED_THREAD_SECS", default_value_t = 5.0)]
+    pub stalled_thread_secs: f64,
 
-    /// Test hook: a fault injected into every request's audio before
-    /// framing (DC offset, clipping, dropout).
+    /// Where fault injection (chaos experiments) comes from: a registry
+    /// the binary builds from `--allow-fault-injection` and
+    /// `--admin-token`, or one a test or `tts-pipeline` shares. `None`: no
+    /// fault can be started.
     #[arg(skip)]
-    pub fault_audio: Option<crate::audio::AudioFault>,
+    pub faults: Option<std::sync::Arc<tts_telemetry::faults::Faults>>,
 
     /// Test and benchmark hook: serve only the fixed-cost test voice (a
     /// tone whose every step sleeps a fixed time), so that capacity is the
@@ -214,6 +217,7 @@ impl WorkerConfig {
         for (name, secs) in [
             ("--max-audio-secs", self.max_audio_secs),
             ("--stalled-reader-secs", self.stalled_reader_secs),
+            ("--stalled-thread-secs", self.stalled_thread_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 return Err(format!("{name} must be a positive number"));
@@ -415,13 +419,22 @@ pub struct Cli {
     /// Shutdown, authentication, TLS.
     #[command(flatten)]
     pub server: ServerConfig,
+
+    /// Fault injection and profiling on the metrics listener.
+    #[command(flatten)]
+    pub admin: tts_telemetry::AdminConfig,
 }
 
 impl Cli {
-    /// The worker configuration with every command-line value applied.
+    /// The worker configuration with every command-line value applied
+    /// (the fault registry built from the admin flags).
     pub fn config(&self) -> WorkerConfig {
         WorkerConfig {
             max_text_chars: self.max_text_chars,
+            faults: Some(
+                self.admin
+                    .faults(&[tts_telemetry::faults::Component::Worker]),
+            ),
             ..self.worker.clone()
         }
     }

@@ -63,6 +63,7 @@ pub mod service;
 pub mod synth;
 pub mod text;
 mod tls;
+mod watchdog;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,6 +193,7 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
         metrics::describe();
+        worker_faults(&self.config).describe();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health {
             reporter,
@@ -208,6 +210,7 @@ impl Worker {
             metrics_url: self.server.metrics_url.clone(),
             device: self.config.device,
             gpus: Arc::clone(&self.gpus),
+            faults: worker_faults(&self.config),
         };
         let stopping = CancellationToken::new();
         if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
@@ -456,8 +459,8 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
             send_ahead: Duration::from_millis(config.send_ahead_ms),
             stalled_after: Duration::from_secs_f64(config.stalled_reader_secs),
             max_audio_secs: config.max_audio_secs,
-            fault_corrupt_frame: config.fault_corrupt_frame,
-            fault_audio: config.fault_audio,
+            faults: worker_faults(config),
+            stalled_thread_after: Duration::from_secs_f64(config.stalled_thread_secs),
         },
     )?;
     let took = started.elapsed();
@@ -473,6 +476,14 @@ fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
         voices,
         pool,
         espeak_languages: languages,
+    })
+}
+
+/// The fault registry the configuration names, or one that never starts
+/// a fault.
+fn worker_faults(config: &WorkerConfig) -> Arc<tts_telemetry::faults::Faults> {
+    config.faults.clone().unwrap_or_else(|| {
+        tts_telemetry::faults::Faults::disabled(&[tts_telemetry::faults::Component::Worker])
     })
 }
 

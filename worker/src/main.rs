@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let config = cli.config();
     let checks = [
         config.validate(),
+        cli.admin.validate(),
         tts_telemetry::init_logging(&cli.log_format, cli.otlp_endpoint.as_deref(), "tts-worker"),
     ];
     if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
@@ -37,9 +38,16 @@ async fn main() -> ExitCode {
             );
         }
     };
+    // Fault injection (chaos experiments) beside the metrics, when allowed.
+    let admin = config
+        .faults
+        .clone()
+        .map(tts_telemetry::faults::routes)
+        .unwrap_or_default();
     tokio::spawn(tts_telemetry::serve_metrics(
         metrics_listener,
         metrics,
+        admin,
         tts_telemetry::signal::shutdown(),
     ));
     // The registry says where this worker is: where it listens, unless

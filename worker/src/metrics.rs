@@ -40,6 +40,17 @@ pub const FIRST_STEP: &str = "tts_worker_first_step_seconds";
 pub const UTILISATION: &str = "tts_worker_admission_utilisation";
 /// Compute seconds per second of audio, the admission estimate, by `voice`.
 pub const VOICE_COST: &str = "tts_worker_compute_per_audio_second";
+/// The same, as measured by the warm-up at start-up (on a quiet machine):
+/// the baseline a rising estimate is compared with, by `voice`.
+pub const VOICE_COST_BASELINE: &str = "tts_worker_compute_per_audio_second_baseline";
+/// The admission limit: `--admission-efficiency`, the utilisation above
+/// which new streams are refused.
+pub const ADMISSION_LIMIT: &str = "tts_worker_admission_limit";
+/// Times a synthesis thread held work without progress for longer than
+/// `--stalled-thread-secs`.
+pub const SYNTHESIS_STALLS: &str = "tts_worker_synthesis_stalls_total";
+/// Synthesis threads holding work without progress now.
+pub const THREADS_STALLED: &str = "tts_worker_synthesis_threads_stalled";
 /// Synthesis time divided by audio duration, per step.
 pub const SYNTHESIS_RTF: &str = "tts_worker_synthesis_real_time_factor";
 /// Seconds from request to first frame emitted.
@@ -99,6 +110,22 @@ pub(crate) fn describe() {
         VOICE_COST,
         "Compute seconds per second of audio, the admission estimate, by voice."
     );
+    describe_gauge!(
+        VOICE_COST_BASELINE,
+        "Compute seconds per second of audio measured by the warm-up at start-up, by voice."
+    );
+    describe_gauge!(
+        ADMISSION_LIMIT,
+        "Utilisation above which new streams are refused (--admission-efficiency)."
+    );
+    describe_counter!(
+        SYNTHESIS_STALLS,
+        "Times a synthesis thread held work without progress for too long."
+    );
+    describe_gauge!(
+        THREADS_STALLED,
+        "Synthesis threads holding work without progress now."
+    );
     describe_histogram!(
         SYNTHESIS_RTF,
         "Synthesis time divided by audio duration, per step."
@@ -140,6 +167,8 @@ pub(crate) fn describe() {
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
     metrics::gauge!(UTILISATION).set(0.0);
+    metrics::gauge!(THREADS_STALLED).set(0.0);
+    metrics::counter!(SYNTHESIS_STALLS).absolute(0);
     for kind in ["first_audio", "playout"] {
         metrics::counter!(DEADLINE_MISSES, "kind" => kind).absolute(0);
     }
@@ -235,6 +264,23 @@ pub(crate) fn deadline_miss(kind: &'static str) {
 
 pub(crate) fn utilisation(share: f64) {
     metrics::gauge!(UTILISATION).set(share);
+}
+
+pub(crate) fn voice_cost_baseline(voice: &str, cost: f64) {
+    metrics::gauge!(VOICE_COST_BASELINE, "voice" => voice.to_owned()).set(cost);
+}
+
+pub(crate) fn admission_limit(efficiency: f64) {
+    metrics::gauge!(ADMISSION_LIMIT).set(efficiency);
+}
+
+/// A thread was found stalled (`true`) or progressing again; `now` is how
+/// many are stalled.
+pub(crate) fn thread_stall(started: bool, now: usize) {
+    if started {
+        metrics::counter!(SYNTHESIS_STALLS).increment(1);
+    }
+    metrics::gauge!(THREADS_STALLED).set(now as f64);
 }
 
 pub(crate) fn voice_cost(voice: &str, cost: f64) {

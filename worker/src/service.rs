@@ -13,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::info;
+use tts_telemetry::faults::{Component, Faults};
 use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, LoadReport, LoadRequest, SynthesizeRequest,
@@ -77,6 +78,8 @@ pub struct TtsService {
     /// Where synthesis runs, and the GPUs as last seen.
     pub(crate) device: crate::gpu::Device,
     pub(crate) gpus: Arc<std::sync::Mutex<Vec<crate::gpu::GpuInfo>>>,
+    /// Injected faults, reported by `GetLoad`.
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// A status whose `tts-error-code` metadata names the client-facing code.
@@ -249,6 +252,7 @@ impl Tts for TtsService {
                     utilisation,
                     threads: loaded.pool.threads() as u32,
                     serving,
+                    faults: injected(&self.faults),
                 }
             }
             None => LoadReport::default(),
@@ -277,6 +281,28 @@ impl Tts for TtsService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
+}
+
+/// The worker's injected faults as `GetLoad` reports them (an embedded
+/// worker shares its registry with its orchestrator, which reports its own
+/// kinds itself).
+fn injected(faults: &Faults) -> Vec<tts_proto::v1::InjectedFault> {
+    faults
+        .list()
+        .into_iter()
+        .filter(|f| f.fault.component() == Component::Worker)
+        .map(|f| {
+            let mut params = serde_json::to_value(f.fault).unwrap_or_default();
+            if let Some(map) = params.as_object_mut() {
+                map.remove("kind");
+            }
+            tts_proto::v1::InjectedFault {
+                kind: f.fault.kind().to_owned(),
+                params_json: params.to_string(),
+                remaining_s: f.remaining_s,
+            }
+        })
+        .collect()
 }
 
 /// The response stream: stamps each frame as it leaves, and records the

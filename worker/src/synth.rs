@@ -22,12 +22,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tts_frame::{Tally, Validator};
+use tts_telemetry::faults::{Fault, Faults};
 
 use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
 use crate::engine::{ClauseState, EngineError, Synthesizer, Voice, WordSpan};
 use crate::metrics;
 use crate::sched::{Delivery, Demand, Next, Playout, Policy, Step, StreamId, Streams};
 use crate::text::Clause;
+use crate::watchdog::{self, Progress};
 
 /// Ids that follow a request through logs.
 #[derive(Debug, Clone, Default)]
@@ -102,11 +104,11 @@ pub struct PoolConfig {
     pub stalled_after: Duration,
     /// Most audio one request may ask for, seconds.
     pub max_audio_secs: f64,
-    /// Test hook: corrupt the frame with this sequence number after its
-    /// checksum is computed.
-    pub fault_corrupt_frame: Option<u32>,
-    /// Test hook: a fault injected into every request's samples.
-    pub fault_audio: Option<AudioFault>,
+    /// Injected faults (chaos experiments; none unless started).
+    pub faults: Arc<Faults>,
+    /// A synthesis thread holding work without progress for longer than
+    /// this is reported (log line, metric).
+    pub stalled_thread_after: Duration,
 }
 
 /// A ratio kept as decayed sums: recent observations weigh most, and
@@ -172,6 +174,10 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    /// Injected faults the threads apply (slowdown, stall).
+    faults: Arc<Faults>,
+    /// What each synthesis thread holds, for the watchdog.
+    progress: Arc<Progress>,
 }
 
 impl Shared {
@@ -225,6 +231,8 @@ impl SynthPool {
                 closed: false,
             }),
             ready: Condvar::new(),
+            faults: Arc::clone(&config.faults),
+            progress: Progress::new(threads),
         });
         let (ready_tx, ready_rx) = channel();
         let mut handles = Vec::with_capacity(threads);
@@ -234,7 +242,7 @@ impl SynthPool {
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("synth-{i}"))
-                .spawn(move || match SynthThread::new(&voices) {
+                .spawn(move || match SynthThread::new(i, &voices) {
                     Ok(mut t) => {
                         let _ = ready.send(t.warm_up(&voices));
                         drop(ready);
@@ -257,8 +265,17 @@ impl SynthPool {
         }
         for e in &state.estimates {
             metrics::voice_cost(&e.voice, e.cost.value());
+            metrics::voice_cost_baseline(&e.voice, e.cost.value());
         }
         drop(state);
+        metrics::admission_limit(config.policy.efficiency);
+        let watched = Arc::clone(&shared);
+        watchdog::spawn(
+            Arc::clone(&shared.progress),
+            config.stalled_thread_after,
+            move || watched.lock().closed,
+        )
+        .map_err(|e| EngineError::Runtime(format!("spawning the watchdog: {e}")))?;
         Ok(Arc::new(Self {
             shared,
             voices: voices.to_vec(),
@@ -331,6 +348,7 @@ impl SynthPool {
         let (events_tx, events) = mpsc::unbounded_channel();
         let job = Job {
             voice,
+            request: Arc::from(ids.request_id.as_str()),
             arrival,
             clauses: clauses.into(),
             clause: ClauseState::Done,
@@ -341,7 +359,7 @@ impl SynthPool {
                 framer: Framer::default(),
                 gain: info.gain,
                 samples: 0,
-                fault: self.config.fault_audio,
+                fault: self.config.faults.audio().and_then(audio_fault),
             }),
             events: events_tx,
             native: 0,
@@ -435,9 +453,21 @@ impl AudioState {
     }
 }
 
+/// The audio an injected quality fault does to a request's samples.
+fn audio_fault(fault: Fault) -> Option<AudioFault> {
+    match fault {
+        Fault::Clipping { from_ms, len_ms } => Some(AudioFault::Clipping { from_ms, len_ms }),
+        Fault::DcOffset { offset } => Some(AudioFault::DcOffset(offset)),
+        Fault::DeadAir { from_ms, len_ms } => Some(AudioFault::Dropout { from_ms, len_ms }),
+        _ => None,
+    }
+}
+
 /// One request's work, owned by the scheduler between steps.
 struct Job {
     voice: usize,
+    /// The request's id (what a stalled thread reports it holds).
+    request: Arc<str>,
     /// When the request arrived.
     arrival: Instant,
     /// Clauses not started.
@@ -485,6 +515,10 @@ struct StepReport {
 
 /// What one thread owns: a synthesiser per voice and a scratch buffer.
 struct SynthThread {
+    /// Its index among the pool's threads.
+    index: usize,
+    /// The voices' names, by index.
+    names: Vec<String>,
     synthesizers: Vec<Box<dyn Synthesizer>>,
     /// By voice: whether steps of several streams may run together (the
     /// voice streams inside clauses, so its steps are decoder windows).
@@ -500,12 +534,14 @@ struct Measured {
 }
 
 impl SynthThread {
-    fn new(voices: &[Arc<dyn Voice>]) -> Result<Self, EngineError> {
+    fn new(index: usize, voices: &[Arc<dyn Voice>]) -> Result<Self, EngineError> {
         let synthesizers = voices
             .iter()
             .map(|v| v.synthesizer())
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            index,
+            names: voices.iter().map(|v| v.info().name.clone()).collect(),
             synthesizers,
             batchable: voices.iter().map(|v| v.info().streaming).collect(),
             resampled: Vec::new(),
@@ -557,7 +593,7 @@ impl SynthThread {
                     steps.insert(0, lead);
                     drop(state);
                     worked = true;
-                    let done = self.run(steps);
+                    let done = self.run(steps, shared);
                     state = shared.lock();
                     for done in done {
                         done.settle(&mut state);
@@ -591,8 +627,18 @@ impl SynthThread {
 
     /// Runs a batch of steps (often one); what to tell the scheduler comes
     /// back, one for each.
-    fn run(&mut self, steps: Vec<Step<Job>>) -> Vec<Done> {
+    fn run(&mut self, steps: Vec<Step<Job>>, shared: &Shared) -> Vec<Done> {
         let _busy = metrics::SynthesisGuard::new();
+        let voice = steps.first().map_or(0, |s| s.job.voice);
+        let name = self.names.get(voice).map_or("", String::as_str);
+        shared
+            .progress
+            .begin(self.index, name, steps.iter().map(|s| &s.job.request));
+        // An injected stall holds the steps without progress (until it
+        // ends, or the pool closes).
+        while shared.faults.stalled() && !shared.lock().closed {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let batched = steps.len() > 1;
         let wide = steps.first().is_some_and(|s| s.wide);
         let mut jobs = Vec::with_capacity(steps.len());
@@ -608,7 +654,8 @@ impl SynthThread {
             jobs.push(job);
             about.push((id, due, first));
         }
-        let results = self.steps(&mut jobs, wide);
+        let results = self.steps(&mut jobs, wide, &shared.faults);
+        shared.progress.end(self.index);
         let now = Instant::now();
         jobs.into_iter()
             .zip(about)
@@ -626,7 +673,12 @@ impl SynthThread {
     /// Runs the next step of each job (all of one voice): one by one
     /// through the voice's synthesiser, or together when there are several.
     /// A batch's compute is shared out by the audio each job got.
-    fn steps(&mut self, jobs: &mut [Job], wide: bool) -> Vec<Result<StepReport, EngineError>> {
+    fn steps(
+        &mut self,
+        jobs: &mut [Job],
+        wide: bool,
+        faults: &Faults,
+    ) -> Vec<Result<StepReport, EngineError>> {
         let starts: Vec<Option<usize>> = jobs.iter_mut().map(Job::begin_clause).collect();
         let voice = jobs.first().map_or(0, |j| j.voice);
         let Some(synth) = self.synthesizers.get_mut(voice) else {
@@ -658,6 +710,11 @@ impl SynthThread {
             ],
             many => synth.step_many(many, &mut emit),
         };
+        if let Some(factor) = faults.slowdown() {
+            // An injected slowdown: the step takes `factor` times as long,
+            // as when another process takes the CPU.
+            std::thread::sleep(started.elapsed().mul_f64(factor - 1.0));
+        }
         let compute = started.elapsed();
         let total = native.iter().sum::<usize>();
         jobs.iter_mut()
@@ -879,8 +936,13 @@ impl Sender {
                     if let Some((frame, produced_at)) = pending.pop_front() {
                         metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
                         self.account(&frame, produced_at, Instant::now());
-                        let fault = self.pool.config.fault_corrupt_frame;
-                        permit.send(Sent::Frame(self.checks.check(&self.ids, fault, frame)));
+                        let faults = &self.pool.config.faults;
+                        if faults.drops(frame.sequence) {
+                            // The permit goes back unused: the next hop sees a gap.
+                            continue;
+                        }
+                        let corrupt = faults.corrupts(frame.sequence);
+                        permit.send(Sent::Frame(self.checks.check(&self.ids, corrupt, frame)));
                         sent += 1;
                     }
                 }
@@ -952,8 +1014,9 @@ struct Checks {
 }
 
 impl Checks {
-    /// Validates a frame (and applies the fault hook after its checksum).
-    fn check(&mut self, ids: &RequestIds, fault: Option<u32>, mut frame: Frame) -> Frame {
+    /// Validates a frame (and, with `corrupt`, flips a payload byte after
+    /// its checksum: an injected fault).
+    fn check(&mut self, ids: &RequestIds, corrupt: bool, mut frame: Frame) -> Frame {
         let outcome = self
             .validator
             .check(frame.sequence, frame.crc32c, &frame.payload);
@@ -964,8 +1027,8 @@ impl Checks {
                 session_id = %ids.session_id, sequence = frame.sequence,
                 event = event.as_str(), "audio quality event");
         }
-        if fault == Some(frame.sequence) {
-            frame.payload[100] ^= 0x5A;
+        if corrupt && let Some(byte) = frame.payload.get_mut(100) {
+            *byte ^= 0x5A;
         }
         frame
     }
@@ -994,8 +1057,8 @@ mod tests {
                 send_ahead: Duration::from_secs(1),
                 stalled_after: Duration::from_secs(10),
                 max_audio_secs: 60.0,
-                fault_corrupt_frame: None,
-                fault_audio: None,
+                faults: Faults::disabled(&[tts_telemetry::faults::Component::Worker]),
+                stalled_thread_after: Duration::from_secs(5),
             },
         )
         .expect("pool");
