@@ -338,6 +338,32 @@ struct Info {
     /// Where clients connect.
     websocket_url: String,
     workers: Vec<WorkerInfo>,
+    /// The Redis server of the registry and phrase cache, when one is
+    /// used (without its password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_url: Option<String>,
+}
+
+/// `url` without the password, if it has one.
+fn without_password(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let host = &url[at + 1..];
+            let user = rest
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .split(':')
+                .next()
+                .unwrap_or("");
+            if user.is_empty() {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// `GET /info`: where the pipeline's parts are, so that a diagnostic tool
@@ -374,6 +400,7 @@ pub(crate) async fn info(
         ),
         websocket_url: format!("{scheme}://{host}/ws"),
         workers,
+        redis_url: state.config.redis_url.as_deref().map(without_password),
     })
 }
 
@@ -560,5 +587,26 @@ pub(crate) async fn metrics(State(state): State<Arc<AdminState>>) -> axum::respo
             "no metrics recorder installed in this process\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_redis_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            without_password("redis://:s3cret@h:6379/0"),
+            "redis://h:6379/0"
+        );
+        assert_eq!(
+            without_password("rediss://me:s3cret@h:6379"),
+            "rediss://me@h:6379"
+        );
     }
 }

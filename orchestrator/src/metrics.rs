@@ -281,9 +281,10 @@ pub(crate) fn started() {
     for kind in ["control", "last", "close"] {
         metrics::counter!(MESSAGES_DROPPED, "kind" => kind).absolute(0);
     }
-    let worker = "worker_to_orchestrator";
-    for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
-        metrics::counter!(FRAMES, "hop" => worker, "result" => result).absolute(0);
+    for hop in ["worker_to_orchestrator", "phrase_cache_to_orchestrator"] {
+        for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
+            metrics::counter!(FRAMES, "hop" => hop, "result" => result).absolute(0);
+        }
     }
     for result in ["ok", "dropped"] {
         metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => result)
@@ -322,16 +323,23 @@ pub(crate) fn close_unflushed() {
     messages_dropped("close");
 }
 
+/// A frame checked on arrival: from a worker (with its hop latency) or
+/// replayed from the phrase cache (`hop_latency` `None`).
 pub(crate) fn frame_received(
     outcome: &Result<QualityStats, FrameError>,
-    hop_latency: Duration,
+    hop_latency: Option<Duration>,
     events: Events,
 ) {
-    metrics::histogram!(WORKER_HOP_LATENCY).record(hop_latency.as_secs_f64());
+    let hop = match hop_latency {
+        Some(latency) => {
+            metrics::histogram!(WORKER_HOP_LATENCY).record(latency.as_secs_f64());
+            "worker_to_orchestrator"
+        }
+        None => "phrase_cache_to_orchestrator",
+    };
     match outcome {
         Ok(stats) => {
-            metrics::counter!(FRAMES, "hop" => "worker_to_orchestrator", "result" => "ok")
-                .increment(1);
+            metrics::counter!(FRAMES, "hop" => hop, "result" => "ok").increment(1);
             if stats.rms_dbfs.is_finite() {
                 metrics::histogram!(FRAME_LEVEL).record(stats.rms_dbfs);
             }
@@ -340,8 +348,7 @@ pub(crate) fn frame_received(
             }
         }
         Err(e) => {
-            metrics::counter!(FRAMES, "hop" => "worker_to_orchestrator", "result" => e.kind())
-                .increment(1);
+            metrics::counter!(FRAMES, "hop" => hop, "result" => e.kind()).increment(1);
         }
     }
 }

@@ -154,12 +154,14 @@ impl Audit {
         }
     }
 
-    /// Checks one frame; counts and logs the quality events it raises.
+    /// Checks one frame (from a worker with its hop latency, or from the
+    /// phrase cache with none); counts and logs the quality events it
+    /// raises.
     fn check(
         &mut self,
         req: &Pending,
         frame: &AudioFrame,
-        hop: std::time::Duration,
+        hop: Option<std::time::Duration>,
     ) -> Result<(), FrameError> {
         let outcome = self
             .validator
@@ -255,10 +257,10 @@ pub(crate) async fn relay(
         Ending::Failed(code, message) => {
             if code.outcome() == Outcome::Failed {
                 warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
-                    code = code.as_str(), %message, elapsed_ms, "request failed");
+                    code = code.as_str(), detail = %message, elapsed_ms, "request failed");
             } else {
                 info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
-                    code = code.as_str(), %message, elapsed_ms, "request ended by the client's doing");
+                    code = code.as_str(), detail = %message, elapsed_ms, "request ended by the client's doing");
             }
             Some(Outgoing::Failed {
                 stream_id: req.stream_id,
@@ -405,7 +407,7 @@ async fn stream_frames(
         }
         Ending::Failed(ErrorCode::WorkerUnavailable, message) => {
             warn!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, worker = %lease.worker().url, %message,
+                session_id = %req.session_id, worker = %lease.worker().url, detail = %message,
                 "worker lost after the first frame: not retried");
             lease.failed();
         }
@@ -491,7 +493,8 @@ impl Link {
     fn hold(&mut self, item: Result<Option<AudioFrame>, Status>, delay: std::time::Duration) {
         self.ended |= !matches!(item, Ok(Some(_)));
         let earliest = self.delayed.back().map(|(at, _)| *at);
-        let at = (tokio::time::Instant::now() + delay).max(earliest.unwrap_or(tokio::time::Instant::now()));
+        let at = (tokio::time::Instant::now() + delay)
+            .max(earliest.unwrap_or(tokio::time::Instant::now()));
         self.delayed.push_back((at, item));
     }
 }
@@ -602,6 +605,7 @@ async fn play(
     mut recording: Option<&mut Recording>,
 ) -> Ending {
     let mut started = false;
+    let from_cache = matches!(source, Source::Cached(_));
     // Real-time frames leave the worker on a steady clock, so a long
     // silence means the worker is gone; fast ones may wait behind others.
     let progress = match req.delivery {
@@ -663,7 +667,7 @@ async fn play(
                 return ending;
             }
         }
-        match forward(ctx, req, audit, frame, out, stop).await {
+        match forward(ctx, req, audit, frame, out, stop, from_cache).await {
             Forwarded::Sent => {}
             Forwarded::Stop(ending) => return ending,
         }
@@ -700,19 +704,26 @@ async fn forward(
     frame: AudioFrame,
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
+    from_cache: bool,
 ) -> Forwarded {
     let received = Instant::now();
     let received_us = tts_frame::now_us();
     ctx.stats
         .frames_received
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let hop = std::time::Duration::from_micros(received_us.saturating_sub(frame.worker_ts_us));
+    let hop = (!from_cache)
+        .then(|| std::time::Duration::from_micros(received_us.saturating_sub(frame.worker_ts_us)));
     let outcome = audit.check(req, &frame, hop);
     if let Err(e) = outcome {
+        let from = if from_cache {
+            "the phrase cache"
+        } else {
+            "the worker"
+        };
         return Forwarded::Stop(Ending::Failed(
             ErrorCode::Internal,
             format!(
-                "frame {} from the worker failed verification: {e}",
+                "frame {} from {from} failed verification: {e}",
                 frame.sequence
             ),
         ));

@@ -41,6 +41,8 @@ async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
     let stored = r#"tts_orchestrator_phrase_cache_stores_total{result="stored"}"#;
     let hits = r#"tts_orchestrator_phrase_cache_lookups_total{result="hit"}"#;
     let from_worker = r#"tts_orchestrator_frames_total{hop="worker_to_orchestrator",result="ok"}"#;
+    let from_cache =
+        r#"tts_orchestrator_frames_total{hop="phrase_cache_to_orchestrator",result="ok"}"#;
 
     // Phrases are keyed by the voice's revision: wait until the
     // orchestrator has listed the worker's voices.
@@ -76,8 +78,9 @@ async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
     assert_eq!(count(at_worker), 1.0, "the replay never reached the worker");
     assert_eq!(again.samples, first.samples, "the same audio");
     assert_eq!(again.report.voice, first.report.voice);
-    // The cache's frames are verified at the worker's hop like any others.
-    assert!(count(from_worker) >= 2.0 * first.report.frames as f64);
+    // The cache's frames are verified like any others, on their own hop.
+    assert_eq!(count(from_worker), first.report.frames as f64);
+    assert_eq!(count(from_cache), first.report.frames as f64);
 
     // Another encoding is converted from the same entry.
     let mulaw = SynthesizeOptions {

@@ -92,6 +92,15 @@ impl Exposition {
         Ok(exposition)
     }
 
+    /// An exposition of these samples (e.g. from a Prometheus server's
+    /// query API), without type information.
+    pub fn from_samples(samples: Vec<Sample>) -> Self {
+        Self {
+            samples,
+            types: HashMap::new(),
+        }
+    }
+
     /// Every sample, in the order written.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
