@@ -79,6 +79,31 @@ enum DoctorCommand {
         #[arg(long = "log", required = true, num_args = 1..)]
         logs: Vec<PathBuf>,
     },
+    /// Every request's log lines in a time range, merged from the
+    /// services' JSON logs and sorted, with errors, refusals, breaker
+    /// changes and faults marked, and a count of each by component.
+    Timeline {
+        /// First time kept: RFC 3339, or a duration before now (`10m`,
+        /// `90s`, `2h`).
+        #[arg(long)]
+        since: tts_client::doctor::timeline::When,
+        /// Last time kept, in the same forms (default: the end of the logs).
+        #[arg(long)]
+        until: Option<tts_client::doctor::timeline::When>,
+        /// JSON log files (one or more, any order).
+        #[arg(long = "log", required = true, num_args = 1..)]
+        logs: Vec<PathBuf>,
+        /// Keep only marked lines (the counts still cover every line).
+        #[arg(long)]
+        marked: bool,
+    },
+    /// Redis: slow log, memory by key prefix (registry, phrase cache,
+    /// other), used memory against maxmemory, clients, PING latency.
+    Redis {
+        /// Redis URL.
+        #[arg(long, env = "TTS_REDIS_URL", default_value = tts_client::doctor::redis::DEFAULT_URL)]
+        redis: String,
+    },
     /// One health check, for container and orchestration probes: exit 0
     /// when it passes, 69 when not. `--grpc URL` asks a worker's
     /// `grpc.health.v1` for SERVING; `--http URL` wants a 200 (e.g. an
@@ -304,6 +329,17 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
         DoctorCommand::Trace { trace_id, logs } => {
             (doctor::trace::run(&trace_id, &logs)?, exit::FAILURE)
         }
+        DoctorCommand::Timeline {
+            since,
+            until,
+            logs,
+            marked,
+        } => {
+            let range =
+                doctor::timeline::Range::resolve(since, until, std::time::SystemTime::now());
+            (doctor::timeline::run(&range, &logs, marked)?, exit::FAILURE)
+        }
+        DoctorCommand::Redis { redis } => (doctor::redis::run(&redis).await, exit::UNAVAILABLE),
         DoctorCommand::Frames { text } => (doctor::frames::run(&ws, &text).await?, exit::DATA),
         DoctorCommand::Probe { grpc, http } => (
             doctor::health::probe(grpc.as_deref(), http.as_deref()).await,

@@ -199,7 +199,7 @@ pub(crate) async fn speech(
                 shared.config.max_message_bytes
             );
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-            info!(%status, %message, "http request refused");
+            info!(%status, detail = %message, "http request refused");
             return error_response(
                 status,
                 ErrorCode::BadRequest.as_str(),
@@ -222,7 +222,7 @@ pub(crate) async fn speech(
         Ok(s) => s,
         Err((message, field)) => {
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-            info!(%request_id, %trace_id, %session_id, field, %message, "http request refused");
+            info!(%request_id, %trace_id, %session_id, field, detail = %message, "http request refused");
             return coded(ErrorCode::BadRequest, &message, Some(field), None);
         }
     };
@@ -231,7 +231,7 @@ pub(crate) async fn speech(
         .or_else(|| shared.capacity_refusal(peer.ip()));
     if let Some((code, message, retry)) = refusal {
         metrics::request_finished(code.outcome(), Some(code));
-        info!(%request_id, %trace_id, %session_id, code = code.as_str(), %message,
+        info!(%request_id, %trace_id, %session_id, code = code.as_str(), detail = %message,
             "http request refused");
         let param =
             matches!(code, ErrorCode::EmptyText | ErrorCode::TextTooLong).then_some("input");

@@ -552,7 +552,7 @@ impl Connection<'_> {
             // Oversized identifiers are not echoed back whole.
             let (request_id, trace_id) = (shortened(&request_id), shortened(&trace_id));
             info!(session_id = %self.session_id, %request_id, %trace_id, code = code.as_str(),
-                %message, "request refused");
+                detail = %message, "request refused");
             let err = ServerMessage::Error {
                 code,
                 message,

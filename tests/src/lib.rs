@@ -478,15 +478,25 @@ impl ServiceProcess {
     /// [`worker`](Self::worker) on gRPC port `port` (to restart one where
     /// it was).
     pub async fn worker_on(port: u16, args: &[&str]) -> Self {
+        Self::start_worker(port, args, None).await
+    }
+
+    /// [`worker`](Self::worker) writing its JSON log (`RUST_LOG=info`) to
+    /// `log`.
+    pub async fn worker_logged(args: &[&str], log: &std::path::Path) -> Self {
+        Self::start_worker(free_port(), args, Some(log)).await
+    }
+
+    async fn start_worker(port: u16, args: &[&str], log: Option<&std::path::Path>) -> Self {
         let metrics = free_port();
-        let child = std::process::Command::new(binary("tts-worker"))
+        let mut command = std::process::Command::new(binary("tts-worker"));
+        command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .args(args)
-            .current_dir(repo_root())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tts-worker starts");
+            .current_dir(repo_root());
+        stderr_to(&mut command, log);
+        let child = command.spawn().expect("tts-worker starts");
         let process = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], metrics)),
@@ -505,16 +515,34 @@ impl ServiceProcess {
     /// Starts `tts-orchestrator` relaying to `worker_url` with `args`
     /// added, and waits (up to 30 s) until its admin listener answers.
     pub async fn orchestrator(worker_url: &str, args: &[&str]) -> Self {
+        Self::start_orchestrator(worker_url, args, None).await
+    }
+
+    /// [`orchestrator`](Self::orchestrator) writing its JSON log
+    /// (`RUST_LOG=info`) to `log`.
+    pub async fn orchestrator_logged(
+        worker_url: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Self {
+        Self::start_orchestrator(worker_url, args, Some(log)).await
+    }
+
+    async fn start_orchestrator(
+        worker_url: &str,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let (port, admin) = (free_port(), free_port());
-        let child = std::process::Command::new(binary("tts-orchestrator"))
+        let mut command = std::process::Command::new(binary("tts-orchestrator"));
+        command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(["--worker", worker_url])
             .args(args)
-            .current_dir(repo_root())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tts-orchestrator starts");
+            .current_dir(repo_root());
+        stderr_to(&mut command, log);
+        let child = command.spawn().expect("tts-orchestrator starts");
         let process = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
@@ -571,6 +599,20 @@ impl Drop for ServiceProcess {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends a service's standard error to `log` at `RUST_LOG=info` (its JSON
+/// log lines), or, without one, nowhere.
+fn stderr_to(command: &mut std::process::Command, log: Option<&std::path::Path>) {
+    match log {
+        Some(path) => {
+            let file = std::fs::File::create(path).expect("log file");
+            command.env("RUST_LOG", "info").stderr(file);
+        }
+        None => {
+            command.stderr(std::process::Stdio::null());
+        }
     }
 }
 

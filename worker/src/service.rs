@@ -13,7 +13,6 @@ use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::info;
-use tts_telemetry::faults::{Component, Faults};
 use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, LoadReport, LoadRequest, SynthesizeRequest,
@@ -23,6 +22,7 @@ use tts_proto::{
     ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
     trace_id_from_traceparent,
 };
+use tts_telemetry::faults::{Component, Faults};
 
 use crate::engine::Voice;
 use crate::metrics;
@@ -138,7 +138,7 @@ impl Tts for TtsService {
             };
             metrics::request_finished(outcome);
             info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                session_id = %ids.session_id, code, message = status.message(), "request rejected");
+                session_id = %ids.session_id, code, detail = status.message(), "request rejected");
             Err(coded(status, code))
         };
         if self.draining.load(Ordering::Relaxed) {

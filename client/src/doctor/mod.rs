@@ -5,7 +5,9 @@
 pub mod frames;
 pub mod health;
 pub mod prom;
+pub mod redis;
 pub mod rtt;
+pub mod timeline;
 pub mod trace;
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};

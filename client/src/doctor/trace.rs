@@ -3,7 +3,7 @@
 //! request id seen on those lines.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -40,21 +40,45 @@ pub struct ReadError {
     source: std::io::Error,
 }
 
+/// One JSON log file as read (shared with `doctor timeline`).
+#[derive(Debug, Clone)]
+pub struct LogFile {
+    /// The path, as given.
+    pub path: String,
+    /// The lines that are JSON objects, in file order.
+    pub lines: Vec<Value>,
+    /// Non-blank lines that are not JSON objects (skipped).
+    pub skipped: usize,
+}
+
+/// Reads `path` and keeps its lines that are JSON objects.
+pub fn read_log(path: &Path) -> Result<LogFile, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadError {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut file = LogFile {
+        path: path.display().to_string(),
+        lines: Vec::new(),
+        skipped: 0,
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.is_object() => file.lines.push(v),
+            _ => file.skipped += 1,
+        }
+    }
+    Ok(file)
+}
+
 /// Builds the timeline of `trace_id` from `logs`.
 pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
     let mut lines = Vec::new();
     for path in logs {
-        let text = std::fs::read_to_string(path).map_err(|source| ReadError {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let file = path.display().to_string();
-        lines.extend(
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(Value::is_object)
-                .map(|v| (file.clone(), v)),
-        );
+        let LogFile {
+            path, lines: read, ..
+        } = read_log(path)?;
+        lines.extend(read.into_iter().map(|v| (path.clone(), v)));
     }
     let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let requests: HashSet<String> = lines
