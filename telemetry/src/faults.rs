@@ -554,8 +554,12 @@ fn params(fault: &Fault) -> String {
 fn ended(a: &Active, how: &'static str) {
     let component = a.fault.component();
     metrics::gauge!(component.gauge(), "kind" => a.fault.kind()).set(0.0);
-    info!(fault_id = a.id, kind = a.fault.kind(), how,
-        "fault injection ended");
+    info!(
+        fault_id = a.id,
+        kind = a.fault.kind(),
+        how,
+        "fault injection ended"
+    );
 }
 
 fn view(a: &Active, now: Instant) -> ActiveFault {
@@ -701,7 +705,9 @@ mod tests {
                 len_ms: 200
             }
         );
-        assert!(serde_json::from_str::<FaultRequest>(r#"{"kind":"meteor","duration_s":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<FaultRequest>(r#"{"kind":"meteor","duration_s":1}"#).is_err()
+        );
         assert!(serde_json::from_str::<FaultRequest>(r#"{"kind":"stall"}"#).is_err());
         for bad in [
             Fault::Slowdown { factor: 0.5 },
@@ -735,7 +741,10 @@ mod tests {
             worker.authorize(Some("wrong")),
             Err(FaultError::Unauthorized)
         ));
-        assert!(matches!(worker.authorize(None), Err(FaultError::Unauthorized)));
+        assert!(matches!(
+            worker.authorize(None),
+            Err(FaultError::Unauthorized)
+        ));
         assert!(worker.authorize(Some("secret")).is_ok());
         let latency = Fault::LinkLatency {
             latency_ms: 10,

@@ -3,9 +3,9 @@
 //! checksum) is counted as a checksum mismatch, and the request fails with
 //! a coded error.
 
+use std::time::Duration;
 use tts_client::{Client, ClientError, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use std::time::Duration;
 
 use tts_telemetry::faults::Fault;
 use tts_tests::{

@@ -159,10 +159,18 @@ mod tests {
         watch.check(&progress, Duration::from_secs(5), later);
         assert_eq!(watch.count(), 1);
         assert!(watch.stalled[1].is_some() && watch.stalled[0].is_none());
-        watch.check(&progress, Duration::from_secs(5), later + Duration::from_secs(1));
+        watch.check(
+            &progress,
+            Duration::from_secs(5),
+            later + Duration::from_secs(1),
+        );
         assert_eq!(watch.count(), 1, "one episode, reported once");
         progress.end(1);
-        watch.check(&progress, Duration::from_secs(5), later + Duration::from_secs(2));
+        watch.check(
+            &progress,
+            Duration::from_secs(5),
+            later + Duration::from_secs(2),
+        );
         assert_eq!(watch.count(), 0);
         let holding = progress.slots[1].holding.lock().expect("lock");
         assert_eq!((holding.0.len(), holding.1.as_str()), (2, "joe"));
