@@ -62,8 +62,37 @@ impl MetricsHandle {
     pub fn render(&self) -> String {
         self.process.collect();
         self.prometheus.run_upkeep();
-        self.prometheus.render()
+        with_precise_cpu(self.prometheus.render(), cpu_seconds())
     }
+}
+
+/// The process's CPU time (user and system), to the microsecond.
+fn cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// `metrics-process` records the CPU time through an integer counter, so
+/// the standard `process_cpu_seconds_total` moves in whole seconds: too
+/// coarse for a rate over a few seconds, which `doctor why` needs to tell
+/// a starved worker from a busy one. The series keeps its name and type
+/// and gets the exact value.
+fn with_precise_cpu(text: String, seconds: Option<f64>) -> String {
+    const SERIES: &str = "process_cpu_seconds_total ";
+    let Some(seconds) = seconds else {
+        return text;
+    };
+    let Some(at) = text
+        .match_indices(SERIES)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || text.as_bytes()[i - 1] == b'\n')
+    else {
+        return text;
+    };
+    let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+    format!("{}{SERIES}{seconds:.6}{}", &text[..at], &text[end..])
 }
 
 /// Installs the recorder for this process. Call once, from a binary (or a
@@ -127,4 +156,24 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_time_is_given_to_the_microsecond() {
+        let text =
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2\nx_total 1\n";
+        let precise = with_precise_cpu(text.to_owned(), Some(2.125_001));
+        assert_eq!(
+            precise,
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2.125001\nx_total 1\n"
+        );
+        assert_eq!(with_precise_cpu(text.to_owned(), None), text);
+        assert_eq!(with_precise_cpu("x 1\n".into(), Some(1.0)), "x 1\n");
+        let now = cpu_seconds().expect("getrusage");
+        assert!(now > 0.0 && now.fract() != 0.0, "{now}");
+    }
 }
