@@ -937,12 +937,16 @@ impl Sender {
                         metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
                         self.account(&frame, produced_at, Instant::now());
                         let faults = &self.pool.config.faults;
-                        if faults.drops(frame.sequence) {
-                            // The permit goes back unused: the next hop sees a gap.
+                        let (corrupt, drop) =
+                            (faults.corrupts(frame.sequence), faults.drops(frame.sequence));
+                        let frame = self.checks.check(&self.ids, corrupt, frame);
+                        if drop {
+                            // Lost after the worker's own checks: the
+                            // permit goes back unused and the next hop
+                            // sees a gap.
                             continue;
                         }
-                        let corrupt = faults.corrupts(frame.sequence);
-                        permit.send(Sent::Frame(self.checks.check(&self.ids, corrupt, frame)));
+                        permit.send(Sent::Frame(frame));
                         sent += 1;
                     }
                 }
