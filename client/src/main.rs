@@ -43,6 +43,52 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DoctorCommand {
+    /// Start, list or stop injected faults (chaos experiments) on the
+    /// processes that apply them (they must run with
+    /// `--allow-fault-injection`).
+    Chaos {
+        #[command(subcommand)]
+        action: ChaosAction,
+        /// Orchestrator admin URL: the workers are found from it.
+        #[arg(
+            long,
+            global = true,
+            env = "TTS_ORCHESTRATOR_ADMIN",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        orchestrator: String,
+        /// One worker's metrics URL (default: every worker).
+        #[arg(long, global = true)]
+        worker: Option<String>,
+        /// The processes' `--admin-token`.
+        #[arg(long, global = true, env = "TTS_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Observe the running pipeline for a window and say what is wrong,
+    /// where (client, orchestrator, worker-link, worker, redis) and what
+    /// to do; exit 69 when anything is (a warning or worse).
+    Why {
+        /// Orchestrator admin URL: everything else is found from it.
+        #[arg(
+            long,
+            env = "TTS_ORCHESTRATOR_ADMIN",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        orchestrator: String,
+        /// Seconds to observe (1 to 600).
+        #[arg(long, default_value_t = 10.0, value_parser = parse_window)]
+        window: f64,
+        /// Read the window from this Prometheus server (its query API)
+        /// instead of scraping at both ends.
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// Redis URL (default: the one the orchestrator uses).
+        #[arg(long)]
+        redis: Option<String>,
+        /// The workers' bearer token, for their `GetLoad`.
+        #[arg(long, env = "TTS_WORKER_AUTH_TOKEN", hide_env_values = true)]
+        worker_auth_token: Option<String>,
+    },
     /// Every component's liveness and readiness, metrics endpoints, Redis,
     /// listening ports, disk and memory, and error counts from the metrics.
     Health {
@@ -121,6 +167,47 @@ enum DoctorCommand {
         /// The sentence to speak.
         #[arg(default_value = tts_client::doctor::frames::PROBE_TEXT)]
         text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChaosAction {
+    /// Start a fault: link_latency, corrupt_frames, drop_frames, slowdown,
+    /// stall, clipping, dc_offset or dead_air.
+    Start {
+        /// The kind of fault.
+        kind: String,
+        /// How long it lasts, seconds (at most 3600).
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// link_latency: added delay, ms (default 150).
+        #[arg(long)]
+        latency_ms: Option<u32>,
+        /// link_latency: jitter, ms (default 0).
+        #[arg(long)]
+        jitter_ms: Option<u32>,
+        /// corrupt_frames, drop_frames: every n-th frame (default 25).
+        #[arg(long)]
+        every: Option<u32>,
+        /// slowdown: how many times slower each step is (default 4).
+        #[arg(long)]
+        factor: Option<f64>,
+        /// clipping, dead_air: start, ms into each new request.
+        #[arg(long)]
+        from_ms: Option<u32>,
+        /// clipping, dead_air: length, ms.
+        #[arg(long)]
+        len_ms: Option<u32>,
+        /// dc_offset: the offset in sample units (default 2000).
+        #[arg(long, allow_negative_numbers = true)]
+        offset: Option<i16>,
+    },
+    /// List the active faults of every process.
+    List,
+    /// Stop the active faults (of one kind, or all).
+    Stop {
+        /// Only this kind.
+        kind: Option<String>,
     },
 }
 
@@ -231,6 +318,48 @@ fn error_chain(e: &anyhow::Error) -> String {
     message
 }
 
+/// The command line's chaos action, its fault checked before anything is
+/// sent.
+fn chaos_action(
+    action: ChaosAction,
+) -> Result<tts_client::doctor::chaos::Action, tts_client::doctor::chaos::BadFault> {
+    use tts_client::doctor::chaos::{Action, Params, request};
+    Ok(match action {
+        ChaosAction::Start {
+            kind,
+            duration,
+            latency_ms,
+            jitter_ms,
+            every,
+            factor,
+            from_ms,
+            len_ms,
+            offset,
+        } => {
+            let params = Params {
+                latency_ms,
+                jitter_ms,
+                every,
+                factor,
+                from_ms,
+                len_ms,
+                offset,
+            };
+            Action::Start(request(&kind, &params, duration)?)
+        }
+        ChaosAction::List => Action::List,
+        ChaosAction::Stop { kind } => Action::Stop(kind),
+    })
+}
+
+/// `--window`: seconds, 1 to 600.
+fn parse_window(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (1.0..=600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 1 to 600")),
+    }
+}
+
 fn read_text(args: &SayArgs) -> anyhow::Result<String> {
     match (&args.text, &args.file) {
         (_, Some(path)) => {
@@ -307,6 +436,52 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
     use tts_client::doctor;
     let ws = url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
     let (findings, failed) = match command {
+        DoctorCommand::Chaos {
+            action,
+            orchestrator,
+            worker,
+            admin_token,
+        } => {
+            let action = match chaos_action(action) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("tts-client: {e}");
+                    return Ok(exit::CONFIG);
+                }
+            };
+            let targets = doctor::chaos::Targets {
+                orchestrator,
+                worker,
+                token: admin_token,
+            };
+            (
+                doctor::chaos::run(&targets, &action).await,
+                exit::UNAVAILABLE,
+            )
+        }
+        DoctorCommand::Why {
+            orchestrator,
+            window,
+            prometheus,
+            redis,
+            worker_auth_token,
+        } => {
+            let opts = doctor::why::Options {
+                orchestrator,
+                window: std::time::Duration::from_secs_f64(window),
+                prometheus,
+                ws_url: url,
+                redis,
+                worker_token: worker_auth_token,
+            };
+            match doctor::why::run(&opts).await {
+                Ok(diagnosis) => (diagnosis.findings(), exit::UNAVAILABLE),
+                Err(e) => {
+                    eprintln!("tts-client: {e}");
+                    return Ok(exit::UNAVAILABLE);
+                }
+            }
+        }
         DoctorCommand::Health {
             orchestrator,
             worker,

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tts_orchestrator::{Orchestrator, OrchestratorConfig, RelayStats};
 use tts_worker::{EngineKind, Worker, WorkerConfig};
 
+pub mod chaos;
+
 /// A medium English paragraph (~60 s of speech) for streaming tests.
 pub const LONG_TEXT: &str = "The history of the telephone is a story of many inventors. \
 In the eighteen seventies, several engineers raced to send the human voice over a wire, \
@@ -478,18 +480,36 @@ impl ServiceProcess {
     /// [`worker`](Self::worker) on gRPC port `port` (to restart one where
     /// it was).
     pub async fn worker_on(port: u16, args: &[&str]) -> Self {
-        Self::start_worker(port, args, None).await
+        Self::start_worker(port, args, None, &[]).await
+    }
+
+    /// [`worker`](Self::worker) started through `launcher` (e.g. `["nice",
+    /// "-n", "10"]`: every thread of it at that priority).
+    pub async fn worker_under(launcher: &[&str], args: &[&str]) -> Self {
+        Self::start_worker(free_port(), args, None, launcher).await
     }
 
     /// [`worker`](Self::worker) writing its JSON log (`RUST_LOG=info`) to
     /// `log`.
     pub async fn worker_logged(args: &[&str], log: &std::path::Path) -> Self {
-        Self::start_worker(free_port(), args, Some(log)).await
+        Self::start_worker(free_port(), args, Some(log), &[]).await
     }
 
-    async fn start_worker(port: u16, args: &[&str], log: Option<&std::path::Path>) -> Self {
+    async fn start_worker(
+        port: u16,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+        launcher: &[&str],
+    ) -> Self {
         let metrics = free_port();
-        let mut command = std::process::Command::new(binary("tts-worker"));
+        let mut command = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(launcher_args).arg(binary("tts-worker"));
+                c
+            }
+            None => std::process::Command::new(binary("tts-worker")),
+        };
         command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])

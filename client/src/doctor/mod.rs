@@ -2,6 +2,7 @@
 //! otherwise do with shell runbooks. Each command returns a [`Findings`]
 //! value that renders as a table or JSON and says whether anything is wrong.
 
+pub mod chaos;
 pub mod frames;
 pub mod health;
 pub mod prom;
@@ -9,8 +10,9 @@ pub mod redis;
 pub mod rtt;
 pub mod timeline;
 pub mod trace;
+pub mod why;
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
 /// How a check came out.
@@ -55,7 +57,12 @@ impl Findings {
         let mut table = Table::new();
         table
             .load_preset(UTF8_BORDERS_ONLY)
+            .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(&self.columns);
+        if table.width().is_none() {
+            // Not a terminal: wrap long cells at a readable width.
+            table.set_width(140);
+        }
         for row in &self.rows {
             table.add_row(row);
         }
