@@ -162,6 +162,35 @@ enum DoctorCommand {
         #[arg(long)]
         http: Option<String>,
     },
+    /// Take a CPU profile of the orchestrator, the workers, or both at
+    /// once, and save each as a flamegraph (svg) or pprof protobuf (pb).
+    /// The processes must run with `--allow-profiling`.
+    Profile {
+        /// Seconds to sample (1 to 60).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+        seconds: u64,
+        /// `svg` (a flamegraph) or `pb` (for `go tool pprof`).
+        #[arg(long, value_enum, default_value_t = tts_telemetry::profile::Format::Svg)]
+        format: tts_telemetry::profile::Format,
+        /// The file to write (default
+        /// `profile-<process>-<host>_<port>.<svg|pb>` here; with several
+        /// processes each name gets `-<process>-<host>_<port>` added).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Which processes.
+        #[arg(long, value_enum, default_value_t = tts_client::doctor::profile::Target::All)]
+        target: tts_client::doctor::profile::Target,
+        /// Orchestrator admin URL: the workers are found from it.
+        #[arg(
+            long,
+            env = "TTS_ORCHESTRATOR_ADMIN",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        orchestrator: String,
+        /// The processes' `--admin-token`.
+        #[arg(long, env = "TTS_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
     /// Synthesise a probe sentence and check every frame.
     Frames {
         /// The sentence to speak.
@@ -516,6 +545,24 @@ async fn doctor(url: Option<String>, command: DoctorCommand, json: bool) -> anyh
         }
         DoctorCommand::Redis { redis } => (doctor::redis::run(&redis).await, exit::UNAVAILABLE),
         DoctorCommand::Frames { text } => (doctor::frames::run(&ws, &text).await?, exit::DATA),
+        DoctorCommand::Profile {
+            seconds,
+            format,
+            out,
+            target,
+            orchestrator,
+            admin_token,
+        } => {
+            let options = doctor::profile::Options {
+                orchestrator,
+                target,
+                seconds,
+                format,
+                out,
+                token: admin_token,
+            };
+            (doctor::profile::run(&options).await, exit::UNAVAILABLE)
+        }
         DoctorCommand::Probe { grpc, http } => (
             doctor::health::probe(grpc.as_deref(), http.as_deref()).await,
             exit::UNAVAILABLE,

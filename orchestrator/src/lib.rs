@@ -190,7 +190,8 @@ impl Orchestrator {
             .route("/info", get(admin::info))
             .route("/metrics", get(admin::metrics))
             .with_state(admin_state)
-            .merge(tts_telemetry::faults::routes(Arc::clone(&self.faults)));
+            .merge(tts_telemetry::faults::routes(Arc::clone(&self.faults)))
+            .merge(tts_telemetry::profile::routes(&self.config.admin));
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             workers = %self.config.static_workers().join(","), "orchestrator listening");
         let done = CancellationToken::new();

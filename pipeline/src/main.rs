@@ -29,7 +29,8 @@ async fn main() -> ExitCode {
     let mut cli = PipelineCli::parse();
     tts_worker::alloc::tune();
     // One fault registry for both halves: `/faults` on the admin listener
-    // reaches the worker's faults too.
+    // reaches the worker's faults too. (`/debug/pprof/profile` there
+    // samples the whole process, the embedded worker included.)
     use tts_telemetry::faults::Component;
     let faults = cli
         .front

@@ -1,7 +1,8 @@
 //! What the TTS binaries share for diagnostics and process life: JSON log
 //! lines with a `component` field, the Prometheus recorder with explicit
 //! histogram buckets and process metrics, shutdown signals, exit codes,
-//! and the built-in fault injection that chaos experiments use.
+//! the built-in fault injection that chaos experiments use, and CPU
+//! profiles on demand.
 
 pub mod admin;
 pub mod exit;
@@ -9,6 +10,7 @@ pub mod faults;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+pub mod profile;
 pub mod signal;
 
 pub use admin::AdminConfig;

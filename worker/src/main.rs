@@ -38,12 +38,14 @@ async fn main() -> ExitCode {
             );
         }
     };
-    // Fault injection (chaos experiments) beside the metrics, when allowed.
+    // Fault injection (chaos experiments) and CPU profiles beside the
+    // metrics, when allowed.
     let admin = config
         .faults
         .clone()
         .map(tts_telemetry::faults::routes)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .merge(tts_telemetry::profile::routes(&cli.admin));
     tokio::spawn(tts_telemetry::serve_metrics(
         metrics_listener,
         metrics,

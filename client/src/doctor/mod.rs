@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod frames;
 pub mod health;
+pub mod profile;
 pub mod prom;
 pub mod redis;
 pub mod rtt;
