@@ -35,7 +35,7 @@ const WINDOW: Duration = Duration::from_secs(4);
 /// The flags that let the tests inject faults.
 const FAULTS: [&str; 3] = ["--allow-fault-injection", "--admin-token", ADMIN_TOKEN];
 
-async fn diagnose(orchestrator: SocketAddr) -> (Diagnosis, Duration) {
+async fn diagnose(orchestrator: SocketAddr) -> (Result<Diagnosis, String>, Duration) {
     let opts = why::Options {
         orchestrator: format!("http://{orchestrator}"),
         window: WINDOW,
@@ -45,13 +45,16 @@ async fn diagnose(orchestrator: SocketAddr) -> (Diagnosis, Duration) {
         worker_token: None,
     };
     let started = Instant::now();
-    let d = why::run(&opts).await.expect("doctor why observes");
+    let d = why::run(&opts).await.map_err(|e| e.to_string());
     (d, started.elapsed())
 }
 
 /// What the diagnosis named: the top warning-or-worse finding, or
-/// `healthy`.
-fn named(d: &Diagnosis) -> String {
+/// `healthy`, or that it could not observe.
+fn named(d: &Result<Diagnosis, String>) -> String {
+    let Ok(d) = d else {
+        return "no diagnosis".into();
+    };
     d.findings
         .iter()
         .find(|f| f.severity >= Severity::Warning)
@@ -152,7 +155,7 @@ async fn under_traffic<F, Fut>(
     orchestrator: &ServiceProcess,
     clients: usize,
     fault: F,
-) -> (Diagnosis, Duration)
+) -> (Result<Diagnosis, String>, Duration)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -173,12 +176,21 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, scenario: &'static str, expected: &str, d: &Diagnosis, took: Duration) {
+    fn record(
+        &mut self,
+        scenario: &'static str,
+        expected: &str,
+        d: &Result<Diagnosis, String>,
+        took: Duration,
+    ) {
         let got = named(d);
+        let detail = match d {
+            Ok(d) => serde_json::to_string(&d.findings).unwrap_or_default(),
+            Err(e) => e.clone(),
+        };
         eprintln!(
-            "{scenario}: expected {expected}, named {got} ({:.1} s)\n{}",
+            "{scenario}: expected {expected}, named {got} ({:.1} s)\n{detail}",
             took.as_secs_f64(),
-            serde_json::to_string(&d.findings).unwrap_or_default()
         );
         let entry = self.named.entry(scenario).or_default();
         entry.0 = expected.to_owned();
@@ -353,8 +365,13 @@ async fn run_all(tally: &mut Tally) {
     traffic.stop().await;
     assert_eq!(why.0, Some(69), "{}", why.1);
     let report: serde_json::Value = serde_json::from_str(&why.1).expect("JSON");
-    assert_eq!(report["findings"][0]["cause"], "audio_quality", "{report}");
-    assert_eq!(report["findings"][0]["hop"], "worker", "{report}");
+    // The command line's plumbing, not the ranking (the scenarios check
+    // that): the injected fault is among the findings, on its hop.
+    let found = report["findings"].as_array().is_some_and(|f| {
+        f.iter()
+            .any(|f| f["cause"] == "audio_quality" && f["hop"] == "worker")
+    });
+    assert!(found, "{report}");
     let listed = client(&["doctor", "chaos", "list", "--orchestrator", &admin]).await;
     assert!(listed.1.contains("dead_air"), "{}", listed.1);
     let wrong = client(&[

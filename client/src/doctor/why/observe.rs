@@ -17,6 +17,10 @@ use crate::doctor::prom::{Exposition, Sample};
 /// How long any one probe may take: a service that does not answer in
 /// this time is not answering.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the orchestrator's `/info` and `/ready` may take: they ask
+/// every worker in turn with a 2 s timeout of their own, so a silent
+/// worker must not make them look like a silent orchestrator.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A service's metrics at both ends of the window.
 #[derive(Debug, Default)]
@@ -132,8 +136,12 @@ pub(crate) async fn observe(opts: &Options) -> Result<Observation, ObserveError>
         .timeout(PROBE_TIMEOUT)
         .build()
         .unwrap_or_default();
+    let admin = reqwest::Client::builder()
+        .timeout(ADMIN_TIMEOUT)
+        .build()
+        .unwrap_or_default();
     let base = opts.orchestrator.trim_end_matches('/').to_owned();
-    let info = get_json(&http, &format!("{base}/info"))
+    let info = get_json(&admin, &format!("{base}/info"))
         .await
         .map_err(|reason| ObserveError::Orchestrator {
             url: base.clone(),
@@ -157,7 +165,7 @@ pub(crate) async fn observe(opts: &Options) -> Result<Observation, ObserveError>
             scrape_window(&http, &base, &found, &during, opts.window).await
         }
     };
-    let ready = get_json(&http, &format!("{base}/ready")).await.ok();
+    let ready = get_json(&admin, &format!("{base}/ready")).await.ok();
     let seen = found.workers.into_iter().zip(metrics).zip(peaks);
     let workers = futures::future::join_all(seen.map(
         |(((url, _, device), metrics), peak_utilisation)| async move {
