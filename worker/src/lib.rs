@@ -48,13 +48,14 @@
 //! - [`synth`]: the synthesis threads and each request's paced sender.
 //! - [`service`]: the `tts.v1.Tts` gRPC service.
 //! - [`metrics`]: every metric the worker records.
-//! - [`config`]: flags and environment.
+//! - [`config`]: flags and environment; `error`: why the worker stops.
 
 pub mod alloc;
 pub mod audio;
 mod auth;
 pub mod config;
 pub mod engine;
+mod error;
 pub mod gpu;
 pub mod metrics;
 mod registry;
@@ -80,6 +81,7 @@ use tts_proto::v1::tts_server::TtsServer;
 
 pub use config::{EngineKind, ServerConfig, WorkerConfig};
 use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
+pub use error::WorkerError;
 use service::{Loaded, TtsService};
 use synth::{PoolConfig, SynthPool};
 
@@ -91,45 +93,6 @@ pub const FIXED_COST_VOICE: &str = "fixed-cost";
 /// release their sessions.
 const SESSIONS_RELEASE: Duration = Duration::from_secs(5);
 pub use tts_proto::HEALTH_SERVICE;
-
-/// The worker failed to start or serve.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// A voice could not be loaded.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The GPU asked for cannot be used.
-    #[error(transparent)]
-    Gpu(#[from] gpu::GpuError),
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// A TLS file could not be read.
-    #[error("{path}: {source}")]
-    Tls {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-impl WorkerError {
-    /// Whether the fault is the configuration's (a flag, a missing voice or
-    /// runtime file, an unreadable certificate): exit code 64.
-    pub fn is_configuration(&self) -> bool {
-        matches!(
-            self,
-            Self::Config(_)
-                | Self::Gpu(_)
-                | Self::Tls { .. }
-                | Self::Engine(EngineError::Missing { .. } | EngineError::Config { .. })
-        )
-    }
-}
 
 /// A worker: its configuration and, once loaded, its voices.
 pub struct Worker {

@@ -2,7 +2,8 @@
 
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::{ServerConfig, WorkerError};
+use crate::config::ServerConfig;
+use crate::error::WorkerError;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, WorkerError> {
     std::fs::read(path).map_err(|source| WorkerError::Tls {

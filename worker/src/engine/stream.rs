@@ -10,7 +10,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use super::chunks::{ChunkPlan, Window};
-use super::piper::Run;
+use super::phonemes::Run;
 use super::split::SplitModel;
 use super::{EngineError, WordSpan};
 
