@@ -1,0 +1,186 @@
+//! Admission: what a request would cost, whether it fits, and how its
+//! job and its pacer start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::pacer::{Checks, Sender};
+use super::thread::{AudioState, Job, audio_fault};
+use super::{Failure, RequestIds, Sent, SynthPool};
+use crate::audio::{Framer, Resampler};
+use crate::engine::ClauseState;
+use crate::metrics;
+use crate::sched::{Delivery, Demand};
+use crate::text::Clause;
+
+/// Why a request was not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// As many requests as allowed are in flight.
+    #[error("{0} requests are already in flight")]
+    Full(usize),
+    /// The text would be more audio than one request may have.
+    #[error("the text would be about {estimate:.0} s of audio; the limit is {limit:.0} s")]
+    TooLong {
+        /// Estimated audio, seconds.
+        estimate: f64,
+        /// The limit, seconds.
+        limit: f64,
+    },
+    /// The request would make admitted streams late.
+    #[error("the worker is at capacity; retry in {} ms", retry_after.as_millis())]
+    Overloaded {
+        /// When it would fit, as far as the worker can tell.
+        retry_after: Duration,
+    },
+}
+
+/// A ratio kept as decayed sums: recent observations weigh most, and
+/// large ones more than small ones.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ratio {
+    pub(super) num: f64,
+    pub(super) den: f64,
+}
+
+impl Ratio {
+    /// Each observation keeps this share of the past (≈ the last 50 count).
+    const KEEP: f64 = 0.98;
+
+    pub(super) fn seeded(value: f64) -> Self {
+        Self {
+            num: value,
+            den: 1.0,
+        }
+    }
+
+    pub(super) fn add(&mut self, num: f64, den: f64) {
+        self.num = self.num * Self::KEEP + num;
+        self.den = self.den * Self::KEEP + den;
+    }
+
+    pub(super) fn value(&self) -> f64 {
+        if self.den > 0.0 {
+            self.num / self.den
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What the worker has measured about a voice.
+#[derive(Debug, Clone)]
+pub(super) struct Estimate {
+    /// The voice's name (a metric label).
+    pub(super) voice: String,
+    /// Compute seconds per second of audio.
+    pub(super) cost: Ratio,
+    /// Audio seconds per character of text.
+    pub(super) audio_per_char: Ratio,
+}
+
+impl Estimate {
+    pub(super) fn demand(&self, audio: f64) -> Demand {
+        Demand {
+            audio,
+            cost: self.cost.value(),
+        }
+    }
+}
+
+/// A warm-up measurement.
+pub(super) struct Measured {
+    pub(super) compute: f64,
+    pub(super) audio: f64,
+    pub(super) chars: f64,
+}
+
+impl SynthPool {
+    /// Admits a request and starts streaming its frames into `frames`;
+    /// a request that ends early also says why in `abort`, which its reader
+    /// sees even when the frame queue is full. Returns at once; the frames
+    /// follow as steps are synthesised.
+    pub fn submit(
+        self: &Arc<Self>,
+        voice: usize,
+        clauses: Vec<Clause>,
+        delivery: Delivery,
+        ids: RequestIds,
+        frames: mpsc::Sender<Sent>,
+        abort: tokio::sync::oneshot::Sender<Failure>,
+    ) -> Result<(), SubmitError> {
+        let permit = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
+        let info = self.voices[voice].info();
+        let resampler = Resampler::new(info.sample_rate, tts_frame::SAMPLE_RATE)
+            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
+        let chars: usize = clauses.iter().map(|c| c.text.chars().count()).sum();
+        // Faster speech is less audio for the same text.
+        let speed = clauses.first().map_or(1.0, |c| f64::from(c.prosody.speed));
+        let arrival = Instant::now();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let job = Job {
+            voice,
+            request: Arc::from(ids.request_id.as_str()),
+            arrival,
+            clauses: clauses.into(),
+            clause: ClauseState::Done,
+            clause_chars: 0,
+            chars_left: chars,
+            audio: Box::new(AudioState {
+                resampler,
+                framer: Framer::default(),
+                gain: info.gain,
+                samples: 0,
+                fault: self.config.faults.audio().and_then(audio_fault),
+            }),
+            events: events_tx,
+            native: 0,
+            clause_start: 0,
+            words: Vec::new(),
+        };
+        let (id, playout) = {
+            let mut state = self.shared.lock();
+            let demand = state.estimates[voice]
+                .demand(chars as f64 * state.estimates[voice].audio_per_char.value() / speed);
+            if demand.audio > self.config.max_audio_secs {
+                return Err(SubmitError::TooLong {
+                    estimate: demand.audio,
+                    limit: self.config.max_audio_secs,
+                });
+            }
+            let id = state
+                .streams
+                .admit(arrival, demand, delivery)
+                .map_err(|r| SubmitError::Overloaded {
+                    retry_after: r.retry_after,
+                })?;
+            state.streams.insert(id, job);
+            metrics::utilisation(state.streams.utilisation());
+            let playout = state.streams.playout(id).unwrap_or_default();
+            (id, playout)
+        };
+        self.shared.ready.notify_one();
+        let sender = Sender {
+            pool: Arc::clone(self),
+            id,
+            delivery,
+            playout,
+            arrival,
+            _permit: permit,
+            ids,
+            tx: frames,
+            abort: Some(abort),
+            events,
+            checks: Checks::default(),
+        };
+        let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
+            trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
+        tts_telemetry::otel::link_trace(&span, &sender.ids.trace_id);
+        tokio::spawn(tracing::Instrument::instrument(sender.run(), span));
+        Ok(())
+    }
+}

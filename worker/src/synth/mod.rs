@@ -1,0 +1,312 @@
+//! Synthesis: a fixed pool of threads that run one step of one stream at a
+//! time (or, with batching, the next steps of several streams of one voice
+//! together), chosen by the deadline scheduler ([`crate::sched`]), and one async
+//! sender per request that releases its frames on the stream's playout
+//! clock.
+//!
+//! A thread never blocks on the network: it hands a step's frames to the
+//! request's sender and goes back for the next step. The sender releases
+//! frame `k` once it is at most the send-ahead before its due time (so a
+//! listener holds a steady buffer instead of bursts and gaps) and counts
+//! frames sent after their due time as deadline misses. When the reader
+//! holds frames up, the clock moves back with it: a slow reader parks its
+//! own stream, not anyone else's.
+
+mod admit;
+mod pacer;
+mod thread;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tts_telemetry::faults::Faults;
+
+pub use admit::SubmitError;
+use admit::{Estimate, Ratio};
+use thread::{Job, SynthThread};
+
+use crate::audio::Frame;
+use crate::engine::{EngineError, Voice};
+use crate::metrics;
+use crate::sched::{Policy, StreamId, Streams};
+use crate::watchdog::{self, Progress};
+
+/// Ids that follow a request through logs.
+#[derive(Debug, Clone, Default)]
+pub struct RequestIds {
+    /// The request.
+    pub request_id: String,
+    /// The trace it belongs to.
+    pub trace_id: String,
+    /// The client session it came from.
+    pub session_id: String,
+}
+
+/// What the service gets for a request: its frames, then maybe why it
+/// ended early.
+#[derive(Debug)]
+pub enum Sent {
+    /// A frame, validated and ready for the wire.
+    Frame(Frame),
+    /// The request ended before its last frame; nothing more follows.
+    Failed(Failure),
+}
+
+/// Why a request ended before its last frame.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The text produced no audio at all.
+    #[error("the text produced no audio")]
+    NoAudio,
+    /// The worker's shutdown grace period ended first.
+    #[error("the worker shut down before the request could finish")]
+    ShuttingDown,
+    /// The reader took no frame for this long.
+    #[error("the reader took no frame for {0:?}")]
+    Stalled(Duration),
+}
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Scheduling and admission.
+    pub policy: Policy,
+    /// Requests admitted at once, whatever admission says.
+    pub max_requests: usize,
+    /// How far ahead of its due time a frame may leave.
+    pub send_ahead: Duration,
+    /// A request whose reader takes no frame for this long is ended.
+    pub stalled_after: Duration,
+    /// Most audio one request may ask for, seconds.
+    pub max_audio_secs: f64,
+    /// Injected faults (chaos experiments; none unless started).
+    pub faults: Arc<Faults>,
+    /// A synthesis thread holding work without progress for longer than
+    /// this is reported (log line, metric).
+    pub stalled_thread_after: Duration,
+}
+
+/// The scheduler and the estimates, behind one lock.
+struct State {
+    streams: Streams<Job>,
+    estimates: Vec<Estimate>,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Condvar,
+    /// Injected faults the threads apply (slowdown, stall).
+    faults: Arc<Faults>,
+    /// What each synthesis thread holds, for the watchdog.
+    progress: Arc<Progress>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes a stream; returns whether none is left.
+    fn remove(&self, id: StreamId) -> bool {
+        let mut state = self.lock();
+        // Dropping the job drops its work at once.
+        drop(state.streams.remove(id));
+        metrics::utilisation(state.streams.utilisation());
+        state.streams.is_empty()
+    }
+}
+
+/// The synthesis threads, the scheduler and the admission limits.
+pub struct SynthPool {
+    shared: Arc<Shared>,
+    voices: Vec<Arc<dyn Voice>>,
+    admitted: Arc<Semaphore>,
+    config: PoolConfig,
+    /// Set while draining: frames leave as soon as they exist.
+    draining: AtomicBool,
+    /// Cancelled when the shutdown grace period is over: every request
+    /// still streaming ends with [`Failure::ShuttingDown`].
+    force: CancellationToken,
+    /// The synthesis threads, joined by [`close`](Self::close).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl SynthPool {
+    /// Starts the threads, each with its own synthesiser per voice (built,
+    /// and warmed up on a short phrase, before this returns; a failure is
+    /// returned).
+    pub fn start(voices: &[Arc<dyn Voice>], config: PoolConfig) -> Result<Arc<Self>, EngineError> {
+        let threads = config.policy.threads;
+        let estimates: Vec<Estimate> = voices
+            .iter()
+            .map(|v| Estimate {
+                voice: v.info().name.clone(),
+                cost: Ratio::seeded(0.1),
+                audio_per_char: Ratio::seeded(0.065),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                streams: Streams::new(config.policy),
+                estimates,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            faults: Arc::clone(&config.faults),
+            progress: Progress::new(threads),
+        });
+        let (ready_tx, ready_rx) = channel();
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let voices: Vec<Arc<dyn Voice>> = voices.to_vec();
+            let shared = Arc::clone(&shared);
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("synth-{i}"))
+                .spawn(move || match SynthThread::new(i, &voices) {
+                    Ok(mut t) => {
+                        let _ = ready.send(t.warm_up(&voices));
+                        drop(ready);
+                        t.serve(&shared);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                })
+                .map_err(|e| EngineError::Runtime(format!("spawning a synthesis thread: {e}")))?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let mut state = shared.lock();
+        for measured in ready_rx.iter().take(threads) {
+            for (estimate, m) in state.estimates.iter_mut().zip(measured?) {
+                estimate.cost.add(m.compute, m.audio);
+                estimate.audio_per_char.add(m.audio, m.chars);
+            }
+        }
+        for e in &state.estimates {
+            metrics::voice_cost(&e.voice, e.cost.value());
+            metrics::voice_cost_baseline(&e.voice, e.cost.value());
+        }
+        drop(state);
+        metrics::admission_limit(config.policy.efficiency);
+        let watched = Arc::clone(&shared);
+        watchdog::spawn(
+            Arc::clone(&shared.progress),
+            config.stalled_thread_after,
+            move || watched.lock().closed,
+        )
+        .map_err(|e| EngineError::Runtime(format!("spawning the watchdog: {e}")))?;
+        Ok(Arc::new(Self {
+            shared,
+            voices: voices.to_vec(),
+            admitted: Arc::new(Semaphore::new(config.max_requests)),
+            config,
+            draining: AtomicBool::new(false),
+            force: CancellationToken::new(),
+            threads: Mutex::new(handles),
+        }))
+    }
+
+    /// Stops the synthesis threads and waits up to `limit` for them to
+    /// end, so that their engine sessions (and any GPU memory they hold)
+    /// are released before the process exits rather than during its exit.
+    /// Returns whether every thread ended in time. Blocks the caller.
+    pub fn close(&self, limit: Duration) -> bool {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+        let deadline = Instant::now() + limit;
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        while threads.iter().any(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+        true
+    }
+
+    /// From now on frames leave as soon as they exist and no stream is
+    /// parked: streams finish as fast as the machine allows.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shared.lock().streams.unpark_all();
+        self.shared.ready.notify_all();
+    }
+
+    /// The grace period is over: every request still streaming ends now
+    /// with [`Failure::ShuttingDown`], said through its abort slot.
+    pub fn force_stop(&self) {
+        self.force.cancel();
+    }
+
+    /// The streams admitted now and the share of the threads they need.
+    pub fn load(&self) -> (usize, f64) {
+        let state = self.shared.lock();
+        (state.streams.len(), state.streams.utilisation())
+    }
+
+    /// Synthesis threads.
+    pub fn threads(&self) -> usize {
+        self.config.policy.threads
+    }
+}
+
+impl Drop for SynthPool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{FixedCost, FixedCostVoice};
+
+    #[test]
+    fn closing_the_pool_ends_its_threads() {
+        let voice: Arc<dyn Voice> = Arc::new(FixedCostVoice::new(
+            "fixed",
+            FixedCost {
+                step_audio: Duration::from_millis(100),
+                step_time: Duration::from_millis(1),
+                audio_per_char: Duration::from_millis(50),
+            },
+        ));
+        let pool = SynthPool::start(
+            &[voice],
+            PoolConfig {
+                policy: Policy::default(),
+                max_requests: 4,
+                send_ahead: Duration::from_secs(1),
+                stalled_after: Duration::from_secs(10),
+                max_audio_secs: 60.0,
+                faults: Faults::disabled(&[tts_telemetry::faults::Component::Worker]),
+                stalled_thread_after: Duration::from_secs(5),
+            },
+        )
+        .expect("pool");
+        let threads = |p: &SynthPool| {
+            p.threads
+                .lock()
+                .map(|t| t.iter().filter(|t| !t.is_finished()).count())
+                .unwrap_or(0)
+        };
+        assert_eq!(threads(&pool), 2, "both threads wait for work");
+        assert!(pool.close(Duration::from_secs(5)), "threads ended in time");
+        assert_eq!(threads(&pool), 0);
+        assert!(pool.close(Duration::ZERO), "closing again is harmless");
+    }
+}

@@ -1,0 +1,203 @@
+//! A request's pacer: releases its frames on the stream's playout clock,
+//! checks each as it leaves, and ends the request early when its reader
+//! stalls, the worker shuts down or synthesis fails.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{debug, info, warn};
+use tts_frame::{Tally, Validator};
+
+use super::{Failure, RequestIds, Sent, Shared, SynthPool};
+use crate::audio::Frame;
+use crate::metrics;
+use crate::sched::{Delivery, Playout, StreamId};
+
+/// Sends one request's frames on its playout clock.
+pub(super) struct Sender {
+    pub(super) pool: Arc<SynthPool>,
+    pub(super) id: StreamId,
+    pub(super) delivery: Delivery,
+    pub(super) playout: Arc<Playout>,
+    pub(super) arrival: Instant,
+    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) ids: RequestIds,
+    pub(super) tx: mpsc::Sender<Sent>,
+    pub(super) abort: Option<tokio::sync::oneshot::Sender<Failure>>,
+    pub(super) events: mpsc::UnboundedReceiver<Sent>,
+    pub(super) checks: Checks,
+}
+
+/// Removes a stream from the scheduler when its sender ends, however it
+/// ends: its queued work is dropped at once.
+struct RemoveOnDrop(Arc<Shared>, StreamId);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.0.remove(self.1) {
+            // Idle: give back what the last requests' peaks left behind.
+            crate::alloc::trim();
+        }
+    }
+}
+
+impl Sender {
+    pub(super) async fn run(mut self) {
+        let _inflight = metrics::InflightGuard::new();
+        let _remove = RemoveOnDrop(Arc::clone(&self.pool.shared), self.id);
+        let mut pending: VecDeque<(Frame, Instant)> = VecDeque::new();
+        let mut producing = true;
+        let mut sent = 0u32;
+        let mut blocked_since: Option<Instant> = None;
+        loop {
+            if !producing && pending.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let release = pending
+                .front()
+                .map(|(f, _)| self.release_at(f.sequence, now));
+            let releasable = release.is_some_and(|at| at <= now);
+            if releasable && self.tx.capacity() == 0 {
+                blocked_since.get_or_insert(now);
+            }
+            let stalled_at = blocked_since.map(|t| t + self.pool.config.stalled_after);
+            tokio::select! {
+                biased;
+                _ = self.tx.closed() => {
+                    debug!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                        session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
+                    return;
+                }
+                _ = self.pool.force.cancelled() => {
+                    end_early(&mut self.abort, &self.ids, Failure::ShuttingDown);
+                    return;
+                }
+                _ = tokio::time::sleep_until(stalled_at.unwrap_or(now).into()), if stalled_at.is_some() => {
+                    metrics::stalled();
+                    end_early(&mut self.abort, &self.ids, Failure::Stalled(self.pool.config.stalled_after));
+                    return;
+                }
+                event = self.events.recv(), if producing => match event {
+                    Some(Sent::Frame(frame)) => pending.push_back((frame, Instant::now())),
+                    Some(Sent::Failed(e)) => {
+                        warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                            session_id = %self.ids.session_id, error = %e, "synthesis failed");
+                        end_early(&mut self.abort, &self.ids, e);
+                        return;
+                    }
+                    None => producing = false,
+                },
+                _ = tokio::time::sleep_until(release.unwrap_or(now).into()), if !releasable && release.is_some() => {}
+                permit = self.tx.reserve(), if releasable => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(since) = blocked_since.take() {
+                        metrics::backpressure(since.elapsed());
+                    }
+                    if let Some((frame, produced_at)) = pending.pop_front() {
+                        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
+                        self.account(&frame, produced_at, Instant::now());
+                        let faults = &self.pool.config.faults;
+                        let (corrupt, drop) =
+                            (faults.corrupts(frame.sequence), faults.drops(frame.sequence));
+                        let frame = self.checks.check(&self.ids, corrupt, frame);
+                        if drop {
+                            // Lost after the worker's own checks: the
+                            // permit goes back unused and the next hop
+                            // sees a gap.
+                            continue;
+                        }
+                        permit.send(Sent::Frame(frame));
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        if sent == 0 {
+            end_early(&mut self.abort, &self.ids, Failure::NoAudio);
+        }
+    }
+
+    /// When frame `k` may leave: at once for the first frame, for fast
+    /// delivery and while draining, else the send-ahead before its due
+    /// time.
+    fn release_at(&self, k: u32, now: Instant) -> Instant {
+        if self.delivery == Delivery::Fast || self.pool.draining.load(Ordering::Relaxed) {
+            return now;
+        }
+        match self.playout.due(k) {
+            Some(due) => due.checked_sub(self.pool.config.send_ahead).unwrap_or(now),
+            None => now,
+        }
+    }
+
+    /// Starts the clock on the first frame; counts a frame sent after its
+    /// due time as a deadline miss when its synthesis was late, and moves
+    /// the clock back when the reader held it up.
+    fn account(&self, frame: &Frame, produced_at: Instant, sent_at: Instant) {
+        if frame.sequence == 0 {
+            self.playout.start(sent_at);
+            if sent_at > self.arrival + self.pool.config.policy.first_audio_budget {
+                metrics::deadline_miss("first_audio");
+            }
+        } else if let Some(due) = self.playout.due(frame.sequence)
+            && sent_at > due
+        {
+            if produced_at > due {
+                metrics::deadline_miss("playout");
+            }
+            let held = sent_at.saturating_duration_since(produced_at.max(due));
+            if held > Duration::from_millis(2) {
+                self.playout.shift_by(held);
+            }
+        }
+        self.playout.sent_one();
+    }
+}
+
+/// Ends a request before its last frame, saying why through its abort
+/// slot, which the response stream reads before any queued frame (the
+/// frame queue may be full).
+fn end_early(
+    abort: &mut Option<tokio::sync::oneshot::Sender<Failure>>,
+    ids: &RequestIds,
+    why: Failure,
+) {
+    info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+        session_id = %ids.session_id, reason = %why, "request ended early");
+    if let Some(abort) = abort.take() {
+        let _ = abort.send(why);
+    }
+}
+
+/// The checks a stream's frames pass before they leave: the same
+/// validation and quality monitor as at every other hop.
+#[derive(Default)]
+pub(super) struct Checks {
+    validator: Validator,
+    tally: Tally,
+}
+
+impl Checks {
+    /// Validates a frame (and, with `corrupt`, flips a payload byte after
+    /// its checksum: an injected fault).
+    fn check(&mut self, ids: &RequestIds, corrupt: bool, mut frame: Frame) -> Frame {
+        let outcome = self
+            .validator
+            .check(frame.sequence, frame.crc32c, &frame.payload);
+        let events = self.tally.record(&outcome);
+        metrics::frame_validated(&outcome, events);
+        for event in events.iter() {
+            warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                session_id = %ids.session_id, sequence = frame.sequence,
+                event = event.as_str(), "audio quality event");
+        }
+        if corrupt && let Some(byte) = frame.payload.get_mut(100) {
+            *byte ^= 0x5A;
+        }
+        frame
+    }
+}
