@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::config::OrchestratorConfig;
 use crate::metrics;
 
 /// Bounds on connections.
@@ -35,6 +36,25 @@ pub(crate) struct Limits {
     pub(crate) handshake: Duration,
     /// Kernel send buffer of each socket, bytes.
     pub(crate) send_buffer: usize,
+}
+
+impl From<&OrchestratorConfig> for Limits {
+    /// The connection cap (no more than the process's file-descriptor
+    /// limit less 256, so the admin listener and the worker channel always
+    /// have descriptors), the per-address cap, the handshake timeout and
+    /// the socket send buffer.
+    fn from(config: &OrchestratorConfig) -> Self {
+        let descriptors =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(u64::MAX, |(soft, _)| soft);
+        let by_descriptors = usize::try_from(descriptors.saturating_sub(256)).unwrap_or(usize::MAX);
+        Self {
+            connections: config.max_connections.min(by_descriptors.max(1)),
+            per_address: config.max_connections_per_address,
+            handshake: Duration::from_secs_f64(config.handshake_timeout_secs),
+            send_buffer: config.ws_send_buffer_bytes,
+        }
+    }
 }
 
 /// The connections open now, by client address.

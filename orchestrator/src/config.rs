@@ -313,35 +313,6 @@ impl OrchestratorConfig {
         Ok(())
     }
 
-    /// The accept loop's bounds: the connection cap (no more than the
-    /// process's file-descriptor limit less 256, so the admin listener and
-    /// the worker channel always have descriptors), the per-address cap,
-    /// the handshake timeout and the socket send buffer.
-    pub(crate) fn connection_limits(&self) -> crate::accept::Limits {
-        let descriptors =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map_or(u64::MAX, |(soft, _)| soft);
-        let by_descriptors = usize::try_from(descriptors.saturating_sub(256)).unwrap_or(usize::MAX);
-        crate::accept::Limits {
-            connections: self.max_connections.min(by_descriptors.max(1)),
-            per_address: self.max_connections_per_address,
-            handshake: Duration::from_secs_f64(self.handshake_timeout_secs),
-            send_buffer: self.ws_send_buffer_bytes,
-        }
-    }
-
-    /// The phrase cache's settings, when it is enabled.
-    pub(crate) fn phrase_cache_settings(&self) -> Option<crate::cache::Settings> {
-        let redis_url = self.redis_url.clone().filter(|_| self.phrase_cache)?;
-        Some(crate::cache::Settings {
-            redis_url,
-            ttl: Duration::from_secs(self.phrase_cache_ttl_secs),
-            max_bytes: self.phrase_cache_max_bytes,
-            max_chars: self.phrase_cache_max_chars,
-            namespace: self.phrase_cache_namespace.clone(),
-        })
-    }
-
     /// The workers given by `--worker`; the default one when neither it
     /// nor a registry is given.
     pub fn static_workers(&self) -> Vec<String> {
@@ -425,36 +396,6 @@ impl Cli {
         }
         tts_telemetry::init_logging(&self.log_format, self.otlp_endpoint.as_deref(), component)?;
         tts_telemetry::install_metrics()
-    }
-
-    /// Binds both listeners and serves until SIGTERM or SIGINT, then drains
-    /// for the grace period. `faults`: a fault registry shared with an
-    /// embedded worker (`tts-pipeline`); by default one from the flags.
-    pub async fn serve(
-        self,
-        metrics: tts_telemetry::MetricsHandle,
-        faults: Option<std::sync::Arc<tts_telemetry::faults::Faults>>,
-    ) -> Result<(), crate::OrchestratorError> {
-        let mut orchestrator = crate::Orchestrator::new(self.relay)?.with_metrics(metrics);
-        if let Some(faults) = faults {
-            orchestrator = orchestrator.with_faults(faults);
-        }
-        let bind = |addr: SocketAddr| async move {
-            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                crate::OrchestratorError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("binding {addr}: {e}"),
-                ))
-            })
-        };
-        let ws = bind(self.listen).await?;
-        let admin = bind(self.admin_listen).await?;
-        let grace = Duration::from_secs_f64(self.shutdown_grace_secs);
-        let served = orchestrator
-            .serve(ws, admin, tts_telemetry::signal::shutdown(), grace)
-            .await;
-        tts_telemetry::otel::shutdown();
-        served
     }
 }
 

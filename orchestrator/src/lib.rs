@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`protocol`]: the WebSocket contract's JSON messages (the shared
 //!   `tts-protocol` crate).
+//! - `server`: the orchestrator's state, its routes, [`run`] and the
+//!   shutdown drain.
 //! - `session`: one connection (reader loop, writer task, queues).
 //! - `relay`: one request's gRPC stream → the connection's queue.
 //! - `admin`: `/health`, `/ready` (with the synthesis canary), `/info`
@@ -20,262 +22,19 @@ mod accept;
 mod admin;
 mod cache;
 mod context;
+mod error;
 mod http;
 mod pool;
 mod registry;
 mod relay;
 mod security;
+mod server;
 mod session;
 mod transcode;
 mod voices;
 mod writer;
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
-
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use tts_telemetry::MetricsHandle;
-use tts_telemetry::faults::{Component, Faults};
-
 pub use config::OrchestratorConfig;
+pub use error::OrchestratorError;
 pub use metrics::RelayStats;
-use pool::Pool;
-
-/// The orchestrator failed to start or serve.
-#[derive(Debug, thiserror::Error)]
-pub enum OrchestratorError {
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A listener failed.
-    #[error("serving: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl OrchestratorError {
-    /// The process exit code: 64 for the configuration, 69 for a listener
-    /// that cannot be bound or fails.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) => tts_telemetry::exit::CONFIG,
-            Self::Io(_) => tts_telemetry::exit::UNAVAILABLE,
-        }
-    }
-}
-
-/// A configured orchestrator, ready to serve.
-pub struct Orchestrator {
-    config: OrchestratorConfig,
-    pool: Arc<Pool>,
-    stats: Arc<RelayStats>,
-    metrics: Option<MetricsHandle>,
-    faults: Arc<Faults>,
-}
-
-impl Orchestrator {
-    /// Validates `config` and prepares a lazy gRPC channel to the worker
-    /// (no connection is made until the first request or health check).
-    pub fn new(config: OrchestratorConfig) -> Result<Self, OrchestratorError> {
-        config.validate().map_err(OrchestratorError::Config)?;
-        let pool = Pool::new(pool::Settings {
-            connect_timeout: Duration::from_secs_f64(config.worker_connect_timeout_secs),
-            stream_window: config.grpc_stream_window_bytes,
-            tls: security::worker_tls(&config)?,
-            auth: relay::bearer(config.worker_auth_token.as_deref()),
-            breaker_failures: config.breaker_failures,
-            breaker_cooldown: Duration::from_secs_f64(config.breaker_cooldown_secs),
-            poll: Duration::from_millis(config.worker_poll_ms),
-        });
-        for url in config.static_workers() {
-            pool.add(&url, None).map_err(OrchestratorError::Config)?;
-        }
-        Ok(Self {
-            pool: Arc::new(pool),
-            faults: config.admin.faults(&[Component::Orchestrator]),
-            config,
-            stats: Arc::new(RelayStats::default()),
-            metrics: None,
-        })
-    }
-
-    /// Serves `/metrics` from this Prometheus recorder.
-    pub fn with_metrics(mut self, handle: MetricsHandle) -> Self {
-        self.metrics = Some(handle);
-        self
-    }
-
-    /// Applies faults from this registry (one shared with an embedded
-    /// worker, or a test's) instead of the one the flags built.
-    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
-        self.faults = faults;
-        self
-    }
-
-    /// The relay's in-process counters.
-    pub fn stats(&self) -> Arc<RelayStats> {
-        Arc::clone(&self.stats)
-    }
-
-    /// Serves WebSocket clients on `ws` (path `/ws`) and the admin routes on
-    /// `admin` until `shutdown` resolves. Then it stops accepting, reports
-    /// not ready, lets requests in flight finish for up to `grace`, answers
-    /// what is left with `shutting_down` and closes connections with code
-    /// 1001; the admin listener closes last.
-    pub async fn serve(
-        self,
-        ws: TcpListener,
-        admin: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-        grace: Duration,
-    ) -> Result<(), OrchestratorError> {
-        let stop = CancellationToken::new();
-        metrics::started();
-        self.faults.describe();
-        let shared = Arc::new(session::Shared {
-            relay: Arc::new(relay::RelayContext {
-                pool: Arc::clone(&self.pool),
-                cache: self
-                    .config
-                    .phrase_cache_settings()
-                    .map(cache::PhraseCache::new),
-                stats: Arc::clone(&self.stats),
-                first_frame_timeout: self.config.first_frame_timeout(),
-                dead_air_ms: self.config.dead_air_ms,
-                progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
-                stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
-                opus_bitrate: self.config.opus_bitrate,
-                faults: Arc::clone(&self.faults),
-            }),
-            config: self.config.clone(),
-            stats: Arc::clone(&self.stats),
-            inflight: AtomicUsize::new(0),
-            shutdown: stop.clone(),
-            force: CancellationToken::new(),
-            rate: rate_limiter(self.config.requests_per_second_per_address),
-        });
-        let admin_state = Arc::new(admin::AdminState {
-            pool: Arc::clone(&self.pool),
-            config: self.config.clone(),
-            stats: Arc::clone(&self.stats),
-            metrics: self.metrics.clone(),
-            canary: tokio::sync::Mutex::new(None),
-            draining: stop.clone(),
-            ws_addr: ws.local_addr()?,
-            ws_tls: self.config.tls_cert.is_some(),
-            faults: Arc::clone(&self.faults),
-        });
-        let ws_app = Router::new()
-            .route("/ws", get(ws_handler))
-            .route("/v1/audio/speech", axum::routing::post(http::speech))
-            .route("/v1/voices", get(http::voices))
-            .route("/", get(http::page))
-            .route("/player-worklet.js", get(http::worklet))
-            .layer(axum::extract::DefaultBodyLimit::max(
-                self.config.max_message_bytes,
-            ))
-            .with_state(Arc::clone(&shared));
-        let admin_app = Router::new()
-            .route("/health", get(admin::health))
-            .route("/ready", get(admin::ready))
-            .route("/info", get(admin::info))
-            .route("/metrics", get(admin::metrics))
-            .with_state(admin_state)
-            .merge(tts_telemetry::faults::routes(Arc::clone(&self.faults)))
-            .merge(tts_telemetry::profile::routes(&self.config.admin));
-        info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
-            workers = %self.config.static_workers().join(","), "orchestrator listening");
-        let done = CancellationToken::new();
-        tokio::spawn(Arc::clone(&self.pool).watch(done.clone()));
-        tokio::spawn(admin::watch(
-            Arc::clone(&self.pool),
-            stop.clone(),
-            done.clone(),
-        ));
-        if let Some(url) = &self.config.redis_url {
-            tokio::spawn(registry::follow(
-                url.clone(),
-                Arc::clone(&self.pool),
-                done.clone(),
-            ));
-        }
-        let gate = accept::Gate::new(self.config.connection_limits());
-        let tls = security::acceptor(&self.config)?;
-        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
-        let closed = done.clone();
-        let admin_server = tokio::spawn(
-            axum::serve(admin, admin_app)
-                .with_graceful_shutdown(async move { closed.cancelled().await })
-                .into_future(),
-        );
-        shutdown.await;
-        info!("shutting down: no new connections, draining requests");
-        stop.cancel();
-        let _ = accepting.await;
-        if tokio::time::timeout(grace, gate.closed()).await.is_err() {
-            warn!(
-                grace_secs = grace.as_secs_f64(),
-                open = gate.open(),
-                "grace period over; ending what is left with shutting_down"
-            );
-            shared.force.cancel();
-            let _ = tokio::time::timeout(session::CLOSE_FLUSH_LIMIT, gate.closed()).await;
-        }
-        done.cancel();
-        match admin_server.await {
-            Ok(served) => served?,
-            Err(e) => warn!(error = %e, "admin listener task failed"),
-        }
-        Ok(())
-    }
-}
-
-/// Requests per second per client address, bursts of twice as many.
-fn rate_limiter(per_second: u32) -> governor::DefaultKeyedRateLimiter<std::net::IpAddr> {
-    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
-    let burst =
-        rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
-    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
-}
-
-async fn ws_handler(
-    upgrade: WebSocketUpgrade,
-    State(shared): State<Arc<session::Shared>>,
-    Extension(ticket): Extension<accept::Ticket>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Err((status, reason, body)) =
-        security::check_handshake(&shared.config, &headers, query.as_deref())
-    {
-        metrics::connection_refused(reason);
-        tracing::info!(%peer, reason, "handshake refused");
-        return (status, body).into_response();
-    }
-    let trace_hint = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(tts_proto::trace_id_from_traceparent)
-        .map(str::to_owned);
-    let max = shared.config.max_message_bytes;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| session::serve(socket, shared, peer.ip(), trace_hint, ticket))
-}
-
-/// Bytes a WebSocket reads from its socket at a time (tungstenite's
-/// default, 128 KiB, would be most of an idle connection's memory).
-const READ_BUFFER_BYTES: usize = 4096;
+pub use server::{Orchestrator, run};

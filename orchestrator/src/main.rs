@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    match cli.serve(metrics, None).await {
+    match tts_orchestrator::run(cli, metrics, None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tts-orchestrator: {e}");

@@ -199,13 +199,8 @@ pub(crate) struct RelayContext {
     pub(crate) faults: Arc<tts_telemetry::faults::Faults>,
 }
 
-/// The `authorization` metadata value for a worker token (`None` when the
-/// token cannot be a header value).
-pub(crate) fn bearer(
-    token: Option<&str>,
-) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    format!("Bearer {}", token?).parse().ok()
-}
+/// Where the admin canary finds the worker token's header value.
+pub(crate) use crate::security::bearer;
 
 /// How long a request's last message (`end` or `error`) may wait for room
 /// in its connection's queue before it is dropped (and counted).

@@ -1,7 +1,8 @@
 //! Who may open a WebSocket: the bearer token (header, or query parameter
 //! when enabled) compared in constant time, and the browser `Origin`
-//! against the allow-list. And TLS: the client listener's acceptor and the
-//! worker channel's client settings, from PEM files.
+//! against the allow-list. And towards the workers: the bearer token they
+//! are sent. And TLS: the client listener's acceptor and the worker
+//! channel's client settings, from PEM files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use subtle::ConstantTimeEq;
 use tokio_rustls::TlsAcceptor;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::OrchestratorError;
 use crate::config::OrchestratorConfig;
+use crate::error::OrchestratorError;
 
 /// Why a handshake is refused: its HTTP status, the reason counted in
 /// metrics, and the body.
@@ -81,6 +83,12 @@ fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) 
         (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
         _ => false,
     }
+}
+
+/// The `authorization` metadata value for a worker token (`None` when the
+/// token cannot be a header value).
+pub(crate) fn bearer(token: Option<&str>) -> Option<MetadataValue<Ascii>> {
+    format!("Bearer {}", token?).parse().ok()
 }
 
 fn tls_error(path: &Path, e: impl std::fmt::Display) -> OrchestratorError {

@@ -1,0 +1,301 @@
+//! The orchestrator as a whole: its state, the two listeners' routes, and
+//! the shutdown that drains them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tts_telemetry::MetricsHandle;
+use tts_telemetry::faults::{Component, Faults};
+
+use crate::config::{Cli, OrchestratorConfig};
+use crate::error::OrchestratorError;
+use crate::metrics::{self, RelayStats};
+use crate::pool::{self, Pool};
+use crate::{accept, admin, cache, http, registry, relay, security, session};
+
+/// A configured orchestrator, ready to serve.
+pub struct Orchestrator {
+    config: OrchestratorConfig,
+    pool: Arc<Pool>,
+    stats: Arc<RelayStats>,
+    metrics: Option<MetricsHandle>,
+    faults: Arc<Faults>,
+}
+
+impl Orchestrator {
+    /// Validates `config` and prepares a lazy gRPC channel to the worker
+    /// (no connection is made until the first request or health check).
+    pub fn new(config: OrchestratorConfig) -> Result<Self, OrchestratorError> {
+        config.validate().map_err(OrchestratorError::Config)?;
+        let pool = Pool::new(pool::Settings {
+            connect_timeout: Duration::from_secs_f64(config.worker_connect_timeout_secs),
+            stream_window: config.grpc_stream_window_bytes,
+            tls: security::worker_tls(&config)?,
+            auth: security::bearer(config.worker_auth_token.as_deref()),
+            breaker_failures: config.breaker_failures,
+            breaker_cooldown: Duration::from_secs_f64(config.breaker_cooldown_secs),
+            poll: Duration::from_millis(config.worker_poll_ms),
+        });
+        for url in config.static_workers() {
+            pool.add(&url, None).map_err(OrchestratorError::Config)?;
+        }
+        Ok(Self {
+            pool: Arc::new(pool),
+            faults: config.admin.faults(&[Component::Orchestrator]),
+            config,
+            stats: Arc::new(RelayStats::default()),
+            metrics: None,
+        })
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder.
+    pub fn with_metrics(mut self, handle: MetricsHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// Applies faults from this registry (one shared with an embedded
+    /// worker, or a test's) instead of the one the flags built.
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The relay's in-process counters.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves WebSocket clients on `ws` (path `/ws`) and the admin routes on
+    /// `admin` until `shutdown` resolves. Then it stops accepting, reports
+    /// not ready, lets requests in flight finish for up to `grace`, answers
+    /// what is left with `shutting_down` and closes connections with code
+    /// 1001; the admin listener closes last.
+    pub async fn serve(
+        self,
+        ws: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<(), OrchestratorError> {
+        let stop = CancellationToken::new();
+        metrics::started();
+        self.faults.describe();
+        let shared = self.shared(stop.clone());
+        let ws_app = self.client_routes(Arc::clone(&shared));
+        let admin_app = self.admin_routes(ws.local_addr()?, stop.clone());
+        info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
+            workers = %self.config.static_workers().join(","), "orchestrator listening");
+        let done = CancellationToken::new();
+        self.spawn_watchers(&stop, &done);
+        let gate = accept::Gate::new(accept::Limits::from(&self.config));
+        let tls = security::acceptor(&self.config)?;
+        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
+        let closed = done.clone();
+        let admin_server = tokio::spawn(
+            axum::serve(admin, admin_app)
+                .with_graceful_shutdown(async move { closed.cancelled().await })
+                .into_future(),
+        );
+        shutdown.await;
+        info!("shutting down: no new connections, draining requests");
+        stop.cancel();
+        let _ = accepting.await;
+        drain(&gate, &shared, grace).await;
+        done.cancel();
+        match admin_server.await {
+            Ok(served) => served?,
+            Err(e) => warn!(error = %e, "admin listener task failed"),
+        }
+        Ok(())
+    }
+
+    /// What every client connection and HTTP request shares.
+    fn shared(&self, stop: CancellationToken) -> Arc<session::Shared> {
+        Arc::new(session::Shared {
+            relay: Arc::new(relay::RelayContext {
+                pool: Arc::clone(&self.pool),
+                cache: phrase_cache_settings(&self.config).map(cache::PhraseCache::new),
+                stats: Arc::clone(&self.stats),
+                first_frame_timeout: self.config.first_frame_timeout(),
+                dead_air_ms: self.config.dead_air_ms,
+                progress_timeout: Duration::from_secs_f64(self.config.progress_timeout_secs),
+                stalled_timeout: Duration::from_secs_f64(self.config.stalled_stream_secs),
+                opus_bitrate: self.config.opus_bitrate,
+                faults: Arc::clone(&self.faults),
+            }),
+            config: self.config.clone(),
+            stats: Arc::clone(&self.stats),
+            inflight: AtomicUsize::new(0),
+            shutdown: stop,
+            force: CancellationToken::new(),
+            rate: rate_limiter(self.config.requests_per_second_per_address),
+        })
+    }
+
+    /// The client listener: the WebSocket, the speech endpoint, the page.
+    fn client_routes(&self, shared: Arc<session::Shared>) -> Router {
+        Router::new()
+            .route("/ws", get(ws_handler))
+            .route("/v1/audio/speech", axum::routing::post(http::speech))
+            .route("/v1/voices", get(http::voices))
+            .route("/", get(http::page))
+            .route("/player-worklet.js", get(http::worklet))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.config.max_message_bytes,
+            ))
+            .with_state(shared)
+    }
+
+    /// The admin listener: health, readiness, the pipeline's map, metrics,
+    /// faults and profiles.
+    fn admin_routes(&self, ws_addr: SocketAddr, draining: CancellationToken) -> Router {
+        let state = Arc::new(admin::AdminState {
+            pool: Arc::clone(&self.pool),
+            config: self.config.clone(),
+            stats: Arc::clone(&self.stats),
+            metrics: self.metrics.clone(),
+            canary: tokio::sync::Mutex::new(None),
+            draining,
+            ws_addr,
+            ws_tls: self.config.tls_cert.is_some(),
+            faults: Arc::clone(&self.faults),
+        });
+        Router::new()
+            .route("/health", get(admin::health))
+            .route("/ready", get(admin::ready))
+            .route("/info", get(admin::info))
+            .route("/metrics", get(admin::metrics))
+            .with_state(state)
+            .merge(tts_telemetry::faults::routes(Arc::clone(&self.faults)))
+            .merge(tts_telemetry::profile::routes(&self.config.admin))
+    }
+
+    /// The workers' load polls, the readiness gauges and, with Redis, the
+    /// registry, each until `done`.
+    fn spawn_watchers(&self, stop: &CancellationToken, done: &CancellationToken) {
+        tokio::spawn(Arc::clone(&self.pool).watch(done.clone()));
+        tokio::spawn(admin::watch(
+            Arc::clone(&self.pool),
+            stop.clone(),
+            done.clone(),
+        ));
+        if let Some(url) = &self.config.redis_url {
+            tokio::spawn(registry::follow(
+                url.clone(),
+                Arc::clone(&self.pool),
+                done.clone(),
+            ));
+        }
+    }
+}
+
+/// Waits up to `grace` for every connection to close; then ends what is
+/// left with `shutting_down` and waits for those last messages to flush.
+async fn drain(gate: &accept::Gate, shared: &session::Shared, grace: Duration) {
+    if tokio::time::timeout(grace, gate.closed()).await.is_err() {
+        warn!(
+            grace_secs = grace.as_secs_f64(),
+            open = gate.open(),
+            "grace period over; ending what is left with shutting_down"
+        );
+        shared.force.cancel();
+        let _ = tokio::time::timeout(session::CLOSE_FLUSH_LIMIT, gate.closed()).await;
+    }
+}
+
+/// Binds both listeners of `cli` and serves until SIGTERM or SIGINT, then
+/// drains for the grace period. `faults`: a fault registry shared with an
+/// embedded worker (`tts-pipeline`); by default one from the flags.
+pub async fn run(
+    cli: Cli,
+    metrics: MetricsHandle,
+    faults: Option<Arc<Faults>>,
+) -> Result<(), OrchestratorError> {
+    let mut orchestrator = Orchestrator::new(cli.relay)?.with_metrics(metrics);
+    if let Some(faults) = faults {
+        orchestrator = orchestrator.with_faults(faults);
+    }
+    let ws = bind(cli.listen).await?;
+    let admin = bind(cli.admin_listen).await?;
+    let grace = Duration::from_secs_f64(cli.shutdown_grace_secs);
+    let served = orchestrator
+        .serve(ws, admin, tts_telemetry::signal::shutdown(), grace)
+        .await;
+    tts_telemetry::otel::shutdown();
+    served
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, OrchestratorError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        OrchestratorError::Io(std::io::Error::new(
+            e.kind(),
+            format!("binding {addr}: {e}"),
+        ))
+    })
+}
+
+/// The phrase cache's settings, when it is enabled.
+fn phrase_cache_settings(config: &OrchestratorConfig) -> Option<cache::Settings> {
+    let redis_url = config.redis_url.clone().filter(|_| config.phrase_cache)?;
+    Some(cache::Settings {
+        redis_url,
+        ttl: Duration::from_secs(config.phrase_cache_ttl_secs),
+        max_bytes: config.phrase_cache_max_bytes,
+        max_chars: config.phrase_cache_max_chars,
+        namespace: config.phrase_cache_namespace.clone(),
+    })
+}
+
+/// Requests per second per client address, bursts of twice as many.
+fn rate_limiter(per_second: u32) -> governor::DefaultKeyedRateLimiter<std::net::IpAddr> {
+    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst =
+        rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
+    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
+async fn ws_handler(
+    upgrade: WebSocketUpgrade,
+    State(shared): State<Arc<session::Shared>>,
+    Extension(ticket): Extension<accept::Ticket>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, reason, body)) =
+        security::check_handshake(&shared.config, &headers, query.as_deref())
+    {
+        metrics::connection_refused(reason);
+        tracing::info!(%peer, reason, "handshake refused");
+        return (status, body).into_response();
+    }
+    let trace_hint = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tts_proto::trace_id_from_traceparent)
+        .map(str::to_owned);
+    let max = shared.config.max_message_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| session::serve(socket, shared, peer.ip(), trace_hint, ticket))
+}
+
+/// Bytes a WebSocket reads from its socket at a time (tungstenite's
+/// default, 128 KiB, would be most of an idle connection's memory).
+const READ_BUFFER_BYTES: usize = 4096;
