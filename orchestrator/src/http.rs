@@ -18,35 +18,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::metrics;
-use crate::protocol::{
-    Delivery, Encoding, ErrorCode, Format, Options, ParseError, SPEED_RANGE, parse_options,
-};
+use crate::protocol::http::{Container, SpeechRequest};
+use crate::protocol::{Delivery, ErrorCode, Format};
 use crate::relay::{Outgoing, Pending, Stop, StopReason, relay};
 use crate::session::Shared;
-
-/// OpenAI's voice names, spoken by the default voice.
-const OPENAI_VOICES: [&str; 11] = [
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
-];
-
-/// Default rate of `wav` and `pcm` responses: OpenAI's 24 kHz.
-const DEFAULT_HTTP_RATE: u32 = 24_000;
-
-/// The container around a response's audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Container {
-    /// RIFF/WAVE with "unknown" lengths (the body streams).
-    Wav,
-    /// Raw s16le.
-    Pcm,
-    /// Ogg with one Opus packet per 20 ms.
-    OggOpus,
-}
 
 /// An error in OpenAI's shape.
 fn error_response(
@@ -89,88 +69,6 @@ fn status_of(code: ErrorCode) -> StatusCode {
 
 fn coded(code: ErrorCode, message: &str, param: Option<&str>, retry: Option<u64>) -> Response {
     error_response(status_of(code), code.as_str(), message, param, retry)
-}
-
-/// What a speech request asks for.
-#[derive(Debug)]
-struct Speech {
-    input: String,
-    voice: Option<String>,
-    container: Container,
-    options: Options,
-}
-
-/// Parses the JSON body; the error names the field.
-fn parse(body: &[u8]) -> Result<Speech, (String, &'static str)> {
-    let bad = |field: &'static str, message: String| (message, field);
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| bad("body", format!("body is not JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
-        return Err(bad("body", "body must be a JSON object".into()));
-    };
-    let string = |obj: &serde_json::Map<String, Value>, field: &'static str| match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(bad(field, format!("{field} must be a string"))),
-    };
-    let input = string(&obj, "input")?.ok_or_else(|| bad("input", "input is required".into()))?;
-    // Any model name is accepted: there is one speech model per voice.
-    string(&obj, "model")?;
-    let voice =
-        string(&obj, "voice")?.filter(|v| !v.is_empty() && !OPENAI_VOICES.contains(&v.as_str()));
-    let format = string(&obj, "response_format")?;
-    let (container, encoding) = match format.as_deref().unwrap_or("wav") {
-        "wav" => (Container::Wav, Encoding::PcmS16le),
-        "pcm" => (Container::Pcm, Encoding::PcmS16le),
-        "opus" => (Container::OggOpus, Encoding::Opus),
-        other => {
-            return Err(bad(
-                "response_format",
-                format!(
-                    "response_format {other:?} is not served; use \"wav\", \"pcm\" or \"opus\""
-                ),
-            ));
-        }
-    };
-    // The WebSocket options parser checks speed, noise and rate; the
-    // encoding comes from response_format.
-    if encoding == Encoding::PcmS16le && !obj.contains_key("sample_rate") {
-        obj.insert("sample_rate".into(), DEFAULT_HTTP_RATE.into());
-    }
-    obj.insert("encoding".into(), encoding.as_str().into());
-    if obj
-        .get("timestamps")
-        .is_some_and(|t| t != &Value::Null && t != &Value::Bool(false))
-    {
-        return Err(bad(
-            "timestamps",
-            "timestamps are sent as WebSocket messages; they are not served over HTTP".into(),
-        ));
-    }
-    let options = parse_options(&obj).map_err(|e| {
-        let field = match &e {
-            ParseError::Range { field, .. }
-            | ParseError::Field { field, .. }
-            | ParseError::Value { field, .. } => field,
-            ParseError::Format(_) => &"sample_rate",
-            _ => &"body",
-        };
-        let message = match &e {
-            ParseError::Range { field: "speed", .. } => format!(
-                "speed must be between {} and {}",
-                SPEED_RANGE.start(),
-                SPEED_RANGE.end()
-            ),
-            _ => e.to_string(),
-        };
-        (message, *field)
-    })?;
-    Ok(Speech {
-        input,
-        voice,
-        container,
-        options,
-    })
 }
 
 /// `POST /v1/audio/speech`.
@@ -218,9 +116,12 @@ pub(crate) async fn speech(
         .and_then(|v| v.to_str().ok())
         .and_then(tts_proto::trace_id_from_traceparent)
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
-    let speech = match parse(&body) {
+    let speech = match SpeechRequest::try_from(&body[..]) {
         Ok(s) => s,
-        Err((message, field)) => {
+        Err(tts_protocol::http::SpeechError {
+            message,
+            param: field,
+        }) => {
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
             info!(%request_id, %trace_id, %session_id, field, detail = %message, "http request refused");
             return coded(ErrorCode::BadRequest, &message, Some(field), None);
@@ -587,38 +488,6 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bodies_are_parsed_as_openai_sends_them() {
-        let s = parse(br#"{"model":"tts-1","input":"Hi","voice":"alloy"}"#).expect("parsed");
-        assert_eq!((s.input.as_str(), s.voice.as_deref()), ("Hi", None));
-        assert_eq!(s.container, Container::Wav);
-        assert_eq!(s.options.format.sample_rate, 24_000);
-        let s =
-            parse(br#"{"input":"Hi","voice":"espeak-en-us","response_format":"opus","speed":1.5}"#)
-                .expect("parsed");
-        assert_eq!(s.voice.as_deref(), Some("espeak-en-us"));
-        assert_eq!(s.container, Container::OggOpus);
-        assert_eq!(s.options.format.encoding, Encoding::Opus);
-        assert_eq!(s.options.speed, 1.5);
-        let s =
-            parse(br#"{"input":"Hi","response_format":"pcm","sample_rate":8000}"#).expect("parsed");
-        assert_eq!(s.options.format.sample_rate, 8_000);
-        for (body, field) in [
-            (&br#"{"voice":"alloy"}"#[..], "input"),
-            (
-                br#"{"input":"Hi","response_format":"mp3"}"#,
-                "response_format",
-            ),
-            (br#"{"input":"Hi","speed":10}"#, "speed"),
-            (br#"{"input":"Hi","sample_rate":44100}"#, "sample_rate"),
-            (br#"{"input":"Hi","timestamps":true}"#, "timestamps"),
-            (br#"not json"#, "body"),
-        ] {
-            let (message, param) = parse(body).expect_err("refused");
-            assert_eq!(param, field, "{message}");
-        }
-    }
 
     #[test]
     fn the_wav_header_describes_mono_s16() {

@@ -28,7 +28,7 @@ use crate::config::OrchestratorConfig;
 use crate::context::{Piece, context};
 use crate::metrics::{self, RelayStats};
 use crate::protocol::{
-    ClientMessage, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
+    Command, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
 use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
 use crate::writer::{Control, write_loop};
@@ -354,7 +354,7 @@ impl Connection<'_> {
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Closing> {
-        let message = match ClientMessage::parse(text) {
+        let message = match Command::parse(text) {
             Ok(m) => m,
             Err(e) => {
                 let err = ServerMessage::error(ErrorCode::BadRequest, e.to_string(), None);
@@ -363,7 +363,7 @@ impl Connection<'_> {
         };
         self.bad_messages = 0;
         match message {
-            ClientMessage::Ping { id, deep: false } => {
+            Command::Ping { id, deep: false } => {
                 let pong = ServerMessage::Pong {
                     id,
                     server_time_us: tts_frame::now_us(),
@@ -372,8 +372,8 @@ impl Connection<'_> {
                 };
                 self.control(pong).await;
             }
-            ClientMessage::Ping { id, deep: true } => self.deep_ping(id).await,
-            ClientMessage::Cancel { request_id } => match self.active.get(&request_id) {
+            Command::Ping { id, deep: true } => self.deep_ping(id).await,
+            Command::Cancel { request_id } => match self.active.get(&request_id) {
                 Some(active) => active.stop.stop(StopReason::Cancelled),
                 None => {
                     let err = ServerMessage::error(
@@ -384,7 +384,7 @@ impl Connection<'_> {
                     self.control(err).await;
                 }
             },
-            ClientMessage::Synthesize {
+            Command::Synthesize {
                 text,
                 voice,
                 request_id,
@@ -395,8 +395,8 @@ impl Connection<'_> {
                 self.accept(Some(text), voice, request_id, trace_id, delivery, options)
                     .await
             }
-            ClientMessage::Voices => self.voices().await,
-            ClientMessage::ContextOpen {
+            Command::Voices => self.voices().await,
+            Command::ContextOpen {
                 request_id,
                 trace_id,
                 voice,
@@ -406,11 +406,9 @@ impl Connection<'_> {
                 self.accept(None, voice, request_id, trace_id, delivery, options)
                     .await
             }
-            ClientMessage::Append { request_id, text } => {
-                self.feed(request_id, Piece::Text(text)).await
-            }
-            ClientMessage::Flush { request_id } => self.feed(request_id, Piece::Flush).await,
-            ClientMessage::Close { request_id } => self.feed(request_id, Piece::Close).await,
+            Command::Append { request_id, text } => self.feed(request_id, Piece::Text(text)).await,
+            Command::Flush { request_id } => self.feed(request_id, Piece::Flush).await,
+            Command::Close { request_id } => self.feed(request_id, Piece::Close).await,
         }
         None
     }
