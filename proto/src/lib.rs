@@ -1,7 +1,11 @@
 //! The `tts.v1` gRPC contract between orchestrator and worker, generated from
-//! `proto/tts.proto` at build time, plus the metadata keys both sides use.
+//! `proto/tts.proto` at build time, plus the metadata keys both sides use
+//! and [`convert`], the one mapping between the wire and the contract's
+//! own types.
 
 #![allow(missing_docs, unreachable_pub)]
+
+pub mod convert;
 
 /// Generated messages, client and server for package `tts.v1`.
 pub mod v1 {
@@ -25,65 +29,8 @@ pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// The service name `grpc.health.v1` reports on (besides `""`).
 pub const HEALTH_SERVICE: &str = "tts.v1.Tts";
 
-/// How workers announce themselves in Redis: one key per worker,
-/// [`registry::KEY_PREFIX`] + its URL, holding an [`registry::Entry`] as
-/// JSON and expiring unless renewed (the heartbeat).
-pub mod registry {
-    /// Every worker's key starts with this.
-    pub const KEY_PREFIX: &str = "tts:worker:";
-
-    /// What a worker says about itself.
-    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-    pub struct Entry {
-        /// Where orchestrators reach its gRPC service.
-        pub url: String,
-        /// Its voices, as `ListVoices` names them.
-        pub voices: Vec<String>,
-        /// Synthesis threads.
-        pub threads: u32,
-        /// The worker's version.
-        pub version: String,
-    }
-
-    /// How long one Redis command may take.
-    pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
-    /// A Redis connection that reconnects by itself, with every wait
-    /// bounded by [`COMMAND_TIMEOUT`] (a dead server would otherwise hang
-    /// calls).
-    pub async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(std::time::Duration::from_millis(500));
-        tokio::time::timeout(
-            COMMAND_TIMEOUT * 2,
-            redis::aio::ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| format!("no connection within {:?}", COMMAND_TIMEOUT * 2))?
-        .map_err(|e| e.to_string())
-    }
-
-    /// The key of the worker at `url`.
-    pub fn key(url: &str) -> String {
-        format!("{KEY_PREFIX}{url}")
-    }
-
-    impl Entry {
-        /// The entry as stored.
-        pub fn to_json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-
-        /// An entry as stored; `None` for anything else.
-        pub fn from_json(text: &str) -> Option<Self> {
-            serde_json::from_str(text).ok()
-        }
-    }
-}
+/// The worker registry, now in `tts-redis` (kept here while callers move).
+pub use tts_redis::registry;
 
 /// The trace id inside a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`).
 pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
