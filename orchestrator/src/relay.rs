@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
@@ -23,84 +22,10 @@ use crate::pool::{Lease, NoWorker, Pool};
 use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage, WordTiming};
 use crate::transcode::Transcoder;
 
-/// Why a request is being stopped from outside its relay.
-#[derive(Debug, Clone)]
-pub(crate) enum StopReason {
-    /// The client cancelled it: it ends with `end`, `cancelled: true`.
-    Cancelled,
-    /// The client's connection went away: nothing more is sent.
-    Disconnected,
-    /// It ends with this `error`.
-    Failed(ErrorCode, String),
-}
-
-/// A request's stop switch, shared by the connection and the relay.
-/// Stopping drops the request's frames still queued at the writer and ends
-/// its relay with the first reason given.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stop {
-    token: CancellationToken,
-    reason: Arc<std::sync::OnceLock<StopReason>>,
-}
-
-impl Stop {
-    pub(crate) fn stop(&self, reason: StopReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-    }
-
-    /// The reason given, once stopped.
-    pub(crate) fn reason(&self) -> Option<StopReason> {
-        self.reason.get().cloned()
-    }
-
-    /// What a writer checks to drop this request's queued frames.
-    pub(crate) fn token(&self) -> CancellationToken {
-        self.token.clone()
-    }
-
-    pub(crate) async fn stopped(&self) {
-        self.token.cancelled().await;
-    }
-
-    fn ending(&self) -> Ending {
-        match self.reason.get() {
-            None | Some(StopReason::Cancelled) => Ending::Cancelled,
-            Some(StopReason::Disconnected) => Ending::Disconnected,
-            Some(StopReason::Failed(code, message)) => Ending::Failed(*code, message.clone()),
-        }
-    }
-}
-
-/// What the connection's writer sends, in order.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A verified frame; the writer stamps the orchestrator time.
-    Frame {
-        header: FrameHeader,
-        payload: Bytes,
-        samples: u32,
-        /// When the orchestrator received it from the worker.
-        received: Instant,
-        /// Cancelled when the request is stopped: the writer drops the frame.
-        cancelled: CancellationToken,
-    },
-    /// The request's `end`; the writer fills in what it actually sent.
-    End {
-        request_id: String,
-        stream_id: u32,
-        cancelled: bool,
-    },
-    /// The request's `error`, which ends it instead of `end`.
-    Failed {
-        stream_id: u32,
-        error: ServerMessage,
-    },
-    /// `start`.
-    Message(ServerMessage),
-    /// Close the connection (after everything queued before it).
-    Close(axum::extract::ws::CloseFrame),
-}
+// The connection's queue and a request's stop switch, where the session,
+// the HTTP endpoint and contexts have found them so far.
+pub(crate) use crate::queue::{Outgoing, Queued, enqueue};
+pub(crate) use crate::stop::{Stop, StopReason};
 
 /// A request accepted by the connection.
 #[derive(Debug, Clone)]
@@ -134,6 +59,15 @@ enum Ending {
     },
     /// The client's connection is gone; nothing more can be sent.
     Disconnected,
+}
+
+/// How a request stopped from outside ends.
+fn stop_ending(stop: &Stop) -> Ending {
+    match stop.reason() {
+        None | Some(StopReason::Cancelled) => Ending::Cancelled,
+        Some(StopReason::Disconnected) => Ending::Disconnected,
+        Some(StopReason::Failed(code, message)) => Ending::Failed(code, message),
+    }
 }
 
 /// What the relay learnt about one request's frames: verification and
@@ -519,7 +453,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
             Ok::<_, Status>((stream, first))
         };
         let opened = tokio::select! {
-            _ = stop.stopped() => return Err(stop.ending()),
+            _ = stop.stopped() => return Err(stop_ending(stop)),
             r = tokio::time::timeout(ctx.first_frame_timeout, call) => r,
         };
         let failure = match opened {
@@ -563,7 +497,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
             session_id = %req.session_id, from = %url, to = %next.worker().url, reason,
             pause_ms = pause.as_millis() as u64, "retrying on another worker before the first frame");
         tokio::select! {
-            _ = stop.stopped() => return Err(stop.ending()),
+            _ = stop.stopped() => return Err(stop_ending(stop)),
             _ = tokio::time::sleep(pause) => {}
         }
         lease = next;
@@ -671,7 +605,7 @@ async fn play(
         }
         next = tokio::select! {
             biased;
-            _ = stop.stopped() => return stop.ending(),
+            _ = stop.stopped() => return stop_ending(stop),
             m = tokio::time::timeout(progress, source.next()) => match m {
                 Ok(Ok(m)) => m,
                 Ok(Err(status)) => return failed(&status),
@@ -762,7 +696,7 @@ async fn forward(
         payload,
         samples,
         received,
-        cancelled: stop.token.clone(),
+        cancelled: stop.token(),
     };
     ctx.stats
         .frame_enqueued(out.max_capacity() - out.capacity());
@@ -813,53 +747,7 @@ fn not_queued(ctx: &RelayContext, req: &Pending, stop: &Stop, queued: Queued) ->
                 session_id = %req.session_id, "client gone while relaying");
             Ending::Disconnected
         }
-        Queued::Sent { .. } | Queued::Stopped => stop.ending(),
-    }
-}
-
-/// What became of an item offered to a connection's queue.
-pub(crate) enum Queued {
-    /// Queued; `waited` when the queue was full at first.
-    Sent { waited: bool },
-    /// The request was stopped meanwhile.
-    Stopped,
-    /// No room for `stalled`: the client is not reading. The request is
-    /// stopped with `client_too_slow` (the writer drops what it queued).
-    Stalled,
-    /// The connection is gone.
-    Gone,
-}
-
-/// Offers `item` to the connection's bounded queue: waits for room, but
-/// not past the request's stop nor longer than `stalled`. Every item of a
-/// request goes through here, so a client that reads nothing holds a
-/// request for at most `stalled`.
-pub(crate) async fn enqueue(
-    out: &mpsc::Sender<Outgoing>,
-    item: Outgoing,
-    stop: &Stop,
-    stalled: std::time::Duration,
-) -> Queued {
-    if stop.token.is_cancelled() {
-        return Queued::Stopped;
-    }
-    // Room at once (the usual case): no timer to arm for this item.
-    let item = match out.try_send(item) {
-        Ok(()) => return Queued::Sent { waited: false },
-        Err(mpsc::error::TrySendError::Closed(_)) => return Queued::Gone,
-        Err(mpsc::error::TrySendError::Full(item)) => item,
-    };
-    tokio::select! {
-        biased;
-        _ = stop.stopped() => Queued::Stopped,
-        _ = tokio::time::sleep(stalled) => {
-            stop.stop(StopReason::Failed(ErrorCode::ClientTooSlow, String::new()));
-            Queued::Stalled
-        }
-        sent = out.send(item) => match sent {
-            Ok(()) => Queued::Sent { waited: true },
-            Err(_) => Queued::Gone,
-        },
+        Queued::Sent { .. } | Queued::Stopped => stop_ending(stop),
     }
 }
 

@@ -15,7 +15,7 @@ use tts_frame::encode_frame;
 
 use crate::metrics::{self, RelayStats};
 use crate::protocol::ServerMessage;
-use crate::relay::Outgoing;
+use crate::queue::Outgoing;
 
 /// What the reader asks the writer to send outside the data queue.
 pub(crate) enum Control {
