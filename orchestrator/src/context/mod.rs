@@ -16,6 +16,8 @@
 //! one encoder for the client's format), so no padding is inserted at a
 //! clause boundary. Only a `flush` (or the end) pads the frame in progress.
 
+mod reframe;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +30,11 @@ use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
 use crate::metrics;
 use crate::protocol::{Cutter, ErrorCode, Format, ServerMessage, WordTiming};
-use crate::relay::{Outgoing, Pending, Queued, RelayContext, Stop, StopReason, enqueue, relay};
+use crate::queue::{Outgoing, Queued, enqueue};
+use crate::relay::{Pending, RelayContext, relay};
+use crate::stop::{Stop, StopReason};
 use crate::transcode::Transcoder;
+use reframe::Reframer;
 
 /// What a client sends into a context.
 #[derive(Debug)]
@@ -47,42 +52,6 @@ pub(crate) enum Piece {
 const ABANDONED: Duration = Duration::from_secs(30);
 /// Frames a clause's relay may queue ahead of the context.
 const CLAUSE_QUEUE: usize = 8;
-
-/// Joins the clauses' 48 kHz s16le audio into whole 20 ms payloads.
-#[derive(Debug, Default)]
-struct Reframer {
-    /// Bytes of the frame in progress (fewer than a payload).
-    carry: Vec<u8>,
-}
-
-impl Reframer {
-    /// Adds a clause frame's real samples; whole payloads go to `out`.
-    fn push(&mut self, pcm: &[u8], samples: usize, out: &mut Vec<Bytes>) {
-        let real = (samples * 2).min(pcm.len());
-        self.carry.extend_from_slice(&pcm[..real]);
-        while self.carry.len() >= PAYLOAD_BYTES {
-            out.push(Bytes::copy_from_slice(&self.carry[..PAYLOAD_BYTES]));
-            self.carry.drain(..PAYLOAD_BYTES);
-        }
-    }
-
-    /// Samples waiting for the next whole payload.
-    fn pending_samples(&self) -> u64 {
-        self.carry.len() as u64 / 2
-    }
-
-    /// The frame in progress, padded (with how many samples are real);
-    /// `None` when there is none.
-    fn flush(&mut self) -> Option<(Bytes, usize)> {
-        if self.carry.is_empty() {
-            return None;
-        }
-        let real = self.carry.len() / 2;
-        let mut frame = std::mem::take(&mut self.carry);
-        frame.resize(PAYLOAD_BYTES, 0);
-        Some((Bytes::from(frame), real))
-    }
-}
 
 /// A clause being spoken.
 struct Running {
@@ -570,34 +539,5 @@ async fn next_frame(running: &mut Option<Running>) -> Option<Outgoing> {
     match running {
         Some(r) => r.frames.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tts_frame::{bytes_to_samples, samples_to_bytes};
-
-    #[test]
-    fn the_reframer_joins_clauses_without_padding() {
-        let mut r = Reframer::default();
-        let mut out = Vec::new();
-        let frame = |v: i16| {
-            let mut b = vec![0u8; 1920];
-            samples_to_bytes(&[v; 960], &mut b);
-            b
-        };
-        // A clause ending in a partial frame of 400 real samples, then the
-        // next clause: the 400 samples are followed at once by the next.
-        r.push(&frame(1), 960, &mut out);
-        r.push(&frame(2), 400, &mut out);
-        r.push(&frame(3), 960, &mut out);
-        assert_eq!(out.len(), 2);
-        let second: Vec<i16> = bytes_to_samples(&out[1]).collect();
-        assert!(second[..400].iter().all(|&s| s == 2));
-        assert!(second[400..].iter().all(|&s| s == 3));
-        let (last, real) = r.flush().expect("a frame in progress");
-        assert_eq!((real, last.len() / 2), (400, 960));
-        assert!(r.flush().is_none());
     }
 }
