@@ -412,13 +412,9 @@ pub(crate) fn registry_added() {
     metrics::counter!(REGISTRY_EVENTS, "event" => "added").increment(1);
 }
 
-pub(crate) fn breaker(url: &str, state: crate::pool::BreakerState) {
-    let value = match state {
-        crate::pool::BreakerState::Closed => 0.0,
-        crate::pool::BreakerState::HalfOpen => 1.0,
-        crate::pool::BreakerState::Open => 2.0,
-    };
-    metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(value);
+/// A worker's breaker changed: `state` 0 closed, 1 half-open, 2 open.
+pub(crate) fn worker_breaker(url: &str, state: f64) {
+    metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(state);
 }
 
 pub(crate) fn worker_load(url: &str, utilisation: f64) {

@@ -14,6 +14,11 @@
 //! Workers come from `--worker` (static, never dropped) and, with
 //! `--redis-url`, from the registry (dropped when their entry expires).
 
+mod breaker;
+mod load;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -22,15 +27,11 @@ use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tts_proto::v1::tts_client::TtsClient;
-use tts_proto::v1::{ListVoicesRequest, LoadRequest};
 
 use crate::metrics;
-
-/// How long a load poll may take before the worker counts as not serving.
-const POLL_TIMEOUT: Duration = Duration::from_millis(500);
-/// Assumed share of a worker's threads one stream needs, until the worker
-/// has reported a stream of its own.
-const DEFAULT_STREAM_COST: f64 = 0.1;
+use breaker::Breaker;
+pub(crate) use breaker::BreakerState;
+use load::Load;
 
 /// How the workers are reached and when a breaker opens.
 #[derive(Debug, Clone)]
@@ -45,85 +46,6 @@ pub(crate) struct Settings {
     pub(crate) breaker_cooldown: Duration,
     /// How often each worker is asked for its load.
     pub(crate) poll: Duration,
-}
-
-/// A breaker's state, as metrics and `/ready` show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
-
-/// Consecutive failures open it; after the cool-down one request (the
-/// probe) goes through: its success closes the breaker, its failure opens
-/// it again.
-#[derive(Debug)]
-struct Breaker {
-    state: BreakerState,
-    failures: u32,
-    opened: Instant,
-    probing: bool,
-}
-
-impl Breaker {
-    fn new() -> Self {
-        Self {
-            state: BreakerState::Closed,
-            failures: 0,
-            opened: Instant::now(),
-            probing: false,
-        }
-    }
-
-    /// Whether a request may go now (`Some(true)` when it is the probe).
-    fn allows(&self, now: Instant, cooldown: Duration) -> Option<bool> {
-        match self.state {
-            BreakerState::Closed => Some(false),
-            BreakerState::Open if now.duration_since(self.opened) >= cooldown => Some(true),
-            BreakerState::HalfOpen if !self.probing => Some(true),
-            BreakerState::Open | BreakerState::HalfOpen => None,
-        }
-    }
-
-    fn start_probe(&mut self) {
-        self.state = BreakerState::HalfOpen;
-        self.probing = true;
-    }
-
-    /// Records an outcome; returns the new state when it changed.
-    fn record(&mut self, ok: bool, threshold: u32) -> Option<BreakerState> {
-        let before = self.state;
-        self.probing = false;
-        if ok {
-            self.failures = 0;
-            self.state = BreakerState::Closed;
-        } else {
-            self.failures = self.failures.saturating_add(1);
-            if self.state == BreakerState::HalfOpen || self.failures >= threshold {
-                self.state = BreakerState::Open;
-                self.opened = Instant::now();
-            }
-        }
-        (self.state != before).then_some(self.state)
-    }
-}
-
-/// The last `GetLoad` answer.
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    streams: u32,
-    utilisation: f64,
 }
 
 #[derive(Debug)]
@@ -169,21 +91,6 @@ impl Worker {
         // A poisoned lock only means a panic elsewhere; the state is plain
         // data and stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Its load as routing sees it (lower is better).
-    fn score(&self, state: &State) -> f64 {
-        match state.load {
-            Some(load) => {
-                let per_stream = if load.streams > 0 {
-                    load.utilisation / f64::from(load.streams)
-                } else {
-                    DEFAULT_STREAM_COST
-                };
-                load.utilisation + f64::from(state.started_since_report) * per_stream
-            }
-            None => f64::from(state.inflight) * DEFAULT_STREAM_COST,
-        }
     }
 }
 
@@ -363,15 +270,7 @@ impl Pool {
         }
         let now = Instant::now();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        // The best serving worker (or one not yet polled); failing that,
-        // the best one whose last poll said otherwise: that answer may be
-        // stale (a worker that was still loading), and a worker that
-        // really cannot serve refuses at once, before any audio.
-        let mut best: Option<(f64, bool, &Arc<Worker>)> = None;
-        let mut fallback: Option<(f64, bool, &Arc<Worker>)> = None;
-        let mut has_voice = false;
-        // Why workers were passed over, said only if none is left.
-        let mut why: Vec<(&str, &str)> = Vec::new();
+        let mut choice = Choice::default();
         for i in 0..workers.len() {
             let w = &workers[(start + i) % workers.len()];
             if Some(w.url.as_str()) == avoid {
@@ -386,37 +285,14 @@ impl Pool {
             {
                 continue;
             }
-            has_voice = true;
-            let Some(probe) = state.breaker.allows(now, self.settings.breaker_cooldown) else {
-                why.push((&w.url, "breaker open"));
-                continue;
-            };
-            let score = w.score(&state);
-            let slot = if state.serving == Some(false) {
-                why.push((&w.url, "not serving"));
-                &mut fallback
-            } else {
-                &mut best
-            };
-            if slot.is_none_or(|(s, _, _)| score < s) {
-                *slot = Some((score, probe, w));
-            }
+            let allowed = state.breaker.allows(now, self.settings.breaker_cooldown);
+            choice.consider(w, &state, allowed);
         }
-        let best = best.or(fallback);
-        let Some((_, probe, worker)) = best else {
-            return Err(if !has_voice && avoid.is_none() {
-                NoWorker::NoVoice(voice.to_owned())
-            } else if why.is_empty() {
-                NoWorker::Unavailable("no other worker".into())
-            } else {
-                let why: Vec<String> = why.iter().map(|(url, r)| format!("{url} {r}")).collect();
-                NoWorker::Unavailable(why.join("; "))
-            });
-        };
+        let (probe, worker) = choice.chosen(voice, avoid)?;
         let mut state = worker.state();
         if probe {
             state.breaker.start_probe();
-            metrics::breaker(&worker.url, BreakerState::HalfOpen);
+            metrics::worker_breaker(&worker.url, BreakerState::HalfOpen.gauge());
         }
         state.inflight += 1;
         state.started_since_report += 1;
@@ -471,87 +347,62 @@ impl Pool {
             })
             .collect()
     }
+}
 
-    /// Polls every worker's load every `poll` (and lists its voices once)
-    /// until `stop`.
-    pub(crate) async fn watch(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(self.settings.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let polls = self.all().into_iter().map(|w| self.poll(w));
-            futures::future::join_all(polls).await;
-            let serving = self
-                .all()
+/// The workers a request may go to, as [`Pool::pick`] goes through them:
+/// the best serving worker (or one not yet polled); failing that, the best
+/// one whose last poll said otherwise: that answer may be stale (a worker
+/// that was still loading), and a worker that really cannot serve refuses
+/// at once, before any audio.
+#[derive(Default)]
+struct Choice<'a> {
+    /// Score, whether it would be the breaker's probe, the worker.
+    best: Option<(f64, bool, &'a Arc<Worker>)>,
+    fallback: Option<(f64, bool, &'a Arc<Worker>)>,
+    /// Whether any worker has the voice.
+    has_voice: bool,
+    /// Why workers were passed over, said only if none is left.
+    why: Vec<(&'a str, &'static str)>,
+}
+
+impl<'a> Choice<'a> {
+    /// One worker that has the voice; `allowed` is what its breaker says
+    /// (`Some(true)`: it would be the probe).
+    fn consider(&mut self, w: &'a Arc<Worker>, state: &State, allowed: Option<bool>) {
+        self.has_voice = true;
+        let Some(probe) = allowed else {
+            self.why.push((&w.url, "breaker open"));
+            return;
+        };
+        let score = state.score();
+        let slot = if state.serving == Some(false) {
+            self.why.push((&w.url, "not serving"));
+            &mut self.fallback
+        } else {
+            &mut self.best
+        };
+        if slot.is_none_or(|(s, _, _)| score < s) {
+            *slot = Some((score, probe, w));
+        }
+    }
+
+    /// The worker chosen and whether it is the probe, or why there is none.
+    fn chosen(self, voice: &str, avoid: Option<&str>) -> Result<(bool, &'a Arc<Worker>), NoWorker> {
+        if let Some((_, probe, worker)) = self.best.or(self.fallback) {
+            return Ok((probe, worker));
+        }
+        Err(if !self.has_voice && avoid.is_none() {
+            NoWorker::NoVoice(voice.to_owned())
+        } else if self.why.is_empty() {
+            NoWorker::Unavailable("no other worker".into())
+        } else {
+            let why: Vec<String> = self
+                .why
                 .iter()
-                .filter(|w| w.state().serving == Some(true))
-                .count();
-            metrics::workers_serving(serving);
-        }
-    }
-
-    /// Asks one worker for its load now (a worker just registered).
-    pub(crate) async fn poll_now(&self, url: &str) {
-        if let Some(worker) = self.find(url) {
-            self.poll(worker).await;
-        }
-    }
-
-    async fn poll(&self, worker: Arc<Worker>) {
-        let mut client = worker.client.clone();
-        let request = || {
-            let mut r = tonic::Request::new(LoadRequest {});
-            if let Some(auth) = self.auth() {
-                r.metadata_mut().insert("authorization", auth.clone());
-            }
-            r
-        };
-        let answer = tokio::time::timeout(POLL_TIMEOUT, client.get_load(request())).await;
-        let needs_voices = worker.state().voices.is_none();
-        let serving = {
-            let mut state = worker.state();
-            match answer {
-                Ok(Ok(report)) => {
-                    let report = report.into_inner();
-                    state.serving = Some(report.serving);
-                    state.problem = (!report.serving).then(|| "not serving".to_owned());
-                    state.load = Some(Load {
-                        streams: report.streams,
-                        utilisation: report.utilisation,
-                    });
-                    state.started_since_report = 0;
-                    state.faults = report.faults;
-                    metrics::worker_load(&worker.url, report.utilisation);
-                }
-                Ok(Err(status)) => {
-                    state.serving = Some(false);
-                    state.problem = Some(status.message().to_owned());
-                }
-                Err(_) => {
-                    state.serving = Some(false);
-                    state.problem = Some(format!("no load report within {POLL_TIMEOUT:?}"));
-                }
-            }
-            state.serving == Some(true)
-        };
-        if serving && needs_voices {
-            let mut r = tonic::Request::new(ListVoicesRequest {});
-            if let Some(auth) = self.auth() {
-                r.metadata_mut().insert("authorization", auth.clone());
-            }
-            if let Ok(Ok(list)) =
-                tokio::time::timeout(Duration::from_secs(2), client.list_voices(r)).await
-            {
-                let list = list.into_inner();
-                let voices = list.voices.into_iter().map(|v| (v.name, v.revision));
-                let mut state = worker.state();
-                state.voices = Some(voices.collect());
-                state.default_voice = Some(list.default_voice);
-            }
-        }
+                .map(|(url, r)| format!("{url} {r}"))
+                .collect();
+            NoWorker::Unavailable(why.join("; "))
+        })
     }
 }
 
@@ -587,7 +438,7 @@ impl Lease {
         self.settled = true;
         let changed = self.worker.state().breaker.record(ok, self.threshold);
         if let Some(state) = changed {
-            metrics::breaker(&self.worker.url, state);
+            metrics::worker_breaker(&self.worker.url, state.gauge());
             tracing::warn!(worker = %self.worker.url, breaker = state.as_str(),
                 "worker circuit breaker changed state");
         }
@@ -602,121 +453,5 @@ impl Drop for Lease {
             // The probe ended without a verdict: let another one through.
             state.breaker.probing = false;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            connect_timeout: Duration::from_millis(100),
-            stream_window: 65_536,
-            tls: None,
-            auth: None,
-            breaker_failures: 3,
-            breaker_cooldown: Duration::from_millis(50),
-            poll: Duration::from_millis(500),
-        }
-    }
-
-    fn report(pool: &Pool, url: &str, streams: u32, utilisation: f64) {
-        let w = pool.find(url).expect("known worker");
-        let mut s = w.state();
-        s.serving = Some(true);
-        s.load = Some(Load {
-            streams,
-            utilisation,
-        });
-        s.started_since_report = 0;
-    }
-
-    #[tokio::test]
-    async fn picks_the_least_loaded_and_counts_what_it_started_since() {
-        let pool = Pool::new(settings());
-        pool.add("http://127.0.0.1:1", None).expect("url");
-        pool.add("http://127.0.0.1:2", None).expect("url");
-        report(&pool, "http://127.0.0.1:1", 4, 0.4);
-        report(&pool, "http://127.0.0.1:2", 1, 0.1);
-        // 0.1 per stream on both: three new streams go to :2 before :1
-        // (0.4) is as loaded; then they alternate.
-        let mut leases = Vec::new();
-        let mut to = Vec::new();
-        for _ in 0..5 {
-            let lease = pool.pick("", None).expect("a worker");
-            to.push(lease.worker().url.clone());
-            leases.push(lease);
-        }
-        let second = to.iter().filter(|u| u.ends_with(":2")).count();
-        assert!(to[..3].iter().all(|u| u.ends_with(":2")), "{to:?}");
-        assert_eq!(second, 4, "{to:?}");
-    }
-
-    #[tokio::test]
-    async fn the_breaker_opens_after_consecutive_failures_and_one_probe_closes_it() {
-        let pool = Pool::new(settings());
-        let url = "http://127.0.0.1:1";
-        pool.add(url, None).expect("url");
-        report(&pool, url, 0, 0.0);
-        for _ in 0..3 {
-            pool.pick("", None).expect("closed").failed();
-        }
-        assert_eq!(pool.statuses()[0].breaker, "open");
-        assert!(matches!(pool.pick("", None), Err(NoWorker::Unavailable(_))));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let probe = pool.pick("", None).expect("the probe goes through");
-        assert!(pool.pick("", None).is_err(), "one probe at a time");
-        probe.failed();
-        assert_eq!(pool.statuses()[0].breaker, "open", "a failed probe reopens");
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        // A probe that ends without a verdict lets the next one through.
-        drop(pool.pick("", None).expect("probe"));
-        pool.pick("", None).expect("probe again").succeeded();
-        assert_eq!(pool.statuses()[0].breaker, "closed");
-        pool.pick("", None).expect("closed again");
-    }
-
-    #[tokio::test]
-    async fn a_worker_said_not_serving_is_only_a_last_resort() {
-        let pool = Pool::new(settings());
-        pool.add("http://127.0.0.1:1", None).expect("url");
-        pool.add("http://127.0.0.1:2", None).expect("url");
-        report(&pool, "http://127.0.0.1:1", 0, 0.0);
-        report(&pool, "http://127.0.0.1:2", 0, 0.9);
-        pool.find("http://127.0.0.1:1").expect("w").state().serving = Some(false);
-        let lease = pool.pick("", None).expect("a worker");
-        assert!(lease.worker().url.ends_with(":2"), "the serving one first");
-        drop(lease);
-        pool.find("http://127.0.0.1:2").expect("w").state().serving = Some(false);
-        // A stale answer (a worker that was loading) must not turn
-        // requests away while the worker may serve by now.
-        pool.pick("", None).expect("tried anyway");
-    }
-
-    #[tokio::test]
-    async fn voices_and_expiry_narrow_the_choice() {
-        let pool = Pool::new(settings());
-        pool.add("http://127.0.0.1:1", None).expect("url");
-        let soon = Instant::now() + Duration::from_millis(30);
-        pool.add("http://127.0.0.1:2", Some(soon)).expect("url");
-        report(&pool, "http://127.0.0.1:1", 0, 0.0);
-        report(&pool, "http://127.0.0.1:2", 0, 0.9);
-        pool.find("http://127.0.0.1:1").expect("w").state().voices =
-            Some([("a".to_owned(), "r1".to_owned())].into());
-        assert_eq!(pool.revision("a"), Some(("a".into(), "r1".into())));
-        assert_eq!(pool.revision("b"), None, "not listed by anyone yet");
-        assert_eq!(pool.revision(""), None, "no default known yet");
-        let lease = pool.pick("b", None).expect("only :2 may have b");
-        assert!(lease.worker().url.ends_with(":2"));
-        drop(lease);
-        assert!(matches!(
-            pool.pick("b", Some("http://127.0.0.1:2")),
-            Err(NoWorker::Unavailable(_))
-        ));
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert!(matches!(pool.pick("b", None), Err(NoWorker::NoVoice(_))));
-        assert_eq!(pool.expire(Instant::now()), vec!["http://127.0.0.1:2"]);
-        assert_eq!(pool.all().len(), 1);
     }
 }
