@@ -7,6 +7,7 @@ use tts_proto::v1::ListVoicesRequest;
 
 use crate::protocol::{ErrorCode, ServerMessage, VoiceEntry};
 use crate::relay::RelayContext;
+use crate::relay::grpc::voice_entry;
 
 /// How long the worker may take to list its voices.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,10 +46,7 @@ pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
     let workers = ctx.pool.all();
     let asks = workers.iter().map(|w| async move {
         let mut client = w.client.clone();
-        let mut request = tonic::Request::new(ListVoicesRequest {});
-        if let Some(auth) = ctx.pool.auth() {
-            request.metadata_mut().insert("authorization", auth.clone());
-        }
+        let request = ctx.pool.request(ListVoicesRequest {});
         tokio::time::timeout(LIST_TIMEOUT, client.list_voices(request))
             .await
             .map_err(|_| VoicesError(format!("{}: no answer within {LIST_TIMEOUT:?}", w.url)))?
@@ -79,17 +77,6 @@ pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
     };
     Ok(VoiceList {
         default_voice: answer.default_voice,
-        voices: answer
-            .voices
-            .into_iter()
-            .map(|v| VoiceEntry {
-                name: v.name,
-                engine: v.engine,
-                language: v.language,
-                native_sample_rate: v.native_sample_rate,
-                streaming: v.streaming,
-                timestamps: v.timestamps,
-            })
-            .collect(),
+        voices: answer.voices.into_iter().map(voice_entry).collect(),
     })
 }

@@ -72,14 +72,8 @@ impl Pool {
 
     async fn poll(&self, worker: Arc<Worker>) {
         let mut client = worker.client.clone();
-        let request = || {
-            let mut r = tonic::Request::new(LoadRequest {});
-            if let Some(auth) = self.auth() {
-                r.metadata_mut().insert("authorization", auth.clone());
-            }
-            r
-        };
-        let answer = tokio::time::timeout(POLL_TIMEOUT, client.get_load(request())).await;
+        let request = self.request(LoadRequest {});
+        let answer = tokio::time::timeout(POLL_TIMEOUT, client.get_load(request)).await;
         let needs_voices = worker.state().voices.is_none();
         let serving = {
             let mut state = worker.state();
@@ -108,10 +102,7 @@ impl Pool {
             state.serving == Some(true)
         };
         if serving && needs_voices {
-            let mut r = tonic::Request::new(ListVoicesRequest {});
-            if let Some(auth) = self.auth() {
-                r.metadata_mut().insert("authorization", auth.clone());
-            }
+            let r = self.request(ListVoicesRequest {});
             if let Ok(Ok(list)) =
                 tokio::time::timeout(Duration::from_secs(2), client.list_voices(r)).await
             {

@@ -148,6 +148,15 @@ impl Pool {
         self.settings.auth.as_ref()
     }
 
+    /// A call to a worker, with the worker token when one is set.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(auth) = self.auth() {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+    }
+
     /// Adds a worker (lazily connected); `expires` for one from the
     /// registry. A worker already known only has its expiry renewed.
     pub(crate) fn add(&self, url: &str, expires: Option<Instant>) -> Result<bool, String> {

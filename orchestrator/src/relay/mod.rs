@@ -3,6 +3,8 @@
 //! stops the orchestrator from reading the worker's stream when the client
 //! is slow; HTTP/2 flow control then holds the worker.
 
+pub(crate) mod grpc;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,10 +13,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
-use tts_proto::v1::{AudioFrame, SynthesizeRequest};
-use tts_proto::{
-    ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
-};
+use tts_proto::v1::AudioFrame;
 
 use crate::cache::{PhraseCache, Recording, Replay};
 use crate::metrics::{self, RelayStats};
@@ -236,53 +235,6 @@ pub(crate) async fn relay(
     req.request_id
 }
 
-fn grpc_request(ctx: &RelayContext, req: &Pending) -> tonic::Request<SynthesizeRequest> {
-    let mut grpc = tonic::Request::new(SynthesizeRequest {
-        text: req.text.clone(),
-        voice: req.voice.clone().unwrap_or_default(),
-        request_id: req.request_id.clone(),
-        trace_id: req.trace_id.clone(),
-        session_id: req.session_id.clone(),
-        delivery: match req.delivery {
-            Delivery::Realtime => tts_proto::v1::Delivery::Realtime,
-            Delivery::Fast => tts_proto::v1::Delivery::Fast,
-        } as i32,
-        speed: req.options.speed,
-        noise_scale: req.options.noise_scale,
-        noise_w: req.options.noise_w,
-        timestamps: req.options.timestamps,
-    });
-    let meta = grpc.metadata_mut();
-    if let Some(auth) = ctx.pool.auth() {
-        meta.insert("authorization", auth.clone());
-    }
-    if let Ok(v) = req.request_id.parse() {
-        meta.insert(REQUEST_ID_HEADER, v);
-    }
-    if let Ok(v) = req.trace_id.parse() {
-        meta.insert(TRACE_ID_HEADER, v);
-    }
-    if is_w3c_trace_id(&req.trace_id) {
-        let span: u64 = rand_span_id();
-        if let Ok(v) = format!("00-{}-{span:016x}-01", req.trace_id).parse() {
-            meta.insert(TRACEPARENT_HEADER, v);
-        }
-    }
-    grpc
-}
-
-/// Whether `id` can stand in a W3C `traceparent` (32 lowercase hex, not all zero).
-pub(crate) fn is_w3c_trace_id(id: &str) -> bool {
-    id.len() == 32
-        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && id.bytes().any(|b| b != b'0')
-}
-
-fn rand_span_id() -> u64 {
-    let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
-    (hi ^ lo).max(1)
-}
-
 async fn stream_frames(
     ctx: &RelayContext,
     req: &Pending,
@@ -443,7 +395,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
         let mut client = lease.worker().client.clone();
         let call = async {
             let mut stream = client
-                .synthesize(grpc_request(ctx, req))
+                .synthesize(grpc::synthesize_request(&ctx.pool, req))
                 .await?
                 .into_inner();
             let first = stream.message().await?;
@@ -465,7 +417,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
                     ctx.first_frame_timeout
                 ),
             ),
-            Ok(Err(status)) => failed(&status),
+            Ok(Err(status)) => grpc::failure(&status),
         };
         let url = lease.worker().url.clone();
         let reason = match &failure {
@@ -507,7 +459,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
 /// 10 to 50 ms, so that requests failed by the same event do not all land
 /// on the next worker at once.
 fn retry_pause() -> std::time::Duration {
-    let spread = rand_span_id() % 41;
+    let spread = grpc::random_id() % 41;
     std::time::Duration::from_millis(10 + spread)
 }
 
@@ -608,7 +560,7 @@ async fn play(
             _ = stop.stopped() => return stop_ending(stop),
             m = tokio::time::timeout(progress, source.next()) => match m {
                 Ok(Ok(m)) => m,
-                Ok(Err(status)) => return failed(&status),
+                Ok(Err(status)) => return grpc::failure(&status),
                 Err(_) => {
                     return Ending::Failed(
                         ErrorCode::WorkerUnavailable,
@@ -748,85 +700,5 @@ fn not_queued(ctx: &RelayContext, req: &Pending, stop: &Stop, queued: Queued) ->
             Ending::Disconnected
         }
         Queued::Sent { .. } | Queued::Stopped => stop_ending(stop),
-    }
-}
-
-/// Maps a worker status to the client's error code: the worker's own
-/// `tts-error-code` when it sent one. A status without one did not come
-/// from the worker's service but from the way there (connection refused or
-/// reset, HTTP/2 error, a header too large, a crash mid-stream): the
-/// worker is unavailable.
-fn failed(status: &Status) -> Ending {
-    let header = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok());
-    match header(ERROR_CODE_HEADER).and_then(ErrorCode::from_wire) {
-        Some(ErrorCode::Overloaded) => Ending::Refused {
-            message: status.message().to_owned(),
-            retry_after_ms: header(RETRY_AFTER_HEADER).and_then(|v| v.parse().ok()),
-        },
-        Some(code) => Ending::Failed(code, status.message().to_owned()),
-        None => Ending::Failed(
-            ErrorCode::WorkerUnavailable,
-            format!("worker unavailable: {}", status.message()),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_codes_win_over_grpc_codes() {
-        let mut status = Status::invalid_argument("too long");
-        status.metadata_mut().insert(
-            ERROR_CODE_HEADER,
-            tonic::metadata::MetadataValue::from_static("text_too_long"),
-        );
-        assert!(matches!(
-            failed(&status),
-            Ending::Failed(ErrorCode::TextTooLong, _)
-        ));
-        // Whatever the transport says, without the worker's own code.
-        for status in [
-            Status::unavailable("tcp connect error"),
-            Status::internal("h2 protocol error: stream reset"),
-            Status::unknown("transport error"),
-            Status::resource_exhausted("header list too large"),
-        ] {
-            assert!(
-                matches!(
-                    failed(&status),
-                    Ending::Failed(ErrorCode::WorkerUnavailable, _)
-                ),
-                "{status:?}"
-            );
-        }
-        let mut refused = Status::resource_exhausted("at capacity");
-        let meta = refused.metadata_mut();
-        meta.insert(ERROR_CODE_HEADER, "overloaded".parse().expect("ascii"));
-        meta.insert(RETRY_AFTER_HEADER, "350".parse().expect("ascii"));
-        assert!(matches!(
-            failed(&refused),
-            Ending::Refused {
-                retry_after_ms: Some(350),
-                ..
-            }
-        ));
-        let mut internal = Status::internal("the engine failed");
-        internal
-            .metadata_mut()
-            .insert(ERROR_CODE_HEADER, "internal".parse().expect("ascii"));
-        assert!(matches!(
-            failed(&internal),
-            Ending::Failed(ErrorCode::Internal, _)
-        ));
-    }
-
-    #[test]
-    fn only_w3c_trace_ids_travel_as_traceparent() {
-        assert!(is_w3c_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert!(!is_w3c_trace_id("00000000000000000000000000000000"));
-        assert!(!is_w3c_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736"));
-        assert!(!is_w3c_trace_id("abc"));
     }
 }

@@ -1,0 +1,149 @@
+//! The relay's side of the gRPC boundary: the requests it sends a worker
+//! and what a worker's status means for the client. Codes, delivery and
+//! retry hints are read and written through `tts_proto::convert`.
+
+use tonic::Status;
+use tts_proto::convert;
+use tts_proto::v1::{SynthesizeRequest, Voice};
+use tts_proto::{REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
+
+use super::{Ending, Pending};
+use crate::pool::Pool;
+use crate::protocol::{ErrorCode, VoiceEntry};
+
+/// A request's `Synthesize` call: its text and options, with the worker
+/// token, its ids and, for a W3C-shaped trace id, a `traceparent`.
+pub(super) fn synthesize_request(pool: &Pool, req: &Pending) -> tonic::Request<SynthesizeRequest> {
+    let mut grpc = pool.request(SynthesizeRequest {
+        text: req.text.clone(),
+        voice: req.voice.clone().unwrap_or_default(),
+        request_id: req.request_id.clone(),
+        trace_id: req.trace_id.clone(),
+        session_id: req.session_id.clone(),
+        delivery: convert::delivery_to_wire(req.delivery) as i32,
+        speed: req.options.speed,
+        noise_scale: req.options.noise_scale,
+        noise_w: req.options.noise_w,
+        timestamps: req.options.timestamps,
+    });
+    let meta = grpc.metadata_mut();
+    if let Ok(v) = req.request_id.parse() {
+        meta.insert(REQUEST_ID_HEADER, v);
+    }
+    if let Ok(v) = req.trace_id.parse() {
+        meta.insert(TRACE_ID_HEADER, v);
+    }
+    if is_w3c_trace_id(&req.trace_id) {
+        let span = random_id();
+        if let Ok(v) = format!("00-{}-{span:016x}-01", req.trace_id).parse() {
+            meta.insert(TRACEPARENT_HEADER, v);
+        }
+    }
+    grpc
+}
+
+/// A worker's voice as clients see it listed.
+pub(crate) fn voice_entry(v: Voice) -> VoiceEntry {
+    VoiceEntry {
+        name: v.name,
+        engine: v.engine,
+        language: v.language,
+        native_sample_rate: v.native_sample_rate,
+        streaming: v.streaming,
+        timestamps: v.timestamps,
+    }
+}
+
+/// Maps a worker status to the client's error code: the worker's own
+/// `tts-error-code` when it sent one. A status without one did not come
+/// from the worker's service but from the way there (connection refused or
+/// reset, HTTP/2 error, a header too large, a crash mid-stream): the
+/// worker is unavailable.
+pub(super) fn failure(status: &Status) -> Ending {
+    match convert::error_code(status) {
+        Some(ErrorCode::Overloaded) => Ending::Refused {
+            message: status.message().to_owned(),
+            retry_after_ms: convert::retry_after_ms(status),
+        },
+        Some(code) => Ending::Failed(code, status.message().to_owned()),
+        None => Ending::Failed(
+            ErrorCode::WorkerUnavailable,
+            format!("worker unavailable: {}", status.message()),
+        ),
+    }
+}
+
+/// Whether `id` can stand in a W3C `traceparent` (32 lowercase hex, not all zero).
+pub(crate) fn is_w3c_trace_id(id: &str) -> bool {
+    id.len() == 32
+        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && id.bytes().any(|b| b != b'0')
+}
+
+/// A random non-zero 64-bit number (a span id, a jitter).
+pub(super) fn random_id() -> u64 {
+    let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+    (hi ^ lo).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use tts_proto::{ERROR_CODE_HEADER, RETRY_AFTER_HEADER};
+
+    use super::*;
+
+    #[test]
+    fn worker_codes_win_over_grpc_codes() {
+        let mut status = Status::invalid_argument("too long");
+        status.metadata_mut().insert(
+            ERROR_CODE_HEADER,
+            tonic::metadata::MetadataValue::from_static("text_too_long"),
+        );
+        assert!(matches!(
+            failure(&status),
+            Ending::Failed(ErrorCode::TextTooLong, _)
+        ));
+        // Whatever the transport says, without the worker's own code.
+        for status in [
+            Status::unavailable("tcp connect error"),
+            Status::internal("h2 protocol error: stream reset"),
+            Status::unknown("transport error"),
+            Status::resource_exhausted("header list too large"),
+        ] {
+            assert!(
+                matches!(
+                    failure(&status),
+                    Ending::Failed(ErrorCode::WorkerUnavailable, _)
+                ),
+                "{status:?}"
+            );
+        }
+        let mut refused = Status::resource_exhausted("at capacity");
+        let meta = refused.metadata_mut();
+        meta.insert(ERROR_CODE_HEADER, "overloaded".parse().expect("ascii"));
+        meta.insert(RETRY_AFTER_HEADER, "350".parse().expect("ascii"));
+        assert!(matches!(
+            failure(&refused),
+            Ending::Refused {
+                retry_after_ms: Some(350),
+                ..
+            }
+        ));
+        let mut internal = Status::internal("the engine failed");
+        internal
+            .metadata_mut()
+            .insert(ERROR_CODE_HEADER, "internal".parse().expect("ascii"));
+        assert!(matches!(
+            failure(&internal),
+            Ending::Failed(ErrorCode::Internal, _)
+        ));
+    }
+
+    #[test]
+    fn only_w3c_trace_ids_travel_as_traceparent() {
+        assert!(is_w3c_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(!is_w3c_trace_id("00000000000000000000000000000000"));
+        assert!(!is_w3c_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736"));
+        assert!(!is_w3c_trace_id("abc"));
+    }
+}
