@@ -54,6 +54,7 @@ pub mod alloc;
 pub mod audio;
 mod auth;
 pub mod config;
+mod drain;
 pub mod engine;
 mod error;
 pub mod gpu;
@@ -67,8 +68,8 @@ mod tls;
 mod watchdog;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -80,9 +81,10 @@ use tracing::{error, info, warn};
 use tts_proto::v1::tts_server::TtsServer;
 
 pub use config::{EngineKind, ServerConfig, WorkerConfig};
+use drain::Drain;
 use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
 pub use error::WorkerError;
-use service::{Loaded, TtsService};
+use service::{Loaded, LoadedVoices, TtsService};
 use synth::{PoolConfig, SynthPool};
 
 /// Name of the espeak-ng formant voice.
@@ -92,13 +94,16 @@ pub const FIXED_COST_VOICE: &str = "fixed-cost";
 /// How long the synthesis threads get at exit to finish their step and
 /// release their sessions.
 const SESSIONS_RELEASE: Duration = Duration::from_secs(5);
+/// How long the streams ended at the end of the grace period get to hand
+/// their statuses to the transport.
+const FORCED_STATUSES: Duration = Duration::from_millis(300);
 pub use tts_proto::HEALTH_SERVICE;
 
 /// A worker: its configuration and, once loaded, its voices.
 pub struct Worker {
     config: WorkerConfig,
     server: ServerConfig,
-    loaded: Arc<OnceLock<Loaded>>,
+    loaded: Arc<LoadedVoices>,
     /// The GPUs, with `--device cuda` (refreshed while serving).
     gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
 }
@@ -122,7 +127,7 @@ impl Worker {
         Ok(Self {
             config,
             server: ServerConfig::default(),
-            loaded: Arc::new(OnceLock::new()),
+            loaded: Arc::new(LoadedVoices::new()),
             gpus: Arc::new(std::sync::Mutex::new(gpus)),
         })
     }
@@ -140,7 +145,7 @@ impl Worker {
     pub fn load(config: &WorkerConfig) -> Result<Self, WorkerError> {
         let worker = Self::new(config.clone())?;
         let loaded = load_voices(&worker.config)?;
-        let _ = worker.loaded.set(loaded);
+        worker.loaded.set(loaded);
         Ok(worker)
     }
 
@@ -164,6 +169,7 @@ impl Worker {
         };
         health.set(ServingStatus::NotServing).await;
         let draining = Arc::new(AtomicBool::new(false));
+        let streams = Drain::new();
         let service = TtsService {
             loaded: Arc::clone(&self.loaded),
             max_text_chars: self.config.max_text_chars,
@@ -174,6 +180,7 @@ impl Worker {
             device: self.config.device,
             gpus: Arc::clone(&self.gpus),
             faults: worker_faults(&self.config),
+            drain: streams.clone(),
         };
         let stopping = CancellationToken::new();
         if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
@@ -236,8 +243,9 @@ impl Worker {
                 warn!(grace_secs = grace.as_secs_f64(), "grace period over; ending streams with worker_unavailable");
                 if let Some(loaded) = self.loaded.get() {
                     loaded.pool.force_stop();
-                    // Long enough for the statuses to reach the wire.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    // Each response stream ends with its status; wait for
+                    // the last (a stream whose client is gone may never).
+                    let _ = tokio::time::timeout(FORCED_STATUSES, streams.idle()).await;
                 }
             }
         }
@@ -269,7 +277,7 @@ impl Worker {
                 .map_err(|e| EngineError::Runtime(format!("loading task: {e}")))?;
             match loaded {
                 Ok(loaded) => {
-                    let _ = self.loaded.set(loaded);
+                    self.loaded.set(loaded);
                 }
                 Err(e) => {
                     error!(error = %e, "cannot load the voices");
@@ -289,7 +297,7 @@ async fn watch_gpu(
     device: u32,
     min_free_mb: u64,
     gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
-    loaded: Arc<OnceLock<Loaded>>,
+    loaded: Arc<LoadedVoices>,
     health: Health,
     stop: CancellationToken,
 ) {

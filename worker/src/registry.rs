@@ -3,7 +3,7 @@
 //! worker drains. Redis being away only delays the entry: the worker
 //! serves on, and the heartbeat reconnects by itself.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -11,41 +11,45 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tts_proto::registry::{Entry, key};
 
-use crate::service::Loaded;
+use crate::service::LoadedVoices;
 
 /// Keeps this worker's entry alive until `stop`, then deletes it.
 pub(crate) async fn announce(
     redis_url: String,
     url: String,
     ttl: Duration,
-    loaded: Arc<OnceLock<Loaded>>,
+    voices: Arc<LoadedVoices>,
     stop: CancellationToken,
 ) {
     let mut conn: Option<ConnectionManager> = None;
     let mut written = false;
     let mut failing = false;
+    // Nothing to announce until the voices are loaded.
+    let loaded = tokio::select! {
+        _ = stop.cancelled() => return,
+        loaded = voices.wait() => loaded,
+    };
+    let Some(loaded) = loaded else { return };
+    let entry = Entry {
+        url: url.clone(),
+        voices: crate::service::voice_names(loaded),
+        threads: loaded.pool.threads() as u32,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+    .to_json();
+    // The first announcement follows readiness at once (an interval's
+    // first tick is immediate).
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Until the voices are loaded, look often: the first announcement
-        // follows readiness closely (an interval's first tick is at once).
-        let ready = loaded.get().is_some();
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick(), if ready => {}
-            _ = tokio::time::sleep(Duration::from_millis(50)), if !ready => {}
+            _ = tick.tick() => {}
         }
-        let Some(loaded) = loaded.get() else { continue };
-        let entry = Entry {
-            url: url.clone(),
-            voices: crate::service::voice_names(loaded),
-            threads: loaded.pool.threads() as u32,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
         let result = match connection(&redis_url, &mut conn).await {
             Ok(c) => redis::cmd("SET")
                 .arg(key(&url))
-                .arg(entry.to_json())
+                .arg(&entry)
                 .arg("PX")
                 .arg(ttl.as_millis() as u64)
                 .query_async::<()>(c)

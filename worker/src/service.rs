@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use std::future::Future;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -24,6 +24,7 @@ use tts_proto::{
 };
 use tts_telemetry::faults::{Component, Faults};
 
+use crate::drain::{Drain, DrainGuard};
 use crate::engine::Voice;
 use crate::metrics;
 use crate::sched::Delivery;
@@ -38,6 +39,41 @@ pub(crate) struct Loaded {
     /// espeak-ng's languages, offered as voices `espeak-<language>`, with
     /// the identifiers of the espeak-ng voices that speak them.
     pub(crate) espeak_languages: Vec<(String, String)>,
+}
+
+/// The voices once loaded, and a signal for whoever waits for them.
+pub(crate) struct LoadedVoices {
+    loaded: OnceLock<Loaded>,
+    /// Whether `loaded` is set; one value, overwritten.
+    ready: watch::Sender<bool>,
+}
+
+impl LoadedVoices {
+    pub(crate) fn new() -> Self {
+        Self {
+            loaded: OnceLock::new(),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    /// The voices, once loaded.
+    pub(crate) fn get(&self) -> Option<&Loaded> {
+        self.loaded.get()
+    }
+
+    /// The voices are loaded (a second set is ignored).
+    pub(crate) fn set(&self, loaded: Loaded) {
+        let _ = self.loaded.set(loaded);
+        self.ready.send_replace(true);
+    }
+
+    /// Resolves with the voices once they are loaded.
+    pub(crate) async fn wait(&self) -> Option<&Loaded> {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = ready.wait_for(|r| *r).await;
+        self.loaded.get()
+    }
 }
 
 /// The prefix of the voices that are espeak-ng languages.
@@ -67,7 +103,7 @@ impl Loaded {
 
 /// Serves synthesis requests from the pool.
 pub struct TtsService {
-    pub(crate) loaded: Arc<OnceLock<Loaded>>,
+    pub(crate) loaded: Arc<LoadedVoices>,
     pub(crate) max_text_chars: usize,
     pub(crate) stream_queue_frames: usize,
     pub(crate) draining: Arc<AtomicBool>,
@@ -80,6 +116,8 @@ pub struct TtsService {
     pub(crate) gpus: Arc<std::sync::Mutex<Vec<crate::gpu::GpuInfo>>>,
     /// Injected faults, reported by `GetLoad`.
     pub(crate) faults: Arc<Faults>,
+    /// Counts the response streams in progress.
+    pub(crate) drain: Drain,
 }
 
 /// A status whose `tts-error-code` metadata names the client-facing code.
@@ -236,6 +274,7 @@ impl Tts for TtsService {
             ids,
             frames: 0,
             done: false,
+            _drain: self.drain.guard(),
         })))
     }
 
@@ -318,6 +357,8 @@ struct FrameStream {
     ids: RequestIds,
     frames: u32,
     done: bool,
+    /// Counts the stream as in progress until it is dropped.
+    _drain: DrainGuard,
 }
 
 impl Stream for FrameStream {

@@ -16,10 +16,11 @@ mod admit;
 mod pacer;
 mod thread;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ use tts_telemetry::faults::Faults;
 
 pub use admit::SubmitError;
 use admit::{Estimate, Ratio};
-use thread::{Job, SynthThread};
+use thread::Job;
 
 use crate::audio::Frame;
 use crate::engine::{EngineError, Voice};
@@ -137,6 +138,9 @@ pub struct SynthPool {
     force: CancellationToken,
     /// The synthesis threads, joined by [`close`](Self::close).
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Disconnects once every synthesis thread has ended (each holds a
+    /// sender; nothing is ever sent).
+    exits: Mutex<Receiver<Infallible>>,
 }
 
 impl SynthPool {
@@ -163,28 +167,18 @@ impl SynthPool {
             faults: Arc::clone(&config.faults),
             progress: Progress::new(threads),
         });
-        let (ready_tx, ready_rx) = channel();
-        let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let voices: Vec<Arc<dyn Voice>> = voices.to_vec();
-            let shared = Arc::clone(&shared);
-            let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("synth-{i}"))
-                .spawn(move || match SynthThread::new(i, &voices) {
-                    Ok(mut t) => {
-                        let _ = ready.send(t.warm_up(&voices));
-                        drop(ready);
-                        t.serve(&shared);
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                })
-                .map_err(|e| EngineError::Runtime(format!("spawning a synthesis thread: {e}")))?;
-            handles.push(handle);
-        }
-        drop(ready_tx);
+        // Each thread reports its warm-up once (one message per thread),
+        // and holds a sender of the exit channel, which carries nothing: it
+        // disconnects when the last thread has ended.
+        let (ready_tx, ready_rx) = sync_channel(threads);
+        let (exit_tx, exits) = sync_channel::<Infallible>(0);
+        let handles = (0..threads)
+            .map(|i| {
+                let (ready, exit) = (ready_tx.clone(), exit_tx.clone());
+                thread::spawn(i, voices.to_vec(), Arc::clone(&shared), ready, exit)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        drop((ready_tx, exit_tx));
         let mut state = shared.lock();
         for measured in ready_rx.iter().take(threads) {
             for (estimate, m) in state.estimates.iter_mut().zip(measured?) {
@@ -213,6 +207,7 @@ impl SynthPool {
             draining: AtomicBool::new(false),
             force: CancellationToken::new(),
             threads: Mutex::new(handles),
+            exits: Mutex::new(exits),
         }))
     }
 
@@ -223,14 +218,11 @@ impl SynthPool {
     pub fn close(&self, limit: Duration) -> bool {
         self.shared.lock().closed = true;
         self.shared.ready.notify_all();
-        let deadline = Instant::now() + limit;
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        while threads.iter().any(|t| !t.is_finished()) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let exits = self.exits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(RecvTimeoutError::Timeout) = exits.recv_timeout(limit) {
+            return false;
         }
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         for t in threads.drain(..) {
             let _ = t.join();
         }

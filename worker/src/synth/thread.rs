@@ -3,7 +3,10 @@
 //! frames the audio and hands the frames to the request's pacer.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -114,6 +117,34 @@ pub(super) struct SynthThread {
     /// voice streams inside clauses, so its steps are decoder windows).
     batchable: Vec<bool>,
     resampled: Vec<f32>,
+}
+
+/// Starts synthesis thread `index`: it builds its synthesisers and warms
+/// them up, reports that on `ready`, then serves steps until the pool
+/// closes. It drops `exit` as it ends.
+pub(super) fn spawn(
+    index: usize,
+    voices: Vec<Arc<dyn Voice>>,
+    shared: Arc<Shared>,
+    ready: SyncSender<Result<Vec<Measured>, EngineError>>,
+    exit: SyncSender<Infallible>,
+) -> Result<JoinHandle<()>, EngineError> {
+    std::thread::Builder::new()
+        .name(format!("synth-{index}"))
+        .spawn(move || {
+            let _exit = exit;
+            match SynthThread::new(index, &voices) {
+                Ok(mut t) => {
+                    let _ = ready.send(t.warm_up(&voices));
+                    drop(ready);
+                    t.serve(&shared);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| EngineError::Runtime(format!("spawning a synthesis thread: {e}")))
 }
 
 impl SynthThread {
