@@ -10,6 +10,7 @@ mod codec;
 mod format;
 mod quality;
 mod resample;
+mod validate;
 
 pub use codec::{CodecError, FrameHeader, decode_frame, encode_frame};
 pub use format::{
@@ -18,9 +19,10 @@ pub use format::{
 };
 pub use quality::{
     CLIP_RUN, DC_LIMIT, DEAD_AIR_MS, Events, FrameError, LEADING_SILENCE_MS, Monitor, Quality,
-    QualityEvent, QualityStats, SILENCE_MAGNITUDE, Tally, Validator, analyse,
+    QualityEvent, QualityStats, SILENCE_MAGNITUDE, analyse,
 };
 pub use resample::{ResampleError, Resampler};
+pub use validate::{Tally, Validator};
 
 /// Output sample rate of the whole pipeline, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;

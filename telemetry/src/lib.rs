@@ -5,6 +5,7 @@
 //! profiles on demand.
 
 pub mod admin;
+pub mod events;
 pub mod exit;
 pub mod faults;
 pub mod logging;
@@ -14,5 +15,5 @@ pub mod profile;
 pub mod signal;
 
 pub use admin::AdminConfig;
-pub use logging::init_logging;
+pub use logging::{SpanIds, init_logging};
 pub use metrics::{MetricsHandle, install_metrics, serve_metrics};
