@@ -239,14 +239,7 @@ impl OrchestratorConfig {
     /// Checks values that flags' types cannot.
     pub fn validate(&self) -> Result<(), String> {
         self.admin.validate()?;
-        for url in &self.static_workers() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("--worker {url:?} must be an http:// URL"));
-            }
-            if url.starts_with("https://") && self.worker_ca.is_none() {
-                return Err("an https:// --worker needs --worker-ca".into());
-            }
-        }
+        self.validate_workers()?;
         if self.phrase_cache && self.redis_url.is_none() {
             return Err("--phrase-cache needs --redis-url".into());
         }
@@ -259,6 +252,36 @@ impl OrchestratorConfig {
         if self.breaker_failures == 0 {
             return Err("--breaker-failures must be at least 1".into());
         }
+        self.validate_counts()?;
+        for (name, token) in [
+            ("--auth-token", &self.auth_token),
+            ("--worker-auth-token", &self.worker_auth_token),
+        ] {
+            if token.as_deref() == Some("") {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        if self.grpc_stream_window_bytes < 4096 {
+            return Err("--grpc-stream-window-bytes must be at least 4096".into());
+        }
+        self.validate_durations()
+    }
+
+    /// Worker URLs: `http://`, or `https://` with a CA to check them.
+    fn validate_workers(&self) -> Result<(), String> {
+        for url in &self.static_workers() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("--worker {url:?} must be an http:// URL"));
+            }
+            if url.starts_with("https://") && self.worker_ca.is_none() {
+                return Err("an https:// --worker needs --worker-ca".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Bounds that must be at least 1.
+    fn validate_counts(&self) -> Result<(), String> {
         for (name, value) in [
             ("--max-text-chars", self.max_text_chars),
             ("--client-queue-frames", self.client_queue_frames),
@@ -283,17 +306,11 @@ impl OrchestratorConfig {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        for (name, token) in [
-            ("--auth-token", &self.auth_token),
-            ("--worker-auth-token", &self.worker_auth_token),
-        ] {
-            if token.as_deref() == Some("") {
-                return Err(format!("{name} must not be empty"));
-            }
-        }
-        if self.grpc_stream_window_bytes < 4096 {
-            return Err("--grpc-stream-window-bytes must be at least 4096".into());
-        }
+        Ok(())
+    }
+
+    /// Timeouts and periods, which must be positive.
+    fn validate_durations(&self) -> Result<(), String> {
         for (name, secs) in [
             ("--handshake-timeout-secs", self.handshake_timeout_secs),
             ("--idle-timeout-secs", self.idle_timeout_secs),

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use metrics::Unit;
 use tts_frame::{Encoding, Events, FrameError, QualityEvent, QualityStats};
 use tts_protocol::{ErrorCode, Outcome};
 
@@ -126,134 +127,236 @@ impl RelayStats {
     }
 }
 
+/// One metric's description: what promtool and dashboards show.
+#[derive(Debug, Clone, Copy)]
+struct Description {
+    name: &'static str,
+    kind: Kind,
+    unit: Option<Unit>,
+    help: &'static str,
+}
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Description {
+    Description {
+        name,
+        kind: Kind::Counter,
+        unit: None,
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Description {
+    Description {
+        kind: Kind::Gauge,
+        ..counter(name, help)
+    }
+}
+
+const fn histogram(name: &'static str, help: &'static str) -> Description {
+    Description {
+        kind: Kind::Histogram,
+        ..counter(name, help)
+    }
+}
+
+impl Description {
+    const fn in_unit(self, unit: Unit) -> Self {
+        Self {
+            unit: Some(unit),
+            ..self
+        }
+    }
+}
+
+/// Every metric, described.
+const DESCRIPTIONS: &[Description] = &[
+    gauge(CONNECTIONS, "Open WebSocket connections."),
+    counter(CONNECTIONS_TOTAL, "WebSocket connections accepted."),
+    counter(REQUESTS, "Requests by outcome and error code."),
+    counter(
+        CONNECTIONS_REFUSED,
+        "Connections closed before a WebSocket session, by reason.",
+    ),
+    counter(
+        SERVER_CLOSES,
+        "WebSocket sessions the server closed, by close code.",
+    ),
+    counter(
+        MESSAGES_DROPPED,
+        "Messages for a client dropped because it was not reading, by kind.",
+    ),
+    gauge(INFLIGHT, "Requests in flight."),
+    counter(FRAMES, "Frames by hop and validation result."),
+    counter(
+        QUALITY_EVENTS,
+        "Quality events in streams from the worker, by kind.",
+    ),
+    counter(
+        PAYLOAD_BYTES,
+        "Audio payload bytes encoded for clients, by encoding and API.",
+    )
+    .in_unit(Unit::Bytes),
+    histogram(FRAME_LEVEL, "RMS level of frames from the worker, dBFS."),
+    histogram(
+        TIME_TO_FIRST_AUDIO,
+        "Synthesize received to first frame sent.",
+    )
+    .in_unit(Unit::Seconds),
+    histogram(
+        CONTEXT_FIRST_AUDIO,
+        "Append that completed a context's first clause to its first frame sent.",
+    )
+    .in_unit(Unit::Seconds),
+    histogram(
+        WORKER_HOP_LATENCY,
+        "Worker frame stamp to orchestrator receipt.",
+    )
+    .in_unit(Unit::Seconds),
+    histogram(
+        RELAY_LATENCY,
+        "Orchestrator receipt of a frame to its send.",
+    )
+    .in_unit(Unit::Seconds),
+    histogram(
+        FRAME_GAP,
+        "Time between consecutive frames of a stream at send.",
+    )
+    .in_unit(Unit::Seconds),
+    histogram(
+        QUEUE_DEPTH,
+        "Frames queued for a connection, sampled on enqueue.",
+    ),
+    histogram(BACKPRESSURE, "Waits for room in a full connection queue.").in_unit(Unit::Seconds),
+    gauge(BUILD_INFO, "Build information; always 1."),
+    gauge(
+        WORKER_SERVING,
+        "1 while the worker answers its health check with SERVING.",
+    ),
+    gauge(READY, "1 while the orchestrator takes requests."),
+    gauge(
+        WORKER_BREAKER,
+        "Worker circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ),
+    gauge(
+        WORKER_UTILISATION,
+        "Worker's reported share of its synthesis threads in use.",
+    ),
+    gauge(WORKERS_SERVING, "Workers answering as serving."),
+    counter(PHRASE_CACHE_LOOKUPS, "Phrase cache lookups by result."),
+    counter(PHRASE_CACHE_STORES, "Phrase cache stores by result."),
+    counter(
+        PHRASE_CACHE_EVICTIONS,
+        "Phrase cache entries evicted for the byte bound.",
+    ),
+    gauge(
+        PHRASE_CACHE_BYTES,
+        "Bytes of cached audio after the last store.",
+    )
+    .in_unit(Unit::Bytes),
+    counter(
+        RETRIES,
+        "Requests retried on another worker before their first frame, by reason.",
+    ),
+    counter(
+        REGISTRY_EVENTS,
+        "Workers added to or expired from the registry.",
+    ),
+];
+
 /// Registers the help text of every metric (promtool requires it).
 pub(crate) fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
-    describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted.");
-    describe_counter!(REQUESTS, "Requests by outcome and error code.");
-    describe_counter!(
-        CONNECTIONS_REFUSED,
-        "Connections closed before a WebSocket session, by reason."
-    );
-    describe_counter!(
-        SERVER_CLOSES,
-        "WebSocket sessions the server closed, by close code."
-    );
-    describe_counter!(
-        MESSAGES_DROPPED,
-        "Messages for a client dropped because it was not reading, by kind."
-    );
-    describe_gauge!(INFLIGHT, "Requests in flight.");
-    describe_counter!(FRAMES, "Frames by hop and validation result.");
-    describe_counter!(
-        QUALITY_EVENTS,
-        "Quality events in streams from the worker, by kind."
-    );
-    describe_counter!(
-        PAYLOAD_BYTES,
-        Unit::Bytes,
-        "Audio payload bytes encoded for clients, by encoding and API."
-    );
-    describe_histogram!(FRAME_LEVEL, "RMS level of frames from the worker, dBFS.");
-    describe_histogram!(
-        TIME_TO_FIRST_AUDIO,
-        Unit::Seconds,
-        "Synthesize received to first frame sent."
-    );
-    describe_histogram!(
-        CONTEXT_FIRST_AUDIO,
-        Unit::Seconds,
-        "Append that completed a context's first clause to its first frame sent."
-    );
-    describe_histogram!(
-        WORKER_HOP_LATENCY,
-        Unit::Seconds,
-        "Worker frame stamp to orchestrator receipt."
-    );
-    describe_histogram!(
-        RELAY_LATENCY,
-        Unit::Seconds,
-        "Orchestrator receipt of a frame to its send."
-    );
-    describe_histogram!(
-        FRAME_GAP,
-        Unit::Seconds,
-        "Time between consecutive frames of a stream at send."
-    );
-    describe_histogram!(
-        QUEUE_DEPTH,
-        "Frames queued for a connection, sampled on enqueue."
-    );
-    describe_histogram!(
-        BACKPRESSURE,
-        Unit::Seconds,
-        "Waits for room in a full connection queue."
-    );
-    describe_gauge!(BUILD_INFO, "Build information; always 1.");
-    describe_gauge!(
-        WORKER_SERVING,
-        "1 while the worker answers its health check with SERVING."
-    );
-    describe_gauge!(READY, "1 while the orchestrator takes requests.");
-    describe_gauge!(
-        WORKER_BREAKER,
-        "Worker circuit breaker: 0 closed, 1 half-open, 2 open."
-    );
-    describe_gauge!(
-        WORKER_UTILISATION,
-        "Worker's reported share of its synthesis threads in use."
-    );
-    describe_gauge!(WORKERS_SERVING, "Workers answering as serving.");
-    describe_counter!(PHRASE_CACHE_LOOKUPS, "Phrase cache lookups by result.");
-    describe_counter!(PHRASE_CACHE_STORES, "Phrase cache stores by result.");
-    describe_counter!(
-        PHRASE_CACHE_EVICTIONS,
-        "Phrase cache entries evicted for the byte bound."
-    );
-    describe_gauge!(
-        PHRASE_CACHE_BYTES,
-        Unit::Bytes,
-        "Bytes of cached audio after the last store."
-    );
-    describe_counter!(
-        RETRIES,
-        "Requests retried on another worker before their first frame, by reason."
-    );
-    describe_counter!(
-        REGISTRY_EVENTS,
-        "Workers added to or expired from the registry."
-    );
+    for &Description {
+        name,
+        kind,
+        unit,
+        help,
+    } in DESCRIPTIONS
+    {
+        match (kind, unit) {
+            (Kind::Counter, Some(unit)) => metrics::describe_counter!(name, unit, help),
+            (Kind::Counter, None) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Close codes the server sends.
 const CLOSE_CODES: [u16; 5] = [1000, 1001, 1007, 1008, 1009];
+
+/// Gauges that start at 0.
+const GAUGES_AT_ZERO: [&str; 6] = [
+    CONNECTIONS,
+    INFLIGHT,
+    WORKER_SERVING,
+    READY,
+    WORKERS_SERVING,
+    PHRASE_CACHE_BYTES,
+];
+
+/// Counters with one label: each value's series starts at 0.
+const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
+    (PHRASE_CACHE_LOOKUPS, "result", &["hit", "miss", "error"]),
+    (
+        PHRASE_CACHE_STORES,
+        "result",
+        &["stored", "too_big", "error"],
+    ),
+    (RETRIES, "reason", &["worker_unavailable", "overloaded"]),
+    (REGISTRY_EVENTS, "event", &["added", "expired"]),
+    (
+        CONNECTIONS_REFUSED,
+        "reason",
+        &[
+            "capacity",
+            "per_address",
+            "handshake_timeout",
+            "tls",
+            "auth",
+            "origin",
+        ],
+    ),
+    (MESSAGES_DROPPED, "kind", &["control", "last", "close"]),
+];
 
 /// Registers every metric and creates every known series at 0, so that
 /// dashboards and alerts see a zero before the first incident.
 pub(crate) fn started() {
     describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    metrics::gauge!(CONNECTIONS).set(0.0);
-    metrics::gauge!(INFLIGHT).set(0.0);
-    metrics::gauge!(WORKER_SERVING).set(0.0);
-    metrics::gauge!(READY).set(0.0);
-    metrics::counter!(CONNECTIONS_TOTAL).absolute(0);
-    metrics::gauge!(WORKERS_SERVING).set(0.0);
-    for result in ["hit", "miss", "error"] {
-        metrics::counter!(PHRASE_CACHE_LOOKUPS, "result" => result).absolute(0);
+    for name in GAUGES_AT_ZERO {
+        metrics::gauge!(name).set(0.0);
     }
-    for result in ["stored", "too_big", "error"] {
-        metrics::counter!(PHRASE_CACHE_STORES, "result" => result).absolute(0);
+    for name in [CONNECTIONS_TOTAL, PHRASE_CACHE_EVICTIONS] {
+        metrics::counter!(name).absolute(0);
     }
-    metrics::counter!(PHRASE_CACHE_EVICTIONS).absolute(0);
-    metrics::gauge!(PHRASE_CACHE_BYTES).set(0.0);
-    for reason in ["worker_unavailable", "overloaded"] {
-        metrics::counter!(RETRIES, "reason" => reason).absolute(0);
+    for &(name, label, values) in LABELLED_COUNTERS {
+        for &value in values {
+            metrics::counter!(name, label => value).absolute(0);
+        }
     }
-    for event in ["added", "expired"] {
-        metrics::counter!(REGISTRY_EVENTS, "event" => event).absolute(0);
+    for code in CLOSE_CODES {
+        metrics::counter!(SERVER_CLOSES, "code" => code.to_string()).absolute(0);
     }
+    for event in QualityEvent::ALL {
+        metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
+    }
+    requests_at_zero();
+    frames_at_zero();
+}
+
+/// Every outcome of a request, with every code it can carry, at 0.
+fn requests_at_zero() {
     for outcome in [
         Outcome::Completed,
         Outcome::Cancelled,
@@ -265,22 +368,11 @@ pub(crate) fn started() {
         metrics::counter!(REQUESTS, "outcome" => code.outcome().as_str(), "code" => code.as_str())
             .absolute(0);
     }
-    for reason in [
-        "capacity",
-        "per_address",
-        "handshake_timeout",
-        "tls",
-        "auth",
-        "origin",
-    ] {
-        metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).absolute(0);
-    }
-    for code in CLOSE_CODES {
-        metrics::counter!(SERVER_CLOSES, "code" => code.to_string()).absolute(0);
-    }
-    for kind in ["control", "last", "close"] {
-        metrics::counter!(MESSAGES_DROPPED, "kind" => kind).absolute(0);
-    }
+}
+
+/// Every hop and result of a frame, and every encoding and API of the
+/// payload bytes, at 0.
+fn frames_at_zero() {
     for hop in ["worker_to_orchestrator", "phrase_cache_to_orchestrator"] {
         for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
             metrics::counter!(FRAMES, "hop" => hop, "result" => result).absolute(0);
@@ -289,9 +381,6 @@ pub(crate) fn started() {
     for result in ["ok", "dropped"] {
         metrics::counter!(FRAMES, "hop" => "orchestrator_to_client", "result" => result)
             .absolute(0);
-    }
-    for event in QualityEvent::ALL {
-        metrics::counter!(QUALITY_EVENTS, "kind" => event.as_str()).absolute(0);
     }
     for encoding in Encoding::ALL {
         for api in ["websocket", "http"] {
