@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::{Findings, Status};
-use crate::{Client, ClientError, Collector, FrameRecord, SynthesizeOptions};
+use crate::{Client, ClientError, Collector, FrameRecord, SynthesizeOptions, Utterance};
 
 /// The sentence spoken when none is given.
 pub const PROBE_TEXT: &str = "The quick brown fox jumps over the lazy dog.";
@@ -43,6 +43,12 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
     let utterance = client
         .collect(Collector::new(request_id, sent).record_frames())
         .await?;
+    Ok(findings(&utterance))
+}
+
+/// Every frame a row, anomalies flagged; `Fail` for failed checks, all
+/// silence or quality events, `Warn` for latency anomalies.
+fn findings(utterance: &Utterance) -> Findings {
     let frames = &utterance.frames;
     let latency: Vec<f64> = frames
         .iter()
@@ -63,7 +69,7 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
         .enumerate()
         .map(|(i, f)| row(f, flagged.contains(&i)))
         .collect();
-    Ok(Findings {
+    Findings {
         columns: [
             "seq",
             "rms dBFS",
@@ -97,7 +103,7 @@ pub async fn run(url: &str, text: &str) -> Result<Findings, ClientError> {
             "silent_frames": frames.iter().filter(|f| f.silent).count(),
             "time_to_first_audio_ms": report.time_to_first_audio_ms,
         }),
-    })
+    }
 }
 
 fn row(f: &FrameRecord, anomaly: bool) -> Vec<String> {

@@ -1,12 +1,10 @@
 //! `doctor rtt`: WebSocket ping round trips, and deep pings that also make a
 //! gRPC round trip to the worker.
 
-use std::time::Instant;
-
 use serde_json::json;
 
 use super::{Findings, Percentiles, Status};
-use crate::{Client, ClientError, Event, ServerMessage};
+use crate::{Client, ClientError};
 
 /// Sends `count` pings, then `count` deep pings, one at a time.
 pub async fn run(url: &str, count: u32) -> Result<Findings, ClientError> {
@@ -15,47 +13,50 @@ pub async fn run(url: &str, count: u32) -> Result<Findings, ClientError> {
     for id in 0..count {
         ws.push(client.ping(u64::from(id)).await?.as_secs_f64() * 1e3);
     }
-    let (mut deep, mut worker, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+    let deep = deep_pings(&mut client, count).await?;
+    Ok(findings(&ws, &deep))
+}
+
+/// Deep pings' round trips: the whole one and the worker's part, ms, and
+/// the worker health that was not `SERVING`.
+#[derive(Default)]
+struct Deep {
+    rtt_ms: Vec<f64>,
+    worker_ms: Vec<f64>,
+    bad: Vec<String>,
+}
+
+async fn deep_pings(client: &mut Client, count: u32) -> Result<Deep, ClientError> {
+    let mut deep = Deep::default();
     for id in 0..count {
-        let sent = Instant::now();
-        let id = format!("deep-{id}");
-        client
-            .send_json(&json!({"type": "ping", "id": id, "deep": true}))
-            .await?;
-        let (rtt_us, status) = loop {
-            if let Event::Message(ServerMessage::Pong {
-                id: got,
-                worker_rtt_us,
-                worker_status,
-                ..
-            }) = client.next_event().await?
-                && got == id.as_str()
-            {
-                break (worker_rtt_us, worker_status);
-            }
-        };
-        deep.push(sent.elapsed().as_secs_f64() * 1e3);
-        worker.push(rtt_us.unwrap_or(0) as f64 / 1e3);
-        let status = status.unwrap_or_else(|| "missing".to_owned());
+        let pong = client.deep_ping(&format!("deep-{id}")).await?;
+        deep.rtt_ms.push(pong.rtt.as_secs_f64() * 1e3);
+        deep.worker_ms
+            .push(pong.worker_rtt_us.unwrap_or(0) as f64 / 1e3);
+        let status = pong.worker_status.unwrap_or_else(|| "missing".to_owned());
         if status != "SERVING" {
-            bad.push(status);
+            deep.bad.push(status);
         }
     }
+    Ok(deep)
+}
+
+fn findings(ws: &[f64], deep: &Deep) -> Findings {
     let rows = [
-        ("websocket ping", Percentiles::of(&ws)),
-        ("deep ping (client → worker)", Percentiles::of(&deep)),
+        ("websocket ping", Percentiles::of(ws)),
+        ("deep ping (client → worker)", Percentiles::of(&deep.rtt_ms)),
         (
             "  of which orchestrator → worker gRPC",
-            Percentiles::of(&worker),
+            Percentiles::of(&deep.worker_ms),
         ),
     ];
-    let status = if !bad.is_empty() {
+    let status = if !deep.bad.is_empty() {
         Status::Fail
     } else {
         Status::Ok
     };
     let cell = |v: f64| format!("{v:.3}");
-    Ok(Findings {
+    Findings {
         columns: [
             "path", "count", "min ms", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms",
         ]
@@ -81,8 +82,8 @@ pub async fn run(url: &str, count: u32) -> Result<Findings, ClientError> {
             "websocket": rows[0].1,
             "deep": rows[1].1,
             "worker_grpc": rows[2].1,
-            "worker_errors": bad,
+            "worker_errors": deep.bad,
             "status": status,
         }),
-    })
+    }
 }

@@ -80,7 +80,6 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
         } = read_log(path)?;
         lines.extend(read.into_iter().map(|v| (path.clone(), v)));
     }
-    let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let requests: HashSet<String> = lines
         .iter()
         .filter(|(_, v)| v["trace_id"] == trace_id)
@@ -96,9 +95,19 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
         })
         .collect();
     picked.sort_by_key(|(at, _, _)| *at);
+    Ok(findings(trace_id, requests, steps(picked)))
+}
+
+fn field(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_owned()
+}
+
+/// The lines, sorted by time, as steps timed from the first and from the
+/// one before.
+fn steps(picked: Vec<(SystemTime, String, Value)>) -> Vec<Step> {
     let first = picked.first().map(|(at, _, _)| *at);
     let mut previous = first;
-    let steps: Vec<Step> = picked
+    picked
         .into_iter()
         .map(|(at, file, v)| {
             let since = |t: Option<SystemTime>| {
@@ -118,7 +127,11 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
             previous = Some(at);
             step
         })
-        .collect();
+        .collect()
+}
+
+/// The table and its JSON; `Fail` when no line has the trace.
+fn findings(trace_id: &str, requests: HashSet<String>, steps: Vec<Step>) -> Findings {
     let components: HashSet<&str> = steps.iter().map(|s| s.component.as_str()).collect();
     let status = if steps.is_empty() {
         Status::Fail
@@ -137,7 +150,7 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
             ]
         })
         .collect();
-    Ok(Findings {
+    Findings {
         columns: ["at ms", "step ms", "component", "message", "request"]
             .map(String::from)
             .to_vec(),
@@ -150,7 +163,7 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
             "requests": requests.into_iter().collect::<Vec<_>>(),
             "steps": steps,
         }),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -166,22 +166,8 @@ pub(crate) async fn observe(opts: &Options) -> Result<Observation, ObserveError>
         }
     };
     let ready = get_json(&admin, &format!("{base}/ready")).await.ok();
-    let seen = found.workers.into_iter().zip(metrics).zip(peaks);
-    let workers = futures::future::join_all(seen.map(
-        |(((url, _, device), metrics), peak_utilisation)| async move {
-            let load = get_load(&url, opts.worker_token.as_deref()).await;
-            let reach = reach(&url, &metrics, &load).await;
-            WorkerSeen {
-                url,
-                device,
-                metrics,
-                load,
-                reach,
-                peak_utilisation,
-            }
-        },
-    ))
-    .await;
+    let token = opts.worker_token.as_deref();
+    let workers = see_workers(found.workers, metrics, peaks, token).await;
     let redis = match redis_url {
         Some(url) => {
             let ping = redis_ping(&url).await;
@@ -197,6 +183,32 @@ pub(crate) async fn observe(opts: &Options) -> Result<Observation, ObserveError>
         pings,
         redis,
     })
+}
+
+/// Each worker as seen at the end of the window: its scrapes, its load,
+/// whether it answers, and its peak utilisation.
+async fn see_workers(
+    found: Vec<(String, Option<String>, String)>,
+    metrics: Vec<Scrapes>,
+    peaks: Vec<Option<f64>>,
+    token: Option<&str>,
+) -> Vec<WorkerSeen> {
+    let seen = found.into_iter().zip(metrics).zip(peaks);
+    futures::future::join_all(seen.map(
+        |(((url, _, device), metrics), peak_utilisation)| async move {
+            let load = get_load(&url, token).await;
+            let reach = reach(&url, &metrics, &load).await;
+            WorkerSeen {
+                url,
+                device,
+                metrics,
+                load,
+                reach,
+                peak_utilisation,
+            }
+        },
+    ))
+    .await
 }
 
 /// What runs during the window: deep pings through the WebSocket, and
