@@ -16,13 +16,13 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tts_frame::{Tally, Validator};
-use tts_proto::v1::SynthesizeRequest;
 use tts_proto::v1::tts_client::TtsClient;
 use tts_telemetry::MetricsHandle;
 
 use crate::config::OrchestratorConfig;
 use crate::metrics::RelayStats;
 use crate::pool::{Pool, Worker, WorkerStatus};
+use crate::relay::grpc::canary_request;
 
 /// The phrase the canary speaks.
 pub(crate) const CANARY_TEXT: &str = "Canary check.";
@@ -151,7 +151,7 @@ async fn check_worker(channel: Channel, url: &str) -> Check {
 async fn check_redis(url: &str) -> Check {
     let started = Instant::now();
     let ping = async {
-        let mut conn = tts_proto::registry::connect(url).await?;
+        let mut conn = tts_redis::connect(url).await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
@@ -209,20 +209,7 @@ fn check_memory(min_available_mb: u64) -> Check {
 /// clipped.
 pub(crate) async fn canary(client: &TtsClient<Channel>, token: Option<&str>) -> Check {
     let started = Instant::now();
-    let request = SynthesizeRequest {
-        text: CANARY_TEXT.into(),
-        request_id: format!("canary-{}", uuid::Uuid::new_v4().simple()),
-        trace_id: uuid::Uuid::new_v4().simple().to_string(),
-        session_id: "canary".into(),
-        voice: String::new(),
-        // The canary checks the audio, not its pace.
-        delivery: tts_proto::v1::Delivery::Fast as i32,
-        ..SynthesizeRequest::default()
-    };
-    let mut request = tonic::Request::new(request);
-    if let Some(auth) = crate::relay::bearer(token) {
-        request.metadata_mut().insert("authorization", auth);
-    }
+    let request = canary_request(CANARY_TEXT, crate::security::bearer(token));
     let mut client = client.clone();
     let run = async {
         let mut stream = client.synthesize(request).await?.into_inner();
@@ -415,10 +402,7 @@ async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo 
         gpus: Vec::new(),
         error: None,
     };
-    let mut request = tonic::Request::new(tts_proto::v1::ListVoicesRequest {});
-    if let Some(auth) = state.pool.auth() {
-        request.metadata_mut().insert("authorization", auth.clone());
-    }
+    let request = state.pool.request(tts_proto::v1::ListVoicesRequest {});
     let mut client = worker.client.clone();
     match tokio::time::timeout(Duration::from_secs(2), client.list_voices(request)).await {
         Ok(Ok(answer)) => {

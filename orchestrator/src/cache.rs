@@ -31,6 +31,7 @@ use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 use tts_proto::v1::AudioFrame;
+use tts_redis::keys::{PHRASE_INDEX, PHRASE_PREFIX, PHRASE_SIZES};
 
 use crate::metrics;
 use crate::pool::Pool;
@@ -47,9 +48,6 @@ const SEND_AHEAD: Duration = Duration::from_secs(1);
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
 /// The entry format's first bytes.
 const MAGIC: &[u8] = b"TTSPC2";
-const ENTRY_PREFIX: &str = "tts:phrase:";
-const INDEX: &str = "tts:phrase-index";
-const SIZES: &str = "tts:phrase-sizes";
 
 /// What the cache keeps and for how long.
 #[derive(Debug, Clone)]
@@ -111,7 +109,7 @@ impl PhraseCache {
         }
         let digest = hash.finalize();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("{ENTRY_PREFIX}{hex}"))
+        Some(format!("{PHRASE_PREFIX}{hex}"))
     }
 
     fn away(&self) -> bool {
@@ -129,7 +127,7 @@ impl PhraseCache {
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let made = tts_proto::registry::connect(&self.settings.redis_url).await?;
+        let made = tts_redis::connect(&self.settings.redis_url).await?;
         *conn = Some(made.clone());
         Ok(made)
     }
@@ -230,7 +228,7 @@ impl PhraseCache {
         let now_ms = epoch_ms();
         // Entries that expired by themselves leave the index and sizes.
         let expired: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(INDEX)
+            .arg(PHRASE_INDEX)
             .arg("-inf")
             .arg(now_ms)
             .query_async(&mut c)
@@ -239,17 +237,17 @@ impl PhraseCache {
         if !expired.is_empty() {
             redis::pipe()
                 .cmd("ZREM")
-                .arg(INDEX)
+                .arg(PHRASE_INDEX)
                 .arg(&expired)
                 .cmd("HDEL")
-                .arg(SIZES)
+                .arg(PHRASE_SIZES)
                 .arg(&expired)
                 .query_async::<()>(&mut c)
                 .await
                 .map_err(e)?;
         }
         let sizes: Vec<u64> = redis::cmd("HVALS")
-            .arg(SIZES)
+            .arg(PHRASE_SIZES)
             .query_async(&mut c)
             .await
             .map_err(e)?;
@@ -257,7 +255,7 @@ impl PhraseCache {
         // Evict the entries closest to expiry (the oldest) until it fits.
         while total + size > self.settings.max_bytes {
             let oldest: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
-                .arg(INDEX)
+                .arg(PHRASE_INDEX)
                 .query_async(&mut c)
                 .await
                 .map_err(e)?;
@@ -266,10 +264,10 @@ impl PhraseCache {
             };
             let (freed,): (Option<u64>,) = redis::pipe()
                 .cmd("HGET")
-                .arg(SIZES)
+                .arg(PHRASE_SIZES)
                 .arg(&victim)
                 .cmd("HDEL")
-                .arg(SIZES)
+                .arg(PHRASE_SIZES)
                 .arg(&victim)
                 .ignore()
                 .cmd("DEL")
@@ -289,11 +287,11 @@ impl PhraseCache {
             .arg("PX")
             .arg(ttl_ms)
             .cmd("ZADD")
-            .arg(INDEX)
+            .arg(PHRASE_INDEX)
             .arg(now_ms + ttl_ms)
             .arg(&rec.key)
             .cmd("HSET")
-            .arg(SIZES)
+            .arg(PHRASE_SIZES)
             .arg(&rec.key)
             .arg(size)
             .query_async::<()>(&mut c)

@@ -451,7 +451,7 @@ fn rand_serial() -> u32 {
 
 /// `GET /v1/voices`.
 pub(crate) async fn voices(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::voices::list(&shared.relay).await {
+    match crate::voices::list(&shared.relay.pool).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => coded(e.code(), &e.to_string(), None, None),
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use tts_proto::registry::{Entry, KEY_PREFIX};
+use tts_redis::registry::{Entry, KEY_PREFIX};
 
 use crate::metrics;
 use crate::pool::Pool;
@@ -57,7 +57,7 @@ async fn refresh(
     pool: &Pool,
 ) -> Result<(), String> {
     if conn.is_none() {
-        *conn = Some(tts_proto::registry::connect(url).await?);
+        *conn = Some(tts_redis::connect(url).await?);
     }
     let Some(c) = conn.as_mut() else {
         return Ok(());

@@ -423,7 +423,7 @@ impl Connection<'_> {
     async fn voices(&self) {
         let relay = Arc::clone(&self.shared.relay);
         self.beside_reader(async move {
-            match crate::voices::list(&relay).await {
+            match crate::voices::list(&relay.pool).await {
                 Ok(list) => list.into_message(),
                 Err(e) => ServerMessage::error(e.code(), e.to_string(), None),
             }

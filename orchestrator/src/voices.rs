@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tts_proto::v1::ListVoicesRequest;
 
+use crate::pool::Pool;
 use crate::protocol::{ErrorCode, ServerMessage, VoiceEntry};
-use crate::relay::RelayContext;
 use crate::relay::grpc::voice_entry;
 
 /// How long the worker may take to list its voices.
@@ -42,11 +42,11 @@ impl VoiceList {
 
 /// Asks every worker (one `ListVoices` each, at once, bounded in time)
 /// and lists each voice once; the default is the first worker's.
-pub(crate) async fn list(ctx: &RelayContext) -> Result<VoiceList, VoicesError> {
-    let workers = ctx.pool.all();
+pub(crate) async fn list(pool: &Pool) -> Result<VoiceList, VoicesError> {
+    let workers = pool.all();
     let asks = workers.iter().map(|w| async move {
         let mut client = w.client.clone();
-        let request = ctx.pool.request(ListVoicesRequest {});
+        let request = pool.request(ListVoicesRequest {});
         tokio::time::timeout(LIST_TIMEOUT, client.list_voices(request))
             .await
             .map_err(|_| VoicesError(format!("{}: no answer within {LIST_TIMEOUT:?}", w.url)))?

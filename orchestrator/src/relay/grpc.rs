@@ -3,13 +3,14 @@
 //! retry hints are read and written through `tts_proto::convert`.
 
 use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
 use tts_proto::convert;
 use tts_proto::v1::{SynthesizeRequest, Voice};
 use tts_proto::{REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
 
 use super::{Ending, Pending};
 use crate::pool::Pool;
-use crate::protocol::{ErrorCode, VoiceEntry};
+use crate::protocol::{Delivery, ErrorCode, VoiceEntry};
 
 /// A request's `Synthesize` call: its text and options, with the worker
 /// token, its ids and, for a W3C-shaped trace id, a `traceparent`.
@@ -40,6 +41,27 @@ pub(super) fn synthesize_request(pool: &Pool, req: &Pending) -> tonic::Request<S
         }
     }
     grpc
+}
+
+/// The readiness canary's call: `text`, fast (the canary checks the
+/// audio, not its pace), with ids of its own and the worker token.
+pub(crate) fn canary_request(
+    text: &str,
+    auth: Option<MetadataValue<Ascii>>,
+) -> tonic::Request<SynthesizeRequest> {
+    let mut request = tonic::Request::new(SynthesizeRequest {
+        text: text.into(),
+        request_id: format!("canary-{}", uuid::Uuid::new_v4().simple()),
+        trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        session_id: "canary".into(),
+        voice: String::new(),
+        delivery: convert::delivery_to_wire(Delivery::Fast) as i32,
+        ..SynthesizeRequest::default()
+    });
+    if let Some(auth) = auth {
+        request.metadata_mut().insert("authorization", auth);
+    }
+    request
 }
 
 /// A worker's voice as clients see it listed.

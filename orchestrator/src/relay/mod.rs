@@ -132,9 +132,6 @@ pub(crate) struct RelayContext {
     pub(crate) faults: Arc<tts_telemetry::faults::Faults>,
 }
 
-/// Where the admin canary finds the worker token's header value.
-pub(crate) use crate::security::bearer;
-
 /// How long a request's last message (`end` or `error`) may wait for room
 /// in its connection's queue before it is dropped (and counted).
 const LAST_MESSAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
