@@ -5,7 +5,9 @@
 //! first that failed.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
+use crate::run::{Mode, Pace, RunConfig};
 use crate::stats::Report;
 
 /// What a step must meet.
@@ -139,6 +141,156 @@ pub fn capacity(steps: &[Step]) -> f64 {
         .map(|s| s.load)
         .max_by(f64::total_cmp)
         .unwrap_or(0.0)
+}
+
+/// A search as the command line asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// What each step must meet.
+    pub target: Target,
+    /// How the load moves.
+    pub search: Search,
+    /// A rate search (open loop) instead of a concurrency search.
+    pub rate: Option<RateSearch>,
+}
+
+/// The open-loop side of a rate search.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSearch {
+    /// Poisson arrivals (else fixed intervals).
+    pub poisson: bool,
+    /// The saturation throughput (audio seconds per second) to report the
+    /// answer against; measured first when `None`.
+    pub saturation: Option<f64>,
+}
+
+impl Plan {
+    /// How the requests arrive at `load`.
+    fn mode(&self, load: f64) -> Mode {
+        match self.rate {
+            Some(r) => Mode::Open {
+                rate: load,
+                poisson: r.poisson,
+            },
+            None => Mode::Closed {
+                concurrency: load as usize,
+            },
+        }
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.rate.is_some() {
+            "req/s"
+        } else {
+            "streams"
+        }
+    }
+}
+
+/// Runs the search, each step a run of `base` at the step's load measured
+/// by `measure`; prints a line per step (standard error) and the answer
+/// (standard output). Returns the last step's report and the search as
+/// JSON (`target`, `steps`, `capacity`, and for a rate search `rate`);
+/// `None` if no step ran.
+pub async fn find(
+    plan: &Plan,
+    base: &RunConfig,
+    mut measure: impl AsyncFnMut(&RunConfig) -> Report,
+) -> Option<(Report, Value)> {
+    let saturation = match plan.rate {
+        None => None,
+        Some(RateSearch {
+            saturation: Some(s),
+            ..
+        }) => Some(s),
+        Some(_) => Some(measure_saturation(base, &mut measure).await),
+    };
+    let mut steps = Vec::new();
+    let mut last = None;
+    while let Some(load) = plan.search.next(&steps) {
+        let config = RunConfig {
+            mode: plan.mode(load),
+            ..base.clone()
+        };
+        let report = measure(&config).await;
+        let step = plan.target.judge(load, &report);
+        eprintln!(
+            "{load:>7.2} {}: p99 TTFA {:>8.1} ms, {} late frames at {} ms, {} refused, {} failed, {:.1} audio s/s → {}",
+            plan.unit(),
+            step.ttfa_p99_ms,
+            step.late_frames,
+            plan.target.buffer_ms,
+            step.refused,
+            step.failed,
+            step.audio_seconds_per_second,
+            if step.pass { "pass" } else { "FAIL" }
+        );
+        steps.push(step);
+        last = Some(report);
+    }
+    let result = answer(&plan.target, &steps, saturation);
+    Some((last?, result))
+}
+
+/// The synthesis throughput: 16 sessions back to back asking for fast
+/// delivery, so that the worker never waits for a listener.
+async fn measure_saturation(
+    base: &RunConfig,
+    measure: &mut impl AsyncFnMut(&RunConfig) -> Report,
+) -> f64 {
+    let config = RunConfig {
+        mode: Mode::Closed { concurrency: 16 },
+        fast: true,
+        pace: Pace::BackToBack,
+        ..base.clone()
+    };
+    let report = measure(&config).await;
+    let s = report.throughput.audio_seconds_per_second;
+    eprintln!(
+        "saturation: {s:.1} audio s/s (16 sessions back to back, fast delivery, {} refused)",
+        report.requests.refused
+    );
+    s
+}
+
+/// Prints the answer and returns the search as JSON; with a saturation
+/// throughput, the rate also as concurrent streams and as a share of it.
+fn answer(target: &Target, steps: &[Step], saturation: Option<f64>) -> Value {
+    let answer = capacity(steps);
+    let limits = format!(
+        "p99 TTFA ≤ {} ms, ≤ {} late frames at a {} ms buffer, ≤ {:.1} % refused",
+        target.ttfa_p99_ms,
+        target.underruns,
+        target.buffer_ms,
+        target.refused_ratio * 100.0
+    );
+    let mut result = json!({"target": target, "steps": steps, "capacity": answer});
+    let Some(s) = saturation else {
+        println!("capacity: {answer} concurrent streams meet {limits}");
+        return result;
+    };
+    // The passing step's mean audio per request turns a rate into streams.
+    let mean_audio = steps
+        .iter()
+        .filter(|st| st.pass && st.load == answer)
+        .map(|st| st.mean_audio_seconds)
+        .next()
+        .unwrap_or(0.0);
+    let streams = answer * mean_audio;
+    println!(
+        "capacity: {answer:.2} req/s ≈ {streams:.1} concurrent real-time streams \
+         ({mean_audio:.2} s of audio each) = {:.0} % of the saturation throughput \
+         ({s:.1} audio s/s), meeting {limits}",
+        if s > 0.0 { streams / s * 100.0 } else { 0.0 }
+    );
+    result["rate"] = json!({
+        "requests_per_second": answer,
+        "mean_audio_seconds": mean_audio,
+        "concurrent_streams": streams,
+        "saturation_audio_seconds_per_second": s,
+        "share_of_saturation": if s > 0.0 { streams / s } else { 0.0 },
+    });
+    result
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use tts_loadtest::capacity::{self, Search, Target};
+use tts_loadtest::capacity::{self, Plan, RateSearch, Search, Target};
 use tts_loadtest::corpus::{self, Mix};
 use tts_loadtest::run::{Limit, Mode, Pace, RunConfig, run};
 use tts_loadtest::stats::Report;
@@ -222,108 +221,35 @@ async fn measure(args: &Args, config: &RunConfig) -> Report {
     agg.report(config_json(args, config), wall)
 }
 
+/// `--find-capacity`: the search the flags describe, each step measured
+/// as a run is.
 async fn find_capacity(args: &Args) -> anyhow::Result<(Report, serde_json::Value)> {
-    let target = Target {
-        ttfa_p99_ms: args.ttfa_p99,
-        underruns: args.underruns,
-        buffer_ms: args.capacity_buffer_ms,
-        refused_ratio: args.refused,
-    };
-    let saturation = match (args.rate_search, args.saturation) {
-        (false, _) => None,
-        (true, Some(s)) => Some(s),
-        (true, None) => Some(measure_saturation(args).await?),
-    };
-    let search = if args.rate_search {
-        Search {
-            start: args.start_rate,
-            max: args.max_rate,
-            resolution: args.rate_resolution,
-            whole: false,
-        }
-    } else {
-        Search::concurrency(args.max_concurrency)
-    };
-    let unit = if args.rate_search { "req/s" } else { "streams" };
-    let mut steps = Vec::new();
-    let mut last = None;
-    while let Some(load) = search.next(&steps) {
-        let mode = if args.rate_search {
-            Mode::Open {
-                rate: load,
-                poisson: !args.fixed_interval,
+    let plan = Plan {
+        target: Target {
+            ttfa_p99_ms: args.ttfa_p99,
+            underruns: args.underruns,
+            buffer_ms: args.capacity_buffer_ms,
+            refused_ratio: args.refused,
+        },
+        search: if args.rate_search {
+            Search {
+                start: args.start_rate,
+                max: args.max_rate,
+                resolution: args.rate_resolution,
+                whole: false,
             }
         } else {
-            Mode::Closed {
-                concurrency: load as usize,
-            }
-        };
-        let report = measure(args, &args.run_config(mode)?).await;
-        let step = target.judge(load, &report);
-        eprintln!(
-            "{load:>7.2} {unit}: p99 TTFA {:>8.1} ms, {} late frames at {} ms, {} refused, {} failed, {:.1} audio s/s → {}",
-            step.ttfa_p99_ms,
-            step.late_frames,
-            target.buffer_ms,
-            step.refused,
-            step.failed,
-            step.audio_seconds_per_second,
-            if step.pass { "pass" } else { "FAIL" }
-        );
-        steps.push(step);
-        last = Some(report);
-    }
-    let answer = capacity::capacity(&steps);
-    let limits = format!(
-        "p99 TTFA ≤ {} ms, ≤ {} late frames at a {} ms buffer, ≤ {:.1} % refused",
-        target.ttfa_p99_ms,
-        target.underruns,
-        target.buffer_ms,
-        target.refused_ratio * 100.0
-    );
-    let mut result = json!({"target": target, "steps": steps, "capacity": answer});
-    if let Some(s) = saturation {
-        // The passing step's mean audio per request turns a rate into streams.
-        let mean_audio = steps
-            .iter()
-            .filter(|st| st.pass && st.load == answer)
-            .map(|st| st.mean_audio_seconds)
-            .next()
-            .unwrap_or(0.0);
-        let streams = answer * mean_audio;
-        println!(
-            "capacity: {answer:.2} req/s ≈ {streams:.1} concurrent real-time streams \
-             ({mean_audio:.2} s of audio each) = {:.0} % of the saturation throughput \
-             ({s:.1} audio s/s), meeting {limits}",
-            if s > 0.0 { streams / s * 100.0 } else { 0.0 }
-        );
-        result["rate"] = json!({
-            "requests_per_second": answer,
-            "mean_audio_seconds": mean_audio,
-            "concurrent_streams": streams,
-            "saturation_audio_seconds_per_second": s,
-            "share_of_saturation": if s > 0.0 { streams / s } else { 0.0 },
-        });
-    } else {
-        println!("capacity: {answer} concurrent streams meet {limits}");
-    }
-    let report = last.context("no step ran")?;
-    Ok((report, result))
-}
-
-/// The synthesis throughput: 16 sessions back to back asking for fast
-/// delivery, so that the worker never waits for a listener.
-async fn measure_saturation(args: &Args) -> anyhow::Result<f64> {
-    let mut config = args.run_config(Mode::Closed { concurrency: 16 })?;
-    config.fast = true;
-    config.pace = Pace::BackToBack;
-    let report = measure(args, &config).await;
-    let s = report.throughput.audio_seconds_per_second;
-    eprintln!(
-        "saturation: {s:.1} audio s/s (16 sessions back to back, fast delivery, {} refused)",
-        report.requests.refused
-    );
-    Ok(s)
+            Search::concurrency(args.max_concurrency)
+        },
+        rate: args.rate_search.then_some(RateSearch {
+            poisson: !args.fixed_interval,
+            saturation: args.saturation,
+        }),
+    };
+    let base = args.run_config(args.mode())?;
+    capacity::find(&plan, &base, async |config| measure(args, config).await)
+        .await
+        .context("no step ran")
 }
 
 #[tokio::main]
