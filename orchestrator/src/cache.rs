@@ -33,10 +33,11 @@ use tracing::{debug, warn};
 use tts_proto::v1::AudioFrame;
 use tts_redis::keys::{PHRASE_INDEX, PHRASE_PREFIX, PHRASE_SIZES};
 
+use crate::config::OrchestratorConfig;
 use crate::metrics;
 use crate::pool::Pool;
 use crate::protocol::Delivery;
-use crate::relay::Pending;
+use crate::request::CacheKey;
 
 /// How long a lookup may take before it counts as a miss.
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(100);
@@ -59,6 +60,20 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
 }
 
+impl Settings {
+    /// The phrase cache's settings, when it is enabled.
+    pub(crate) fn from_config(config: &OrchestratorConfig) -> Option<Self> {
+        let redis_url = config.redis_url.clone().filter(|_| config.phrase_cache)?;
+        Some(Self {
+            redis_url,
+            ttl: Duration::from_secs(config.phrase_cache_ttl_secs),
+            max_bytes: config.phrase_cache_max_bytes,
+            max_chars: config.phrase_cache_max_chars,
+            namespace: config.phrase_cache_namespace.clone(),
+        })
+    }
+}
+
 /// The phrase cache of one orchestrator.
 pub(crate) struct PhraseCache {
     settings: Settings,
@@ -79,29 +94,23 @@ impl PhraseCache {
         })
     }
 
-    /// The request's key, when it may be cached: a whole request (not a
-    /// clause of a context) whose text is short enough, for a voice whose
-    /// revision the workers have said.
-    pub(crate) fn key(&self, req: &Pending, pool: &Pool) -> Option<String> {
-        // Entries hold audio only: requests with timestamps are not cached.
-        if !req.counted
-            || req.options.timestamps
-            || req.text.chars().count() > self.settings.max_chars
-        {
+    /// The key of a request's audio, when it may be cached: text short
+    /// enough, for a voice whose revision the workers have said.
+    pub(crate) fn key(&self, key: &CacheKey<'_>, pool: &Pool) -> Option<String> {
+        if key.text.chars().count() > self.settings.max_chars {
             return None;
         }
-        let (voice, revision) = pool.revision(req.voice.as_deref().unwrap_or(""))?;
-        let text = req.text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let o = &req.options;
+        let (voice, revision) = pool.revision(key.voice)?;
+        let text = key.text.split_whitespace().collect::<Vec<_>>().join(" ");
         let noise = |v: Option<f32>| v.map_or_else(|| "-".to_owned(), |v| v.to_bits().to_string());
         let mut hash = Sha256::new();
         for part in [
             self.settings.namespace.as_str(),
             &voice,
             &revision,
-            &o.speed.to_bits().to_string(),
-            &noise(o.noise_scale),
-            &noise(o.noise_w),
+            &key.speed.get().to_bits().to_string(),
+            &noise(key.noise_scale),
+            &noise(key.noise_w),
             &text,
         ] {
             hash.update(part.as_bytes());

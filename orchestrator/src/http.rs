@@ -25,7 +25,8 @@ use tracing::info;
 use crate::metrics;
 use crate::protocol::http::{Container, SpeechRequest};
 use crate::protocol::{Delivery, ErrorCode, Format};
-use crate::relay::{Outgoing, Pending, Stop, StopReason, relay};
+use crate::relay::{Outgoing, Stop, StopReason, relay};
+use crate::request::{Api, Request, RequestIds};
 use crate::session::Shared;
 
 /// An error in OpenAI's shape.
@@ -142,25 +143,26 @@ pub(crate) async fn speech(
         "http request accepted");
     shared.update_inflight(1);
     let (tx, mut rx) = mpsc::channel(shared.config.client_queue_frames);
-    let stop = Stop::default();
-    let pending = Pending {
+    let ids = RequestIds {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
         session_id,
-        stream_id: 1,
-        text: speech.input,
-        voice: speech.voice,
-        delivery: Delivery::Realtime,
-        options: speech.options,
-        api: "http",
-        counted: true,
-        received,
     };
+    let mut req = Request::new(
+        ids,
+        1,
+        speech.voice,
+        Delivery::Realtime,
+        speech.options,
+        Api::Http,
+    );
+    req.received = received;
+    let stop = req.stop.clone();
     {
         let (shared, stop) = (Arc::clone(&shared), stop.clone());
         let ctx = Arc::clone(&shared.relay);
         tokio::spawn(async move {
-            let relayed = relay(ctx, pending, tx, stop.clone());
+            let relayed = relay(ctx, req, speech.input, tx);
             tokio::pin!(relayed);
             tokio::select! {
                 _ = &mut relayed => {}

@@ -28,6 +28,7 @@ mod pool;
 mod queue;
 mod registry;
 mod relay;
+mod request;
 mod security;
 mod server;
 mod session;

@@ -127,7 +127,7 @@ impl Orchestrator {
         Arc::new(session::Shared {
             relay: Arc::new(relay::RelayContext {
                 pool: Arc::clone(&self.pool),
-                cache: phrase_cache_settings(&self.config).map(cache::PhraseCache::new),
+                cache: cache::Settings::from_config(&self.config).map(cache::PhraseCache::new),
                 stats: Arc::clone(&self.stats),
                 first_frame_timeout: self.config.first_frame_timeout(),
                 dead_air_ms: self.config.dead_air_ms,
@@ -244,18 +244,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, OrchestratorError> {
             e.kind(),
             format!("binding {addr}: {e}"),
         ))
-    })
-}
-
-/// The phrase cache's settings, when it is enabled.
-fn phrase_cache_settings(config: &OrchestratorConfig) -> Option<cache::Settings> {
-    let redis_url = config.redis_url.clone().filter(|_| config.phrase_cache)?;
-    Some(cache::Settings {
-        redis_url,
-        ttl: Duration::from_secs(config.phrase_cache_ttl_secs),
-        max_bytes: config.phrase_cache_max_bytes,
-        max_chars: config.phrase_cache_max_chars,
-        namespace: config.phrase_cache_namespace.clone(),
     })
 }
 

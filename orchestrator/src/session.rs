@@ -30,7 +30,8 @@ use crate::metrics::{self, RelayStats};
 use crate::protocol::{
     Command, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
-use crate::relay::{Outgoing, Pending, RelayContext, Stop, StopReason, relay};
+use crate::relay::{Outgoing, RelayContext, Stop, StopReason, relay};
+use crate::request::{Api, Request, RequestIds};
 use crate::writer::{Control, write_loop};
 
 /// What every connection shares.
@@ -566,7 +567,12 @@ impl Connection<'_> {
         let is_context = text.is_none();
         info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, chars,
             context = is_context, "request accepted");
-        let stop = Stop::default();
+        let ids = RequestIds {
+            request_id: request_id.clone(),
+            trace_id,
+            session_id: self.session_id.to_owned(),
+        };
+        let req = Request::new(ids, stream_id, voice, delivery, options, Api::WebSocket);
         let (feed, pieces) = if is_context {
             let (tx, rx) = mpsc::channel(CONTEXT_PIECES);
             (Some(tx), Some(rx))
@@ -576,34 +582,22 @@ impl Connection<'_> {
         self.active.insert(
             request_id.clone(),
             Active {
-                stop: stop.clone(),
+                stop: req.stop.clone(),
                 chars,
                 feed,
             },
         );
         self.inflight_chars += chars;
         self.update_inflight(1);
-        let pending = Pending {
-            request_id,
-            trace_id,
-            session_id: self.session_id.to_owned(),
-            stream_id,
-            text: text.unwrap_or_default(),
-            voice,
-            delivery,
-            options,
-            api: "websocket",
-            counted: true,
-            received: Instant::now(),
-        };
         let (ctx, out) = (Arc::clone(&self.shared.relay), self.data.clone());
         match pieces {
             Some(pieces) => {
                 let idle = Duration::from_millis(self.shared.config.context_idle_ms);
-                self.tasks
-                    .spawn(context(ctx, pending, pieces, out, stop, idle))
+                self.tasks.spawn(context(ctx, req, pieces, out, idle))
             }
-            None => self.tasks.spawn(relay(ctx, pending, out, stop)),
+            None => self
+                .tasks
+                .spawn(relay(ctx, req, text.unwrap_or_default(), out)),
         };
     }
 

@@ -29,9 +29,10 @@ use tracing::{info, warn};
 use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
 use crate::metrics;
-use crate::protocol::{Cutter, ErrorCode, Format, ServerMessage, WordTiming};
+use crate::protocol::{Cutter, ErrorCode, ServerMessage, WordTiming};
 use crate::queue::{Outgoing, Queued, enqueue};
-use crate::relay::{Pending, RelayContext, relay};
+use crate::relay::{RelayContext, relay};
+use crate::request::Request;
 use crate::stop::{Stop, StopReason};
 use crate::transcode::Transcoder;
 use reframe::Reframer;
@@ -63,7 +64,7 @@ struct Running {
 /// One context's state.
 struct Context {
     ctx: Arc<RelayContext>,
-    req: Pending,
+    req: Request,
     out: mpsc::Sender<Outgoing>,
     stop: Stop,
     cutter: Cutter,
@@ -98,18 +99,17 @@ enum Ending {
 /// Sends exactly one of `end` or `error` for it (as a request does).
 pub(crate) async fn context(
     ctx: Arc<RelayContext>,
-    req: Pending,
+    req: Request,
     mut pieces: mpsc::Receiver<Piece>,
     out: mpsc::Sender<Outgoing>,
-    stop: Stop,
     idle: Duration,
 ) -> String {
     let transcoder = Transcoder::new(req.options.format, ctx.opus_bitrate).ok();
     let mut c = Context {
         ctx,
+        stop: req.stop.clone(),
         req,
         out,
-        stop,
         cutter: Cutter::default(),
         queue: VecDeque::new(),
         running: None,
@@ -184,8 +184,8 @@ impl Context {
                     self.start_next();
                 }
                 _ = tokio::time::sleep_until(last_piece + ABANDONED), if !self.closed => {
-                    info!(request_id = %self.req.request_id, trace_id = %self.req.trace_id,
-                        session_id = %self.req.session_id, "context abandoned: closed");
+                    info!(request_id = %self.req.ids.request_id, trace_id = %self.req.ids.trace_id,
+                        session_id = %self.req.ids.session_id, "context abandoned: closed");
                     if let Some(rest) = self.cutter.rest() {
                         self.queue_clause(rest);
                     }
@@ -215,7 +215,7 @@ impl Context {
                 Piece::Flush => "flush",
                 Piece::Close => "close",
             };
-            let message = format!("{what}: context {:?} is closed", self.req.request_id);
+            let message = format!("{what}: context {:?} is closed", self.req.ids.request_id);
             let error = self.error(ErrorCode::BadRequest, message);
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
             let queued = enqueue(
@@ -247,19 +247,9 @@ impl Context {
             return;
         };
         let (tx, rx) = mpsc::channel(CLAUSE_QUEUE);
-        let stop = Stop::default();
-        let clause = Pending {
-            text,
-            // The context converts the joined audio itself.
-            options: crate::protocol::Options {
-                format: Format::PIPELINE,
-                ..self.req.options
-            },
-            counted: false,
-            received: Instant::now(),
-            ..self.req.clone()
-        };
-        let task = tokio::spawn(relay(Arc::clone(&self.ctx), clause, tx, stop.clone()));
+        let clause = self.req.clause();
+        let stop = clause.stop.clone();
+        let task = tokio::spawn(relay(Arc::clone(&self.ctx), clause, text, tx));
         self.clause_offset = None;
         self.running = Some(Running {
             task,
@@ -286,7 +276,7 @@ impl Context {
                     (samples * 1000 / u64::from(tts_frame::SAMPLE_RATE)) as u32
                 };
                 let words = ServerMessage::Words {
-                    request_id: self.req.request_id.clone(),
+                    request_id: self.req.ids.request_id.clone(),
                     stream_id: self.req.stream_id,
                     words: words
                         .into_iter()
@@ -303,8 +293,8 @@ impl Context {
                 self.started = true;
                 let format = self.req.options.format;
                 let start = ServerMessage::Start {
-                    request_id: self.req.request_id.clone(),
-                    trace_id: self.req.trace_id.clone(),
+                    request_id: self.req.ids.request_id.clone(),
+                    trace_id: self.req.ids.trace_id.clone(),
                     stream_id: self.req.stream_id,
                     voice,
                     sample_rate: format.sample_rate,
@@ -406,7 +396,7 @@ impl Context {
         };
         metrics::payload_sent(
             self.req.options.format.encoding,
-            self.req.api,
+            self.req.api.as_str(),
             payload.len(),
         );
         let header = FrameHeader {
@@ -444,7 +434,7 @@ impl Context {
     }
 
     fn error(&self, code: ErrorCode, message: String) -> ServerMessage {
-        ServerMessage::error(code, message, Some(self.req.request_id.clone()))
+        ServerMessage::error(code, message, Some(self.req.ids.request_id.clone()))
     }
 
     /// The context was stopped from outside: stop its clause too.
@@ -468,9 +458,9 @@ impl Context {
             running.task.abort();
         }
         let ids = (
-            &self.req.request_id,
-            &self.req.trace_id,
-            &self.req.session_id,
+            &self.req.ids.request_id,
+            &self.req.ids.trace_id,
+            &self.req.ids.session_id,
         );
         let last = match &ending {
             Ending::Completed | Ending::Cancelled => {
@@ -485,7 +475,7 @@ impl Context {
                     clauses = self.clauses_done, frames = self.sequence, cancelled,
                     "context finished");
                 Some(Outgoing::End {
-                    request_id: self.req.request_id.clone(),
+                    request_id: self.req.ids.request_id.clone(),
                     stream_id: self.req.stream_id,
                     cancelled,
                 })
@@ -507,7 +497,7 @@ impl Context {
                     } => ServerMessage::Error {
                         code: *code,
                         message: message.clone(),
-                        request_id: Some(self.req.request_id.clone()),
+                        request_id: Some(self.req.ids.request_id.clone()),
                         retry_after_ms: *retry_after_ms,
                     },
                     other => other.clone(),
@@ -529,7 +519,7 @@ impl Context {
         {
             metrics::messages_dropped("last");
         }
-        std::mem::take(&mut self.req.request_id)
+        std::mem::take(&mut self.req.ids.request_id)
     }
 }
 

@@ -8,19 +8,24 @@ use tts_proto::convert;
 use tts_proto::v1::{SynthesizeRequest, Voice};
 use tts_proto::{REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
 
-use super::{Ending, Pending};
+use super::Ending;
 use crate::pool::Pool;
 use crate::protocol::{Delivery, ErrorCode, VoiceEntry};
+use crate::request::Request;
 
 /// A request's `Synthesize` call: its text and options, with the worker
 /// token, its ids and, for a W3C-shaped trace id, a `traceparent`.
-pub(super) fn synthesize_request(pool: &Pool, req: &Pending) -> tonic::Request<SynthesizeRequest> {
+pub(super) fn synthesize_request(
+    pool: &Pool,
+    req: &Request,
+    text: &str,
+) -> tonic::Request<SynthesizeRequest> {
     let mut grpc = pool.request(SynthesizeRequest {
-        text: req.text.clone(),
+        text: text.to_owned(),
         voice: req.voice.clone().unwrap_or_default(),
-        request_id: req.request_id.clone(),
-        trace_id: req.trace_id.clone(),
-        session_id: req.session_id.clone(),
+        request_id: req.ids.request_id.clone(),
+        trace_id: req.ids.trace_id.clone(),
+        session_id: req.ids.session_id.clone(),
         delivery: convert::delivery_to_wire(req.delivery) as i32,
         speed: req.options.speed,
         noise_scale: req.options.noise_scale,
@@ -28,15 +33,15 @@ pub(super) fn synthesize_request(pool: &Pool, req: &Pending) -> tonic::Request<S
         timestamps: req.options.timestamps,
     });
     let meta = grpc.metadata_mut();
-    if let Ok(v) = req.request_id.parse() {
+    if let Ok(v) = req.ids.request_id.parse() {
         meta.insert(REQUEST_ID_HEADER, v);
     }
-    if let Ok(v) = req.trace_id.parse() {
+    if let Ok(v) = req.ids.trace_id.parse() {
         meta.insert(TRACE_ID_HEADER, v);
     }
-    if is_w3c_trace_id(&req.trace_id) {
+    if is_w3c_trace_id(&req.ids.trace_id) {
         let span = random_id();
-        if let Ok(v) = format!("00-{}-{span:016x}-01", req.trace_id).parse() {
+        if let Ok(v) = format!("00-{}-{span:016x}-01", req.ids.trace_id).parse() {
             meta.insert(TRACEPARENT_HEADER, v);
         }
     }

@@ -18,33 +18,14 @@ use tts_proto::v1::AudioFrame;
 use crate::cache::{PhraseCache, Recording, Replay};
 use crate::metrics::{self, RelayStats};
 use crate::pool::{Lease, NoWorker, Pool};
-use crate::protocol::{Delivery, ErrorCode, Options, Outcome, ServerMessage, WordTiming};
+use crate::protocol::{Delivery, ErrorCode, Outcome, ServerMessage, WordTiming};
+use crate::request::Request;
 use crate::transcode::Transcoder;
 
 // The connection's queue and a request's stop switch, where the session,
 // the HTTP endpoint and contexts have found them so far.
 pub(crate) use crate::queue::{Outgoing, Queued, enqueue};
 pub(crate) use crate::stop::{Stop, StopReason};
-
-/// A request accepted by the connection.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) request_id: String,
-    pub(crate) trace_id: String,
-    pub(crate) session_id: String,
-    pub(crate) stream_id: u32,
-    pub(crate) text: String,
-    pub(crate) voice: Option<String>,
-    pub(crate) delivery: Delivery,
-    /// Speed, noise, encoding and rate.
-    pub(crate) options: Options,
-    /// `websocket` or `http`, for metrics.
-    pub(crate) api: &'static str,
-    /// Whether this relay is a request of its own in the request metrics
-    /// (a clause of a context is not: the context is).
-    pub(crate) counted: bool,
-    pub(crate) received: Instant,
-}
 
 /// How a request ended.
 enum Ending {
@@ -92,7 +73,7 @@ impl Audit {
     /// raises.
     fn check(
         &mut self,
-        req: &Pending,
+        req: &Request,
         frame: &AudioFrame,
         hop: Option<std::time::Duration>,
     ) -> Result<(), FrameError> {
@@ -102,8 +83,8 @@ impl Audit {
         let events = self.tally.record(&outcome);
         metrics::frame_received(&outcome, hop, events);
         for event in events.iter() {
-            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, sequence = frame.sequence,
+            warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
+                session_id = %req.ids.session_id, sequence = frame.sequence,
                 event = event.as_str(), "audio quality event");
         }
         outcome.map(|_| ())
@@ -140,9 +121,9 @@ const LAST_MESSAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2
 /// exactly one of `end` or `error` for it.
 pub(crate) async fn relay(
     ctx: Arc<RelayContext>,
-    req: Pending,
+    req: Request,
+    text: String,
     out: mpsc::Sender<Outgoing>,
-    stop: Stop,
 ) -> String {
     let mut audit = Audit::new(&ctx);
     match Transcoder::new(req.options.format, ctx.opus_bitrate) {
@@ -150,15 +131,13 @@ pub(crate) async fn relay(
         Err(e) => {
             // Formats are checked when the request is parsed; this is a
             // library failure.
-            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, error = %e, "cannot encode the requested format");
+            warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
+                session_id = %req.ids.session_id, error = %e, "cannot encode the requested format");
         }
     }
-    let span = tracing::info_span!("relay", request_id = %req.request_id, trace_id = %req.trace_id,
-        session_id = %req.session_id, stream_id = req.stream_id);
-    tts_telemetry::otel::link_trace(&span, &req.trace_id);
+    let span = req.span.clone();
     let ending =
-        tracing::Instrument::instrument(stream_frames(&ctx, &req, &mut audit, &out, &stop), span)
+        tracing::Instrument::instrument(stream_frames(&ctx, &req, &text, &mut audit, &out), span)
             .await;
     let (outcome, code) = match &ending {
         Ending::Completed => (Outcome::Completed, None),
@@ -167,15 +146,15 @@ pub(crate) async fn relay(
         Ending::Refused { .. } => (Outcome::Refused, Some(ErrorCode::Overloaded)),
         Ending::Disconnected => (Outcome::Disconnected, None),
     };
-    if req.counted {
+    if req.counted() {
         metrics::request_finished(outcome, code);
     }
     let outcome = outcome.as_str();
-    let ids = (&req.request_id, &req.trace_id, &req.session_id);
+    let ids = (&req.ids.request_id, &req.ids.trace_id, &req.ids.session_id);
     let elapsed_ms = req.received.elapsed().as_millis() as u64;
     let last = match ending {
         Ending::Completed | Ending::Cancelled => Some(Outgoing::End {
-            request_id: req.request_id.clone(),
+            request_id: req.ids.request_id.clone(),
             stream_id: req.stream_id,
             cancelled: matches!(ending, Ending::Cancelled),
         }),
@@ -189,7 +168,7 @@ pub(crate) async fn relay(
             }
             Some(Outgoing::Failed {
                 stream_id: req.stream_id,
-                error: ServerMessage::error(code, message, Some(req.request_id.clone())),
+                error: ServerMessage::error(code, message, Some(req.ids.request_id.clone())),
             })
         }
         Ending::Refused {
@@ -203,7 +182,7 @@ pub(crate) async fn relay(
                 error: ServerMessage::Error {
                     code: ErrorCode::Overloaded,
                     message,
-                    request_id: Some(req.request_id.clone()),
+                    request_id: Some(req.ids.request_id.clone()),
                     retry_after_ms,
                 },
             })
@@ -229,17 +208,21 @@ pub(crate) async fn relay(
             }
         }
     }
-    req.request_id
+    req.ids.request_id
 }
 
 async fn stream_frames(
     ctx: &RelayContext,
-    req: &Pending,
+    req: &Request,
+    text: &str,
     audit: &mut Audit,
     out: &mpsc::Sender<Outgoing>,
-    stop: &Stop,
 ) -> Ending {
-    let key = ctx.cache.as_ref().and_then(|c| c.key(req, &ctx.pool));
+    let stop = &req.stop;
+    let key = ctx.cache.as_ref().and_then(|c| {
+        let key = req.cache_key(text)?;
+        c.key(&key, &ctx.pool)
+    });
     if let (Some(cache), Some(key)) = (&ctx.cache, &key)
         && let Some(mut replay) = cache.lookup(key, req.delivery).await
     {
@@ -256,7 +239,7 @@ async fn stream_frames(
         )
         .await;
     }
-    let (lease, stream, first) = match open(ctx, req, stop).await {
+    let (lease, stream, first) = match open(ctx, req, text).await {
         Ok(opened) => opened,
         Err(ending) => return ending,
     };
@@ -284,8 +267,8 @@ async fn stream_frames(
             }
         }
         Ending::Failed(ErrorCode::WorkerUnavailable, message) => {
-            warn!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, worker = %lease.worker().url, detail = %message,
+            warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
+                session_id = %req.ids.session_id, worker = %lease.worker().url, detail = %message,
                 "worker lost after the first frame: not retried");
             lease.failed();
         }
@@ -384,7 +367,8 @@ type Opened = (Lease, tonic::Streaming<AudioFrame>, Option<AudioFrame>);
 /// before it (unreachable, no audio in time, a refusal because it is full)
 /// is replaced once by another, after a short jittered pause; once a frame
 /// has come, the request stays on its worker, so no audio is repeated.
-async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, Ending> {
+async fn open(ctx: &RelayContext, req: &Request, text: &str) -> Result<Opened, Ending> {
+    let stop = &req.stop;
     let voice = req.voice.as_deref().unwrap_or("");
     let mut lease = ctx.pool.pick(voice, None).map_err(no_worker)?;
     let mut retried = false;
@@ -392,7 +376,7 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
         let mut client = lease.worker().client.clone();
         let call = async {
             let mut stream = client
-                .synthesize(grpc::synthesize_request(&ctx.pool, req))
+                .synthesize(grpc::synthesize_request(&ctx.pool, req, text))
                 .await?
                 .into_inner();
             let first = stream.message().await?;
@@ -442,8 +426,8 @@ async fn open(ctx: &RelayContext, req: &Pending, stop: &Stop) -> Result<Opened, 
         };
         metrics::retried(reason);
         let pause = retry_pause();
-        info!(request_id = %req.request_id, trace_id = %req.trace_id,
-            session_id = %req.session_id, from = %url, to = %next.worker().url, reason,
+        info!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
+            session_id = %req.ids.session_id, from = %url, to = %next.worker().url, reason,
             pause_ms = pause.as_millis() as u64, "retrying on another worker before the first frame");
         tokio::select! {
             _ = stop.stopped() => return Err(stop_ending(stop)),
@@ -474,7 +458,7 @@ fn no_worker(e: NoWorker) -> Ending {
 #[allow(clippy::too_many_arguments)]
 async fn play(
     ctx: &RelayContext,
-    req: &Pending,
+    req: &Request,
     audit: &mut Audit,
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
@@ -509,8 +493,8 @@ async fn play(
             };
             let format = req.options.format;
             let start = ServerMessage::Start {
-                request_id: req.request_id.clone(),
-                trace_id: req.trace_id.clone(),
+                request_id: req.ids.request_id.clone(),
+                trace_id: req.ids.trace_id.clone(),
                 stream_id: req.stream_id,
                 voice,
                 sample_rate: format.sample_rate,
@@ -520,7 +504,7 @@ async fn play(
             if let Some(ending) = queue_message(ctx, req, out, stop, start).await {
                 return ending;
             }
-            if req.counted {
+            if req.counted() {
                 metrics::first_audio(req.received.elapsed());
             }
         }
@@ -530,7 +514,7 @@ async fn play(
         }
         if req.options.timestamps && !frame.words.is_empty() {
             let words = ServerMessage::Words {
-                request_id: req.request_id.clone(),
+                request_id: req.ids.request_id.clone(),
                 stream_id: req.stream_id,
                 words: std::mem::take(&mut frame.words)
                     .into_iter()
@@ -577,7 +561,7 @@ enum Forwarded {
 /// Verifies one frame and queues it; waits while the queue is full.
 async fn forward(
     ctx: &RelayContext,
-    req: &Pending,
+    req: &Request,
     audit: &mut Audit,
     frame: AudioFrame,
     out: &mpsc::Sender<Outgoing>,
@@ -629,8 +613,8 @@ async fn forward(
             ));
         }
     };
-    if req.counted {
-        metrics::payload_sent(req.options.format.encoding, req.api, payload.len());
+    if req.counted() {
+        metrics::payload_sent(req.options.format.encoding, req.api.as_str(), payload.len());
     }
     let header = FrameHeader {
         stream_id: req.stream_id,
@@ -670,7 +654,7 @@ async fn forward(
 /// as its frames; `None` once it is queued.
 async fn queue_message(
     ctx: &RelayContext,
-    req: &Pending,
+    req: &Request,
     out: &mpsc::Sender<Outgoing>,
     stop: &Stop,
     message: ServerMessage,
@@ -682,7 +666,7 @@ async fn queue_message(
 }
 
 /// How a request ends when one of its items could not be queued.
-fn not_queued(ctx: &RelayContext, req: &Pending, stop: &Stop, queued: Queued) -> Ending {
+fn not_queued(ctx: &RelayContext, req: &Request, stop: &Stop, queued: Queued) -> Ending {
     match queued {
         Queued::Stalled => Ending::Failed(
             ErrorCode::ClientTooSlow,
@@ -692,8 +676,8 @@ fn not_queued(ctx: &RelayContext, req: &Pending, stop: &Stop, queued: Queued) ->
             ),
         ),
         Queued::Gone => {
-            debug!(request_id = %req.request_id, trace_id = %req.trace_id,
-                session_id = %req.session_id, "client gone while relaying");
+            debug!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
+                session_id = %req.ids.session_id, "client gone while relaying");
             Ending::Disconnected
         }
         Queued::Sent { .. } | Queued::Stopped => stop_ending(stop),
