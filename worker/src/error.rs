@@ -13,12 +13,26 @@ pub enum WorkerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A flag's check failed, as the check says it.
+    #[error("{0}")]
+    Flag(String),
     /// The GPU asked for cannot be used.
     #[error(transparent)]
     Gpu(#[from] gpu::GpuError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A listener could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics recorder could not be installed.
+    #[error("{0}")]
+    Metrics(String),
     /// A TLS file could not be read.
     #[error("{path}: {source}")]
     Tls {
@@ -36,9 +50,21 @@ impl WorkerError {
         matches!(
             self,
             Self::Config(_)
+                | Self::Flag(_)
                 | Self::Gpu(_)
                 | Self::Tls { .. }
                 | Self::Engine(EngineError::Missing { .. } | EngineError::Config { .. })
         )
+    }
+
+    /// The process exit code: 64 for the configuration's fault, 69 for a
+    /// port that cannot be bound, 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        use tts_telemetry::exit;
+        match self {
+            Self::Bind { .. } => exit::UNAVAILABLE,
+            e if e.is_configuration() => exit::CONFIG,
+            _ => exit::FAILURE,
+        }
     }
 }

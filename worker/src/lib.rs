@@ -42,13 +42,18 @@
 //! # Layout
 //! - [`alloc`]: the C allocator's settings for a worker process.
 //! - [`text`]: text → clauses.
-//! - [`engine`]: Piper (ONNX Runtime) and espeak-ng voices.
+//! - [`engine`]: Piper (ONNX Runtime, phonemes from espeak-ng, streaming
+//!   inside a clause), espeak-ng and the fixed-cost test voice.
 //! - [`audio`]: resampling to 48 kHz, limiting, framing with CRC-32C.
 //! - [`sched`]: deadline scheduling of synthesis steps, and admission.
-//! - [`synth`]: the synthesis threads and each request's paced sender.
-//! - [`service`]: the `tts.v1.Tts` gRPC service.
+//! - [`synth`]: admission, the synthesis threads and each request's pacer.
+//! - [`service`]: the `tts.v1.Tts` gRPC service (its `wire` module is the
+//!   only mapping to and from `tts.v1`).
 //! - [`metrics`]: every metric the worker records.
-//! - [`config`]: flags and environment; `error`: why the worker stops.
+//! - [`config`]: flags and environment; `error`: why the worker stops;
+//!   [`run`]: the binary's work from flags to exit.
+//! - `load` (voices and threads), `health` (gRPC health, the GPU watch),
+//!   `drain` (when the last stream has ended), `registry` (Redis).
 
 pub mod alloc;
 pub mod audio;
@@ -58,8 +63,11 @@ mod drain;
 pub mod engine;
 mod error;
 pub mod gpu;
+mod health;
+mod load;
 pub mod metrics;
 mod registry;
+mod run;
 pub mod sched;
 pub mod service;
 pub mod synth;
@@ -70,22 +78,22 @@ mod watchdog;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
 use tts_proto::v1::tts_server::TtsServer;
 
 pub use config::{EngineKind, ServerConfig, WorkerConfig};
 use drain::Drain;
-use engine::{EngineError, EspeakVoice, PiperOptions, PiperVoice, Voice};
+use engine::EngineError;
 pub use error::WorkerError;
-use service::{Loaded, LoadedVoices, TtsService};
-use synth::{PoolConfig, SynthPool};
+use health::Health;
+pub use run::run;
+use service::{LoadedVoices, TtsService};
 
 /// Name of the espeak-ng formant voice.
 pub const ESPEAK_VOICE: &str = "espeak-en-us";
@@ -144,7 +152,7 @@ impl Worker {
     /// takes about half a second per synthesis thread.
     pub fn load(config: &WorkerConfig) -> Result<Self, WorkerError> {
         let worker = Self::new(config.clone())?;
-        let loaded = load_voices(&worker.config)?;
+        let loaded = load::load_voices(&worker.config)?;
         worker.loaded.set(loaded);
         Ok(worker)
     }
@@ -161,70 +169,14 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
         metrics::describe();
-        worker_faults(&self.config).describe();
-        let (reporter, health_service) = tonic_health::server::health_reporter();
-        let health = Health {
-            reporter,
-            serving: Arc::new(AtomicBool::new(false)),
-        };
-        health.set(ServingStatus::NotServing).await;
+        load::worker_faults(&self.config).describe();
+        let (health, health_service) = Health::start().await;
         let draining = Arc::new(AtomicBool::new(false));
         let streams = Drain::new();
-        let service = TtsService {
-            loaded: Arc::clone(&self.loaded),
-            max_text_chars: self.config.max_text_chars,
-            stream_queue_frames: self.config.stream_queue_frames,
-            draining: Arc::clone(&draining),
-            serving: Arc::clone(&health.serving),
-            metrics_url: self.server.metrics_url.clone(),
-            device: self.config.device,
-            gpus: Arc::clone(&self.gpus),
-            faults: worker_faults(&self.config),
-            drain: streams.clone(),
-        };
         let stopping = CancellationToken::new();
-        if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
-            tokio::spawn(registry::announce(
-                redis.clone(),
-                url.clone(),
-                Duration::from_secs_f64(self.server.registry_ttl_secs),
-                Arc::clone(&self.loaded),
-                stopping.clone(),
-            ));
-        }
-        if let gpu::Device::Cuda(n) = self.config.device {
-            tokio::spawn(watch_gpu(
-                n,
-                self.config.min_gpu_free_mb,
-                Arc::clone(&self.gpus),
-                Arc::clone(&self.loaded),
-                health.clone(),
-                stopping.clone(),
-            ));
-        }
-        let notice = Duration::from_secs_f64(self.server.drain_notice_secs);
-        let drain = {
-            let (stopping, health) = (stopping.clone(), health.clone());
-            let loaded = Arc::clone(&self.loaded);
-            async move {
-                tokio::select! {
-                    _ = shutdown => {}
-                    _ = stopping.cancelled() => {}
-                }
-                stopping.cancel();
-                info!("draining: refusing new requests");
-                draining.store(true, Ordering::Relaxed);
-                // Streams in progress finish as fast as the machine allows.
-                if let Some(loaded) = loaded.get() {
-                    loaded.pool.drain();
-                }
-                health.set(ServingStatus::NotServing).await;
-                // Keep answering (health says NOT_SERVING, synthesis is
-                // refused) so that health checkers see the change before
-                // the listener closes.
-                tokio::time::sleep(notice).await;
-            }
-        };
+        let service = self.service(&health, &draining, &streams);
+        self.spawn_watchers(&health, &stopping);
+        let drain = self.drain_on(shutdown, stopping.clone(), health.clone(), draining);
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "worker listening");
         }
@@ -241,29 +193,113 @@ impl Worker {
             Err(e) = loading => return Err(e),
             _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
                 warn!(grace_secs = grace.as_secs_f64(), "grace period over; ending streams with worker_unavailable");
-                if let Some(loaded) = self.loaded.get() {
-                    loaded.pool.force_stop();
-                    // Each response stream ends with its status; wait for
-                    // the last (a stream whose client is gone may never).
-                    let _ = tokio::time::timeout(FORCED_STATUSES, streams.idle()).await;
-                }
+                self.force_stop(&streams).await;
             }
         }
-        // The synthesis threads end, and release their sessions, before
-        // the process does.
-        if let Some(loaded) = self.loaded.get() {
-            let pool = Arc::clone(&loaded.pool);
-            let closed = tokio::task::spawn_blocking(move || pool.close(SESSIONS_RELEASE))
-                .await
-                .unwrap_or(false);
-            if !closed {
-                warn!(
-                    limit_secs = SESSIONS_RELEASE.as_secs(),
-                    "synthesis threads still busy at exit"
-                );
-            }
-        }
+        self.close().await;
         Ok(())
+    }
+
+    /// The gRPC service over this worker's voices.
+    fn service(&self, health: &Health, draining: &Arc<AtomicBool>, streams: &Drain) -> TtsService {
+        TtsService {
+            loaded: Arc::clone(&self.loaded),
+            max_text_chars: self.config.max_text_chars,
+            stream_queue_frames: self.config.stream_queue_frames,
+            draining: Arc::clone(draining),
+            serving: health.serving(),
+            metrics_url: self.server.metrics_url.clone(),
+            device: self.config.device,
+            gpus: Arc::clone(&self.gpus),
+            faults: load::worker_faults(&self.config),
+            drain: streams.clone(),
+        }
+    }
+
+    /// The registry heartbeat (with `--redis-url`) and the GPU watch (with
+    /// a GPU), until `stopping`.
+    fn spawn_watchers(&self, health: &Health, stopping: &CancellationToken) {
+        if let (Some(redis), Some(url)) = (&self.server.redis_url, &self.server.advertise_url) {
+            tokio::spawn(registry::announce(
+                redis.clone(),
+                url.clone(),
+                Duration::from_secs_f64(self.server.registry_ttl_secs),
+                Arc::clone(&self.loaded),
+                stopping.clone(),
+            ));
+        }
+        if let gpu::Device::Cuda(n) = self.config.device {
+            tokio::spawn(health::watch_gpu(
+                n,
+                self.config.min_gpu_free_mb,
+                Arc::clone(&self.gpus),
+                Arc::clone(&self.loaded),
+                health.clone(),
+                stopping.clone(),
+            ));
+        }
+    }
+
+    /// What the server's shutdown waits for: `shutdown` (or a stop from
+    /// inside), then the drain: new requests refused, streams in progress
+    /// unpaced, health NOT_SERVING for the drain notice before the
+    /// listener closes.
+    fn drain_on(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        stopping: CancellationToken,
+        health: Health,
+        draining: Arc<AtomicBool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let notice = Duration::from_secs_f64(self.server.drain_notice_secs);
+        let loaded = Arc::clone(&self.loaded);
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stopping.cancelled() => {}
+            }
+            stopping.cancel();
+            info!("draining: refusing new requests");
+            draining.store(true, Ordering::Relaxed);
+            // Streams in progress finish as fast as the machine allows.
+            if let Some(loaded) = loaded.get() {
+                loaded.pool.drain();
+            }
+            health.set(ServingStatus::NotServing).await;
+            // Keep answering (health says NOT_SERVING, synthesis is
+            // refused) so that health checkers see the change before
+            // the listener closes.
+            tokio::time::sleep(notice).await;
+        }
+    }
+
+    /// The grace period is over: every stream still in progress ends with
+    /// `worker_unavailable`.
+    async fn force_stop(&self, streams: &Drain) {
+        if let Some(loaded) = self.loaded.get() {
+            loaded.pool.force_stop();
+            // Each response stream ends with its status; wait for the
+            // last (a stream whose client is gone may never).
+            let _ = tokio::time::timeout(FORCED_STATUSES, streams.idle()).await;
+        }
+    }
+
+    /// The synthesis threads end, and release their sessions, before the
+    /// process does.
+    async fn close(&self) {
+        let Some(loaded) = self.loaded.get() else {
+            return;
+        };
+        let pool = Arc::clone(&loaded.pool);
+        let closed = tokio::task::spawn_blocking(move || pool.close(SESSIONS_RELEASE))
+            .await
+            .unwrap_or(false);
+        if !closed {
+            warn!(
+                limit_secs = SESSIONS_RELEASE.as_secs(),
+                "synthesis threads still busy at exit"
+            );
+        }
     }
 
     /// Loads the voices unless already loaded, then reports SERVING.
@@ -272,7 +308,7 @@ impl Worker {
     async fn load_in_background(&self, health: Health) -> Result<(), WorkerError> {
         if self.loaded.get().is_none() {
             let config = self.config.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_voices(&config))
+            let loaded = tokio::task::spawn_blocking(move || load::load_voices(&config))
                 .await
                 .map_err(|e| EngineError::Runtime(format!("loading task: {e}")))?;
             match loaded {
@@ -290,52 +326,6 @@ impl Worker {
     }
 }
 
-/// Every 5 s until `stop`: refreshes the GPU inventory (metrics,
-/// `ListVoices`) and reports NOT_SERVING while the device has less free
-/// memory than `min_free_mb` (SERVING again once it has).
-async fn watch_gpu(
-    device: u32,
-    min_free_mb: u64,
-    gpus: Arc<std::sync::Mutex<Vec<gpu::GpuInfo>>>,
-    loaded: Arc<LoadedVoices>,
-    health: Health,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    let mut short = false;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let seen =
-            tokio::task::spawn_blocking(move || gpu::inventory(gpu::Device::Cuda(device))).await;
-        let Ok(Ok(seen)) = seen else {
-            warn!(device, "cannot read the GPU's state");
-            continue;
-        };
-        metrics::gpus(&seen);
-        let free_mb = seen
-            .iter()
-            .find(|g| g.index == device)
-            .map_or(0, |g| g.free_memory_bytes >> 20);
-        if let Ok(mut g) = gpus.lock() {
-            *g = seen;
-        }
-        let now_short = free_mb < min_free_mb;
-        if now_short != short && loaded.get().is_some() && !stop.is_cancelled() {
-            if now_short {
-                warn!(device, free_mb, min_free_mb, "GPU memory low: NOT_SERVING");
-                health.set(ServingStatus::NotServing).await;
-            } else {
-                info!(device, free_mb, "GPU memory recovered: SERVING");
-                health.set(ServingStatus::Serving).await;
-            }
-            short = now_short;
-        }
-    }
-}
-
 /// Accepted connections with Nagle's algorithm off: frames are small and
 /// must leave at once.
 fn incoming(
@@ -347,130 +337,4 @@ fn incoming(
             let _ = tcp.set_nodelay(true);
         })
     })
-}
-
-/// The worker's health as `grpc.health.v1` and `GetLoad` report it, kept
-/// in one place so that the two cannot disagree.
-#[derive(Clone)]
-struct Health {
-    reporter: HealthReporter,
-    serving: Arc<AtomicBool>,
-}
-
-impl Health {
-    async fn set(&self, status: ServingStatus) {
-        self.serving
-            .store(status == ServingStatus::Serving, Ordering::Relaxed);
-        self.reporter.set_service_status("", status).await;
-        self.reporter
-            .set_service_status(HEALTH_SERVICE, status)
-            .await;
-    }
-}
-
-fn load_voices(config: &WorkerConfig) -> Result<Loaded, WorkerError> {
-    let started = Instant::now();
-    let mut voices: Vec<Arc<dyn Voice>> = Vec::new();
-    if let Some(cost) = config.fixed_cost {
-        voices.push(Arc::new(engine::FixedCostVoice::new(
-            FIXED_COST_VOICE,
-            cost,
-        )));
-    } else if config.engine == EngineKind::Piper {
-        let opts = PiperOptions {
-            runtime_library: config.onnxruntime.clone(),
-            intra_threads: config.intra_threads,
-            scales: config.deterministic.then_some([0.0, 1.0, 0.0]),
-            streaming: config.stream_in_clause,
-            plan: engine::ChunkPlan {
-                context: config.decoder_context,
-                max: config.max_window_frames,
-                // Batches share a call more often when windows share widths.
-                uniform: config.decode_batch() > 1,
-                ..engine::ChunkPlan::default()
-            },
-            wide_threads: config.idle_intra_threads,
-            device: config.device,
-        };
-        // The default voice first: a failure to load it stops the worker.
-        let model = config
-            .voice_dir
-            .join(format!("{}.onnx", config.piper_voice));
-        voices.push(Arc::new(PiperVoice::load(
-            &config.piper_voice,
-            &model,
-            &opts,
-        )?));
-        // Every other voice in the directory; one that fails is left out
-        // with a warning, and the others serve.
-        for (name, model) in piper_models(&config.voice_dir) {
-            if name == config.piper_voice {
-                continue;
-            }
-            match PiperVoice::load(&name, &model, &opts) {
-                Ok(voice) => voices.push(Arc::new(voice)),
-                Err(e) => {
-                    metrics::voice_skipped();
-                    warn!(voice = %name, error = %e, "voice not loaded; the others serve");
-                }
-            }
-        }
-    }
-    let mut languages = Vec::new();
-    if config.fixed_cost.is_none() {
-        let espeak = EspeakVoice::load(ESPEAK_VOICE, "en-us")?;
-        languages = espeak.languages().to_vec();
-        voices.push(Arc::new(espeak));
-    }
-    let pool = SynthPool::start(
-        &voices,
-        PoolConfig {
-            policy: config.policy(),
-            max_requests: config.max_requests,
-            send_ahead: Duration::from_millis(config.send_ahead_ms),
-            stalled_after: Duration::from_secs_f64(config.stalled_reader_secs),
-            max_audio_secs: config.max_audio_secs,
-            faults: worker_faults(config),
-            stalled_thread_after: Duration::from_secs_f64(config.stalled_thread_secs),
-        },
-    )?;
-    let took = started.elapsed();
-    let names: Vec<&str> = voices.iter().map(|v| v.info().name.as_str()).collect();
-    let default_engine = voices[0].info().engine;
-    metrics::voices_loaded(default_engine, took);
-    for v in &voices {
-        metrics::voice_streams(&v.info().name, v.info().streaming);
-    }
-    info!(voices = ?names, default = names[0], engine = default_engine,
-        threads = config.synthesis_threads, load_ms = took.as_millis() as u64, "voices loaded");
-    Ok(Loaded {
-        voices,
-        pool,
-        espeak_languages: languages,
-    })
-}
-
-/// The fault registry the configuration names, or one that never starts
-/// a fault.
-fn worker_faults(config: &WorkerConfig) -> Arc<tts_telemetry::faults::Faults> {
-    config.faults.clone().unwrap_or_else(|| {
-        tts_telemetry::faults::Faults::disabled(&[tts_telemetry::faults::Component::Worker])
-    })
-}
-
-/// The Piper voices in `dir`: each `NAME.onnx` with a `NAME.onnx.json`
-/// beside it, by name. A directory that cannot be read has none.
-fn piper_models(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut models: Vec<(String, std::path::PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-        .filter(|p| std::path::PathBuf::from(format!("{}.json", p.display())).is_file())
-        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_owned(), p)))
-        .collect();
-    models.sort();
-    models
 }

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use metrics::Unit;
+
 use tts_frame::{Events, FrameError, QualityEvent, QualityStats};
 
 /// Frames checked before sending, by `hop` (`worker`) and `result`.
@@ -79,90 +81,177 @@ pub const BUILD_INFO: &str = "tts_worker_build_info";
 static INFLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
 static SYNTHESES_NOW: AtomicI64 = AtomicI64::new(0);
 
-/// Registers the help text of every metric (promtool requires it).
-pub(crate) fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(FRAMES, "Frames checked before sending, by result.");
-    describe_counter!(QUALITY_EVENTS, "Quality events in streams sent, by kind.");
-    describe_histogram!(FRAME_LEVEL, "RMS level of frames sent, dBFS.");
-    describe_counter!(REQUESTS, "Requests by outcome.");
-    describe_counter!(
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric's help text, as `describe` registers it.
+struct Help {
+    name: &'static str,
+    kind: Kind,
+    unit: Option<Unit>,
+    text: &'static str,
+}
+
+const fn help(name: &'static str, kind: Kind, text: &'static str) -> Help {
+    Help {
+        name,
+        kind,
+        unit: None,
+        text,
+    }
+}
+
+const fn seconds(name: &'static str, kind: Kind, text: &'static str) -> Help {
+    Help {
+        name,
+        kind,
+        unit: Some(Unit::Seconds),
+        text,
+    }
+}
+
+/// The help text of every metric but the GPUs' (registered with them).
+const HELP: &[Help] = &[
+    help(
+        FRAMES,
+        Kind::Counter,
+        "Frames checked before sending, by result.",
+    ),
+    help(
+        QUALITY_EVENTS,
+        Kind::Counter,
+        "Quality events in streams sent, by kind.",
+    ),
+    help(
+        FRAME_LEVEL,
+        Kind::Histogram,
+        "RMS level of frames sent, dBFS.",
+    ),
+    help(REQUESTS, Kind::Counter, "Requests by outcome."),
+    help(
         STALLED,
-        "Requests ended because their reader took no frame for too long."
-    );
-    describe_gauge!(INFLIGHT, "Requests admitted and not finished.");
-    describe_gauge!(CONCURRENT_SYNTHESES, "Steps being synthesised now.");
-    describe_histogram!(STEP, Unit::Seconds, "Compute time of one synthesis step.");
-    describe_histogram!(
+        Kind::Counter,
+        "Requests ended because their reader took no frame for too long.",
+    ),
+    help(INFLIGHT, Kind::Gauge, "Requests admitted and not finished."),
+    help(
+        CONCURRENT_SYNTHESES,
+        Kind::Gauge,
+        "Steps being synthesised now.",
+    ),
+    seconds(STEP, Kind::Histogram, "Compute time of one synthesis step."),
+    seconds(
         STEP_SLACK,
-        Unit::Seconds,
-        "Time between a step's completion and its deadline; negative when late."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        "Time between a step's completion and its deadline; negative when late.",
+    ),
+    help(
         DEADLINE_MISSES,
-        "Frames sent after their due time because synthesis was late, by kind."
-    );
-    describe_gauge!(
+        Kind::Counter,
+        "Frames sent after their due time because synthesis was late, by kind.",
+    ),
+    help(
         UTILISATION,
-        "Share of the synthesis threads the admitted streams need."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Share of the synthesis threads the admitted streams need.",
+    ),
+    help(
         VOICE_COST,
-        "Compute seconds per second of audio, the admission estimate, by voice."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Compute seconds per second of audio, the admission estimate, by voice.",
+    ),
+    help(
         VOICE_COST_BASELINE,
-        "Compute seconds per second of audio measured by the warm-up at start-up, by voice."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Compute seconds per second of audio measured by the warm-up at start-up, by voice.",
+    ),
+    help(
         ADMISSION_LIMIT,
-        "Utilisation above which new streams are refused (--admission-efficiency)."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        "Utilisation above which new streams are refused (--admission-efficiency).",
+    ),
+    help(
         SYNTHESIS_STALLS,
-        "Times a synthesis thread held work without progress for too long."
-    );
-    describe_gauge!(
+        Kind::Counter,
+        "Times a synthesis thread held work without progress for too long.",
+    ),
+    help(
         THREADS_STALLED,
-        "Synthesis threads holding work without progress now."
-    );
-    describe_histogram!(
+        Kind::Gauge,
+        "Synthesis threads holding work without progress now.",
+    ),
+    help(
         SYNTHESIS_RTF,
-        "Synthesis time divided by audio duration, per step."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Synthesis time divided by audio duration, per step.",
+    ),
+    seconds(
         TIME_TO_FIRST_AUDIO,
-        Unit::Seconds,
-        "Request received to first frame emitted."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Request received to first frame emitted.",
+    ),
+    help(
         STREAM_QUEUE,
-        "Frames queued for a request's stream, sampled on enqueue."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Frames queued for a request's stream, sampled on enqueue.",
+    ),
+    seconds(
         BACKPRESSURE,
-        Unit::Seconds,
-        "Waits for room in a request's full stream queue."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Waits for room in a request's full stream queue.",
+    ),
+    help(
         DECODER_BATCH,
-        "Decoder windows (of as many streams) per decoder call."
-    );
-    describe_histogram!(
+        Kind::Histogram,
+        "Decoder windows (of as many streams) per decoder call.",
+    ),
+    seconds(
         FIRST_STEP,
-        Unit::Seconds,
-        "Request arrival to the end of its first step, by whether that step was batched."
-    );
-    describe_gauge!(ENGINE_LOAD, Unit::Seconds, "Time the voices took to load.");
-    describe_gauge!(BUILD_INFO, "Build information; always 1.");
-    describe_gauge!(
+        Kind::Histogram,
+        "Request arrival to the end of its first step, by whether that step was batched.",
+    ),
+    seconds(ENGINE_LOAD, Kind::Gauge, "Time the voices took to load."),
+    help(BUILD_INFO, Kind::Gauge, "Build information; always 1."),
+    help(
         VOICE_STREAMING,
-        "Whether a voice streams inside a clause (1) or not (0)."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Whether a voice streams inside a clause (1) or not (0).",
+    ),
+    help(
         VOICES_NOT_LOADED,
-        "Voices in the voice directory that failed to load."
-    );
+        Kind::Gauge,
+        "Voices in the voice directory that failed to load.",
+    ),
+];
+
+/// Outcomes a request is counted under.
+const OUTCOMES: [&str; 5] = [
+    "completed",
+    "cancelled",
+    "client_error",
+    "refused",
+    "failed",
+];
+
+/// Registers the help text of every metric (promtool requires it) and
+/// creates every known series at zero (a series that first appears at 1
+/// is invisible to `increase()`).
+pub(crate) fn describe() {
+    for h in HELP {
+        metrics::with_recorder(|r| {
+            let (name, text) = (h.name.into(), h.text.into());
+            match h.kind {
+                Kind::Counter => r.describe_counter(name, h.unit, text),
+                Kind::Gauge => r.describe_gauge(name, h.unit, text),
+                Kind::Histogram => r.describe_histogram(name, h.unit, text),
+            }
+        });
+    }
     metrics::gauge!(VOICES_NOT_LOADED).set(0.0);
     metrics::gauge!(INFLIGHT).set(0.0);
     metrics::gauge!(CONCURRENT_SYNTHESES).set(0.0);
@@ -172,13 +261,7 @@ pub(crate) fn describe() {
     for kind in ["first_audio", "playout"] {
         metrics::counter!(DEADLINE_MISSES, "kind" => kind).absolute(0);
     }
-    for outcome in [
-        "completed",
-        "cancelled",
-        "client_error",
-        "refused",
-        "failed",
-    ] {
+    for outcome in OUTCOMES {
         metrics::counter!(REQUESTS, "outcome" => outcome).absolute(0);
     }
     metrics::counter!(STALLED).absolute(0);
@@ -192,7 +275,7 @@ pub(crate) fn describe() {
 
 /// The GPUs as last seen.
 pub(crate) fn gpus(gpus: &[crate::gpu::GpuInfo]) {
-    use metrics::{Unit, describe_gauge};
+    use metrics::describe_gauge;
     describe_gauge!(GPU_MEMORY_FREE, Unit::Bytes, "Free GPU memory.");
     describe_gauge!(GPU_MEMORY_TOTAL, Unit::Bytes, "Total GPU memory.");
     describe_gauge!(GPU_INFO, "The GPU's name, capability and driver; always 1.");
@@ -353,5 +436,22 @@ impl Drop for SynthesisGuard {
     fn drop(&mut self) {
         let n = SYNTHESES_NOW.fetch_sub(1, Ordering::Relaxed) - 1;
         metrics::gauge!(CONCURRENT_SYNTHESES).set(n as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_described_once_under_the_workers_prefix() {
+        let mut names: Vec<&str> = HELP.iter().map(|h| h.name).collect();
+        names.sort_unstable();
+        let described = names.len();
+        names.dedup();
+        assert_eq!(names.len(), described, "a metric described twice");
+        for name in names {
+            assert!(name.starts_with("tts_worker_"), "{name}");
+        }
     }
 }

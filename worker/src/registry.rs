@@ -32,7 +32,7 @@ pub(crate) async fn announce(
     let Some(loaded) = loaded else { return };
     let entry = Entry {
         url: url.clone(),
-        voices: crate::service::voice_names(loaded),
+        voices: loaded.names(),
         threads: loaded.pool.threads() as u32,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }
@@ -46,18 +46,7 @@ pub(crate) async fn announce(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let result = match connection(&redis_url, &mut conn).await {
-            Ok(c) => redis::cmd("SET")
-                .arg(key(&url))
-                .arg(&entry)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async::<()>(c)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match result {
+        match renew(&redis_url, &mut conn, &url, &entry, ttl).await {
             Ok(()) => {
                 if !written || failing {
                     info!(%url, ttl_ms = ttl.as_millis() as u64, "announced in the registry");
@@ -77,6 +66,24 @@ pub(crate) async fn announce(
         let _ = redis::cmd("DEL").arg(key(&url)).query_async::<()>(c).await;
         info!(%url, "removed from the registry");
     }
+}
+
+/// Writes the entry with its time to live.
+async fn renew(
+    redis_url: &str,
+    conn: &mut Option<ConnectionManager>,
+    url: &str,
+    entry: &str,
+    ttl: Duration,
+) -> Result<(), String> {
+    redis::cmd("SET")
+        .arg(key(url))
+        .arg(entry)
+        .arg("PX")
+        .arg(ttl.as_millis() as u64)
+        .query_async::<()>(connection(redis_url, conn).await?)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The connection, made on first use (a manager reconnects by itself after

@@ -192,7 +192,6 @@ impl<'a> Dataflow<'a> {
 
 /// Splits `model` (the bytes of an `.onnx` file).
 pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
-    let structure = |m: &str| SplitError::Structure(m.to_owned());
     let model =
         ModelProto::parse_from_bytes(model).map_err(|e| SplitError::Parse(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or_else(|| structure("no graph"))?;
@@ -202,9 +201,38 @@ pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
         .map(|o| o.name.as_str())
         .ok_or_else(|| structure("no output"))?;
     let flow = Dataflow::new(graph);
+    let d = decoder_input(graph, &flow, output)?;
+    let (z, mask) = flow_input(graph, &flow, d)?;
+    let durations = durations(graph);
+    let mut text_outputs = vec![z, mask];
+    text_outputs.extend(durations.as_deref());
+    let bytes = |part: ModelProto| {
+        part.write_to_bytes()
+            .map_err(|e| SplitError::Parse(e.to_string()))
+    };
+    Ok(SplitModel {
+        text: bytes(extract(&model, &[], &text_outputs)?)?,
+        flow: bytes(extract(&model, &[z, mask], &[d])?)?,
+        decoder: bytes(extract(&model, &[d], &[output])?)?,
+        z: z.to_owned(),
+        mask: mask.to_owned(),
+        d: d.to_owned(),
+        durations,
+    })
+}
 
-    // The decoder's input: walk back from the first ConvTranspose along its
-    // data input while each tensor still separates the output on its own.
+fn structure(m: &str) -> SplitError {
+    SplitError::Structure(m.to_owned())
+}
+
+/// The decoder's input: walk back from the first ConvTranspose along its
+/// data input while each tensor still separates the output on its own.
+/// Every node after it must be one that can run on a window.
+fn decoder_input<'g>(
+    graph: &'g GraphProto,
+    flow: &Dataflow<'g>,
+    output: &str,
+) -> Result<&'g str, SplitError> {
     let first_up = graph
         .node
         .iter()
@@ -234,8 +262,19 @@ pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
             graph.node[*n].op_type
         )));
     }
+    Ok(d)
+}
 
-    // D = z · mask: find which operand is the mask and where the flow starts.
+/// The flow's input `z` and the mask, from `d = z · mask`: which operand
+/// is the mask, and the earliest Z with {Z, mask} separating z from the
+/// inputs and from every random node. Such a Z lies downstream of every
+/// random node, so only those nodes are tried (all of z's ancestors when
+/// there is none).
+fn flow_input<'g>(
+    graph: &'g GraphProto,
+    flow: &Dataflow<'g>,
+    d: &str,
+) -> Result<(&'g str, &'g str), SplitError> {
     let mul = flow
         .producer
         .get(d)
@@ -249,49 +288,17 @@ pub fn split(model: &[u8]) -> Result<SplitModel, SplitError> {
         .map(|(a, b)| (mul.input[a].as_str(), mul.input[b].as_str()))
         .find(|(z, mask)| flow.producer.contains_key(z) && !flow.separates(z, &[mask], true))
         .ok_or_else(|| structure("cannot tell the flow output from the mask"))?;
-    // The earliest Z with {Z, mask} separating z from the inputs and from
-    // every random node. Such a Z lies downstream of every random node, so
-    // only those nodes are tried (all of z's ancestors when there is none).
-    let (mut flow_candidates, _) = flow.ancestors(&[z_path], &[mask], false);
+    let (mut candidates, _) = flow.ancestors(&[z_path], &[mask], false);
     let noise = flow.downstream_of_random();
     if !noise.is_empty() {
-        flow_candidates.retain(|n| noise.contains(n));
+        candidates.retain(|n| noise.contains(n));
     }
-    let mut z: Option<&str> = None;
-    for &n in &flow_candidates {
-        for t in &graph.node[n].output {
-            if flow.separates(z_path, &[t.as_str(), mask], true) {
-                z = Some(t.as_str());
-                break;
-            }
-        }
-        if z.is_some() {
-            break;
-        }
-    }
-    let z = z.ok_or_else(|| structure("no flow input found"))?;
-
-    let durations = durations(graph);
-    let mut text_outputs = vec![z, mask];
-    text_outputs.extend(durations.as_deref());
-    let text = extract(&model, &[], &text_outputs)?;
-    let flow_part = extract(&model, &[z, mask], &[d])?;
-    let decoder = extract(&model, &[d], &[output])?;
-    Ok(SplitModel {
-        text: text
-            .write_to_bytes()
-            .map_err(|e| SplitError::Parse(e.to_string()))?,
-        flow: flow_part
-            .write_to_bytes()
-            .map_err(|e| SplitError::Parse(e.to_string()))?,
-        decoder: decoder
-            .write_to_bytes()
-            .map_err(|e| SplitError::Parse(e.to_string()))?,
-        z: z.to_owned(),
-        mask: mask.to_owned(),
-        d: d.to_owned(),
-        durations,
-    })
+    let z = candidates
+        .iter()
+        .flat_map(|&n| &graph.node[n].output)
+        .find(|t| flow.separates(z_path, &[t.as_str(), mask], true))
+        .ok_or_else(|| structure("no flow input found"))?;
+    Ok((z.as_str(), mask))
 }
 
 /// The length regulator's durations: the output of the graph's one `Ceil`

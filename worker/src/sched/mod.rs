@@ -1,0 +1,482 @@
+//! Deadline scheduling of synthesis steps across streams, and admission
+//! control that protects the streams already admitted.
+//!
+//! The unit of work is one *step* of a stream: the text part and first
+//! decoder window of a clause, or one further window (with the flow block
+//! it needs). Each stream has a playout clock ([`Playout`]): once its first
+//! frame is sent, frame `k` is due at `first_sent + k × 20 ms`, and leaves
+//! the worker up to the send-ahead before that. A stream's next step is
+//! due the safety margin before its first frame should leave, so that the
+//! listener's buffer stays full and frames keep a steady pace (the
+//! send-ahead is then left to absorb what goes wrong); a new stream's first
+//! step is due at `arrival + first-audio budget`. Threads take the
+//! runnable step with the earliest deadline (EDF). A stream more than the
+//! lookahead ahead of its clock is parked until it needs more. With
+//! batching (`Policy::batch` above 1), the thread that takes a step also
+//! takes up to `batch − 1` compatible steps due soon after it
+//! ([`Streams::companions`]), and runs their decoder windows as one call.
+//!
+//! Admission is a fluid feasibility test: with the new stream, the compute
+//! due by every future deadline must fit into `threads × efficiency` of the
+//! machine. Starting a stream commits the worker to its whole playout, so a
+//! request that does not fit is refused at once rather than let everyone
+//! fall behind.
+//!
+//! Nothing here reads the clock: every call takes `now`, so the tests run
+//! on a simulated one.
+
+mod playout;
+mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tts_frame::FRAME_MS;
+
+pub use playout::Playout;
+pub use policy::Policy;
+
+/// One frame of audio.
+const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
+
+/// Identifies a stream in the scheduler.
+pub type StreamId = u64;
+
+/// When a stream's frames leave, which decides whether it is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// On the playout clock: a stream far enough ahead is parked.
+    #[default]
+    Realtime,
+    /// As soon as synthesised: never parked, but its deadlines still come
+    /// from its playout clock, so every stream due sooner goes first.
+    Fast,
+}
+
+/// What a stream still asks of the machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    /// Audio still to produce, seconds.
+    pub audio: f64,
+    /// Compute seconds per second of audio (the voice's estimate).
+    pub cost: f64,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Refusal {
+    /// When the request would fit, as far as the test can tell now.
+    pub retry_after: Duration,
+}
+
+/// What a thread should do next.
+#[derive(Debug)]
+pub enum Next<J> {
+    /// Run one step of this stream.
+    Run(Step<J>),
+    /// Nothing is runnable: wait for new work or until this time.
+    Wait(Option<Instant>),
+}
+
+/// One step handed to a thread.
+#[derive(Debug)]
+pub struct Step<J> {
+    /// The stream.
+    pub id: StreamId,
+    /// Its work, to hand back with [`Streams::put_back`].
+    pub job: J,
+    /// Its place in the queue: the safety margin before its first frame
+    /// should leave (or the end of the first-audio budget).
+    pub deadline: Instant,
+    /// When its first frame is due on the playout clock (or, for a first
+    /// step, the end of the first-audio budget): finishing later is late.
+    pub due: Instant,
+    /// Whether this is the stream's first step.
+    pub first: bool,
+    /// Whether the step may use more intra-op threads: fewer streams are
+    /// active than there are threads.
+    pub wide: bool,
+}
+
+#[derive(Debug)]
+struct Slot<J> {
+    arrival: Instant,
+    playout: Arc<Playout>,
+    /// Frames produced so far.
+    produced: u32,
+    demand: Demand,
+    delivery: Delivery,
+    /// `None` while a thread runs a step.
+    job: Option<J>,
+}
+
+/// The scheduler's state: every admitted stream. Not thread-safe by
+/// itself: the synthesis pool keeps it behind a lock.
+#[derive(Debug)]
+pub struct Streams<J> {
+    policy: Policy,
+    slots: HashMap<StreamId, Slot<J>>,
+    next_id: StreamId,
+}
+
+/// Seconds from `now` to `t`, 0 if `t` has passed.
+fn secs_after(t: Instant, now: Instant) -> f64 {
+    t.saturating_duration_since(now).as_secs_f64()
+}
+
+/// One stream's demand in the fluid test: nothing before `start` (seconds
+/// from now), then `lump` seconds of compute at once (the step due then),
+/// then `rate` compute seconds per second until `total` is reached.
+#[derive(Debug, Clone, Copy)]
+struct Fluid {
+    start: f64,
+    lump: f64,
+    rate: f64,
+    total: f64,
+}
+
+impl<J> Streams<J> {
+    /// No streams yet.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            slots: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Streams admitted and not finished.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no stream is admitted.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Admits a stream arriving `now` that asks for `demand`, unless it
+    /// would make admitted streams late. The job is added with
+    /// [`insert`](Self::insert).
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        demand: Demand,
+        delivery: Delivery,
+    ) -> Result<StreamId, Refusal> {
+        if self.policy.admission && !self.fits(now, demand, Duration::ZERO) {
+            return Err(Refusal {
+                retry_after: self.retry_after(now, demand),
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.slots.insert(
+            id,
+            Slot {
+                arrival: now,
+                playout: Arc::new(Playout::default()),
+                produced: 0,
+                demand,
+                delivery,
+                job: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Parks no stream from now on (the worker is draining: streams should
+    /// finish as fast as the machine allows).
+    pub fn unpark_all(&mut self) {
+        self.policy.lookahead = Duration::MAX;
+    }
+
+    /// Gives an admitted stream its work; it becomes runnable.
+    pub fn insert(&mut self, id: StreamId, job: J) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.job = Some(job);
+        }
+    }
+
+    /// The stream's playout clock.
+    pub fn playout(&self, id: StreamId) -> Option<Arc<Playout>> {
+        self.slots.get(&id).map(|s| Arc::clone(&s.playout))
+    }
+
+    /// Removes a stream (cancelled, disconnected or finished); its queued
+    /// work is dropped at once, a running step is dropped when it returns.
+    pub fn remove(&mut self, id: StreamId) -> Option<J> {
+        self.slots.remove(&id).and_then(|s| s.job)
+    }
+
+    /// Hands a stream's work back after a step: it has now produced
+    /// `produced` frames and still asks for `demand`. Returns the job if
+    /// the stream was removed meanwhile (the caller drops it).
+    pub fn put_back(&mut self, id: StreamId, job: J, produced: u32, demand: Demand) -> Option<J> {
+        match self.slots.get_mut(&id) {
+            Some(slot) => {
+                slot.produced = produced;
+                slot.demand = demand;
+                slot.job = Some(job);
+                None
+            }
+            None => Some(job),
+        }
+    }
+
+    /// When stream `id`'s next step is due.
+    pub fn deadline(&self, id: StreamId, now: Instant) -> Option<Instant> {
+        self.slots.get(&id).map(|s| self.slot_deadline(s, now))
+    }
+
+    fn slot_deadline(&self, slot: &Slot<J>, now: Instant) -> Instant {
+        if slot.produced == 0 {
+            return slot.arrival + self.policy.first_audio_budget;
+        }
+        // Fast streams send at once: their deadline keeps them behind every
+        // real-time stream that needs its frames sooner.
+        let lead = match slot.delivery {
+            Delivery::Realtime => self.policy.send_ahead + self.policy.safety_margin,
+            Delivery::Fast => self.policy.safety_margin,
+        };
+        let due = self.slot_due(slot, now);
+        due.checked_sub(lead).unwrap_or(due)
+    }
+
+    /// When the next frame the stream produces is due.
+    fn slot_due(&self, slot: &Slot<J>, now: Instant) -> Instant {
+        if slot.produced == 0 {
+            return slot.arrival + self.policy.first_audio_budget;
+        }
+        match slot.playout.position(now) {
+            // Frames produced but not yet sent: the clock starts about now.
+            None => now + FRAME * slot.produced,
+            // The reader holds frames up: the listener can be no further
+            // than what was sent, so the clock stands there.
+            Some((sent, true)) => now + (FRAME * slot.produced).saturating_sub(sent),
+            Some((_, false)) => slot
+                .playout
+                .due(slot.produced)
+                .unwrap_or_else(|| now + FRAME * slot.produced),
+        }
+    }
+
+    /// `None` when the stream may run now; else when to look again.
+    fn parked_until(&self, slot: &Slot<J>, now: Instant) -> Option<Instant> {
+        if slot.produced == 0 || slot.delivery == Delivery::Fast {
+            return None;
+        }
+        let (position, held_by_reader) = slot.playout.position(now)?;
+        let ahead = (FRAME * slot.produced).saturating_sub(position);
+        if ahead <= self.policy.lookahead {
+            return None;
+        }
+        Some(if held_by_reader {
+            // Wakes when the reader takes frames; look again soon.
+            now + Duration::from_millis(50)
+        } else {
+            now + (ahead - self.policy.lookahead)
+        })
+    }
+
+    /// Takes the runnable step with the earliest deadline.
+    pub fn next(&mut self, now: Instant) -> Next<J> {
+        let mut best: Option<(Instant, StreamId)> = None;
+        let mut wake: Option<Instant> = None;
+        for (&id, slot) in &self.slots {
+            if slot.job.is_none() {
+                continue;
+            }
+            if let Some(at) = self.parked_until(slot, now) {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+                continue;
+            }
+            let deadline = self.slot_deadline(slot, now);
+            if best.is_none_or(|(d, i)| (deadline, id) < (d, i)) {
+                best = Some((deadline, id));
+            }
+        }
+        let Some((deadline, id)) = best else {
+            return Next::Wait(wake);
+        };
+        let wide = self.slots.len() < self.policy.threads;
+        let due = match self.slots.get(&id) {
+            Some(slot) => self.slot_due(slot, now),
+            None => return Next::Wait(wake),
+        };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Next::Wait(wake);
+        };
+        match slot.job.take() {
+            Some(job) => Next::Run(Step {
+                id,
+                job,
+                deadline,
+                due,
+                first: slot.produced == 0,
+                wide,
+            }),
+            None => Next::Wait(wake),
+        }
+    }
+
+    /// The steps that run together with `lead` (just taken by
+    /// [`next`](Self::next)): up to `batch − 1` other runnable streams whose
+    /// deadlines are at most the batch horizon after the lead's and whose
+    /// work `compatible` accepts beside the lead's (the same voice, an
+    /// engine that can share a call), earliest deadline first. The lead's
+    /// `wide` is cleared when any join: a batch shares its thread.
+    pub fn companions(
+        &mut self,
+        lead: &mut Step<J>,
+        now: Instant,
+        compatible: impl Fn(&J, &J) -> bool,
+    ) -> Vec<Step<J>> {
+        if self.policy.batch <= 1 {
+            return Vec::new();
+        }
+        let until = lead.deadline + self.policy.batch_horizon;
+        let mut due: Vec<(Instant, StreamId)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.job.as_ref().is_some_and(|j| compatible(&lead.job, j))
+                    && self.parked_until(slot, now).is_none()
+            })
+            .map(|(&id, slot)| (self.slot_deadline(slot, now), id))
+            .filter(|&(deadline, _)| deadline <= until)
+            .collect();
+        due.sort();
+        due.truncate(self.policy.batch - 1);
+        let mut steps = Vec::with_capacity(due.len());
+        for (deadline, id) in due {
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
+            let due = self.slot_due(slot, now);
+            let first = slot.produced == 0;
+            if let Some(job) = self.slots.get_mut(&id).and_then(|s| s.job.take()) {
+                steps.push(Step {
+                    id,
+                    job,
+                    deadline,
+                    due,
+                    first,
+                    wide: false,
+                });
+            }
+        }
+        if !steps.is_empty() {
+            lead.wide = false;
+        }
+        steps
+    }
+
+    /// Fraction of the threads the admitted streams need while they play:
+    /// the sum of their costs over the thread count.
+    pub fn utilisation(&self) -> f64 {
+        let need: f64 = self
+            .slots
+            .values()
+            .filter(|s| s.demand.audio > 0.0)
+            .map(|s| s.demand.cost)
+            .sum();
+        need / self.policy.threads.max(1) as f64
+    }
+
+    fn fluid(&self, slot: &Slot<J>, now: Instant) -> Fluid {
+        let d = slot.demand;
+        let lump_audio = if slot.produced == 0 {
+            first_step_audio(d.audio)
+        } else {
+            d.audio.min(self.policy.step_audio.as_secs_f64())
+        };
+        Fluid {
+            start: secs_after(self.slot_deadline(slot, now), now),
+            lump: lump_audio * d.cost,
+            rate: d.cost,
+            total: d.audio * d.cost,
+        }
+    }
+
+    /// Whether every admitted stream, plus `extra` arriving `delay` from
+    /// now, can meet its deadlines.
+    fn fits(&self, now: Instant, extra: Demand, delay: Duration) -> bool {
+        let mut demands: Vec<Fluid> = self.slots.values().map(|s| self.fluid(s, now)).collect();
+        demands.push(Fluid {
+            start: (delay + self.policy.first_audio_budget).as_secs_f64(),
+            lump: first_step_audio(extra.audio) * extra.cost,
+            rate: extra.cost,
+            total: extra.audio * extra.cost,
+        });
+        let p = &self.policy;
+        let capacity = p.threads as f64 * p.efficiency;
+        let slack = p.threads as f64 * p.safety_margin.as_secs_f64();
+        feasible(&demands, capacity, slack)
+    }
+
+    /// The smallest delay (to 50 ms, at most 30 s) after which `demand`
+    /// would fit, if nothing else arrived.
+    fn retry_after(&self, now: Instant, demand: Demand) -> Duration {
+        let (mut lo, mut hi) = (0u64, 30_000u64);
+        if !self.fits(now, demand, Duration::from_millis(hi)) {
+            return Duration::from_millis(hi);
+        }
+        while hi - lo > 50 {
+            let mid = (lo + hi) / 2;
+            if self.fits(now, demand, Duration::from_millis(mid)) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Duration::from_millis(hi)
+    }
+}
+
+/// Audio a stream's first step produces: its first decoder window, about
+/// 0.1 s, plus the text part, counted as as much audio again.
+fn first_step_audio(audio: f64) -> f64 {
+    audio.min(0.3)
+}
+
+/// The fluid test: the cumulative compute due by every deadline must not
+/// exceed `capacity` (threads' worth of compute per second) times the
+/// time until then, plus `slack`. The demand is piecewise linear between
+/// its breakpoints, so checking at each breakpoint suffices.
+fn feasible(demands: &[Fluid], capacity: f64, slack: f64) -> bool {
+    // (time, lump added, rate change)
+    let mut events: Vec<(f64, f64, f64)> = Vec::with_capacity(demands.len() * 2);
+    for d in demands {
+        let lump = d.lump.min(d.total);
+        events.push((d.start, lump, d.rate));
+        let rest = (d.total - lump).max(0.0);
+        let end = if d.rate > 0.0 {
+            d.start + rest / d.rate
+        } else {
+            d.start
+        };
+        events.push((end, 0.0, -d.rate));
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut t, mut due, mut rate) = (0.0f64, 0.0f64, 0.0f64);
+    for (at, lump, delta) in events {
+        due += rate * (at - t);
+        t = at;
+        due += lump;
+        rate += delta;
+        if due > capacity * t + slack + 1e-9 {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,386 @@
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn policy() -> Policy {
+    Policy {
+        threads: 1,
+        first_audio_budget: ms(100),
+        lookahead: ms(2_000),
+        send_ahead: ms(0),
+        safety_margin: ms(100),
+        efficiency: 1.0,
+        step_audio: ms(500),
+        admission: true,
+        batch: 1,
+        batch_horizon: ms(500),
+    }
+}
+
+fn demand(audio: f64) -> Demand {
+    Demand { audio, cost: 0.1 }
+}
+
+fn run(streams: &mut Streams<&'static str>, now: Instant) -> Step<&'static str> {
+    match streams.next(now) {
+        Next::Run(step) => step,
+        Next::Wait(w) => panic!("nothing runnable (wake {w:?})"),
+    }
+}
+
+/// Adds a stream whose clock started at `anchor`, that has produced
+/// `produced` frames and sent `sent` of them.
+fn playing(
+    s: &mut Streams<&'static str>,
+    name: &'static str,
+    anchor: Instant,
+    produced: u32,
+    sent: u32,
+) -> StreamId {
+    let id = s
+        .admit(anchor, demand(10.0), Delivery::Realtime)
+        .expect("admitted");
+    s.insert(id, name);
+    let slot = s.slots.get_mut(&id).expect("slot");
+    slot.produced = produced;
+    slot.playout.start(anchor);
+    for _ in 0..sent {
+        slot.playout.sent_one();
+    }
+    id
+}
+
+#[test]
+fn the_earliest_deadline_runs_first() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // Both have produced 300 ms; b's clock started 150 ms earlier.
+    let a = playing(&mut s, "a", t0, 15, 15);
+    let b = playing(&mut s, "b", t0 - ms(150), 15, 15);
+    assert_eq!(s.deadline(a, t0), Some(t0 + ms(300 - 100)));
+    assert_eq!(s.deadline(b, t0), Some(t0 + ms(150 - 100)));
+    let step = run(&mut s, t0);
+    assert_eq!((step.id, step.job), (b, "b"));
+    assert_eq!(run(&mut s, t0).id, a, "then a");
+}
+
+#[test]
+fn a_real_time_step_is_due_before_its_frames_should_leave() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        send_ahead: ms(1_000),
+        admission: false,
+        ..policy()
+    });
+    // 1.5 s produced: frame 75 is due at t0 + 1.5 s and leaves at
+    // t0 + 0.5 s, so the step that makes it is due at t0 + 0.4 s.
+    let id = playing(&mut s, "listener", t0, 75, 50);
+    assert_eq!(s.deadline(id, t0), Some(t0 + ms(400)));
+    // A fast stream sends at once: only the margin counts.
+    let fast = s.admit(t0, demand(10.0), Delivery::Fast).expect("fast");
+    s.insert(fast, "fast");
+    let slot = s.slots.get_mut(&fast).expect("slot");
+    slot.produced = 75;
+    slot.playout.start(t0);
+    assert_eq!(s.deadline(fast, t0), Some(t0 + ms(1_400)));
+}
+
+#[test]
+fn a_stream_far_enough_ahead_is_parked_until_it_needs_more() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(policy());
+    // 2.5 s produced, clock at 0: 2.5 s ahead, parked for 0.5 s.
+    let id = playing(&mut s, "a", t0, 125, 125);
+    match s.next(t0) {
+        Next::Wait(Some(at)) => assert_eq!(at, t0 + ms(500)),
+        other => panic!("{other:?}"),
+    }
+    match s.next(t0 + ms(499)) {
+        Next::Wait(Some(_)) => {}
+        other => panic!("still parked at 499 ms: {other:?}"),
+    }
+    let step = run(&mut s, t0 + ms(500));
+    assert_eq!(step.id, id, "woken when 2 s ahead");
+}
+
+#[test]
+fn a_fast_stream_is_never_parked_but_yields_to_streams_due_sooner() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // A fast stream 10 s ahead of its clock still runs when alone.
+    let fast = s.admit(t0, demand(60.0), Delivery::Fast).expect("fast");
+    s.insert(fast, "fast");
+    let slot = s.slots.get_mut(&fast).expect("slot");
+    slot.produced = 500;
+    slot.playout.start(t0);
+    for _ in 0..500 {
+        slot.playout.sent_one();
+    }
+    assert_eq!(run(&mut s, t0).id, fast);
+    s.put_back(fast, "fast", 500, demand(50.0));
+    // A listener's stream due sooner goes first.
+    let listener = playing(&mut s, "listener", t0, 25, 25);
+    assert_eq!(run(&mut s, t0).id, listener);
+    assert_eq!(run(&mut s, t0).id, fast);
+}
+
+#[test]
+fn a_reader_that_does_not_read_keeps_its_stream_parked() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(policy());
+    // 2.2 s produced, only 5 frames (100 ms) sent: the listener cannot
+    // be past 100 ms however much time passes.
+    let id = playing(&mut s, "a", t0, 110, 5);
+    for later in [ms(0), ms(1_000), ms(60_000)] {
+        assert!(
+            matches!(s.next(t0 + later), Next::Wait(_)),
+            "parked after {later:?}"
+        );
+    }
+    // Its next step is not late: the listener has 2.1 s left.
+    assert_eq!(
+        s.deadline(id, t0 + ms(60_000)),
+        Some(t0 + ms(60_000 + 2_100 - 100))
+    );
+    // Once the reader takes frames again, the stream runs.
+    let clock = s.playout(id).expect("clock");
+    for _ in 5..100 {
+        clock.sent_one();
+    }
+    assert_eq!(run(&mut s, t0 + ms(60_000)).id, id);
+}
+
+#[test]
+fn a_first_window_beats_a_later_window_that_has_slack() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // Playing, 1 s ahead: due at t0 + 1 s − 100 ms.
+    playing(&mut s, "playing", t0, 50, 50);
+    let new = s
+        .admit(t0, demand(3.0), Delivery::Realtime)
+        .expect("admitted");
+    s.insert(new, "new");
+    let step = run(&mut s, t0);
+    assert_eq!(step.job, "new", "first audio is due at t0 + 100 ms");
+    assert!(step.first);
+}
+
+#[test]
+fn a_later_window_beats_a_first_window_when_about_to_miss() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // Playing with only 150 ms ahead: due at t0 + 50 ms, before the
+    // new stream's t0 + 100 ms.
+    playing(&mut s, "playing", t0, 50, 50);
+    let now = t0 + ms(850);
+    let new = s
+        .admit(now, demand(3.0), Delivery::Realtime)
+        .expect("admitted");
+    s.insert(new, "new");
+    let step = run(&mut s, now);
+    assert_eq!(step.job, "playing");
+    assert!(!step.first);
+    assert_eq!(step.deadline, t0 + ms(900));
+}
+
+#[test]
+fn cancelling_removes_queued_work() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(policy());
+    let id = s
+        .admit(t0, demand(1.0), Delivery::Realtime)
+        .expect("admitted");
+    s.insert(id, "gone");
+    assert_eq!(s.remove(id), Some("gone"), "queued work is dropped at once");
+    assert!(matches!(s.next(t0), Next::Wait(None)));
+    // A running step comes back to nothing.
+    let id = s
+        .admit(t0, demand(1.0), Delivery::Realtime)
+        .expect("admitted");
+    s.insert(id, "running");
+    let step = run(&mut s, t0);
+    assert_eq!(s.remove(id), None);
+    assert_eq!(s.put_back(id, step.job, 5, demand(0.9)), Some("running"));
+    assert!(s.is_empty());
+}
+
+#[test]
+fn admission_refuses_exactly_when_owed_work_exceeds_capacity() {
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(Policy {
+        safety_margin: ms(0),
+        ..policy()
+    });
+    // Long streams that each need 30 % of the one thread: three fit
+    // (90 %), a fourth would need 120 %.
+    let long = Demand {
+        audio: 600.0,
+        cost: 0.3,
+    };
+    let mut admitted = 0;
+    while let Ok(id) = s.admit(t0, long, Delivery::Realtime) {
+        admitted += 1;
+        assert!(admitted < 10, "admission never refused");
+        // It starts playing with 1 s of audio ahead.
+        let slot = s.slots.get_mut(&id).expect("slot");
+        slot.produced = 50;
+        slot.playout.start(t0);
+    }
+    assert_eq!(admitted, 3);
+    assert!((s.utilisation() - 0.9).abs() < 1e-9);
+    // A short request still fits beside them.
+    let short = Demand {
+        audio: 0.1,
+        cost: 0.3,
+    };
+    assert!(s.admit(t0, short, Delivery::Realtime).is_ok());
+}
+
+#[test]
+fn a_reader_that_stopped_reading_does_not_block_admission() {
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(Policy {
+        safety_margin: ms(0),
+        ..policy()
+    });
+    // A stream whose reader took 5 frames and stopped, a minute ago.
+    let stalled = playing(&mut s, "stalled", t0, 110, 5);
+    let later = t0 + ms(60_000);
+    assert!(s.deadline(stalled, later) > Some(later));
+    assert!(s.admit(later, demand(5.0), Delivery::Realtime).is_ok());
+}
+
+#[test]
+fn a_refusal_says_when_to_retry() {
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(policy());
+    // One stream using 60 % of the thread for 5 s of audio (about 4.8 s
+    // of compute time).
+    let heavy = Demand {
+        audio: 5.0,
+        cost: 0.6,
+    };
+    s.admit(t0, heavy, Delivery::Realtime)
+        .expect("the first fits");
+    let refusal = s
+        .admit(t0, heavy, Delivery::Realtime)
+        .expect_err("a second does not fit");
+    // Together they need 120 %: the second fits once the first's
+    // remaining work, and the overlap, fit (about 1.8 s later).
+    let secs = refusal.retry_after.as_secs_f64();
+    assert!((1.5..=5.0).contains(&secs), "retry after {secs} s");
+    // Retried that much later (the first stream untouched), it fits.
+    assert!(s.fits(t0, heavy, refusal.retry_after));
+}
+
+#[test]
+fn without_admission_everything_is_admitted() {
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    for _ in 0..100 {
+        s.admit(t0, demand(600.0), Delivery::Realtime)
+            .expect("admitted");
+    }
+    assert_eq!(s.len(), 100);
+}
+
+#[test]
+fn wide_steps_only_when_fewer_streams_than_threads() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        threads: 2,
+        admission: false,
+        ..policy()
+    });
+    let a = s.admit(t0, demand(1.0), Delivery::Realtime).expect("a");
+    s.insert(a, "a");
+    assert!(run(&mut s, t0).wide, "one stream on two threads");
+    let b = s.admit(t0, demand(1.0), Delivery::Realtime).expect("b");
+    s.insert(b, "b");
+    assert!(!run(&mut s, t0).wide, "two streams on two threads");
+}
+
+#[test]
+fn a_batch_takes_the_compatible_steps_due_soon_after_the_lead() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        batch: 3,
+        batch_horizon: ms(300),
+        ..policy()
+    });
+    // Deadlines (produced − 100 ms): a 100, b 200, other 240, c 300,
+    // d 500 (beyond the horizon); e is parked (2.5 s ahead).
+    let a = playing(&mut s, "a", t0, 10, 10);
+    let b = playing(&mut s, "b", t0, 15, 15);
+    playing(&mut s, "other voice", t0, 17, 17);
+    let c = playing(&mut s, "c", t0, 20, 20);
+    playing(&mut s, "d", t0, 30, 30);
+    playing(&mut s, "e", t0, 125, 125);
+    let same_voice = |lead: &&str, other: &&str| lead.len() == other.len();
+    let mut lead = run(&mut s, t0);
+    assert_eq!(lead.id, a);
+    let batch = s.companions(&mut lead, t0, same_voice);
+    let ids: Vec<StreamId> = batch.iter().map(|st| st.id).collect();
+    assert_eq!(ids, [b, c], "earliest compatible first, up to 3 in all");
+    assert_eq!(batch[1].deadline, t0 + ms(300));
+    assert!(!lead.wide);
+    // Taken steps are running: the next lead is the one left behind.
+    let mut next = run(&mut s, t0);
+    assert_eq!(next.job, "other voice");
+    let rest = s.companions(&mut next, t0, |_, _| true);
+    let names: Vec<&str> = rest.iter().map(|st| st.job).collect();
+    assert_eq!(names, ["d"], "within 300 ms of 240 ms; e stays parked");
+    // Without batching, nothing joins.
+    let mut single = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    playing(&mut single, "x", t0, 10, 10);
+    playing(&mut single, "y", t0, 10, 10);
+    let mut lead = run(&mut single, t0);
+    assert!(single.companions(&mut lead, t0, |_, _| true).is_empty());
+}
+
+#[test]
+fn the_fluid_test_checks_every_breakpoint() {
+    let d = |start, lump, rate, total| Fluid {
+        start,
+        lump,
+        rate,
+        total,
+    };
+    // Half a thread for 10 s fits one thread.
+    assert!(feasible(&[d(0.0, 0.0, 0.5, 5.0)], 1.0, 0.0));
+    // Two lumps of 0.6 s due at 1 s do not.
+    assert!(!feasible(
+        &[d(1.0, 0.6, 0.0, 0.6), d(1.0, 0.6, 0.0, 0.6)],
+        1.0,
+        0.0
+    ));
+    // Unless one is due later.
+    assert!(feasible(
+        &[d(1.0, 0.6, 0.0, 0.6), d(2.0, 0.6, 0.0, 0.6)],
+        1.0,
+        0.0
+    ));
+    // A rate above capacity fails once its lump is used up.
+    assert!(!feasible(&[d(0.0, 0.0, 1.2, 12.0)], 1.0, 0.5));
+}
