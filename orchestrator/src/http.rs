@@ -22,12 +22,15 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::admission::{Ask, Refusal};
+use crate::app::App;
 use crate::metrics;
 use crate::protocol::http::{Container, SpeechRequest};
 use crate::protocol::{Delivery, ErrorCode, Format};
-use crate::relay::{Outgoing, Stop, StopReason, relay};
+use crate::queue::Outgoing;
+use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
-use crate::session::Shared;
+use crate::stop::{Stop, StopReason};
 
 /// An error in OpenAI's shape.
 fn error_response(
@@ -74,7 +77,7 @@ fn coded(code: ErrorCode, message: &str, param: Option<&str>, retry: Option<u64>
 
 /// `POST /v1/audio/speech`.
 pub(crate) async fn speech(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -128,20 +131,30 @@ pub(crate) async fn speech(
             return coded(ErrorCode::BadRequest, &message, Some(field), None);
         }
     };
-    let refusal = shared
-        .request_refusal(Some(&speech.input), speech.voice.as_deref(), &[])
-        .or_else(|| shared.capacity_refusal(peer.ip()));
-    if let Some((code, message, retry)) = refusal {
-        metrics::request_finished(code.outcome(), Some(code));
-        info!(%request_id, %trace_id, %session_id, code = code.as_str(), detail = %message,
-            "http request refused");
-        let param =
-            matches!(code, ErrorCode::EmptyText | ErrorCode::TextTooLong).then_some("input");
-        return coded(code, &message, param, retry);
-    }
+    let admitted = shared.admission.admit(Ask {
+        text: Some(&speech.input),
+        voice: speech.voice.as_deref(),
+        ids: &[],
+        peer: peer.ip(),
+        connection: None,
+    });
+    let permit = match admitted {
+        Ok((permit, _)) => permit,
+        Err(Refusal {
+            code,
+            message,
+            retry_after_ms,
+        }) => {
+            metrics::request_finished(code.outcome(), Some(code));
+            info!(%request_id, %trace_id, %session_id, code = code.as_str(), detail = %message,
+                "http request refused");
+            let param =
+                matches!(code, ErrorCode::EmptyText | ErrorCode::TextTooLong).then_some("input");
+            return coded(code, &message, param, retry_after_ms);
+        }
+    };
     info!(%request_id, %trace_id, %session_id, chars = speech.input.chars().count(),
         "http request accepted");
-    shared.update_inflight(1);
     let (tx, mut rx) = mpsc::channel(shared.config.client_queue_frames);
     let ids = RequestIds {
         request_id: request_id.clone(),
@@ -155,7 +168,8 @@ pub(crate) async fn speech(
         Delivery::Realtime,
         speech.options,
         Api::Http,
-    );
+    )
+    .holding(permit);
     req.received = received;
     let stop = req.stop.clone();
     {
@@ -172,7 +186,6 @@ pub(crate) async fn speech(
                     relayed.await;
                 }
             }
-            shared.update_inflight(-1);
         });
     }
     // The response's status waits for the first frame (or the failure).
@@ -452,7 +465,7 @@ fn rand_serial() -> u32 {
 }
 
 /// `GET /v1/voices`.
-pub(crate) async fn voices(State(shared): State<Arc<Shared>>) -> Response {
+pub(crate) async fn voices(State(shared): State<Arc<App>>) -> Response {
     match crate::voices::list(&shared.relay.pool).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => coded(e.code(), &e.to_string(), None, None),

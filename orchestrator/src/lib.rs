@@ -20,6 +20,8 @@ pub use tts_protocol as protocol;
 
 mod accept;
 mod admin;
+mod admission;
+mod app;
 mod cache;
 mod context;
 mod error;

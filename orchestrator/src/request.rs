@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tracing::Span;
 
+use crate::admission::Permit;
 use crate::protocol::{Delivery, Format, Options, Speed};
 use crate::stop::Stop;
 
@@ -61,6 +62,8 @@ pub(crate) struct Request {
     pub(crate) stop: Stop,
     /// `relay`, with the request's ids and stream.
     pub(crate) span: Span,
+    /// Its place among the requests in flight, until it ends.
+    permit: Option<Permit>,
 }
 
 impl Request {
@@ -85,7 +88,14 @@ impl Request {
             received: Instant::now(),
             stop: Stop::default(),
             span,
+            permit: None,
         }
+    }
+
+    /// It holds `permit` until it ends.
+    pub(crate) fn holding(mut self, permit: Permit) -> Self {
+        self.permit = Some(permit);
+        self
     }
 
     /// One clause of this context, accepted now: the same ids, stream,

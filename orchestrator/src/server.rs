@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -19,6 +18,8 @@ use tracing::{info, warn};
 use tts_telemetry::MetricsHandle;
 use tts_telemetry::faults::{Component, Faults};
 
+use crate::admission::Admission;
+use crate::app::App;
 use crate::config::{Cli, OrchestratorConfig};
 use crate::error::OrchestratorError;
 use crate::metrics::{self, RelayStats};
@@ -123,8 +124,9 @@ impl Orchestrator {
     }
 
     /// What every client connection and HTTP request shares.
-    fn shared(&self, stop: CancellationToken) -> Arc<session::Shared> {
-        Arc::new(session::Shared {
+    fn shared(&self, stop: CancellationToken) -> Arc<App> {
+        Arc::new(App {
+            admission: Admission::new(&self.config, stop.clone()),
             relay: Arc::new(relay::RelayContext {
                 pool: Arc::clone(&self.pool),
                 cache: cache::Settings::from_config(&self.config).map(cache::PhraseCache::new),
@@ -138,15 +140,13 @@ impl Orchestrator {
             }),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
-            inflight: AtomicUsize::new(0),
             shutdown: stop,
             force: CancellationToken::new(),
-            rate: rate_limiter(self.config.requests_per_second_per_address),
         })
     }
 
     /// The client listener: the WebSocket, the speech endpoint, the page.
-    fn client_routes(&self, shared: Arc<session::Shared>) -> Router {
+    fn client_routes(&self, shared: Arc<App>) -> Router {
         Router::new()
             .route("/ws", get(ws_handler))
             .route("/v1/audio/speech", axum::routing::post(http::speech))
@@ -204,7 +204,7 @@ impl Orchestrator {
 
 /// Waits up to `grace` for every connection to close; then ends what is
 /// left with `shutting_down` and waits for those last messages to flush.
-async fn drain(gate: &accept::Gate, shared: &session::Shared, grace: Duration) {
+async fn drain(gate: &accept::Gate, shared: &App, grace: Duration) {
     if tokio::time::timeout(grace, gate.closed()).await.is_err() {
         warn!(
             grace_secs = grace.as_secs_f64(),
@@ -247,17 +247,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, OrchestratorError> {
     })
 }
 
-/// Requests per second per client address, bursts of twice as many.
-fn rate_limiter(per_second: u32) -> governor::DefaultKeyedRateLimiter<std::net::IpAddr> {
-    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
-    let burst =
-        rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN));
-    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
-}
-
 async fn ws_handler(
     upgrade: WebSocketUpgrade,
-    State(shared): State<Arc<session::Shared>>,
+    State(shared): State<Arc<App>>,
     Extension(ticket): Extension<accept::Ticket>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,

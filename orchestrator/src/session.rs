@@ -10,115 +10,30 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::StreamExt;
-use governor::DefaultKeyedRateLimiter;
-use governor::clock::{Clock, DefaultClock};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
 use crate::accept::Ticket;
-use crate::config::OrchestratorConfig;
+use crate::admission::{
+    Ask, ConnectionBudget, OnConnection, Permit, Refusal, TextPermit, shortened,
+};
+use crate::app::App;
 use crate::context::{Piece, context};
-use crate::metrics::{self, RelayStats};
+use crate::metrics;
 use crate::protocol::{
     Command, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
-use crate::relay::{Outgoing, RelayContext, Stop, StopReason, relay};
+use crate::queue::Outgoing;
+use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
+use crate::stop::{Stop, StopReason};
 use crate::writer::{Control, write_loop};
-
-/// What every connection shares.
-pub(crate) struct Shared {
-    pub(crate) config: OrchestratorConfig,
-    pub(crate) relay: Arc<RelayContext>,
-    pub(crate) stats: Arc<RelayStats>,
-    pub(crate) inflight: AtomicUsize,
-    pub(crate) shutdown: CancellationToken,
-    /// Cancelled when the grace period is over: end whatever is left.
-    pub(crate) force: CancellationToken,
-    /// Requests per second per client address.
-    pub(crate) rate: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-/// A refusal: its code, message and, for rate limits, when to retry (ms).
-pub(crate) type Refusal = (ErrorCode, String, Option<u64>);
-
-impl Shared {
-    /// Refusals that concern the request alone: shutdown, oversized
-    /// fields (`ids` are named identifier fields), empty or long text.
-    pub(crate) fn request_refusal(
-        &self,
-        text: Option<&str>,
-        voice: Option<&str>,
-        ids: &[(&'static str, &str)],
-    ) -> Option<Refusal> {
-        let refuse = |code, message: String| Some((code, message, None));
-        if self.shutdown.is_cancelled() {
-            return refuse(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down".into(),
-            );
-        }
-        let voice = [("voice", voice.unwrap_or(""), MAX_VOICE_BYTES)];
-        let ids = ids
-            .iter()
-            .map(|&(field, value)| (field, value, MAX_ID_BYTES));
-        for (field, value, max) in ids.chain(voice) {
-            if value.len() > max {
-                let msg = format!("{field} is {} bytes; the limit is {max}", value.len());
-                return refuse(ErrorCode::BadRequest, msg);
-            }
-        }
-        let text = text?;
-        if text.trim().is_empty() {
-            return refuse(ErrorCode::EmptyText, "text is empty".into());
-        }
-        let chars = text.chars().count();
-        if chars > self.config.max_text_chars {
-            let msg = format!(
-                "text is {chars} characters; the limit is {}",
-                self.config.max_text_chars
-            );
-            return refuse(ErrorCode::TextTooLong, msg);
-        }
-        None
-    }
-
-    /// Refusals that protect the server: the per-address request rate and
-    /// the requests in flight.
-    pub(crate) fn capacity_refusal(&self, peer: IpAddr) -> Option<Refusal> {
-        if let Err(not_until) = self.rate.check_key(&peer) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let msg = format!(
-                "more than {} requests per second from this address",
-                self.config.requests_per_second_per_address
-            );
-            return Some((ErrorCode::RateLimited, msg, Some(wait.as_millis() as u64)));
-        }
-        if self.inflight.load(Ordering::Relaxed) >= self.config.max_inflight {
-            let msg = "the server is at capacity".to_owned();
-            return Some((ErrorCode::Overloaded, msg, None));
-        }
-        None
-    }
-
-    /// Counts a request in (+1) or out (−1) of flight.
-    pub(crate) fn update_inflight(&self, delta: isize) {
-        let n = if delta > 0 {
-            self.inflight.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.inflight.fetch_sub(1, Ordering::Relaxed) - 1
-        };
-        metrics::inflight(n);
-    }
-}
 
 /// Close codes (RFC 6455 §7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
@@ -130,10 +45,6 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a closing connection's writer may take to flush what is
 /// queued before it is stopped.
 pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
-/// Longest `request_id` or `trace_id`, in bytes.
-pub(crate) const MAX_ID_BYTES: usize = 128;
-/// Longest `voice` name, in bytes.
-const MAX_VOICE_BYTES: usize = 64;
 /// Control messages (pongs, immediate errors) queued for one connection.
 const CONTROL_QUEUE: usize = 64;
 
@@ -141,7 +52,7 @@ const CONTROL_QUEUE: usize = 64;
 /// server drains. Holds the connection's `ticket` to the end.
 pub(crate) async fn serve(
     socket: WebSocket,
-    shared: Arc<Shared>,
+    shared: Arc<App>,
     peer: IpAddr,
     trace_hint: Option<String>,
     ticket: Ticket,
@@ -179,7 +90,7 @@ pub(crate) async fn serve(
             tasks: JoinSet::new(),
             next_stream_id: 1,
             bad_messages: 0,
-            inflight_chars: 0,
+            budget: ConnectionBudget::new(&shared.config),
             worker_calls: Arc::new(Semaphore::new(1)),
         };
         closing = conn.run(stream).await;
@@ -235,7 +146,7 @@ impl Closing {
 }
 
 struct Connection<'a> {
-    shared: &'a Shared,
+    shared: &'a App,
     session_id: &'a str,
     peer: IpAddr,
     trace_hint: Option<String>,
@@ -245,15 +156,18 @@ struct Connection<'a> {
     tasks: JoinSet<String>,
     next_stream_id: u32,
     bad_messages: u32,
-    /// Characters of text in flight on this connection.
-    inflight_chars: usize,
+    /// Requests and characters in flight on this connection.
+    budget: ConnectionBudget,
     /// One deep ping or voices request at a time per connection.
     worker_calls: Arc<Semaphore>,
 }
 
 struct Active {
     stop: Stop,
+    /// Characters of its text (a context's so far).
     chars: usize,
+    /// Its characters' place in the connection's budget.
+    text: Option<TextPermit>,
     /// A context's text input.
     feed: Option<mpsc::Sender<Piece>>,
 }
@@ -346,12 +260,9 @@ impl Connection<'_> {
     }
 
     fn reap(&mut self, done: Result<String, tokio::task::JoinError>) {
-        if let Ok(request_id) = done
-            && let Some(active) = self.active.remove(&request_id)
-        {
-            self.inflight_chars -= active.chars;
+        if let Ok(request_id) = done {
+            self.active.remove(&request_id);
         }
-        self.update_inflight(-1);
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Closing> {
@@ -489,44 +400,26 @@ impl Connection<'_> {
         })
     }
 
-    /// Why a request is refused before any work, if it is. A context has
-    /// no text yet (`None`).
-    fn refusal(
+    /// Admits a request, or says why not. A context has no text yet
+    /// (`None`).
+    fn admit(
         &self,
         text: Option<&str>,
         voice: Option<&str>,
         request_id: &str,
         trace_id: &str,
-    ) -> Option<Refusal> {
-        let limits = &self.shared.config;
-        let refuse = |code, message: String| Some((code, message, None));
-        if let Some(r) = self.shared.request_refusal(
+    ) -> Result<(Permit, Option<TextPermit>), Refusal> {
+        self.shared.admission.admit(Ask {
             text,
             voice,
-            &[("request_id", request_id), ("trace_id", trace_id)],
-        ) {
-            return Some(r);
-        }
-        if self.active.contains_key(request_id) {
-            let msg = format!("request {request_id:?} is already in flight");
-            return refuse(ErrorCode::BadRequest, msg);
-        }
-        if self.active.len() >= limits.max_requests_per_connection {
-            let msg = format!(
-                "{} requests in flight on this connection",
-                self.active.len()
-            );
-            return refuse(ErrorCode::RateLimited, msg);
-        }
-        let chars = text.map_or(0, |t| t.chars().count());
-        if self.inflight_chars + chars > limits.max_connection_chars {
-            let msg = format!(
-                "{} characters in flight on this connection; the limit is {}",
-                self.inflight_chars, limits.max_connection_chars
-            );
-            return refuse(ErrorCode::RateLimited, msg);
-        }
-        self.shared.capacity_refusal(self.peer)
+            ids: &[("request_id", request_id), ("trace_id", trace_id)],
+            peer: self.peer,
+            connection: Some(OnConnection {
+                budget: &self.budget,
+                request_id,
+                duplicate: self.active.contains_key(request_id),
+            }),
+        })
     }
 
     /// Accepts a request, or refuses it with a coded error: a `synthesize`
@@ -544,23 +437,29 @@ impl Connection<'_> {
         let trace_id = trace_id
             .or_else(|| self.trace_hint.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        if let Some((code, message, retry_after_ms)) =
-            self.refusal(text.as_deref(), voice.as_deref(), &request_id, &trace_id)
-        {
-            metrics::request_finished(code.outcome(), Some(code));
-            // Oversized identifiers are not echoed back whole.
-            let (request_id, trace_id) = (shortened(&request_id), shortened(&trace_id));
-            info!(session_id = %self.session_id, %request_id, %trace_id, code = code.as_str(),
-                detail = %message, "request refused");
-            let err = ServerMessage::Error {
+        let admitted = self.admit(text.as_deref(), voice.as_deref(), &request_id, &trace_id);
+        let (permit, text_permit) = match admitted {
+            Ok(admitted) => admitted,
+            Err(Refusal {
                 code,
                 message,
-                request_id: Some(request_id.to_owned()),
                 retry_after_ms,
-            };
-            self.control(err).await;
-            return;
-        }
+            }) => {
+                metrics::request_finished(code.outcome(), Some(code));
+                // Oversized identifiers are not echoed back whole.
+                let (request_id, trace_id) = (shortened(&request_id), shortened(&trace_id));
+                info!(session_id = %self.session_id, %request_id, %trace_id, code = code.as_str(),
+                detail = %message, "request refused");
+                let err = ServerMessage::Error {
+                    code,
+                    message,
+                    request_id: Some(request_id.to_owned()),
+                    retry_after_ms,
+                };
+                self.control(err).await;
+                return;
+            }
+        };
         let chars = text.as_deref().map_or(0, |t| t.chars().count());
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
@@ -572,7 +471,8 @@ impl Connection<'_> {
             trace_id,
             session_id: self.session_id.to_owned(),
         };
-        let req = Request::new(ids, stream_id, voice, delivery, options, Api::WebSocket);
+        let req =
+            Request::new(ids, stream_id, voice, delivery, options, Api::WebSocket).holding(permit);
         let (feed, pieces) = if is_context {
             let (tx, rx) = mpsc::channel(CONTEXT_PIECES);
             (Some(tx), Some(rx))
@@ -584,11 +484,10 @@ impl Connection<'_> {
             Active {
                 stop: req.stop.clone(),
                 chars,
+                text: text_permit,
                 feed,
             },
         );
-        self.inflight_chars += chars;
-        self.update_inflight(1);
         let (ctx, out) = (Arc::clone(&self.shared.relay), self.data.clone());
         match pieces {
             Some(pieces) => {
@@ -601,57 +500,59 @@ impl Connection<'_> {
         };
     }
 
-    fn update_inflight(&self, delta: isize) {
-        self.shared.update_inflight(delta);
-    }
-
     /// Hands a piece to its context; refusals are coded errors and leave
     /// the context as it was.
     async fn feed(&mut self, request_id: String, piece: Piece) {
+        if let Err((code, message)) = self.try_feed(&request_id, piece) {
+            metrics::request_finished(code.outcome(), Some(code));
+            let err = ServerMessage::error(code, message, Some(shortened(&request_id).to_owned()));
+            self.control(err).await;
+        }
+    }
+
+    /// Hands a piece on, or says why not (in this order): no such
+    /// context, not a context, the context's text too long, the
+    /// connection's characters, too many pieces waiting, closed.
+    fn try_feed(&mut self, request_id: &str, piece: Piece) -> Result<(), (ErrorCode, String)> {
         let max_chars = self.shared.config.max_text_chars;
-        let max_connection = self.shared.config.max_connection_chars;
         let added = match &piece {
             Piece::Text(t) => t.chars().count(),
             _ => 0,
         };
-        let inflight_chars = self.inflight_chars;
-        let refusal = match self.active.get_mut(&request_id) {
-            None => Some((
-                ErrorCode::BadRequest,
-                format!("no context {request_id:?} is open"),
-            )),
-            Some(Active { feed: None, .. }) => Some((
-                ErrorCode::BadRequest,
-                format!("request {request_id:?} is not a context"),
-            )),
-            Some(active) if active.chars + added > max_chars => Some((
-                ErrorCode::TextTooLong,
-                format!("the context's text would be over {max_chars} characters"),
-            )),
-            Some(_) if inflight_chars + added > max_connection => Some((
-                ErrorCode::RateLimited,
-                format!("{inflight_chars} characters in flight on this connection"),
-            )),
-            Some(active) => match active.feed.as_ref().map(|f| f.try_send(piece)) {
-                Some(Ok(())) => {
-                    active.chars += added;
-                    self.inflight_chars += added;
-                    None
-                }
-                Some(Err(mpsc::error::TrySendError::Full(_))) => Some((
-                    ErrorCode::RateLimited,
-                    "too many pieces waiting in this context".to_owned(),
-                )),
-                Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Some((
-                    ErrorCode::BadRequest,
-                    format!("context {request_id:?} is closed"),
-                )),
-            },
+        let Some(active) = self.active.get_mut(request_id) else {
+            let message = format!("no context {request_id:?} is open");
+            return Err((ErrorCode::BadRequest, message));
         };
-        if let Some((code, message)) = refusal {
-            metrics::request_finished(code.outcome(), Some(code));
-            let err = ServerMessage::error(code, message, Some(shortened(&request_id).to_owned()));
-            self.control(err).await;
+        let Some(feed) = &active.feed else {
+            let message = format!("request {request_id:?} is not a context");
+            return Err((ErrorCode::BadRequest, message));
+        };
+        if active.chars + added > max_chars {
+            let message = format!("the context's text would be over {max_chars} characters");
+            return Err((ErrorCode::TextTooLong, message));
+        }
+        let Some(more) = self.budget.take_chars(added) else {
+            let inflight = self.budget.chars_in_flight();
+            let message = format!("{inflight} characters in flight on this connection");
+            return Err((ErrorCode::RateLimited, message));
+        };
+        match feed.try_send(piece) {
+            Ok(()) => {
+                active.chars += added;
+                match &mut active.text {
+                    Some(text) => text.merge(more),
+                    None => active.text = Some(more),
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err((
+                ErrorCode::RateLimited,
+                "too many pieces waiting in this context".to_owned(),
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err((
+                ErrorCode::BadRequest,
+                format!("context {request_id:?} is closed"),
+            )),
         }
     }
 
@@ -665,15 +566,6 @@ impl Connection<'_> {
             self.reap(done);
         }
     }
-}
-
-/// An identifier as it may be logged and echoed: whole within the limit,
-/// else its first 32 characters.
-fn shortened(id: &str) -> &str {
-    if id.len() <= MAX_ID_BYTES {
-        return id;
-    }
-    id.char_indices().nth(32).map_or(id, |(i, _)| &id[..i])
 }
 
 /// One `grpc.health.v1` round trip to the worker: its duration in µs and
@@ -702,17 +594,4 @@ async fn deep_ping(
         Err(_) => "error: no answer within 2 s".to_owned(),
     };
     (rtt, status)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_oversized_identifiers_are_shortened() {
-        let uuid = "98b2239f-4121-4144-878a-cd518efe2a51";
-        assert_eq!(shortened(uuid), uuid);
-        let long = "é".repeat(100);
-        assert_eq!(shortened(&long).chars().count(), 32);
-    }
 }

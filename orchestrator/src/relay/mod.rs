@@ -19,13 +19,10 @@ use crate::cache::{PhraseCache, Recording, Replay};
 use crate::metrics::{self, RelayStats};
 use crate::pool::{Lease, NoWorker, Pool};
 use crate::protocol::{Delivery, ErrorCode, Outcome, ServerMessage, WordTiming};
+use crate::queue::{Outgoing, Queued, enqueue};
 use crate::request::Request;
+use crate::stop::{Stop, StopReason};
 use crate::transcode::Transcoder;
-
-// The connection's queue and a request's stop switch, where the session,
-// the HTTP endpoint and contexts have found them so far.
-pub(crate) use crate::queue::{Outgoing, Queued, enqueue};
-pub(crate) use crate::stop::{Stop, StopReason};
 
 /// How a request ended.
 enum Ending {
