@@ -147,8 +147,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_STALLED_READER_SECS", default_value_t = 30.0)]
     pub stalled_reader_secs: f64,
 
-    /// Frames a request may have synthesised but not yet sent (16 = 320 ms
-    /// of audio). When full, synthesis of that request waits.
+    /// Frames released to a request's response stream and not yet taken
+    /// by gRPC (16 = 320 ms of audio). Before release, synthesised frames
+    /// wait in a queue of --lookahead-ms + --send-ahead-ms of audio; when
+    /// it is full, that request runs no further synthesis step.
     #[arg(long, env = "TTS_WORKER_STREAM_FRAMES", default_value_t = 16)]
     pub stream_queue_frames: usize,
 

@@ -49,8 +49,9 @@ pub enum Delivery {
     /// On the playout clock: a stream far enough ahead is parked.
     #[default]
     Realtime,
-    /// As soon as synthesised: never parked, but its deadlines still come
-    /// from its playout clock, so every stream due sooner goes first.
+    /// As soon as synthesised: parked only while its reader is more than
+    /// the lookahead behind, and its deadlines still come from its playout
+    /// clock, so every stream due sooner goes first.
     Fast,
 }
 
@@ -109,6 +110,9 @@ struct Slot<J> {
     delivery: Delivery,
     /// `None` while a thread runs a step.
     job: Option<J>,
+    /// Its last step's frames did not all fit its queue: it runs no step
+    /// until [`Streams::unblock`].
+    blocked: bool,
 }
 
 /// The scheduler's state: every admitted stream. Not thread-safe by
@@ -186,6 +190,7 @@ impl<J> Streams<J> {
                 demand,
                 delivery,
                 job: None,
+                blocked: false,
             },
         );
         Ok(id)
@@ -230,6 +235,31 @@ impl<J> Streams<J> {
         }
     }
 
+    /// Stream `id` runs no step until [`unblock`](Self::unblock): its
+    /// frames wait for room in its queue.
+    pub fn block(&mut self, id: StreamId) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.blocked = true;
+        }
+    }
+
+    /// Stream `id` may run again.
+    pub fn unblock(&mut self, id: StreamId) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.blocked = false;
+        }
+    }
+
+    /// Stream `id`'s work, unless a thread is running its step.
+    pub fn job_mut(&mut self, id: StreamId) -> Option<&mut J> {
+        self.slots.get_mut(&id)?.job.as_mut()
+    }
+
+    /// Frames stream `id` had produced by its last step.
+    pub fn produced(&self, id: StreamId) -> Option<u32> {
+        self.slots.get(&id).map(|s| s.produced)
+    }
+
     /// When stream `id`'s next step is due.
     pub fn deadline(&self, id: StreamId, now: Instant) -> Option<Instant> {
         self.slots.get(&id).map(|s| self.slot_deadline(s, now))
@@ -267,13 +297,23 @@ impl<J> Streams<J> {
         }
     }
 
-    /// `None` when the stream may run now; else when to look again.
+    /// `None` when the stream may run now; else when to look again. A
+    /// real-time stream is parked when it is more than the lookahead ahead
+    /// of what its listener can have played; a fast one, whose frames leave
+    /// as soon as they exist, when it is that far ahead of what its reader
+    /// has taken.
     fn parked_until(&self, slot: &Slot<J>, now: Instant) -> Option<Instant> {
-        if slot.produced == 0 || slot.delivery == Delivery::Fast {
+        if slot.produced == 0 {
             return None;
         }
-        let (position, held_by_reader) = slot.playout.position(now)?;
-        let ahead = (FRAME * slot.produced).saturating_sub(position);
+        let produced = FRAME * slot.produced;
+        let (ahead, held_by_reader) = match slot.delivery {
+            Delivery::Fast => (produced.saturating_sub(FRAME * slot.playout.sent()), true),
+            Delivery::Realtime => {
+                let (position, held_by_reader) = slot.playout.position(now)?;
+                (produced.saturating_sub(position), held_by_reader)
+            }
+        };
         if ahead <= self.policy.lookahead {
             return None;
         }
@@ -290,7 +330,7 @@ impl<J> Streams<J> {
         let mut best: Option<(Instant, StreamId)> = None;
         let mut wake: Option<Instant> = None;
         for (&id, slot) in &self.slots {
-            if slot.job.is_none() {
+            if slot.job.is_none() || slot.blocked {
                 continue;
             }
             if let Some(at) = self.parked_until(slot, now) {
@@ -346,7 +386,8 @@ impl<J> Streams<J> {
             .slots
             .iter()
             .filter(|(_, slot)| {
-                slot.job.as_ref().is_some_and(|j| compatible(&lead.job, j))
+                !slot.blocked
+                    && slot.job.as_ref().is_some_and(|j| compatible(&lead.job, j))
                     && self.parked_until(slot, now).is_none()
             })
             .map(|(&id, slot)| (self.slot_deadline(slot, now), id))

@@ -51,12 +51,17 @@ impl Playout {
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Frames sent.
+    pub fn sent(&self) -> u32 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     /// Audio the listener can have played by `now`: the time since the
     /// first frame, but never more than what was sent.
     pub(super) fn position(&self, now: Instant) -> Option<(Duration, bool)> {
         let anchor = self.anchor()? + self.shift();
         let elapsed = now.saturating_duration_since(anchor);
-        let sent = FRAME * self.sent.load(Ordering::Relaxed);
+        let sent = FRAME * self.sent();
         Some(if sent < elapsed {
             (sent, true)
         } else {

@@ -109,7 +109,60 @@ fn a_stream_far_enough_ahead_is_parked_until_it_needs_more() {
 }
 
 #[test]
-fn a_fast_stream_is_never_parked_but_yields_to_streams_due_sooner() {
+fn a_fast_stream_is_parked_only_while_its_reader_is_behind() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // 10 s produced at once, of which the reader took 9.5 s: 0.5 s ahead
+    // of it, within the 2 s lookahead, however far ahead of the clock.
+    let fast = s.admit(t0, demand(60.0), Delivery::Fast).expect("fast");
+    s.insert(fast, "fast");
+    let slot = s.slots.get_mut(&fast).expect("slot");
+    slot.produced = 500;
+    slot.playout.start(t0);
+    for _ in 0..475 {
+        slot.playout.sent_one();
+    }
+    let step = run(&mut s, t0);
+    assert_eq!(step.id, fast);
+    // The reader stops: 2.5 s ahead of it, parked, and looked at again
+    // soon (its reader may take frames at any time).
+    s.put_back(fast, step.job, 600, demand(50.0));
+    match s.next(t0) {
+        Next::Wait(Some(at)) => assert_eq!(at, t0 + ms(50)),
+        other => panic!("{other:?}"),
+    }
+    // Once it has taken 1 s more, the stream runs.
+    let clock = s.playout(fast).expect("clock");
+    for _ in 0..50 {
+        clock.sent_one();
+    }
+    assert_eq!(run(&mut s, t0).id, fast);
+}
+
+#[test]
+fn a_blocked_stream_runs_no_step_until_unblocked() {
+    let t0 = Instant::now();
+    let mut s = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    let id = s.admit(t0, demand(1.0), Delivery::Fast).expect("admitted");
+    s.insert(id, "held back");
+    let step = run(&mut s, t0);
+    assert!(s.put_back(id, step.job, 10, demand(0.8)).is_none());
+    s.block(id);
+    assert!(matches!(s.next(t0), Next::Wait(None)), "no wake of its own");
+    assert_eq!(s.job_mut(id).copied(), Some("held back"));
+    assert_eq!(s.produced(id), Some(10));
+    s.unblock(id);
+    assert_eq!(run(&mut s, t0).id, id);
+}
+
+#[test]
+fn a_fast_stream_that_is_read_yields_to_streams_due_sooner() {
     let t0 = Instant::now();
     let mut s = Streams::new(Policy {
         admission: false,

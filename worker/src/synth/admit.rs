@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::pacer::{Checks, Sender};
+use super::pacer::Sender;
+use super::queue;
 use super::thread::{AudioState, Job, audio_fault};
 use super::{Failure, RequestIds, Sent, SynthPool};
 use crate::audio::{Framer, Resampler};
@@ -121,7 +122,9 @@ impl SynthPool {
         // Faster speech is less audio for the same text.
         let speed = clauses.first().map_or(1.0, |c| f64::from(c.prosody.speed));
         let arrival = Instant::now();
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let policy = &self.config.policy;
+        let (queue, frames_in, failure) =
+            queue::channel(queue::capacity(policy.lookahead, policy.send_ahead));
         let job = Job {
             voice,
             request: Arc::from(ids.request_id.as_str()),
@@ -137,7 +140,7 @@ impl SynthPool {
                 samples: 0,
                 fault: self.config.faults.audio().and_then(audio_fault),
             }),
-            events: events_tx,
+            queue,
             native: 0,
             clause_start: 0,
             words: Vec::new(),
@@ -174,8 +177,8 @@ impl SynthPool {
             ids,
             tx: frames,
             abort: Some(abort),
-            events,
-            checks: Checks::default(),
+            frames: frames_in,
+            failure,
         };
         let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
             trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);

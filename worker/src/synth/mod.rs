@@ -14,6 +14,7 @@
 
 mod admit;
 mod pacer;
+mod queue;
 mod thread;
 
 use std::convert::Infallible;
@@ -113,6 +114,29 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stream `id`'s pacer made room in its queue while its job held frames
+    /// back: they go in, and once they all have, the stream runs again (or,
+    /// its last step done, leaves the scheduler). A job a thread is running
+    /// holds none back.
+    fn unblock(&self, id: StreamId) {
+        let mut state = self.lock();
+        let Some(job) = state.streams.job_mut(id) else {
+            return;
+        };
+        if !job.queue.flush() {
+            return;
+        }
+        if job.finished() {
+            // Dropping the job closes the pacer's queue.
+            drop(state.streams.remove(id));
+            metrics::utilisation(state.streams.utilisation());
+            return;
+        }
+        state.streams.unblock(id);
+        drop(state);
+        self.ready.notify_one();
     }
 
     /// Removes a stream; returns whether none is left.
@@ -263,42 +287,4 @@ impl Drop for SynthPool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{FixedCost, FixedCostVoice};
-
-    #[test]
-    fn closing_the_pool_ends_its_threads() {
-        let voice: Arc<dyn Voice> = Arc::new(FixedCostVoice::new(
-            "fixed",
-            FixedCost {
-                step_audio: Duration::from_millis(100),
-                step_time: Duration::from_millis(1),
-                audio_per_char: Duration::from_millis(50),
-            },
-        ));
-        let pool = SynthPool::start(
-            &[voice],
-            PoolConfig {
-                policy: Policy::default(),
-                max_requests: 4,
-                send_ahead: Duration::from_secs(1),
-                stalled_after: Duration::from_secs(10),
-                max_audio_secs: 60.0,
-                faults: Faults::disabled(&[tts_telemetry::faults::Component::Worker]),
-                stalled_thread_after: Duration::from_secs(5),
-            },
-        )
-        .expect("pool");
-        let threads = |p: &SynthPool| {
-            p.threads
-                .lock()
-                .map(|t| t.iter().filter(|t| !t.is_finished()).count())
-                .unwrap_or(0)
-        };
-        assert_eq!(threads(&pool), 2, "both threads wait for work");
-        assert!(pool.close(Duration::from_secs(5)), "threads ended in time");
-        assert_eq!(threads(&pool), 0);
-        assert!(pool.close(Duration::ZERO), "closing again is harmless");
-    }
-}
+mod tests;

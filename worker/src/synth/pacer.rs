@@ -2,7 +2,6 @@
 //! checks each as it leaves, and ends the request early when its reader
 //! stalls, the worker shuts down or synthesis fails.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 use tts_frame::{Tally, Validator};
 
+use super::queue::{FailureSlot, FrameReceiver, Produced};
 use super::{Failure, RequestIds, Sent, Shared, SynthPool};
 use crate::audio::Frame;
 use crate::metrics;
@@ -27,8 +27,10 @@ pub(super) struct Sender {
     pub(super) ids: RequestIds,
     pub(super) tx: mpsc::Sender<Sent>,
     pub(super) abort: Option<tokio::sync::oneshot::Sender<Failure>>,
-    pub(super) events: mpsc::UnboundedReceiver<Sent>,
-    pub(super) checks: Checks,
+    /// The frames synthesised and not yet released.
+    pub(super) frames: FrameReceiver,
+    /// Why synthesis ended the request, ahead of any queued frame.
+    pub(super) failure: FailureSlot,
 }
 
 /// Removes a stream from the scheduler when its sender ends, however it
@@ -45,21 +47,22 @@ impl Drop for RemoveOnDrop {
 }
 
 impl Sender {
+    /// Takes one frame at a time from the queue, holds it until its
+    /// release time and room in the response stream, checks it and sends
+    /// it; ends early on a failure, a stalled reader or a forced stop.
     pub(super) async fn run(mut self) {
         let _inflight = metrics::InflightGuard::new();
         let _remove = RemoveOnDrop(Arc::clone(&self.pool.shared), self.id);
-        let mut pending: VecDeque<(Frame, Instant)> = VecDeque::new();
+        let mut held: Option<Produced> = None;
         let mut producing = true;
         let mut sent = 0u32;
         let mut blocked_since: Option<Instant> = None;
-        loop {
-            if !producing && pending.is_empty() {
-                break;
-            }
+        let mut checks = Checks::default();
+        while producing || held.is_some() {
             let now = Instant::now();
-            let release = pending
-                .front()
-                .map(|(f, _)| self.release_at(f.sequence, now));
+            let release = held
+                .as_ref()
+                .map(|p| self.release_at(p.frame.sequence, now));
             let releasable = release.is_some_and(|at| at <= now);
             if releasable && self.tx.capacity() == 0 {
                 blocked_since.get_or_insert(now);
@@ -81,36 +84,27 @@ impl Sender {
                     end_early(&mut self.abort, &self.ids, Failure::Stalled(self.pool.config.stalled_after));
                     return;
                 }
-                event = self.events.recv(), if producing => match event {
-                    Some(Sent::Frame(frame)) => pending.push_back((frame, Instant::now())),
-                    Some(Sent::Failed(e)) => {
-                        warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-                            session_id = %self.ids.session_id, error = %e, "synthesis failed");
-                        end_early(&mut self.abort, &self.ids, e);
-                        return;
+                e = self.failure.failed() => {
+                    warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
+                        session_id = %self.ids.session_id, error = %e, "synthesis failed");
+                    end_early(&mut self.abort, &self.ids, e);
+                    return;
+                }
+                next = self.frames.recv(), if producing && held.is_none() => {
+                    producing = next.is_some();
+                    held = next;
+                    if self.frames.holding() {
+                        // There is room now for frames the stream held back.
+                        self.pool.shared.unblock(self.id);
                     }
-                    None => producing = false,
-                },
+                }
                 _ = tokio::time::sleep_until(release.unwrap_or(now).into()), if !releasable && release.is_some() => {}
                 permit = self.tx.reserve(), if releasable => {
                     let Ok(permit) = permit else { return };
                     if let Some(since) = blocked_since.take() {
                         metrics::backpressure(since.elapsed());
                     }
-                    if let Some((frame, produced_at)) = pending.pop_front() {
-                        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
-                        self.account(&frame, produced_at, Instant::now());
-                        let faults = &self.pool.config.faults;
-                        let (corrupt, drop) =
-                            (faults.corrupts(frame.sequence), faults.drops(frame.sequence));
-                        let frame = self.checks.check(&self.ids, corrupt, frame);
-                        if drop {
-                            // Lost after the worker's own checks: the
-                            // permit goes back unused and the next hop
-                            // sees a gap.
-                            continue;
-                        }
-                        permit.send(Sent::Frame(frame));
+                    if let Some(produced) = held.take() && self.send(&mut checks, produced, permit) {
                         sent += 1;
                     }
                 }
@@ -119,6 +113,32 @@ impl Sender {
         if sent == 0 {
             end_early(&mut self.abort, &self.ids, Failure::NoAudio);
         }
+    }
+
+    /// Accounts, checks and sends a frame (unless an injected fault drops
+    /// it); returns whether it was sent.
+    fn send(
+        &self,
+        checks: &mut Checks,
+        produced: Produced,
+        permit: mpsc::Permit<'_, Sent>,
+    ) -> bool {
+        let Produced { frame, at } = produced;
+        metrics::frame_enqueued(self.tx.max_capacity() - self.tx.capacity());
+        self.account(&frame, at, Instant::now());
+        let faults = &self.pool.config.faults;
+        let (corrupt, drop) = (
+            faults.corrupts(frame.sequence),
+            faults.drops(frame.sequence),
+        );
+        let frame = checks.check(&self.ids, corrupt, frame);
+        if drop {
+            // Lost after the worker's own checks: the permit goes back
+            // unused and the next hop sees a gap.
+            return false;
+        }
+        permit.send(Sent::Frame(frame));
+        true
     }
 
     /// When frame `k` may leave: at once for the first frame, for fast
@@ -176,7 +196,7 @@ fn end_early(
 /// The checks a stream's frames pass before they leave: the same
 /// validation and quality monitor as at every other hop.
 #[derive(Default)]
-pub(super) struct Checks {
+struct Checks {
     validator: Validator,
     tally: Tally,
 }

@@ -9,11 +9,11 @@ use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tts_telemetry::faults::{Fault, Faults};
 
 use super::admit::Measured;
-use super::{Sent, Shared, State};
+use super::queue::FrameQueue;
+use super::{Shared, State};
 use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
 use crate::engine::{ClauseState, EngineError, Synthesizer, Voice, WordSpan};
 use crate::metrics;
@@ -72,7 +72,8 @@ pub(super) struct Job {
     /// Characters of the clauses not started.
     pub(super) chars_left: usize,
     pub(super) audio: Box<AudioState>,
-    pub(super) events: mpsc::UnboundedSender<Sent>,
+    /// Its frames on their way to the pacer.
+    pub(super) queue: FrameQueue,
     /// Samples (at the voice's rate) emitted so far.
     pub(super) native: u64,
     /// Where the clause in progress starts, in those samples.
@@ -82,7 +83,7 @@ pub(super) struct Job {
 }
 
 impl Job {
-    fn finished(&self) -> bool {
+    pub(super) fn finished(&self) -> bool {
         self.clause.is_done() && self.clauses.is_empty()
     }
 
@@ -408,10 +409,8 @@ impl Job {
         if let Some(first) = frames.first_mut() {
             first.words.append(&mut self.words);
         }
-        for frame in frames {
-            // The sender may be gone; the scheduler drops the job then.
-            let _ = self.events.send(Sent::Frame(frame));
-        }
+        // The pacer may be gone; the scheduler drops the job then.
+        self.queue.push(frames, Instant::now());
         let seconds = |samples: usize| samples as f64 / f64::from(rate.max(1));
         let clause = starts_clause.map(|chars| {
             let rest = self.clause.remaining_samples().unwrap_or(0);
@@ -435,11 +434,15 @@ struct Done {
 
 impl Done {
     pub(super) fn settle(self, state: &mut State) {
-        let Self { id, job, result } = self;
+        let Self {
+            id,
+            mut job,
+            result,
+        } = self;
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                let _ = job.events.send(Sent::Failed(e.into()));
+                job.queue.fail(e.into());
                 drop(state.streams.remove(id));
                 return;
             }
@@ -454,9 +457,14 @@ impl Done {
         {
             estimate.audio_per_char.add(audio, chars as f64);
         }
-        if job.finished() {
-            // Dropping the job closes the sender's channel: it sends what
-            // is left and ends.
+        // Frames held back (the queue was full) wait for the pacer to make
+        // room: the stream runs no step until they are in. Trying again
+        // here, under the lock, means a pacer that took frames while the
+        // step ran cannot have missed waking the stream.
+        let holding = !job.queue.flush();
+        if job.finished() && !holding {
+            // Dropping the job closes the pacer's queue: it sends what is
+            // left and ends.
             drop(state.streams.remove(id));
             return;
         }
@@ -465,6 +473,8 @@ impl Done {
         let demand = estimate.demand(job.remaining_audio(rate, estimate.audio_per_char.value()));
         let produced = job.audio.framer.frames_cut();
         // A job whose stream was removed meanwhile is dropped here.
-        drop(state.streams.put_back(id, job, produced, demand));
+        if state.streams.put_back(id, job, produced, demand).is_none() && holding {
+            state.streams.block(id);
+        }
     }
 }
