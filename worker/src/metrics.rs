@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::Unit;
+use tts_protocol::Outcome;
 
 use tts_frame::{Events, FrameError, QualityEvent, QualityStats};
 
@@ -229,13 +230,14 @@ const HELP: &[Help] = &[
     ),
 ];
 
-/// Outcomes a request is counted under.
-const OUTCOMES: [&str; 5] = [
-    "completed",
-    "cancelled",
-    "client_error",
-    "refused",
-    "failed",
+/// Outcomes a worker counts a request under (a client that goes away is
+/// `cancelled` here: the worker cannot tell it from a cancel).
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Completed,
+    Outcome::Cancelled,
+    Outcome::ClientError,
+    Outcome::Refused,
+    Outcome::Failed,
 ];
 
 /// Registers the help text of every metric (promtool requires it) and
@@ -262,7 +264,7 @@ pub(crate) fn describe() {
         metrics::counter!(DEADLINE_MISSES, "kind" => kind).absolute(0);
     }
     for outcome in OUTCOMES {
-        metrics::counter!(REQUESTS, "outcome" => outcome).absolute(0);
+        metrics::counter!(REQUESTS, "outcome" => outcome.as_str()).absolute(0);
     }
     metrics::counter!(STALLED).absolute(0);
     for result in ["ok", "bad_size", "out_of_sequence", "checksum_mismatch"] {
@@ -395,8 +397,8 @@ pub(crate) fn backpressure(waited: Duration) {
     metrics::histogram!(BACKPRESSURE).record(waited.as_secs_f64());
 }
 
-pub(crate) fn request_finished(outcome: &'static str) {
-    metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
+pub(crate) fn request_finished(outcome: Outcome) {
+    metrics::counter!(REQUESTS, "outcome" => outcome.as_str()).increment(1);
 }
 
 pub(crate) fn first_frame(after: Duration) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use tts_proto::registry::{Entry, key};
+use tts_redis::registry::{Entry, key};
 
 use crate::service::LoadedVoices;
 
@@ -93,7 +93,7 @@ async fn connection<'a>(
     conn: &'a mut Option<ConnectionManager>,
 ) -> Result<&'a mut ConnectionManager, String> {
     if conn.is_none() {
-        *conn = Some(tts_proto::registry::connect(url).await?);
+        *conn = Some(tts_redis::connect(url).await?);
     }
     conn.as_mut().ok_or_else(|| "no connection".to_owned())
 }

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tts_frame::FRAME_MS;
+use tts_protocol::Delivery;
 
 pub use playout::Playout;
 pub use policy::Policy;
@@ -42,18 +43,6 @@ const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
 
 /// Identifies a stream in the scheduler.
 pub type StreamId = u64;
-
-/// When a stream's frames leave, which decides whether it is parked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Delivery {
-    /// On the playout clock: a stream far enough ahead is parked.
-    #[default]
-    Realtime,
-    /// As soon as synthesised: parked only while its reader is more than
-    /// the lookahead behind, and its deadlines still come from its playout
-    /// clock, so every stream due sooner goes first.
-    Fast,
-}
 
 /// What a stream still asks of the machine.
 #[derive(Debug, Clone, Copy, PartialEq)]

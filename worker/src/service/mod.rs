@@ -15,15 +15,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::info;
+use tts_proto::convert;
 use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, LoadReport, LoadRequest, SynthesizeRequest,
 };
+use tts_protocol::{Delivery, ErrorCode, Outcome};
 use tts_telemetry::faults::Faults;
 
 use crate::drain::Drain;
 use crate::metrics;
-use crate::sched::Delivery;
 use crate::synth::{RequestIds, SubmitError};
 use crate::text::{Clause, SplitOptions, split_clauses};
 use stream::FrameStream;
@@ -52,12 +53,12 @@ pub struct TtsService {
 /// A request turned away before synthesis: its client-facing code and
 /// message.
 struct Rejection {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl Rejection {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -80,11 +81,14 @@ impl TtsService {
     /// Checks a request in the order its refusals are documented.
     fn check(&self, req: &SynthesizeRequest) -> Result<Checked<'_>, Rejection> {
         if self.draining.load(Ordering::Relaxed) {
-            return Err(Rejection::new("worker_unavailable", "worker is draining"));
+            return Err(Rejection::new(
+                ErrorCode::WorkerUnavailable,
+                "worker is draining",
+            ));
         }
         let Some(loaded) = self.loaded.get() else {
             return Err(Rejection::new(
-                "worker_unavailable",
+                ErrorCode::WorkerUnavailable,
                 "voices are still loading",
             ));
         };
@@ -92,19 +96,20 @@ impl TtsService {
         if chars > self.max_text_chars {
             let limit = self.max_text_chars;
             let msg = format!("text is {chars} characters; the limit is {limit}");
-            return Err(Rejection::new("text_too_long", msg));
+            return Err(Rejection::new(ErrorCode::TextTooLong, msg));
         }
         let Some((voice, language)) = loaded.find_voice(&req.voice) else {
             let msg = format!("unknown voice {:?}", req.voice);
-            return Err(Rejection::new("unknown_voice", msg));
+            return Err(Rejection::new(ErrorCode::UnknownVoice, msg));
         };
-        let prosody = wire::prosody(req).map_err(|msg| Rejection::new("bad_request", msg))?;
+        let prosody =
+            wire::prosody(req).map_err(|msg| Rejection::new(ErrorCode::BadRequest, msg))?;
         if req.timestamps && !loaded.voices[voice].info().timestamps {
             let msg = format!(
                 "timestamps: voice {:?} does not give word timestamps",
                 req.voice
             );
-            return Err(Rejection::new("bad_request", msg));
+            return Err(Rejection::new(ErrorCode::BadRequest, msg));
         }
         let mut clauses = split_clauses(&req.text, SplitOptions::default());
         for clause in &mut clauses {
@@ -113,7 +118,10 @@ impl TtsService {
             clause.timestamps = req.timestamps;
         }
         if clauses.is_empty() {
-            return Err(Rejection::new("empty_text", "text has nothing to speak"));
+            return Err(Rejection::new(
+                ErrorCode::EmptyText,
+                "text has nothing to speak",
+            ));
         }
         let voice_name = match &language {
             Some(_) => req.voice.clone(),
@@ -132,33 +140,30 @@ impl TtsService {
     /// The status for a rejected request, counted and logged.
     fn reject(ids: &RequestIds, rejection: Rejection) -> Status {
         let Rejection { code, message } = rejection;
-        let outcome = if code == "worker_unavailable" {
-            "failed"
-        } else {
-            "client_error"
-        };
-        metrics::request_finished(outcome);
+        metrics::request_finished(code.outcome());
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-            session_id = %ids.session_id, code, detail = message.as_str(), "request rejected");
-        wire::status(code, message)
+            session_id = %ids.session_id, code = code.as_str(), detail = message.as_str(), "request rejected");
+        convert::status(code, message)
     }
 
     /// The status for a request the pool did not admit.
     fn refuse(ids: &RequestIds, refused: SubmitError) -> Status {
         match refused {
             SubmitError::Overloaded { retry_after } => {
-                metrics::request_finished("refused");
+                metrics::request_finished(Outcome::Refused);
                 info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
                     session_id = %ids.session_id, retry_after_ms = retry_after.as_millis() as u64,
                     "request refused: admitted streams would be late");
-                wire::with_retry_after(wire::status("overloaded", refused.to_string()), retry_after)
+                let status = convert::status(ErrorCode::Overloaded, refused.to_string());
+                convert::with_retry_after(status, retry_after)
             }
-            SubmitError::TooLong { .. } => {
-                Self::reject(ids, Rejection::new("text_too_long", refused.to_string()))
-            }
+            SubmitError::TooLong { .. } => Self::reject(
+                ids,
+                Rejection::new(ErrorCode::TextTooLong, refused.to_string()),
+            ),
             SubmitError::Full(_) => {
-                metrics::request_finished("refused");
-                wire::status("overloaded", refused.to_string())
+                metrics::request_finished(Outcome::Refused);
+                convert::status(ErrorCode::Overloaded, refused.to_string())
             }
         }
     }

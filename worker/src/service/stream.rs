@@ -11,6 +11,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 use tracing::info;
 use tts_proto::v1::AudioFrame;
+use tts_protocol::Outcome;
 
 use super::wire;
 use crate::drain::DrainGuard;
@@ -81,7 +82,7 @@ impl FrameStream {
         };
         self.frames += 1;
         if frame.last {
-            self.finish("completed");
+            self.finish(Outcome::Completed);
         }
         wire::audio_frame(frame, voice)
     }
@@ -94,11 +95,11 @@ impl FrameStream {
         status
     }
 
-    fn finish(&mut self, outcome: &'static str) {
+    fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         metrics::request_finished(outcome);
         info!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-            session_id = %self.ids.session_id, frames = self.frames, outcome,
+            session_id = %self.ids.session_id, frames = self.frames, outcome = outcome.as_str(),
             elapsed_ms = self.received.elapsed().as_millis() as u64, "synthesis finished");
     }
 }
@@ -129,7 +130,7 @@ impl Stream for FrameStream {
 impl Drop for FrameStream {
     fn drop(&mut self) {
         if !self.done {
-            self.finish("cancelled");
+            self.finish(Outcome::Cancelled);
         }
     }
 }

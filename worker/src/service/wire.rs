@@ -1,50 +1,23 @@
 //! The one place where the worker's own types meet `tts.v1`: request ids
-//! from metadata, checked request fields, frames, voices, load and every
-//! status the service returns.
+//! from metadata, checked request fields, frames, voices, load, and the
+//! status of a request that ended early (codes travel as
+//! `tts_proto::convert` says).
 
-use std::time::Duration;
-
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Status};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tts_proto::convert;
 use tts_proto::v1::{self, AudioFrame, SynthesizeRequest};
 use tts_proto::{
-    ERROR_CODE_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER,
-    trace_id_from_traceparent,
+    REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER, trace_id_from_traceparent,
 };
+use tts_protocol::{Delivery, ErrorCode, Noise, Outcome, RangeError, Speed};
 use tts_telemetry::faults::{Component, Faults};
 
 use crate::audio::Frame;
 use crate::engine::VoiceInfo;
 use crate::gpu::GpuInfo;
-use crate::sched::Delivery;
 use crate::synth::{Failure, RequestIds};
 use crate::text::Prosody;
-
-/// A status whose `tts-error-code` metadata names the client-facing code;
-/// the gRPC code follows from it.
-pub(crate) fn status(code: &'static str, message: impl Into<String>) -> Status {
-    let grpc = match code {
-        "bad_request" | "empty_text" | "text_too_long" => Code::InvalidArgument,
-        "unknown_voice" => Code::NotFound,
-        "overloaded" => Code::ResourceExhausted,
-        "worker_unavailable" => Code::Unavailable,
-        "client_too_slow" => Code::DeadlineExceeded,
-        _ => Code::Internal,
-    };
-    let mut status = Status::new(grpc, message);
-    status
-        .metadata_mut()
-        .insert(ERROR_CODE_HEADER, MetadataValue::from_static(code));
-    status
-}
-
-/// `status` with the `retry-after-ms` metadata.
-pub(crate) fn with_retry_after(mut status: Status, retry_after: Duration) -> Status {
-    if let Ok(v) = retry_after.as_millis().to_string().parse() {
-        status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
-    }
-    status
-}
 
 /// The request's ids: its fields, else its metadata (`x-request-id`,
 /// `x-trace-id`, the trace of a W3C `traceparent`).
@@ -78,30 +51,35 @@ pub(crate) fn request_ids(meta: &MetadataMap, req: &SynthesizeRequest) -> Reques
 /// A request's speed and noise, checked against their ranges (a speed of
 /// 0 is the voice's own).
 pub(crate) fn prosody(req: &SynthesizeRequest) -> Result<Prosody, String> {
-    let speed = if req.speed == 0.0 { 1.0 } else { req.speed };
-    if !(0.25..=4.0).contains(&speed) {
-        return Err(format!("speed must be between 0.25 and 4 (got {speed})"));
-    }
-    for (field, value) in [("noise_scale", req.noise_scale), ("noise_w", req.noise_w)] {
-        if let Some(v) = value
-            && !(0.0..=1.0).contains(&v)
-        {
-            return Err(format!("{field} must be between 0 and 1 (got {v})"));
-        }
-    }
+    let checked = |e: RangeError| {
+        let RangeError {
+            field,
+            min,
+            max,
+            got,
+        } = e;
+        format!("{field} must be between {min} and {max} (got {got})")
+    };
+    let speed = if req.speed == 0.0 {
+        Speed::default()
+    } else {
+        Speed::new(req.speed).map_err(checked)?
+    };
+    let noise = |field, value: Option<f32>| value.map(|v| Noise::new(field, v)).transpose();
     Ok(Prosody {
-        speed,
-        noise_scale: req.noise_scale,
-        noise_w: req.noise_w,
+        speed: speed.get(),
+        noise_scale: noise("noise_scale", req.noise_scale)
+            .map_err(checked)?
+            .map(Noise::get),
+        noise_w: noise("noise_w", req.noise_w)
+            .map_err(checked)?
+            .map(Noise::get),
     })
 }
 
 /// When the request's frames leave.
 pub(crate) fn delivery(req: &SynthesizeRequest) -> Delivery {
-    match req.delivery() {
-        v1::Delivery::Realtime => Delivery::Realtime,
-        v1::Delivery::Fast => Delivery::Fast,
-    }
+    convert::delivery_from_wire(req.delivery)
 }
 
 /// A frame as it leaves, stamped now; `voice` is named on the first only.
@@ -120,14 +98,14 @@ pub(crate) fn audio_frame(frame: Frame, voice: String) -> AudioFrame {
 
 /// The status for a request that ended early, and its outcome (whose
 /// doing it was).
-pub(crate) fn failure(why: &Failure) -> (Status, &'static str) {
-    let (code, outcome) = match why {
-        Failure::NoAudio => ("empty_text", "client_error"),
-        Failure::Stalled(_) => ("client_too_slow", "client_error"),
-        Failure::ShuttingDown => ("worker_unavailable", "failed"),
-        Failure::Engine(_) => ("internal", "failed"),
+pub(crate) fn failure(why: &Failure) -> (Status, Outcome) {
+    let code = match why {
+        Failure::NoAudio => ErrorCode::EmptyText,
+        Failure::Stalled(_) => ErrorCode::ClientTooSlow,
+        Failure::ShuttingDown => ErrorCode::WorkerUnavailable,
+        Failure::Engine(_) => ErrorCode::Internal,
     };
-    (status(code, why.to_string()), outcome)
+    (convert::status(code, why.to_string()), code.outcome())
 }
 
 /// A voice as `ListVoices` lists it.
@@ -175,4 +153,70 @@ pub(crate) fn injected(faults: &Faults) -> Vec<v1::InjectedFault> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(speed: f32, noise_scale: Option<f32>, noise_w: Option<f32>) -> SynthesizeRequest {
+        SynthesizeRequest {
+            speed,
+            noise_scale,
+            noise_w,
+            ..SynthesizeRequest::default()
+        }
+    }
+
+    #[test]
+    fn out_of_range_prosody_names_the_field_its_range_and_the_value() {
+        let refused = |r: SynthesizeRequest| prosody(&r).err();
+        assert_eq!(
+            refused(request(5.0, None, None)).as_deref(),
+            Some("speed must be between 0.25 and 4 (got 5)")
+        );
+        assert_eq!(
+            refused(request(1.0, Some(1.5), Some(2.0))).as_deref(),
+            Some("noise_scale must be between 0 and 1 (got 1.5)")
+        );
+        assert_eq!(
+            refused(request(1.0, None, Some(-0.5))).as_deref(),
+            Some("noise_w must be between 0 and 1 (got -0.5)")
+        );
+        let p = prosody(&request(0.0, Some(0.3), None)).expect("in range");
+        assert_eq!(p.speed, 1.0, "0 is the voice's own speed");
+        assert_eq!(p.noise_scale, Some(0.3));
+    }
+
+    #[test]
+    fn early_endings_travel_with_their_code_and_outcome() {
+        let code = |why: Failure| {
+            let (status, outcome) = failure(&why);
+            (status.code(), convert::error_code(&status), outcome)
+        };
+        assert_eq!(
+            code(Failure::Stalled(std::time::Duration::from_secs(1))),
+            (
+                tonic::Code::DeadlineExceeded,
+                Some(ErrorCode::ClientTooSlow),
+                Outcome::ClientError
+            )
+        );
+        assert_eq!(
+            code(Failure::ShuttingDown),
+            (
+                tonic::Code::Unavailable,
+                Some(ErrorCode::WorkerUnavailable),
+                Outcome::Failed
+            )
+        );
+        assert_eq!(
+            code(Failure::NoAudio),
+            (
+                tonic::Code::InvalidArgument,
+                Some(ErrorCode::EmptyText),
+                Outcome::ClientError
+            )
+        );
+    }
 }

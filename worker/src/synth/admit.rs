@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tts_protocol::Delivery;
 
 use super::pacer::Sender;
 use super::queue;
@@ -13,7 +14,7 @@ use super::{Failure, RequestIds, Sent, SynthPool};
 use crate::audio::{Framer, Resampler};
 use crate::engine::ClauseState;
 use crate::metrics;
-use crate::sched::{Delivery, Demand};
+use crate::sched::Demand;
 use crate::text::Clause;
 
 /// Why a request was not admitted.

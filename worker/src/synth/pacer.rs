@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info, warn};
 use tts_frame::{Tally, Validator};
+use tts_protocol::Delivery;
 
 use super::queue::{FailureSlot, FrameReceiver, Produced};
 use super::{Failure, RequestIds, Sent, Shared, SynthPool};
 use crate::audio::Frame;
 use crate::metrics;
-use crate::sched::{Delivery, Playout, StreamId};
+use crate::sched::{Playout, StreamId};
 
 /// Sends one request's frames on its playout clock.
 pub(super) struct Sender {

@@ -1,8 +1,8 @@
 use tokio::sync::{mpsc, oneshot};
+use tts_protocol::Delivery;
 
 use super::*;
 use crate::engine::{ClauseState, FixedCost, FixedCostVoice, Synthesizer, VoiceInfo};
-use crate::sched::Delivery;
 use crate::text::Clause;
 
 fn ms(n: u64) -> Duration {
