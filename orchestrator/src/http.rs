@@ -24,10 +24,10 @@ use tracing::info;
 
 use crate::admission::{Ask, Refusal};
 use crate::app::App;
+use crate::frame::{Failure, Frame, Item};
 use crate::metrics;
 use crate::protocol::http::{Container, SpeechRequest};
 use crate::protocol::{Delivery, ErrorCode, Format};
-use crate::queue::Outgoing;
 use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
 use crate::stop::{Stop, StopReason};
@@ -192,26 +192,22 @@ pub(crate) async fn speech(
     let guard = DisconnectGuard(stop);
     loop {
         match rx.recv().await {
-            Some(Outgoing::Message(_)) => continue,
-            Some(Outgoing::Failed { error, .. }) => {
-                let (code, message, retry) = match error {
-                    crate::protocol::ServerMessage::Error {
-                        code,
-                        message,
-                        retry_after_ms,
-                        ..
-                    } => (code, message, retry_after_ms),
-                    _ => (ErrorCode::Internal, String::new(), None),
-                };
-                return coded(code, &message, None, retry);
+            Some(Item::Start { .. } | Item::Words { .. } | Item::Refused { .. }) => continue,
+            Some(Item::Failed { failure, .. }) => {
+                let Failure {
+                    code,
+                    message,
+                    retry_after_ms,
+                } = failure;
+                return coded(code, &message, None, retry_after_ms);
             }
-            Some(first @ Outgoing::Frame { .. }) => {
+            Some(Item::Frame(first)) => {
                 let format = speech.options.format;
                 let mut body = BodyWriter::new(speech.container, format);
                 let head = body.push(first);
                 return streaming_response(speech.container, format, head, rx, body, guard);
             }
-            Some(Outgoing::End { .. }) | Some(Outgoing::Close(_)) | None => {
+            Some(Item::End { .. }) | None => {
                 return coded(
                     ErrorCode::Internal,
                     "the request ended without audio",
@@ -236,13 +232,13 @@ fn streaming_response(
     container: Container,
     format: Format,
     head: Vec<u8>,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: mpsc::Receiver<Item>,
     body: BodyWriter,
     guard: DisconnectGuard,
 ) -> Response {
     enum State {
         Streaming {
-            rx: mpsc::Receiver<Outgoing>,
+            rx: mpsc::Receiver<Item>,
             body: BodyWriter,
             guard: DisconnectGuard,
         },
@@ -260,19 +256,19 @@ fn streaming_response(
         };
         loop {
             match rx.recv().await {
-                Some(Outgoing::End { .. }) => {
+                Some(Item::End { .. }) => {
                     let tail = body.finish();
                     return (!tail.is_empty()).then(|| (Ok(Bytes::from(tail)), State::Done));
                 }
-                Some(frame @ Outgoing::Frame { .. }) => {
+                Some(Item::Frame(frame)) => {
                     let bytes = body.push(frame);
                     if !bytes.is_empty() {
                         let next = State::Streaming { rx, body, guard };
                         return Some((Ok(Bytes::from(bytes)), next));
                     }
                 }
-                Some(Outgoing::Message(_)) => {}
-                Some(Outgoing::Failed { .. } | Outgoing::Close(_)) | None => {
+                Some(Item::Start { .. } | Item::Words { .. } | Item::Refused { .. }) => {}
+                Some(Item::Failed { .. }) | None => {
                     // The status is sent: cut the body short so that the
                     // client sees an incomplete response, not a short one.
                     let err = std::io::Error::other("the request failed after its first audio");
@@ -315,16 +311,13 @@ impl BodyWriter {
 
     /// The bytes for one frame (after the container's header, the first
     /// time).
-    fn push(&mut self, item: Outgoing) -> Vec<u8> {
-        let Outgoing::Frame {
+    fn push(&mut self, frame: Frame) -> Vec<u8> {
+        let Frame {
             payload,
             samples,
             received,
             ..
-        } = item
-        else {
-            return Vec::new();
-        };
+        } = frame;
         metrics::frame_sent(received.elapsed(), None);
         let mut out = Vec::new();
         if !self.started {

@@ -25,6 +25,7 @@ mod app;
 mod cache;
 mod context;
 mod error;
+mod frame;
 mod http;
 mod pool;
 mod queue;

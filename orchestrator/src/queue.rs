@@ -2,45 +2,13 @@
 //! bounded queue per connection, in frames, which a relay waits on for
 //! room. Waiting here is what holds the worker when the client is slow.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tts_frame::FrameHeader;
 
-use crate::protocol::{ErrorCode, ServerMessage};
+use crate::frame::Item;
+use crate::protocol::ErrorCode;
 use crate::stop::{Stop, StopReason};
-
-/// What the connection's writer sends, in order.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A verified frame; the writer stamps the orchestrator time.
-    Frame {
-        header: FrameHeader,
-        payload: Bytes,
-        samples: u32,
-        /// When the orchestrator received it from the worker.
-        received: Instant,
-        /// Cancelled when the request is stopped: the writer drops the frame.
-        cancelled: CancellationToken,
-    },
-    /// The request's `end`; the writer fills in what it actually sent.
-    End {
-        request_id: String,
-        stream_id: u32,
-        cancelled: bool,
-    },
-    /// The request's `error`, which ends it instead of `end`.
-    Failed {
-        stream_id: u32,
-        error: ServerMessage,
-    },
-    /// `start`.
-    Message(ServerMessage),
-    /// Close the connection (after everything queued before it).
-    Close(axum::extract::ws::CloseFrame),
-}
 
 /// What became of an item offered to a connection's queue.
 pub(crate) enum Queued {
@@ -60,8 +28,8 @@ pub(crate) enum Queued {
 /// request goes through here, so a client that reads nothing holds a
 /// request for at most `stalled`.
 pub(crate) async fn enqueue(
-    out: &mpsc::Sender<Outgoing>,
-    item: Outgoing,
+    out: &mpsc::Sender<Item>,
+    item: Item,
     stop: &Stop,
     stalled: Duration,
 ) -> Queued {

@@ -25,11 +25,11 @@ use crate::admission::{
 };
 use crate::app::App;
 use crate::context::{Piece, context};
+use crate::frame::Item;
 use crate::metrics;
 use crate::protocol::{
     Command, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
-use crate::queue::Outgoing;
 use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
 use crate::stop::{Stop, StopReason};
@@ -100,27 +100,31 @@ pub(crate) async fn serve(
         };
         conn.finish(reason).await;
     }
-    let close_requested = closing.is_some();
-    if let Some(closing) = closing {
+    drop(data_tx);
+    let close = closing.map(|closing| {
         info!(%session_id, code = closing.frame.code, reason = %closing.frame.reason,
             "closing the connection");
-        // After the requests' own last messages, already queued.
-        let _ = data_tx.send(Outgoing::Close(closing.frame)).await;
-    }
-    // While a close is pending the control queue stays open, so that the
-    // writer flushes the data queue up to the close instead of stopping.
-    let keep_open = close_requested.then_some(ctrl_tx);
-    drop(data_tx);
-    let flushed = tokio::select! {
-        _ = &mut writer => true,
-        _ = tokio::time::sleep(CLOSE_FLUSH_LIMIT) => false,
-    };
+        closing.frame
+    });
+    let flushed = tokio::time::timeout(CLOSE_FLUSH_LIMIT, async {
+        match close {
+            // The writer sends what the requests queued (their own last
+            // messages), then the close; the control queue stays open
+            // until it is done.
+            Some(frame) => {
+                let _ = ctrl_tx.send(Control::Close(frame)).await;
+            }
+            None => drop(ctrl_tx),
+        }
+        let _ = (&mut writer).await;
+    })
+    .await
+    .is_ok();
     if !flushed {
         metrics::close_unflushed();
         warn!(%session_id, "the client did not take the connection's last messages; dropped");
         writer.abort();
     }
-    drop(keep_open);
     drop(ticket);
     shared.stats.connection_closed();
     info!(%session_id, "connection closed");
@@ -151,7 +155,7 @@ struct Connection<'a> {
     peer: IpAddr,
     trace_hint: Option<String>,
     ctrl: mpsc::Sender<Control>,
-    data: mpsc::Sender<Outgoing>,
+    data: mpsc::Sender<Item>,
     active: HashMap<String, Active>,
     tasks: JoinSet<String>,
     next_stream_id: u32,

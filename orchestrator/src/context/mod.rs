@@ -16,21 +16,21 @@
 //! one encoder for the client's format), so no padding is inserted at a
 //! clause boundary. Only a `flush` (or the end) pads the frame in progress.
 
+mod output;
 mod reframe;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use tts_frame::{FRAME_SAMPLES, FrameHeader, PAYLOAD_BYTES};
 
+use crate::frame::{Failure, Item};
 use crate::metrics;
-use crate::protocol::{Cutter, ErrorCode, ServerMessage, WordTiming};
-use crate::queue::{Outgoing, Queued, enqueue};
+use crate::protocol::{Cutter, ErrorCode, Outcome};
+use crate::queue::{Queued, enqueue};
 use crate::relay::{RelayContext, relay};
 use crate::request::Request;
 use crate::stop::{Stop, StopReason};
@@ -53,11 +53,14 @@ pub(crate) enum Piece {
 const ABANDONED: Duration = Duration::from_secs(30);
 /// Frames a clause's relay may queue ahead of the context.
 const CLAUSE_QUEUE: usize = 8;
+/// How long a context's last message (`end` or `error`) may wait for room
+/// in its connection's queue before it is dropped (and counted).
+const LAST_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A clause being spoken.
 struct Running {
     task: JoinHandle<String>,
-    frames: mpsc::Receiver<Outgoing>,
+    frames: mpsc::Receiver<Item>,
     stop: Stop,
 }
 
@@ -65,8 +68,7 @@ struct Running {
 struct Context {
     ctx: Arc<RelayContext>,
     req: Request,
-    out: mpsc::Sender<Outgoing>,
-    stop: Stop,
+    out: mpsc::Sender<Item>,
     cutter: Cutter,
     /// Clauses waiting, with when they became complete.
     queue: VecDeque<(String, Instant)>,
@@ -91,7 +93,7 @@ struct Context {
 enum Ending {
     Completed,
     Cancelled,
-    Failed(ServerMessage),
+    Failed(Failure),
     Disconnected,
 }
 
@@ -101,13 +103,12 @@ pub(crate) async fn context(
     ctx: Arc<RelayContext>,
     req: Request,
     mut pieces: mpsc::Receiver<Piece>,
-    out: mpsc::Sender<Outgoing>,
+    out: mpsc::Sender<Item>,
     idle: Duration,
 ) -> String {
     let transcoder = Transcoder::new(req.options.format, ctx.opus_bitrate).ok();
     let mut c = Context {
         ctx,
-        stop: req.stop.clone(),
         req,
         out,
         cutter: Cutter::default(),
@@ -130,77 +131,90 @@ pub(crate) async fn context(
 
 impl Context {
     async fn run(&mut self, pieces: &mut mpsc::Receiver<Piece>, idle: Duration) -> Ending {
-        let stop = self.stop.clone();
+        let stop = self.req.stop.clone();
         let mut last_piece = tokio::time::Instant::now();
         loop {
             if self.closed && self.queue.is_empty() && self.running.is_none() {
                 return self.last_frame().await;
             }
             let waiting_text = !self.cutter.is_empty() && !self.closed;
-            tokio::select! {
+            let ending = tokio::select! {
                 biased;
                 _ = stop.stopped() => return self.stopped().await,
-                item = next_frame(&mut self.running) => match item {
-                    Some(item) => {
-                        if let Some(ending) = self.on_clause_output(item).await {
-                            return ending;
-                        }
-                    }
+                item = next_item(&mut self.running) => match item {
+                    Some(item) => self.on_clause_output(item).await,
                     None => {
                         // The clause's relay ended (its end or error came first).
                         self.running = None;
                         self.clauses_done += 1;
-                        if let Some(ending) = self.after_clause().await {
-                            return ending;
-                        }
+                        self.after_clause().await
                     }
                 },
                 piece = pieces.recv(), if !self.closed => {
                     last_piece = tokio::time::Instant::now();
-                    match piece {
-                        Some(Piece::Text(text)) => {
-                            self.cutter.push(&text);
-                            for clause in self.cutter.complete() {
-                                self.queue_clause(clause);
-                            }
-                        }
-                        Some(Piece::Flush) => {
-                            if let Some(rest) = self.cutter.rest() {
-                                self.queue_clause(rest);
-                            }
-                            self.flush_after = Some(self.clauses_queued);
-                            if let Some(ending) = self.after_clause().await {
-                                return ending;
-                            }
-                        }
-                        Some(Piece::Close) | None => {
-                            if let Some(rest) = self.cutter.rest() {
-                                self.queue_clause(rest);
-                            }
-                            self.closed = true;
-                            self.refuse_late(pieces).await;
-                        }
-                    }
-                    self.start_next();
+                    self.on_piece(piece, pieces).await
                 }
                 _ = tokio::time::sleep_until(last_piece + ABANDONED), if !self.closed => {
                     info!(request_id = %self.req.ids.request_id, trace_id = %self.req.ids.trace_id,
                         session_id = %self.req.ids.session_id, "context abandoned: closed");
-                    if let Some(rest) = self.cutter.rest() {
-                        self.queue_clause(rest);
-                    }
-                    self.closed = true;
-                    self.refuse_late(pieces).await;
-                    self.start_next();
+                    self.close(pieces).await;
+                    None
                 }
                 _ = tokio::time::sleep_until(last_piece + idle), if waiting_text => {
                     // Text without an ending, and nothing more for a while.
-                    if let Some(rest) = self.cutter.rest() {
-                        self.queue_clause(rest);
-                    }
+                    self.cut_rest();
                     self.start_next();
+                    None
+                }
+            };
+            if let Some(ending) = ending {
+                return ending;
+            }
+        }
+    }
+
+    /// A piece from the client (`None`: the connection let go of the
+    /// context, as a `close`).
+    async fn on_piece(
+        &mut self,
+        piece: Option<Piece>,
+        pieces: &mut mpsc::Receiver<Piece>,
+    ) -> Option<Ending> {
+        match piece {
+            Some(Piece::Text(text)) => {
+                self.cutter.push(&text);
+                for clause in self.cutter.complete() {
+                    self.queue_clause(clause);
                 }
             }
+            Some(Piece::Flush) => {
+                self.cut_rest();
+                self.flush_after = Some(self.clauses_queued);
+                if let Some(ending) = self.after_clause().await {
+                    return Some(ending);
+                }
+            }
+            Some(Piece::Close) | None => {
+                self.close(pieces).await;
+                return None;
+            }
+        }
+        self.start_next();
+        None
+    }
+
+    /// No more text: what is buffered is the last clause.
+    async fn close(&mut self, pieces: &mut mpsc::Receiver<Piece>) {
+        self.cut_rest();
+        self.closed = true;
+        self.refuse_late(pieces).await;
+        self.start_next();
+    }
+
+    /// Queues the text buffered without a clause ending, if any.
+    fn cut_rest(&mut self) {
+        if let Some(rest) = self.cutter.rest() {
+            self.queue_clause(rest);
         }
     }
 
@@ -216,15 +230,13 @@ impl Context {
                 Piece::Close => "close",
             };
             let message = format!("{what}: context {:?} is closed", self.req.ids.request_id);
-            let error = self.error(ErrorCode::BadRequest, message);
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-            let queued = enqueue(
-                &self.out,
-                Outgoing::Message(error),
-                &self.stop,
-                self.ctx.stalled_timeout,
-            )
-            .await;
+            let refused = Item::Refused {
+                request_id: self.req.ids.request_id.clone(),
+                failure: Failure::new(ErrorCode::BadRequest, message),
+            };
+            let stalled = self.ctx.stalled_timeout;
+            let queued = enqueue(&self.out, refused, &self.req.stop, stalled).await;
             if !matches!(queued, Queued::Sent { .. }) {
                 return;
             }
@@ -258,188 +270,9 @@ impl Context {
         });
     }
 
-    /// Where the clause being spoken starts in the context's audio: after
-    /// every frame sent and the samples waiting for the next one.
-    fn clause_offset(&mut self) -> u64 {
-        let at = u64::from(self.sequence) * FRAME_SAMPLES as u64 + self.reframer.pending_samples();
-        *self.clause_offset.get_or_insert(at)
-    }
-
-    /// A clause relay's message: its frames are joined into the context's.
-    async fn on_clause_output(&mut self, item: Outgoing) -> Option<Ending> {
-        let offset = self.clause_offset();
-        match item {
-            Outgoing::Message(ServerMessage::Words { words, .. }) => {
-                // The clause's times are from its own start.
-                let ms = |t: u32| {
-                    let samples = offset + u64::from(t) * u64::from(tts_frame::SAMPLE_RATE) / 1000;
-                    (samples * 1000 / u64::from(tts_frame::SAMPLE_RATE)) as u32
-                };
-                let words = ServerMessage::Words {
-                    request_id: self.req.ids.request_id.clone(),
-                    stream_id: self.req.stream_id,
-                    words: words
-                        .into_iter()
-                        .map(|w| WordTiming {
-                            start_ms: ms(w.start_ms),
-                            end_ms: ms(w.end_ms),
-                            word: w.word,
-                        })
-                        .collect(),
-                };
-                self.send(Outgoing::Message(words)).await
-            }
-            Outgoing::Message(ServerMessage::Start { voice, .. }) if !self.started => {
-                self.started = true;
-                let format = self.req.options.format;
-                let start = ServerMessage::Start {
-                    request_id: self.req.ids.request_id.clone(),
-                    trace_id: self.req.ids.trace_id.clone(),
-                    stream_id: self.req.stream_id,
-                    voice,
-                    sample_rate: format.sample_rate,
-                    encoding: format.encoding.as_str().to_owned(),
-                    frame_samples: format.frame_samples() as u32,
-                };
-                if let Some(ending) = self.send(Outgoing::Message(start)).await {
-                    return Some(ending);
-                }
-                metrics::first_audio(self.req.received.elapsed());
-                if let Some(at) = self.first_clause_at {
-                    metrics::context_first_audio(at.elapsed());
-                }
-                None
-            }
-            Outgoing::Frame {
-                header,
-                payload,
-                samples,
-                received,
-                ..
-            } => {
-                let mut frames = Vec::new();
-                self.reframer.push(&payload, samples as usize, &mut frames);
-                for frame in frames {
-                    if let Some(e) = self
-                        .emit(frame, FRAME_SAMPLES, false, header.worker_ts_us, received)
-                        .await
-                    {
-                        return Some(e);
-                    }
-                }
-                None
-            }
-            Outgoing::Failed { error, .. } => Some(Ending::Failed(error)),
-            Outgoing::Message(_) | Outgoing::End { .. } | Outgoing::Close(_) => None,
-        }
-    }
-
-    /// After a clause: the next one, or a flush's padded frame.
-    async fn after_clause(&mut self) -> Option<Ending> {
-        self.start_next();
-        let flushed = self
-            .flush_after
-            .is_some_and(|n| self.clauses_done >= n && self.running.is_none());
-        if flushed {
-            self.flush_after = None;
-            if let Some((frame, real)) = self.reframer.flush() {
-                return self
-                    .emit(frame, real, false, tts_frame::now_us(), Instant::now())
-                    .await;
-            }
-        }
-        None
-    }
-
-    /// The context's last frame: what is left, padded, flagged last (an
-    /// empty frame when nothing is left, so that a last flag is always sent
-    /// once audio was).
-    async fn last_frame(&mut self) -> Ending {
-        if !self.started {
-            // Nothing was ever spoken: `end` with no frames.
-            return Ending::Completed;
-        }
-        let (frame, real) = self
-            .reframer
-            .flush()
-            .unwrap_or_else(|| (Bytes::from(vec![0; PAYLOAD_BYTES]), 0));
-        match self
-            .emit(frame, real, true, tts_frame::now_us(), Instant::now())
-            .await
-        {
-            Some(ending) => ending,
-            None => Ending::Completed,
-        }
-    }
-
-    /// Queues one frame of the context's own for the client.
-    async fn emit(
-        &mut self,
-        pcm: Bytes,
-        real: usize,
-        last: bool,
-        worker_ts_us: u64,
-        received: Instant,
-    ) -> Option<Ending> {
-        let (payload, samples) = match self.transcoder.as_mut() {
-            Some(t) => match t.convert(pcm, real as u32) {
-                Ok(converted) => converted,
-                Err(e) => {
-                    let message = format!("frame {} could not be encoded: {e}", self.sequence);
-                    return Some(Ending::Failed(self.error(ErrorCode::Internal, message)));
-                }
-            },
-            None => {
-                let message = "the requested format could not be set up".to_owned();
-                return Some(Ending::Failed(self.error(ErrorCode::Internal, message)));
-            }
-        };
-        metrics::payload_sent(
-            self.req.options.format.encoding,
-            self.req.api.as_str(),
-            payload.len(),
-        );
-        let header = FrameHeader {
-            stream_id: self.req.stream_id,
-            sequence: self.sequence,
-            crc32c: tts_frame::checksum(&payload),
-            last,
-            worker_ts_us,
-            orchestrator_ts_us: 0,
-        };
-        self.sequence += 1;
-        let frame = Outgoing::Frame {
-            header,
-            payload,
-            samples,
-            received,
-            cancelled: self.stop.token(),
-        };
-        self.send(frame).await
-    }
-
-    /// Queues an item for the client on the same terms as a request's
-    /// (see [`enqueue`]); `None` once it is queued.
-    async fn send(&mut self, item: Outgoing) -> Option<Ending> {
-        let stalled = self.ctx.stalled_timeout;
-        match enqueue(&self.out, item, &self.stop, stalled).await {
-            Queued::Sent { .. } => None,
-            Queued::Stopped => Some(self.stopped().await),
-            Queued::Stalled => Some(Ending::Failed(self.error(
-                ErrorCode::ClientTooSlow,
-                format!("the client took none of the context's audio for {stalled:?}"),
-            ))),
-            Queued::Gone => Some(Ending::Disconnected),
-        }
-    }
-
-    fn error(&self, code: ErrorCode, message: String) -> ServerMessage {
-        ServerMessage::error(code, message, Some(self.req.ids.request_id.clone()))
-    }
-
     /// The context was stopped from outside: stop its clause too.
     async fn stopped(&mut self) -> Ending {
-        let reason = self.stop.reason().unwrap_or(StopReason::Cancelled);
+        let reason = self.req.stop.reason().unwrap_or(StopReason::Cancelled);
         if let Some(running) = self.running.take() {
             running.stop.stop(reason.clone());
             let _ = running.task.await;
@@ -447,7 +280,7 @@ impl Context {
         match reason {
             StopReason::Cancelled => Ending::Cancelled,
             StopReason::Disconnected => Ending::Disconnected,
-            StopReason::Failed(code, message) => Ending::Failed(self.error(code, message)),
+            StopReason::Failed(code, message) => Ending::Failed(Failure::new(code, message)),
         }
     }
 
@@ -457,63 +290,8 @@ impl Context {
             running.stop.stop(StopReason::Cancelled);
             running.task.abort();
         }
-        let ids = (
-            &self.req.ids.request_id,
-            &self.req.ids.trace_id,
-            &self.req.ids.session_id,
-        );
-        let last = match &ending {
-            Ending::Completed | Ending::Cancelled => {
-                let cancelled = matches!(ending, Ending::Cancelled);
-                let outcome = if cancelled {
-                    crate::protocol::Outcome::Cancelled
-                } else {
-                    crate::protocol::Outcome::Completed
-                };
-                metrics::request_finished(outcome, None);
-                info!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
-                    clauses = self.clauses_done, frames = self.sequence, cancelled,
-                    "context finished");
-                Some(Outgoing::End {
-                    request_id: self.req.ids.request_id.clone(),
-                    stream_id: self.req.stream_id,
-                    cancelled,
-                })
-            }
-            Ending::Failed(error) => {
-                let code = match error {
-                    ServerMessage::Error { code, .. } => *code,
-                    _ => ErrorCode::Internal,
-                };
-                metrics::request_finished(code.outcome(), Some(code));
-                warn!(request_id = %ids.0, trace_id = %ids.1, session_id = %ids.2,
-                    code = code.as_str(), "context failed");
-                let error = match error {
-                    ServerMessage::Error {
-                        code,
-                        message,
-                        retry_after_ms,
-                        ..
-                    } => ServerMessage::Error {
-                        code: *code,
-                        message: message.clone(),
-                        request_id: Some(self.req.ids.request_id.clone()),
-                        retry_after_ms: *retry_after_ms,
-                    },
-                    other => other.clone(),
-                };
-                Some(Outgoing::Failed {
-                    stream_id: self.req.stream_id,
-                    error,
-                })
-            }
-            Ending::Disconnected => {
-                metrics::request_finished(crate::protocol::Outcome::Disconnected, None);
-                None
-            }
-        };
-        if let Some(last) = last
-            && tokio::time::timeout(Duration::from_secs(2), self.out.send(last))
+        if let Some(last) = self.last_item(ending)
+            && tokio::time::timeout(LAST_MESSAGE_LIMIT, self.out.send(last))
                 .await
                 .is_err()
         {
@@ -521,11 +299,51 @@ impl Context {
         }
         std::mem::take(&mut self.req.ids.request_id)
     }
+
+    /// The context's `end` or `error` (none when its client is gone),
+    /// counted and logged.
+    fn last_item(&self, ending: Ending) -> Option<Item> {
+        let ids = &self.req.ids;
+        match ending {
+            Ending::Completed | Ending::Cancelled => {
+                let cancelled = matches!(ending, Ending::Cancelled);
+                let outcome = if cancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Completed
+                };
+                metrics::request_finished(outcome, None);
+                info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                    session_id = %ids.session_id, clauses = self.clauses_done,
+                    frames = self.sequence, cancelled, "context finished");
+                Some(Item::End {
+                    request_id: ids.request_id.clone(),
+                    stream_id: self.req.stream_id,
+                    cancelled,
+                })
+            }
+            Ending::Failed(failure) => {
+                let code = failure.code;
+                metrics::request_finished(code.outcome(), Some(code));
+                warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                    session_id = %ids.session_id, code = code.as_str(), "context failed");
+                Some(Item::Failed {
+                    request_id: ids.request_id.clone(),
+                    stream_id: self.req.stream_id,
+                    failure,
+                })
+            }
+            Ending::Disconnected => {
+                metrics::request_finished(Outcome::Disconnected, None);
+                None
+            }
+        }
+    }
 }
 
-/// The running clause's next message; `None` once its relay is done.
+/// The running clause's next item; `None` once its relay is done.
 /// Pending forever when no clause is running.
-async fn next_frame(running: &mut Option<Running>) -> Option<Outgoing> {
+async fn next_item(running: &mut Option<Running>) -> Option<Item> {
     match running {
         Some(r) => r.frames.recv().await,
         None => std::future::pending().await,

@@ -9,6 +9,7 @@ use tts_proto::v1::{SynthesizeRequest, Voice};
 use tts_proto::{REQUEST_ID_HEADER, TRACE_ID_HEADER, TRACEPARENT_HEADER};
 
 use super::Ending;
+use crate::frame::Failure;
 use crate::pool::Pool;
 use crate::protocol::{Delivery, ErrorCode, VoiceEntry};
 use crate::request::Request;
@@ -88,15 +89,16 @@ pub(crate) fn voice_entry(v: Voice) -> VoiceEntry {
 /// worker is unavailable.
 pub(super) fn failure(status: &Status) -> Ending {
     match convert::error_code(status) {
-        Some(ErrorCode::Overloaded) => Ending::Refused {
+        Some(ErrorCode::Overloaded) => Ending::Refused(Failure {
+            code: ErrorCode::Overloaded,
             message: status.message().to_owned(),
             retry_after_ms: convert::retry_after_ms(status),
-        },
-        Some(code) => Ending::Failed(code, status.message().to_owned()),
-        None => Ending::Failed(
+        }),
+        Some(code) => Ending::Failed(Failure::new(code, status.message())),
+        None => Ending::Failed(Failure::new(
             ErrorCode::WorkerUnavailable,
             format!("worker unavailable: {}", status.message()),
-        ),
+        )),
     }
 }
 
@@ -128,7 +130,10 @@ mod tests {
         );
         assert!(matches!(
             failure(&status),
-            Ending::Failed(ErrorCode::TextTooLong, _)
+            Ending::Failed(Failure {
+                code: ErrorCode::TextTooLong,
+                ..
+            })
         ));
         // Whatever the transport says, without the worker's own code.
         for status in [
@@ -140,7 +145,10 @@ mod tests {
             assert!(
                 matches!(
                     failure(&status),
-                    Ending::Failed(ErrorCode::WorkerUnavailable, _)
+                    Ending::Failed(Failure {
+                        code: ErrorCode::WorkerUnavailable,
+                        ..
+                    })
                 ),
                 "{status:?}"
             );
@@ -151,10 +159,10 @@ mod tests {
         meta.insert(RETRY_AFTER_HEADER, "350".parse().expect("ascii"));
         assert!(matches!(
             failure(&refused),
-            Ending::Refused {
+            Ending::Refused(Failure {
                 retry_after_ms: Some(350),
                 ..
-            }
+            })
         ));
         let mut internal = Status::internal("the engine failed");
         internal
@@ -162,7 +170,10 @@ mod tests {
             .insert(ERROR_CODE_HEADER, "internal".parse().expect("ascii"));
         assert!(matches!(
             failure(&internal),
-            Ending::Failed(ErrorCode::Internal, _)
+            Ending::Failed(Failure {
+                code: ErrorCode::Internal,
+                ..
+            })
         ));
     }
 
