@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -19,15 +20,16 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::admission::{Ask, Refusal};
 use crate::app::App;
 use crate::frame::{Failure, Frame, Item};
 use crate::metrics;
+use crate::metrics::RelayStats;
 use crate::protocol::http::{Container, SpeechRequest};
 use crate::protocol::{Delivery, ErrorCode, Format};
+use crate::queue::{FrameReceiver, frame_queue};
 use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
 use crate::stop::{Stop, StopReason};
@@ -155,7 +157,7 @@ pub(crate) async fn speech(
     };
     info!(%request_id, %trace_id, %session_id, chars = speech.input.chars().count(),
         "http request accepted");
-    let (tx, mut rx) = mpsc::channel(shared.config.client_queue_frames);
+    let (tx, mut rx) = frame_queue(shared.config.client_queue_frames, Arc::clone(&shared.stats));
     let ids = RequestIds {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
@@ -203,7 +205,8 @@ pub(crate) async fn speech(
             }
             Some(Item::Frame(first)) => {
                 let format = speech.options.format;
-                let mut body = BodyWriter::new(speech.container, format);
+                let stats = Arc::clone(&shared.stats);
+                let mut body = BodyWriter::new(speech.container, format, stats);
                 let head = body.push(first);
                 return streaming_response(speech.container, format, head, rx, body, guard);
             }
@@ -232,13 +235,13 @@ fn streaming_response(
     container: Container,
     format: Format,
     head: Vec<u8>,
-    rx: mpsc::Receiver<Item>,
+    rx: FrameReceiver,
     body: BodyWriter,
     guard: DisconnectGuard,
 ) -> Response {
     enum State {
         Streaming {
-            rx: mpsc::Receiver<Item>,
+            rx: FrameReceiver,
             body: BodyWriter,
             guard: DisconnectGuard,
         },
@@ -297,15 +300,17 @@ struct BodyWriter {
     format: Format,
     ogg: Option<OggOpus>,
     started: bool,
+    stats: Arc<RelayStats>,
 }
 
 impl BodyWriter {
-    fn new(container: Container, format: Format) -> Self {
+    fn new(container: Container, format: Format, stats: Arc<RelayStats>) -> Self {
         Self {
             container,
             format,
             ogg: (container == Container::OggOpus).then(OggOpus::new),
             started: false,
+            stats,
         }
     }
 
@@ -318,6 +323,7 @@ impl BodyWriter {
             received,
             ..
         } = frame;
+        self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
         metrics::frame_sent(received.elapsed(), None);
         let mut out = Vec::new();
         if !self.started {

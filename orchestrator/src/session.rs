@@ -25,11 +25,11 @@ use crate::admission::{
 };
 use crate::app::App;
 use crate::context::{Piece, context};
-use crate::frame::Item;
 use crate::metrics;
 use crate::protocol::{
     Command, Delivery, ErrorCode, Options, Outcome, PROTOCOL_VERSION, ServerMessage,
 };
+use crate::queue::{FrameQueue, frame_queue};
 use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds};
 use crate::stop::{Stop, StopReason};
@@ -62,7 +62,8 @@ pub(crate) async fn serve(
     info!(%session_id, %peer, "connection opened");
     let (sink, stream) = socket.split();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (data_tx, data_rx) = mpsc::channel(shared.config.client_queue_frames);
+    let (data_tx, data_rx) =
+        frame_queue(shared.config.client_queue_frames, Arc::clone(&shared.stats));
     let mut writer = tokio::spawn(write_loop(
         sink,
         ctrl_rx,
@@ -155,7 +156,7 @@ struct Connection<'a> {
     peer: IpAddr,
     trace_hint: Option<String>,
     ctrl: mpsc::Sender<Control>,
-    data: mpsc::Sender<Item>,
+    data: FrameQueue,
     active: HashMap<String, Active>,
     tasks: JoinSet<String>,
     next_stream_id: u32,

@@ -18,6 +18,7 @@ use tts_frame::encode_frame;
 use crate::frame::{Frame, Item};
 use crate::metrics::{self, RelayStats};
 use crate::protocol::ServerMessage;
+use crate::queue::FrameReceiver;
 
 /// What the reader asks the writer to send outside the data queue.
 pub(crate) enum Control {
@@ -34,7 +35,7 @@ pub(crate) enum Control {
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut ctrl: mpsc::Receiver<Control>,
-    mut data: mpsc::Receiver<Item>,
+    mut data: FrameReceiver,
     stats: Arc<RelayStats>,
 ) {
     let mut writer = Writer {
@@ -65,15 +66,8 @@ pub(crate) async fn write_loop(
             break;
         }
     }
-    // Frames still queued will never be sent: release them from the count.
-    data.close();
-    let mut dropped = 0;
-    while let Ok(item) = data.try_recv() {
-        if matches!(item, Item::Frame(_)) {
-            writer.stats.frame_dequeued();
-            dropped += 1;
-        }
-    }
+    // Frames still queued will never be sent.
+    let dropped = data.close();
     if dropped > 0 {
         metrics::frames_dropped(dropped);
     }
@@ -126,7 +120,6 @@ impl Writer {
             received,
             cancelled,
         } = frame;
-        self.stats.frame_dequeued();
         if cancelled.is_cancelled() {
             metrics::frames_dropped(1);
             return None;
@@ -148,7 +141,7 @@ impl Writer {
     async fn flush_then_close(
         &mut self,
         sink: &mut SplitSink<WebSocket, Message>,
-        data: &mut mpsc::Receiver<Item>,
+        data: &mut FrameReceiver,
         frame: CloseFrame,
     ) {
         while let Some(item) = data.recv().await {

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use crate::frame::{Failure, Item};
 use crate::metrics;
 use crate::protocol::{Cutter, ErrorCode, Outcome};
-use crate::queue::{Queued, enqueue};
+use crate::queue::{FrameQueue, FrameReceiver, Queued, frame_queue};
 use crate::relay::{RelayContext, relay};
 use crate::request::Request;
 use crate::stop::{Stop, StopReason};
@@ -60,7 +60,7 @@ const LAST_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
 /// A clause being spoken.
 struct Running {
     task: JoinHandle<String>,
-    frames: mpsc::Receiver<Item>,
+    frames: FrameReceiver,
     stop: Stop,
 }
 
@@ -68,7 +68,7 @@ struct Running {
 struct Context {
     ctx: Arc<RelayContext>,
     req: Request,
-    out: mpsc::Sender<Item>,
+    out: FrameQueue,
     cutter: Cutter,
     /// Clauses waiting, with when they became complete.
     queue: VecDeque<(String, Instant)>,
@@ -103,7 +103,7 @@ pub(crate) async fn context(
     ctx: Arc<RelayContext>,
     req: Request,
     mut pieces: mpsc::Receiver<Piece>,
-    out: mpsc::Sender<Item>,
+    out: FrameQueue,
     idle: Duration,
 ) -> String {
     let transcoder = Transcoder::new(req.options.format, ctx.opus_bitrate).ok();
@@ -236,7 +236,7 @@ impl Context {
                 failure: Failure::new(ErrorCode::BadRequest, message),
             };
             let stalled = self.ctx.stalled_timeout;
-            let queued = enqueue(&self.out, refused, &self.req.stop, stalled).await;
+            let queued = self.out.send(refused, &self.req.stop, stalled).await;
             if !matches!(queued, Queued::Sent { .. }) {
                 return;
             }
@@ -258,7 +258,7 @@ impl Context {
         let Some((text, _)) = self.queue.pop_front() else {
             return;
         };
-        let (tx, rx) = mpsc::channel(CLAUSE_QUEUE);
+        let (tx, rx) = frame_queue(CLAUSE_QUEUE, Arc::clone(&self.ctx.stats));
         let clause = self.req.clause();
         let stop = clause.stop.clone();
         let task = tokio::spawn(relay(Arc::clone(&self.ctx), clause, text, tx));
@@ -291,9 +291,7 @@ impl Context {
             running.task.abort();
         }
         if let Some(last) = self.last_item(ending)
-            && tokio::time::timeout(LAST_MESSAGE_LIMIT, self.out.send(last))
-                .await
-                .is_err()
+            && !self.out.send_last(last, LAST_MESSAGE_LIMIT).await
         {
             metrics::messages_dropped("last");
         }

@@ -11,7 +11,7 @@ use super::{Context, Ending};
 use crate::frame::{Failure, Frame, Item};
 use crate::metrics;
 use crate::protocol::{ErrorCode, WordTiming};
-use crate::queue::{Queued, enqueue};
+use crate::queue::Queued;
 
 impl Context {
     /// Where the clause being spoken starts in the context's audio: after
@@ -168,10 +168,11 @@ impl Context {
     }
 
     /// Queues an item for the client on the same terms as a request's
-    /// (see [`enqueue`]); `None` once it is queued.
+    /// (see [`FrameQueue::send`](crate::queue::FrameQueue::send)); `None`
+    /// once it is queued.
     async fn send(&mut self, item: Item) -> Option<Ending> {
         let stalled = self.ctx.stalled_timeout;
-        match enqueue(&self.out, item, &self.req.stop, stalled).await {
+        match self.out.send(item, &self.req.stop, stalled).await {
             Queued::Sent { .. } => None,
             Queued::Stopped => Some(self.stopped().await),
             Queued::Stalled => Some(Ending::Failed(Failure::new(

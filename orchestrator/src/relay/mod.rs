@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
 use tts_proto::v1::AudioFrame;
@@ -22,7 +21,7 @@ use crate::frame::{Failure, Frame, Item};
 use crate::metrics::{self, RelayStats};
 use crate::pool::Pool;
 use crate::protocol::{Delivery, ErrorCode, Outcome, WordTiming};
-use crate::queue::{Queued, enqueue};
+use crate::queue::{FrameQueue, Queued};
 use crate::request::Request;
 use crate::stop::{Stop, StopReason};
 use crate::transcode::Transcoder;
@@ -80,7 +79,7 @@ pub(crate) async fn relay(
     ctx: Arc<RelayContext>,
     req: Request,
     text: String,
-    out: mpsc::Sender<Item>,
+    out: FrameQueue,
 ) -> String {
     let mut relay = Relay::new(&ctx, &req, &out);
     let span = req.span.clone();
@@ -91,7 +90,7 @@ pub(crate) async fn relay(
 }
 
 /// Counts and logs how the request ended and queues its last item.
-async fn finish(req: &Request, ending: Ending, tally: &Tally, out: &mpsc::Sender<Item>) {
+async fn finish(req: &Request, ending: Ending, tally: &Tally, out: &FrameQueue) {
     let (outcome, code) = match &ending {
         Ending::Completed => (Outcome::Completed, None),
         Ending::Cancelled => (Outcome::Cancelled, None),
@@ -120,10 +119,7 @@ async fn finish(req: &Request, ending: Ending, tally: &Tally, out: &mpsc::Sender
     };
     // A client that reads nothing cannot hold the relay: the message
     // waits a bounded time, then is dropped and counted.
-    if tokio::time::timeout(LAST_MESSAGE_LIMIT, out.send(last))
-        .await
-        .is_err()
-    {
+    if !out.send_last(last, LAST_MESSAGE_LIMIT).await {
         metrics::messages_dropped("last");
         warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
             session_id = %ids.session_id,
@@ -207,7 +203,7 @@ impl Audit {
 struct Relay<'a> {
     ctx: &'a RelayContext,
     req: &'a Request,
-    out: &'a mpsc::Sender<Item>,
+    out: &'a FrameQueue,
     audit: Audit,
     /// The client's format; `None` when it could not be set up.
     transcoder: Option<Transcoder>,
@@ -216,7 +212,7 @@ struct Relay<'a> {
 }
 
 impl<'a> Relay<'a> {
-    fn new(ctx: &'a RelayContext, req: &'a Request, out: &'a mpsc::Sender<Item>) -> Self {
+    fn new(ctx: &'a RelayContext, req: &'a Request, out: &'a FrameQueue) -> Self {
         let transcoder = match Transcoder::new(req.options.format, ctx.opus_bitrate) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -424,9 +420,8 @@ impl<'a> Relay<'a> {
                 frame.payload.len(),
             );
         }
-        ctx.stats
-            .frame_enqueued(self.out.max_capacity() - self.out.capacity());
-        match enqueue(self.out, Item::Frame(frame), &req.stop, ctx.stalled_timeout).await {
+        let stalled = ctx.stalled_timeout;
+        match self.out.send(Item::Frame(frame), &req.stop, stalled).await {
             Queued::Sent { waited } => {
                 if waited {
                     metrics::backpressure(received.elapsed());
@@ -434,7 +429,6 @@ impl<'a> Relay<'a> {
                 None
             }
             other => {
-                ctx.stats.frame_dequeued();
                 if matches!(other, Queued::Stalled) {
                     metrics::frames_dropped(1);
                 }
@@ -488,7 +482,7 @@ impl<'a> Relay<'a> {
     /// as its frames; `None` once it is queued.
     async fn queue(&mut self, item: Item) -> Option<Ending> {
         let stalled = self.ctx.stalled_timeout;
-        match enqueue(self.out, item, &self.req.stop, stalled).await {
+        match self.out.send(item, &self.req.stop, stalled).await {
             Queued::Sent { .. } => None,
             other => Some(self.not_queued(other)),
         }
