@@ -94,8 +94,8 @@ impl Worker {
     }
 }
 
-/// What `/ready`, `/info` and `doctor health` show of one worker.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What `/ready`, `/health` and `doctor health` show of one worker.
+#[derive(Debug, Clone)]
 pub(crate) struct WorkerStatus {
     pub(crate) url: String,
     /// `static` (from `--worker`) or `registry`.
@@ -108,10 +108,9 @@ pub(crate) struct WorkerStatus {
     pub(crate) inflight: u32,
     /// Voices it listed (none until it has been asked).
     pub(crate) voices: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why its last poll failed.
     pub(crate) problem: Option<String>,
     /// Faults injected into it now, as its last load report said.
-    #[serde(skip)]
     pub(crate) faults: Vec<tts_proto::v1::InjectedFault>,
 }
 
