@@ -62,49 +62,11 @@ async fn refresh(
     let Some(c) = conn.as_mut() else {
         return Ok(());
     };
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{KEY_PREFIX}*"))
-            .arg("COUNT")
-            .arg(100)
-            .query_async(c)
-            .await
-            .map_err(|e| e.to_string())?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 || keys.len() >= MAX_WORKERS {
-            break;
-        }
-    }
-    keys.truncate(MAX_WORKERS);
+    let keys = worker_keys(c).await?;
     if keys.is_empty() {
         return Ok(());
     }
-    // Every entry and its time to live in one round trip.
-    let mut pipe = redis::pipe();
-    for key in &keys {
-        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-    }
-    let answers: Vec<(Option<String>, i64)> = pipe
-        .query_async::<Vec<redis::Value>>(c)
-        .await
-        .map_err(|e| e.to_string())?
-        .chunks(2)
-        .map(|pair| {
-            let json = pair
-                .first()
-                .and_then(|v| redis::from_redis_value(v.clone()).ok());
-            let ttl = pair
-                .get(1)
-                .and_then(|v| redis::from_redis_value(v.clone()).ok());
-            (json, ttl.unwrap_or(-2))
-        })
-        .collect();
-    for (json, ttl_ms) in answers {
+    for (json, ttl_ms) in entries(c, &keys).await? {
         let Some(entry) = json.as_deref().and_then(Entry::from_json) else {
             continue;
         };
@@ -125,4 +87,56 @@ async fn refresh(
         }
     }
     Ok(())
+}
+
+/// The registry's worker keys (`SCAN`), at most [`MAX_WORKERS`].
+async fn worker_keys(c: &mut ConnectionManager) -> Result<Vec<String>, String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{KEY_PREFIX}*"))
+            .arg("COUNT")
+            .arg(100)
+            .query_async(c)
+            .await
+            .map_err(|e| e.to_string())?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 || keys.len() >= MAX_WORKERS {
+            break;
+        }
+    }
+    keys.truncate(MAX_WORKERS);
+    Ok(keys)
+}
+
+/// Every entry and its time to live (ms; negative when it has none or is
+/// gone), in one round trip.
+async fn entries(
+    c: &mut ConnectionManager,
+    keys: &[String],
+) -> Result<Vec<(Option<String>, i64)>, String> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+    }
+    let answers = pipe
+        .query_async::<Vec<redis::Value>>(c)
+        .await
+        .map_err(|e| e.to_string())?
+        .chunks(2)
+        .map(|pair| {
+            let json = pair
+                .first()
+                .and_then(|v| redis::from_redis_value(v.clone()).ok());
+            let ttl = pair
+                .get(1)
+                .and_then(|v| redis::from_redis_value(v.clone()).ok());
+            (json, ttl.unwrap_or(-2))
+        })
+        .collect();
+    Ok(answers)
 }

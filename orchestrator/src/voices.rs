@@ -6,7 +6,8 @@ use std::time::Duration;
 use tts_proto::v1::ListVoicesRequest;
 
 use crate::pool::Pool;
-use crate::protocol::{ErrorCode, ServerMessage, VoiceEntry};
+use crate::protocol::http::VoiceList;
+use crate::protocol::{ErrorCode, ServerMessage};
 use crate::relay::grpc::voice_entry;
 
 /// How long the worker may take to list its voices.
@@ -24,19 +25,11 @@ impl VoicesError {
     }
 }
 
-/// What `voices` answers.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct VoiceList {
-    pub(crate) default_voice: String,
-    pub(crate) voices: Vec<VoiceEntry>,
-}
-
-impl VoiceList {
-    pub(crate) fn into_message(self) -> ServerMessage {
-        ServerMessage::Voices {
-            default_voice: self.default_voice,
-            voices: self.voices,
-        }
+/// What `voices` answers, as a WebSocket message.
+pub(crate) fn message(list: VoiceList) -> ServerMessage {
+    ServerMessage::Voices {
+        default_voice: list.default_voice,
+        voices: list.voices,
     }
 }
 

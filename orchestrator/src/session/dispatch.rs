@@ -107,7 +107,7 @@ impl Connection<'_> {
         let relay = Arc::clone(&self.shared.relay);
         self.beside_reader(async move {
             match crate::voices::list(&relay.pool).await {
-                Ok(list) => list.into_message(),
+                Ok(list) => crate::voices::message(list),
                 Err(e) => ServerMessage::error(e.code(), e.to_string(), None),
             }
         })

@@ -1,0 +1,315 @@
+//! The OpenAI-compatible speech endpoint, `POST /v1/audio/speech`, and
+//! `GET /v1/voices`, on the client listener beside `/ws`.
+//!
+//! A request runs through the same relay as a WebSocket request (the same
+//! admission checks, frame verification, metrics and trace ids); its
+//! frames are written into a chunked response body as they arrive, so the
+//! first bytes leave as early as the first WebSocket frame would. Until
+//! the first frame the outcome is still open: a refusal or failure is an
+//! HTTP error in OpenAI's error shape, with the WebSocket error code as
+//! `code`. After it, a failure can only cut the body short (and is counted
+//! and logged like any other).
+
+mod body;
+mod ogg;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::info;
+
+use crate::admission::{Ask, Permit, Refusal};
+use crate::app::App;
+use crate::frame::{Failure, Item};
+use crate::metrics;
+use crate::protocol::http::{OpenAiError, OpenAiErrorBody, SpeechError, SpeechRequest};
+use crate::protocol::{Delivery, ErrorCode};
+use crate::queue::{FrameReceiver, frame_queue};
+use crate::relay::relay;
+use crate::request::{Api, Request, RequestIds};
+use crate::stop::{Stop, StopReason};
+use body::{BodyWriter, streaming_response};
+
+/// An error in OpenAI's shape.
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+    retry_after_ms: Option<u64>,
+) -> Response {
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request_error",
+    };
+    let body = OpenAiError {
+        error: OpenAiErrorBody {
+            message: message.to_owned(),
+            kind: kind.to_owned(),
+            param: param.map(str::to_owned),
+            code: code.to_owned(),
+        },
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(ms) = retry_after_ms
+        && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::EmptyText
+        | ErrorCode::TextTooLong
+        | ErrorCode::UnknownVoice => StatusCode::BAD_REQUEST,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::ClientTooSlow => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::Overloaded | ErrorCode::WorkerUnavailable | ErrorCode::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn coded(code: ErrorCode, message: &str, param: Option<&str>, retry: Option<u64>) -> Response {
+    error_response(status_of(code), code.as_str(), message, param, retry)
+}
+
+/// `POST /v1/audio/speech`.
+pub(crate) async fn speech(
+    State(shared): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err((status, reason, message)) =
+        crate::security::check_handshake(&shared.config, &headers, query.as_deref())
+    {
+        metrics::connection_refused(reason);
+        return error_response(status, reason, message, None, None);
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refused(&rejection, shared.config.max_message_bytes),
+    };
+    let received = Instant::now();
+    let ids = new_ids(&headers);
+    let speech = match SpeechRequest::try_from(&body[..]) {
+        Ok(s) => s,
+        Err(SpeechError { message, param }) => {
+            metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+            info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
+                session_id = %ids.session_id, field = param, detail = %message,
+                "http request refused");
+            return coded(ErrorCode::BadRequest, &message, Some(param), None);
+        }
+    };
+    let permit = match admit(&shared, &speech, &ids, peer) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let param = matches!(refusal.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)
+                .then_some("input");
+            return coded(
+                refusal.code,
+                &refusal.message,
+                param,
+                refusal.retry_after_ms,
+            );
+        }
+    };
+    let format = speech.options.format;
+    let container = speech.container;
+    let mut req = Request::new(
+        ids,
+        1,
+        speech.voice,
+        Delivery::Realtime,
+        speech.options,
+        Api::Http,
+    )
+    .holding(permit);
+    req.received = received;
+    let guard = DisconnectGuard(req.stop.clone());
+    let rx = spawn_relay(&shared, req, speech.input);
+    // The response's status waits for the first frame (or the failure).
+    let body = BodyWriter::new(container, format, Arc::clone(&shared.stats));
+    first_frame(rx, body, guard).await
+}
+
+/// Over `--max-message-bytes` (413), or a body that could not be read:
+/// answered in OpenAI's shape like any other refusal.
+fn body_refused(rejection: &BytesRejection, max_message_bytes: usize) -> Response {
+    let status = rejection.status();
+    let message = format!(
+        "the request body was refused: {} (the limit is {max_message_bytes} bytes)",
+        rejection.body_text(),
+    );
+    metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+    info!(%status, detail = %message, "http request refused");
+    error_response(
+        status,
+        ErrorCode::BadRequest.as_str(),
+        &message,
+        Some("input"),
+        None,
+    )
+}
+
+/// A new request's ids: its own, a session of its own in the logs, and
+/// the trace id of its `traceparent`, if it has one.
+fn new_ids(headers: &HeaderMap) -> RequestIds {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let session_id = format!("http-{}", &request_id[..8]);
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tts_proto::trace_id_from_traceparent)
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    RequestIds {
+        request_id,
+        trace_id,
+        session_id,
+    }
+}
+
+/// Admission (no ids to check, no connection), logged either way.
+fn admit(
+    shared: &App,
+    speech: &SpeechRequest,
+    ids: &RequestIds,
+    peer: SocketAddr,
+) -> Result<Permit, Refusal> {
+    let (request_id, trace_id, session_id) = (&ids.request_id, &ids.trace_id, &ids.session_id);
+    let admitted = shared.admission.admit(Ask {
+        text: Some(&speech.input),
+        voice: speech.voice.as_deref(),
+        ids: &[],
+        peer: peer.ip(),
+        connection: None,
+    });
+    match admitted {
+        Ok((permit, _)) => {
+            info!(%request_id, %trace_id, %session_id, chars = speech.input.chars().count(),
+                "http request accepted");
+            Ok(permit)
+        }
+        Err(refusal) => {
+            let (code, message) = (refusal.code, &refusal.message);
+            metrics::request_finished(code.outcome(), Some(code));
+            info!(%request_id, %trace_id, %session_id, code = code.as_str(), detail = %message,
+                "http request refused");
+            Err(refusal)
+        }
+    }
+}
+
+/// Relays the request in a task of its own (ended with `shutting_down`
+/// when the grace period is over); its items come out of the receiver.
+fn spawn_relay(shared: &Arc<App>, req: Request, text: String) -> FrameReceiver {
+    let (tx, rx) = frame_queue(shared.config.client_queue_frames, Arc::clone(&shared.stats));
+    let (shared, stop) = (Arc::clone(shared), req.stop.clone());
+    tokio::spawn(async move {
+        let relayed = relay(Arc::clone(&shared.relay), req, text, tx);
+        tokio::pin!(relayed);
+        tokio::select! {
+            _ = &mut relayed => {}
+            _ = shared.force.cancelled() => {
+                stop.stop(StopReason::Failed(ErrorCode::ShuttingDown,
+                    "the server shut down before the request could finish".into()));
+                relayed.await;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the first frame: then the response streams; a failure before
+/// it is an error response.
+async fn first_frame(
+    mut rx: FrameReceiver,
+    mut body: BodyWriter,
+    guard: DisconnectGuard,
+) -> Response {
+    loop {
+        match rx.recv().await {
+            Some(Item::Start { .. } | Item::Words { .. } | Item::Refused { .. }) => continue,
+            Some(Item::Failed { failure, .. }) => {
+                let Failure {
+                    code,
+                    message,
+                    retry_after_ms,
+                } = failure;
+                return coded(code, &message, None, retry_after_ms);
+            }
+            Some(Item::Frame(first)) => {
+                let head = body.push(first);
+                return streaming_response(head, rx, body, guard);
+            }
+            Some(Item::End { .. }) | None => {
+                return coded(
+                    ErrorCode::Internal,
+                    "the request ended without audio",
+                    None,
+                    None,
+                );
+            }
+        }
+    }
+}
+
+/// Stops the request when the response body is dropped (the client left).
+struct DisconnectGuard(Stop);
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        self.0.stop(StopReason::Disconnected);
+    }
+}
+
+/// `GET /v1/voices`.
+pub(crate) async fn voices(State(shared): State<Arc<App>>) -> Response {
+    match crate::voices::list(&shared.relay.pool).await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => coded(e.code(), &e.to_string(), None, None),
+    }
+}
+
+/// `GET /`: the browser page (plain HTML and JS from `orchestrator/web/`,
+/// built into the binary).
+pub(crate) async fn page() -> Response {
+    static_file(
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    )
+}
+
+/// `GET /player-worklet.js`: the page's AudioWorklet.
+pub(crate) async fn worklet() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/player-worklet.js"),
+    )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
