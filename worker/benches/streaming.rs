@@ -15,6 +15,7 @@ use tts_worker::audio::{Framer, Resampler, to_s16};
 use tts_worker::engine::{
     ChunkPlan, ClauseState, PiperOptions, PiperSynthesizer, PiperVoice, Synthesizer, Voice,
 };
+use tts_worker::request::Speech;
 use tts_worker::text::Clause;
 
 const RUNS: usize = 10;
@@ -36,14 +37,13 @@ fn measure(synth: &mut PiperSynthesizer, rate: u32, gain: f32, text: &str) -> (D
     let clause = Clause {
         text: text.into(),
         terminator: text.chars().last().filter(|c| ".,;:!?".contains(*c)),
-        ..Clause::default()
     };
     let mut resampler = Resampler::new(rate, 48_000).expect("resampler");
     let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
     let mut first = None;
     let started = Instant::now();
     synth
-        .synthesize(&clause, &mut |s: &[f32]| {
+        .synthesize(&Speech::default(), &clause, &mut |s: &[f32]| {
             out.clear();
             resampler.process(s, &mut out);
             framer.push(out.iter().map(|&x| to_s16(x, gain)), &mut frames);
@@ -73,27 +73,20 @@ fn main() {
         wide_threads: 0,
         device: tts_worker::gpu::Device::Cpu,
     };
-    let voice = PiperVoice::load(
-        "en_US-joe-medium",
-        &root.join(".cache/voices/en_US-joe-medium.onnx"),
-        &opts,
-    )
-    .expect("voice (run scripts/setup.sh)");
+    let voice = load(&root, &opts);
     let (rate, gain) = (voice.info().sample_rate, voice.info().gain);
     let mut one_shot = voice.one_shot().expect("session");
     let mut streamed = voice
         .streamed()
         .expect("sessions")
         .expect("the voice streams");
-    let wide_voice = PiperVoice::load(
-        "en_US-joe-medium",
-        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+    let wide_voice = load(
+        &root,
         &PiperOptions {
             intra_threads: 2,
             ..opts.clone()
         },
-    )
-    .expect("voice");
+    );
     let mut wide = wide_voice
         .streamed()
         .expect("sessions")
@@ -111,41 +104,13 @@ fn main() {
         "2-thread TTFA"
     );
     for (label, text) in CLAUSES {
-        let mut rows = [
-            (Vec::new(), Vec::new()),
-            (Vec::new(), Vec::new()),
-            (Vec::new(), Vec::new()),
-        ];
-        for (i, synth) in [&mut one_shot, &mut streamed, &mut wide]
-            .into_iter()
-            .enumerate()
-        {
-            measure(synth, rate, gain, text);
-            for _ in 0..RUNS {
-                let (first, total) = measure(synth, rate, gain, text);
-                rows[i].0.push(first);
-                rows[i].1.push(total);
-            }
-        }
-        let audio = {
-            let mut n = 0usize;
-            one_shot
-                .synthesize(
-                    &Clause {
-                        text: text.into(),
-                        terminator: Some('.'),
-                        ..Clause::default()
-                    },
-                    &mut |s: &[f32]| {
-                        n += s.len();
-                        true
-                    },
-                )
-                .expect("synthesis");
-            n as f64 / f64::from(rate)
-        };
         let [(a_first, a_total), (b_first, b_total), (c_first, _)] =
-            rows.map(|(f, t)| (median(f), median(t)));
+            [&mut one_shot, &mut streamed, &mut wide].map(|synth| {
+                measure(synth, rate, gain, text);
+                let (firsts, totals) = (0..RUNS).map(|_| measure(synth, rate, gain, text)).unzip();
+                (median(firsts), median(totals))
+            });
+        let audio = audio_seconds(&mut one_shot, rate, text);
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
         println!(
             "{:<10} {:>9.2} | {:>13} {:>11} | {:>13} {:>11} | {:>12.2}× | {:>17}",
@@ -162,12 +127,37 @@ fn main() {
     batches(&root, &opts);
 }
 
+/// The bench's voice with these options.
+fn load(root: &Path, opts: &PiperOptions) -> PiperVoice {
+    PiperVoice::load(
+        "en_US-joe-medium",
+        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+        opts,
+    )
+    .expect("voice (run scripts/setup.sh)")
+}
+
+/// Seconds of audio in `text`.
+fn audio_seconds(synth: &mut PiperSynthesizer, rate: u32, text: &str) -> f64 {
+    let clause = Clause {
+        text: text.into(),
+        terminator: Some('.'),
+    };
+    let mut n = 0usize;
+    synth
+        .synthesize(&Speech::default(), &clause, &mut |s: &[f32]| {
+            n += s.len();
+            true
+        })
+        .expect("synthesis");
+    n as f64 / f64::from(rate)
+}
+
 /// Compute for `n` streams of the 50-word clause, every stream's next step
 /// run one by one or together, until all are done.
 fn batches(root: &Path, opts: &PiperOptions) {
-    let uniform = PiperVoice::load(
-        "en_US-joe-medium",
-        &root.join(".cache/voices/en_US-joe-medium.onnx"),
+    let uniform = load(
+        root,
         &PiperOptions {
             plan: ChunkPlan {
                 uniform: true,
@@ -175,31 +165,33 @@ fn batches(root: &Path, opts: &PiperOptions) {
             },
             ..opts.clone()
         },
-    )
-    .expect("voice");
+    );
     let mut alone = uniform.streamed().expect("sessions").expect("streams");
     let mut together = uniform.streamed().expect("sessions").expect("streams");
     let text = CLAUSES[2].1;
     let clause = Clause {
         text: text.into(),
         terminator: Some('.'),
-        ..Clause::default()
     };
+    let speech = Speech::default();
     let run = |synth: &mut PiperSynthesizer, n: usize, batched: bool| {
         let mut states: Vec<ClauseState> = (0..n)
             .map(|_| ClauseState::Pending(clause.clone()))
             .collect();
         let started = Instant::now();
         while states.iter().any(|s| !s.is_done()) {
-            let mut refs: Vec<&mut ClauseState> =
-                states.iter_mut().filter(|s| !s.is_done()).collect();
+            let mut refs: Vec<(&Speech, &mut ClauseState)> = states
+                .iter_mut()
+                .filter(|s| !s.is_done())
+                .map(|s| (&speech, s))
+                .collect();
             if batched {
                 for r in synth.step_many(&mut refs, &mut |_, _| {}) {
                     r.expect("step");
                 }
             } else {
-                for state in refs {
-                    synth.step(state, false, &mut |_| {}).expect("step");
+                for (speech, state) in refs {
+                    synth.step(speech, state, false, &mut |_| {}).expect("step");
                 }
             }
         }

@@ -41,6 +41,7 @@
 //!
 //! # Layout
 //! - [`alloc`]: the C allocator's settings for a worker process.
+//! - [`request`]: what a request asks, stated once ([`request::Speech`]).
 //! - [`text`]: text → clauses.
 //! - [`engine`]: Piper (ONNX Runtime, phonemes from espeak-ng, streaming
 //!   inside a clause), espeak-ng and the fixed-cost test voice.
@@ -67,6 +68,7 @@ mod health;
 mod load;
 pub mod metrics;
 mod registry;
+pub mod request;
 mod run;
 pub mod sched;
 pub mod service;

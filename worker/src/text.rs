@@ -6,52 +6,14 @@
 //! `,`, `;` and `:`; a piece still longer than `max_clause_chars` (no
 //! punctuation at all) is split at the last space before the limit.
 
-/// One unit of synthesis.
+/// One unit of synthesis. How it is spoken is its request's
+/// ([`Speech`](crate::request::Speech)).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Clause {
     /// The clause's text, its terminating punctuation included.
     pub text: String,
     /// The punctuation that ends it, if any: one of `.,;:!?`.
     pub terminator: Option<char>,
-    /// How its request asked to be spoken.
-    pub prosody: Prosody,
-    /// For a voice that speaks several languages (espeak-ng), the one to
-    /// speak; `None` for the voice's own.
-    pub language: Option<String>,
-    /// Whether its request asked where each word is in the audio.
-    pub timestamps: bool,
-}
-
-/// A request's speaking rate and noise, applied to each of its clauses.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prosody {
-    /// 1.0 is the voice's own rate; 2.0 twice as fast.
-    pub speed: f32,
-    /// Piper's phoneme noise; `None` for the voice's own.
-    pub noise_scale: Option<f32>,
-    /// Piper's duration noise; `None` for the voice's own.
-    pub noise_w: Option<f32>,
-}
-
-impl Default for Prosody {
-    fn default() -> Self {
-        Self {
-            speed: 1.0,
-            noise_scale: None,
-            noise_w: None,
-        }
-    }
-}
-
-impl Prosody {
-    /// Piper's `[noise_scale, length_scale, noise_w]` from a voice's own.
-    pub fn scales(&self, voice: [f32; 3]) -> [f32; 3] {
-        [
-            self.noise_scale.unwrap_or(voice[0]),
-            voice[1] / self.speed,
-            self.noise_w.unwrap_or(voice[2]),
-        ]
-    }
 }
 
 /// Where to split text.
@@ -92,9 +54,6 @@ pub fn split_clauses(text: &str, opts: SplitOptions) -> Vec<Clause> {
                     clauses.push(Clause {
                         text: part.to_owned(),
                         terminator: part.chars().last().filter(|c| ".,;:!?".contains(*c)),
-                        prosody: Prosody::default(),
-                        language: None,
-                        timestamps: false,
                     });
                 }
             }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo};
+use crate::request::Speech;
 
 /// The voice's costs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +73,7 @@ fn samples(d: Duration) -> usize {
 impl Synthesizer for FixedCostSynthesizer {
     fn step(
         &mut self,
+        _speech: &Speech,
         state: &mut ClauseState,
         _wide: bool,
         emit: &mut dyn FnMut(&[f32]),
@@ -122,14 +124,13 @@ mod tests {
         let mut state = ClauseState::Pending(Clause {
             text: "x".repeat(25),
             terminator: None,
-            ..Clause::default()
         });
         let mut steps = Vec::new();
         while !state.is_done() {
             let started = std::time::Instant::now();
             let mut n = 0;
             synth
-                .step(&mut state, false, &mut |s| n += s.len())
+                .step(&Speech::default(), &mut state, false, &mut |s| n += s.len())
                 .expect("step");
             assert!(started.elapsed() >= Duration::from_millis(5));
             steps.push(n);

@@ -16,6 +16,7 @@ pub use fixed::{FixedCost, FixedCostVoice};
 pub use piper::{PiperOptions, PiperSynthesizer, PiperVoice};
 pub use stream::{FLOW_CONTEXT, StreamProgress};
 
+use crate::request::Speech;
 use crate::text::Clause;
 
 /// A failure to load a voice or synthesise a clause.
@@ -125,14 +126,16 @@ impl ClauseState {
 
 /// Turns clauses into audio, one step at a time. Owned by one thread.
 pub trait Synthesizer: Send {
-    /// Runs the next step of `state` and hands its samples (at the voice's
-    /// native rate, full scale ±1.0) to `emit`. A step is, for a streaming
-    /// voice, the text part with the first decoder window, then one window
-    /// (with the flow block it needs) per step; for other voices the whole
-    /// clause. `wide` asks for more intra-op threads, when the voice has
-    /// them, because the machine is otherwise idle.
+    /// Runs the next step of `state`, spoken as `speech` says, and hands
+    /// its samples (at the voice's native rate, full scale ±1.0) to `emit`.
+    /// A step is, for a streaming voice, the text part with the first
+    /// decoder window, then one window (with the flow block it needs) per
+    /// step; for other voices the whole clause. `wide` asks for more
+    /// intra-op threads, when the voice has them, because the machine is
+    /// otherwise idle.
     fn step(
         &mut self,
+        speech: &Speech,
         state: &mut ClauseState,
         wide: bool,
         emit: &mut dyn FnMut(&[f32]),
@@ -141,15 +144,16 @@ pub trait Synthesizer: Send {
     /// Runs the next step of several clauses of this voice together, where
     /// the engine can share work between them (a streaming Piper voice
     /// decodes their windows in as few calls as their widths allow); the
-    /// default runs them one after another. `emit` gets each clause's
-    /// samples with its index. Returns, for each clause, the words placed
-    /// during its step, or its failure (which fails no other).
+    /// default runs them one after another. Each clause comes with its
+    /// request's speech. `emit` gets each clause's samples with its index.
+    /// Returns, for each clause, the words placed during its step, or its
+    /// failure (which fails no other).
     fn step_many(
         &mut self,
-        states: &mut [&mut ClauseState],
+        clauses: &mut [(&Speech, &mut ClauseState)],
         emit: &mut dyn FnMut(usize, &[f32]),
     ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
-        one_by_one(self, states, emit)
+        one_by_one(self, clauses, emit)
     }
 
     /// The words whose place in the clause became known during the last
@@ -163,13 +167,14 @@ pub trait Synthesizer: Send {
     /// returns false.
     fn synthesize(
         &mut self,
+        speech: &Speech,
         clause: &Clause,
         emit: &mut dyn FnMut(&[f32]) -> bool,
     ) -> Result<(), EngineError> {
         let mut state = ClauseState::Pending(clause.clone());
         let mut go = true;
         while go && !state.is_done() {
-            self.step(&mut state, false, &mut |s| go = emit(s))?;
+            self.step(speech, &mut state, false, &mut |s| go = emit(s))?;
         }
         Ok(())
     }
@@ -179,14 +184,14 @@ pub trait Synthesizer: Send {
 /// [`Synthesizer::step_many`]).
 pub(crate) fn one_by_one<S: Synthesizer + ?Sized>(
     synth: &mut S,
-    states: &mut [&mut ClauseState],
+    clauses: &mut [(&Speech, &mut ClauseState)],
     emit: &mut dyn FnMut(usize, &[f32]),
 ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
-    states
+    clauses
         .iter_mut()
         .enumerate()
-        .map(|(i, state)| {
-            synth.step(state, false, &mut |s| emit(i, s))?;
+        .map(|(i, (speech, state))| {
+            synth.step(speech, state, false, &mut |s| emit(i, s))?;
             Ok(synth.take_words())
         })
         .collect()
@@ -250,6 +255,7 @@ struct EspeakSynthesizer {
 impl Synthesizer for EspeakSynthesizer {
     fn step(
         &mut self,
+        speech: &Speech,
         state: &mut ClauseState,
         _wide: bool,
         emit: &mut dyn FnMut(&[f32]),
@@ -259,9 +265,9 @@ impl Synthesizer for EspeakSynthesizer {
         };
         self.scratch.clear();
         espeak::synthesize(
-            clause.language.as_deref().unwrap_or(&self.voice),
+            speech.language.as_deref().unwrap_or(&self.voice),
             &clause.text,
-            clause.prosody.speed,
+            speech.prosody.speed.get(),
             &mut self.scratch,
         )?;
         let samples: Vec<f32> = self

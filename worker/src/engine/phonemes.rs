@@ -107,10 +107,14 @@ impl Phonemizer {
     /// (within a word only if one word alone is longer): what one text-part
     /// run may take, so that memory stays bounded whatever the text (the
     /// text encoder's attention grows with the square of its input). With
-    /// `clause.timestamps`, each run also says which ids its words span.
-    pub(super) fn id_runs(&self, clause: &Clause) -> Result<Vec<Run>, EngineError> {
+    /// `timestamps`, each run also says which ids its words span.
+    pub(super) fn id_runs(
+        &self,
+        clause: &Clause,
+        timestamps: bool,
+    ) -> Result<Vec<Run>, EngineError> {
         let phonemes = self.phonemes(clause)?;
-        let words = if clause.timestamps {
+        let words = if timestamps {
             self.words(clause, &phonemes)?
         } else {
             Vec::new()

@@ -20,12 +20,13 @@ use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
     AudioFrame, ListVoicesRequest, ListVoicesResponse, LoadReport, LoadRequest, SynthesizeRequest,
 };
-use tts_protocol::{Delivery, ErrorCode, Outcome};
+use tts_protocol::{ErrorCode, Outcome};
 use tts_telemetry::faults::Faults;
 
 use crate::drain::Drain;
 use crate::metrics;
-use crate::synth::{RequestIds, SubmitError};
+use crate::request::{RequestIds, Speech, SpeechRequest};
+use crate::synth::{Output, SubmitError};
 use crate::text::{Clause, SplitOptions, split_clauses};
 use stream::FrameStream;
 pub(crate) use voices::{Loaded, LoadedVoices};
@@ -69,17 +70,16 @@ impl Rejection {
 /// A request that passed every check, ready for the pool.
 struct Checked<'a> {
     loaded: &'a Loaded,
-    voice: usize,
+    request: SpeechRequest,
+    clauses: Vec<Clause>,
     /// As the first frame names it.
     voice_name: String,
-    clauses: Vec<Clause>,
     chars: usize,
-    delivery: Delivery,
 }
 
 impl TtsService {
     /// Checks a request in the order its refusals are documented.
-    fn check(&self, req: &SynthesizeRequest) -> Result<Checked<'_>, Rejection> {
+    fn check(&self, req: &SynthesizeRequest, ids: RequestIds) -> Result<Checked<'_>, Rejection> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(Rejection::new(
                 ErrorCode::WorkerUnavailable,
@@ -98,42 +98,30 @@ impl TtsService {
             let msg = format!("text is {chars} characters; the limit is {limit}");
             return Err(Rejection::new(ErrorCode::TextTooLong, msg));
         }
-        let Some((voice, language)) = loaded.find_voice(&req.voice) else {
-            let msg = format!("unknown voice {:?}", req.voice);
-            return Err(Rejection::new(ErrorCode::UnknownVoice, msg));
-        };
-        let prosody =
-            wire::prosody(req).map_err(|msg| Rejection::new(ErrorCode::BadRequest, msg))?;
-        if req.timestamps && !loaded.voices[voice].info().timestamps {
-            let msg = format!(
-                "timestamps: voice {:?} does not give word timestamps",
-                req.voice
-            );
-            return Err(Rejection::new(ErrorCode::BadRequest, msg));
-        }
-        let mut clauses = split_clauses(&req.text, SplitOptions::default());
-        for clause in &mut clauses {
-            clause.prosody = prosody;
-            clause.language.clone_from(&language);
-            clause.timestamps = req.timestamps;
-        }
+        let (voice, speech) = speech(loaded, req)?;
+        let clauses = split_clauses(&req.text, SplitOptions::default());
         if clauses.is_empty() {
             return Err(Rejection::new(
                 ErrorCode::EmptyText,
                 "text has nothing to speak",
             ));
         }
-        let voice_name = match &language {
+        let voice_name = match &speech.language {
             Some(_) => req.voice.clone(),
             None => loaded.voices[voice].info().name.clone(),
         };
+        let request = SpeechRequest {
+            ids,
+            voice,
+            speech,
+            delivery: wire::delivery(req),
+        };
         Ok(Checked {
             loaded,
-            voice,
-            voice_name,
+            request,
             clauses,
+            voice_name,
             chars,
-            delivery: wire::delivery(req),
         })
     }
 
@@ -169,6 +157,30 @@ impl TtsService {
     }
 }
 
+/// The request's voice and how it is to be spoken, checked: the voice
+/// exists, prosody is in range, and timestamps only from a voice that
+/// gives them.
+fn speech(loaded: &Loaded, req: &SynthesizeRequest) -> Result<(usize, Speech), Rejection> {
+    let Some((voice, language)) = loaded.find_voice(&req.voice) else {
+        let msg = format!("unknown voice {:?}", req.voice);
+        return Err(Rejection::new(ErrorCode::UnknownVoice, msg));
+    };
+    let prosody = wire::prosody(req).map_err(|msg| Rejection::new(ErrorCode::BadRequest, msg))?;
+    if req.timestamps && !loaded.voices[voice].info().timestamps {
+        let msg = format!(
+            "timestamps: voice {:?} does not give word timestamps",
+            req.voice
+        );
+        return Err(Rejection::new(ErrorCode::BadRequest, msg));
+    }
+    let speech = Speech {
+        prosody,
+        language,
+        timestamps: req.timestamps,
+    };
+    Ok((voice, speech))
+}
+
 #[tonic::async_trait]
 impl Tts for TtsService {
     type SynthesizeStream = Pin<Box<dyn Stream<Item = Result<AudioFrame, Status>> + Send>>;
@@ -180,24 +192,25 @@ impl Tts for TtsService {
         let received = Instant::now();
         let ids = wire::request_ids(request.metadata(), request.get_ref());
         let req = request.into_inner();
-        let checked = self.check(&req).map_err(|r| Self::reject(&ids, r))?;
+        let checked = self
+            .check(&req, ids.clone())
+            .map_err(|r| Self::reject(&ids, r))?;
         let Checked {
             loaded,
-            voice,
-            voice_name,
+            request,
             clauses,
+            voice_name,
             chars,
-            delivery,
         } = checked;
-        let (tx, rx) = mpsc::channel(self.stream_queue_frames);
-        let (abort_tx, abort) = oneshot::channel();
+        let (frames, rx) = mpsc::channel(self.stream_queue_frames);
+        let (abort, abort_rx) = oneshot::channel();
         loaded
             .pool
-            .submit(voice, clauses, delivery, ids.clone(), tx, abort_tx)
+            .submit(request, clauses, Output { frames, abort })
             .map_err(|e| Self::refuse(&ids, e))?;
         info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
             voice = %voice_name, chars, "synthesis queued");
-        let stream = FrameStream::new(rx, abort, received, voice_name, ids, self.drain.guard());
+        let stream = FrameStream::new(rx, abort_rx, received, voice_name, ids, self.drain.guard());
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -16,7 +16,8 @@ use tts_protocol::Outcome;
 use super::wire;
 use crate::drain::DrainGuard;
 use crate::metrics;
-use crate::synth::{Failure, RequestIds, Sent};
+use crate::request::RequestIds;
+use crate::synth::{Failure, Sent};
 
 /// The response stream: stamps each frame as it leaves, and records the
 /// request's first frame and outcome. Dropping it (the client went away)

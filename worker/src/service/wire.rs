@@ -16,8 +16,8 @@ use tts_telemetry::faults::{Component, Faults};
 use crate::audio::Frame;
 use crate::engine::VoiceInfo;
 use crate::gpu::GpuInfo;
-use crate::synth::{Failure, RequestIds};
-use crate::text::Prosody;
+use crate::request::{Prosody, RequestIds};
+use crate::synth::Failure;
 
 /// The request's ids: its fields, else its metadata (`x-request-id`,
 /// `x-trace-id`, the trace of a W3C `traceparent`).
@@ -67,13 +67,9 @@ pub(crate) fn prosody(req: &SynthesizeRequest) -> Result<Prosody, String> {
     };
     let noise = |field, value: Option<f32>| value.map(|v| Noise::new(field, v)).transpose();
     Ok(Prosody {
-        speed: speed.get(),
-        noise_scale: noise("noise_scale", req.noise_scale)
-            .map_err(checked)?
-            .map(Noise::get),
-        noise_w: noise("noise_w", req.noise_w)
-            .map_err(checked)?
-            .map(Noise::get),
+        speed,
+        noise_scale: noise("noise_scale", req.noise_scale).map_err(checked)?,
+        noise_w: noise("noise_w", req.noise_w).map_err(checked)?,
     })
 }
 
@@ -184,8 +180,8 @@ mod tests {
             Some("noise_w must be between 0 and 1 (got -0.5)")
         );
         let p = prosody(&request(0.0, Some(0.3), None)).expect("in range");
-        assert_eq!(p.speed, 1.0, "0 is the voice's own speed");
-        assert_eq!(p.noise_scale, Some(0.3));
+        assert_eq!(p.speed, Speed::default(), "0 is the voice's own speed");
+        assert_eq!(p.noise_scale.map(Noise::get), Some(0.3));
     }
 
     #[test]

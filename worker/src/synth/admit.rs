@@ -4,17 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tts_protocol::Delivery;
-
 use super::pacer::Sender;
-use super::queue;
+use super::queue::{self, FrameQueue};
 use super::thread::{AudioState, Job, audio_fault};
-use super::{Failure, RequestIds, Sent, SynthPool};
+use super::{Output, SynthPool};
 use crate::audio::{Framer, Resampler};
 use crate::engine::ClauseState;
 use crate::metrics;
-use crate::sched::Demand;
+use crate::request::SpeechRequest;
+use crate::sched::{Demand, Playout, StreamId};
 use crate::text::Clause;
 
 /// Why a request was not admitted.
@@ -100,36 +98,64 @@ pub(super) struct Measured {
 }
 
 impl SynthPool {
-    /// Admits a request and starts streaming its frames into `frames`;
-    /// a request that ends early also says why in `abort`, which its reader
-    /// sees even when the frame queue is full. Returns at once; the frames
-    /// follow as steps are synthesised.
+    /// Admits a request and starts its pacer, which streams the request's
+    /// frames into `out.frames` and says in `out.abort` why it ended early,
+    /// if it does (its reader sees that even when the frames queue is
+    /// full). Returns at once; the frames follow as steps are synthesised.
     pub fn submit(
         self: &Arc<Self>,
-        voice: usize,
+        request: SpeechRequest,
         clauses: Vec<Clause>,
-        delivery: Delivery,
-        ids: RequestIds,
-        frames: mpsc::Sender<Sent>,
-        abort: tokio::sync::oneshot::Sender<Failure>,
+        out: Output,
     ) -> Result<(), SubmitError> {
         let permit = Arc::clone(&self.admitted)
             .try_acquire_owned()
             .map_err(|_| SubmitError::Full(self.config.max_requests))?;
-        let info = self.voices[voice].info();
-        let resampler = Resampler::new(info.sample_rate, tts_frame::SAMPLE_RATE)
-            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
-        let chars: usize = clauses.iter().map(|c| c.text.chars().count()).sum();
-        // Faster speech is less audio for the same text.
-        let speed = clauses.first().map_or(1.0, |c| f64::from(c.prosody.speed));
         let arrival = Instant::now();
         let policy = &self.config.policy;
-        let (queue, frames_in, failure) =
+        let (queue, frames, failure) =
             queue::channel(queue::capacity(policy.lookahead, policy.send_ahead));
-        let job = Job {
-            voice,
-            request: Arc::from(ids.request_id.as_str()),
+        let job = self.job(&request, clauses, queue, arrival)?;
+        let (id, playout) = self.admit(&request, job, arrival)?;
+        self.shared.ready.notify_one();
+        let SpeechRequest { ids, delivery, .. } = request;
+        let sender = Sender {
+            pool: Arc::clone(self),
+            id,
+            delivery,
+            playout,
             arrival,
+            _permit: permit,
+            ids,
+            tx: out.frames,
+            abort: Some(out.abort),
+            frames,
+            failure,
+        };
+        let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
+            trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
+        tts_telemetry::otel::link_trace(&span, &sender.ids.trace_id);
+        tokio::spawn(tracing::Instrument::instrument(sender.run(), span));
+        Ok(())
+    }
+
+    /// The request's work, as the scheduler holds it between steps.
+    fn job(
+        &self,
+        request: &SpeechRequest,
+        clauses: Vec<Clause>,
+        queue: FrameQueue,
+        arrival: Instant,
+    ) -> Result<Job, SubmitError> {
+        let info = self.voices[request.voice].info();
+        let resampler = Resampler::new(info.sample_rate, tts_frame::SAMPLE_RATE)
+            .map_err(|_| SubmitError::Full(self.config.max_requests))?;
+        let chars = clauses.iter().map(|c| c.text.chars().count()).sum();
+        Ok(Job {
+            voice: request.voice,
+            request: Arc::from(request.ids.request_id.as_str()),
+            arrival,
+            speech: request.speech.clone(),
             clauses: clauses.into(),
             clause: ClauseState::Done,
             clause_chars: 0,
@@ -145,46 +171,38 @@ impl SynthPool {
             native: 0,
             clause_start: 0,
             words: Vec::new(),
-        };
-        let (id, playout) = {
-            let mut state = self.shared.lock();
-            let demand = state.estimates[voice]
-                .demand(chars as f64 * state.estimates[voice].audio_per_char.value() / speed);
-            if demand.audio > self.config.max_audio_secs {
-                return Err(SubmitError::TooLong {
-                    estimate: demand.audio,
-                    limit: self.config.max_audio_secs,
-                });
-            }
-            let id = state
-                .streams
-                .admit(arrival, demand, delivery)
-                .map_err(|r| SubmitError::Overloaded {
-                    retry_after: r.retry_after,
-                })?;
-            state.streams.insert(id, job);
-            metrics::utilisation(state.streams.utilisation());
-            let playout = state.streams.playout(id).unwrap_or_default();
-            (id, playout)
-        };
-        self.shared.ready.notify_one();
-        let sender = Sender {
-            pool: Arc::clone(self),
-            id,
-            delivery,
-            playout,
-            arrival,
-            _permit: permit,
-            ids,
-            tx: frames,
-            abort: Some(abort),
-            frames: frames_in,
-            failure,
-        };
-        let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
-            trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
-        tts_telemetry::otel::link_trace(&span, &sender.ids.trace_id);
-        tokio::spawn(tracing::Instrument::instrument(sender.run(), span));
-        Ok(())
+        })
+    }
+
+    /// Admits the job unless it asks for more audio than one request may,
+    /// or would make admitted streams late; returns its stream and clock.
+    fn admit(
+        &self,
+        request: &SpeechRequest,
+        job: Job,
+        arrival: Instant,
+    ) -> Result<(StreamId, Arc<Playout>), SubmitError> {
+        let mut state = self.shared.lock();
+        let estimate = &state.estimates[request.voice];
+        // Faster speech is less audio for the same text.
+        let speed = f64::from(request.speech.prosody.speed.get());
+        let audio = job.chars_left as f64 * estimate.audio_per_char.value() / speed;
+        let demand = estimate.demand(audio);
+        if demand.audio > self.config.max_audio_secs {
+            return Err(SubmitError::TooLong {
+                estimate: demand.audio,
+                limit: self.config.max_audio_secs,
+            });
+        }
+        let id = state
+            .streams
+            .admit(arrival, demand, request.delivery)
+            .map_err(|r| SubmitError::Overloaded {
+                retry_after: r.retry_after,
+            })?;
+        state.streams.insert(id, job);
+        metrics::utilisation(state.streams.utilisation());
+        let playout = state.streams.playout(id).unwrap_or_default();
+        Ok((id, playout))
     }
 }

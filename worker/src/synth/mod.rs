@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tts_telemetry::faults::Faults;
 
@@ -37,15 +37,13 @@ use crate::metrics;
 use crate::sched::{Policy, StreamId, Streams};
 use crate::watchdog::{self, Progress};
 
-/// Ids that follow a request through logs.
-#[derive(Debug, Clone, Default)]
-pub struct RequestIds {
-    /// The request.
-    pub request_id: String,
-    /// The trace it belongs to.
-    pub trace_id: String,
-    /// The client session it came from.
-    pub session_id: String,
+/// Where a request's frames go.
+#[derive(Debug)]
+pub struct Output {
+    /// Its response stream (`--stream-queue-frames` frames at most).
+    pub frames: mpsc::Sender<Sent>,
+    /// Why it ended early, if it did; read before any queued frame.
+    pub abort: oneshot::Sender<Failure>,
 }
 
 /// What the service gets for a request: its frames, then maybe why it

@@ -12,9 +12,10 @@ use tts_frame::{Tally, Validator};
 use tts_protocol::Delivery;
 
 use super::queue::{FailureSlot, FrameReceiver, Produced};
-use super::{Failure, RequestIds, Sent, Shared, SynthPool};
+use super::{Failure, Sent, Shared, SynthPool};
 use crate::audio::Frame;
 use crate::metrics;
+use crate::request::RequestIds;
 use crate::sched::{Playout, StreamId};
 
 /// Sends one request's frames on its playout clock.

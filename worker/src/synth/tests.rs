@@ -3,6 +3,7 @@ use tts_protocol::Delivery;
 
 use super::*;
 use crate::engine::{ClauseState, FixedCost, FixedCostVoice, Synthesizer, VoiceInfo};
+use crate::request::{RequestIds, Speech, SpeechRequest};
 use crate::text::Clause;
 
 fn ms(n: u64) -> Duration {
@@ -44,22 +45,21 @@ fn submit(
     delivery: Delivery,
     stream_frames: usize,
 ) -> (mpsc::Receiver<Sent>, oneshot::Receiver<Failure>) {
-    let (tx, rx) = mpsc::channel(stream_frames);
-    let (abort_tx, abort) = oneshot::channel();
+    let (frames, rx) = mpsc::channel(stream_frames);
+    let (abort, abort_rx) = oneshot::channel();
     let clause = Clause {
         text: "x".repeat(chars),
         ..Clause::default()
     };
-    pool.submit(
-        0,
-        vec![clause],
+    let request = SpeechRequest {
+        ids: RequestIds::default(),
+        voice: 0,
+        speech: Speech::default(),
         delivery,
-        RequestIds::default(),
-        tx,
-        abort_tx,
-    )
-    .expect("admitted");
-    (rx, abort)
+    };
+    pool.submit(request, vec![clause], Output { frames, abort })
+        .expect("admitted");
+    (rx, abort_rx)
 }
 
 /// Every frame of a request, until its stream ends.
@@ -156,6 +156,7 @@ impl Voice for FailsMidClause {
 impl Synthesizer for FailingSynthesizer {
     fn step(
         &mut self,
+        speech: &Speech,
         state: &mut ClauseState,
         wide: bool,
         emit: &mut dyn FnMut(&[f32]),
@@ -163,7 +164,7 @@ impl Synthesizer for FailingSynthesizer {
         if matches!(state, ClauseState::Counted { .. }) {
             return Err(EngineError::Runtime("the second step fails".into()));
         }
-        self.0.step(state, wide, emit)
+        self.0.step(speech, state, wide, emit)
     }
 }
 

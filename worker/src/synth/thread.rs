@@ -17,6 +17,7 @@ use super::{Shared, State};
 use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
 use crate::engine::{ClauseState, EngineError, Synthesizer, Voice, WordSpan};
 use crate::metrics;
+use crate::request::Speech;
 use crate::sched::{Next, Step, StreamId};
 use crate::text::Clause;
 
@@ -63,6 +64,8 @@ pub(super) struct Job {
     pub(super) request: Arc<str>,
     /// When the request arrived.
     pub(super) arrival: Instant,
+    /// How every clause of it is spoken.
+    pub(super) speech: Speech,
     /// Clauses not started.
     pub(super) clauses: VecDeque<Clause>,
     /// The clause in progress (`Done` between clauses).
@@ -173,14 +176,14 @@ impl SynthThread {
         let clause = Clause {
             text: PHRASE.into(),
             terminator: Some('.'),
-            ..Clause::default()
         };
+        let speech = Speech::default();
         let mut measured = Vec::new();
         for (synth, voice) in self.synthesizers.iter_mut().zip(voices) {
             let mut samples = 0usize;
-            synth.synthesize(&clause, &mut |_| true)?;
+            synth.synthesize(&speech, &clause, &mut |_| true)?;
             let started = Instant::now();
-            synth.synthesize(&clause, &mut |s| {
+            synth.synthesize(&speech, &clause, &mut |s| {
                 samples += s.len();
                 true
             })?;
@@ -308,10 +311,10 @@ impl SynthThread {
         let n = jobs.len();
         let mut native = vec![0usize; n];
         let mut frames: Vec<Vec<Frame>> = (0..n).map(|_| Vec::new()).collect();
-        let (mut clauses, mut audio): (Vec<&mut ClauseState>, Vec<&mut AudioState>) = jobs
-            .iter_mut()
-            .map(|j| (&mut j.clause, &mut *j.audio))
-            .unzip();
+        let (mut clauses, mut audio): (Vec<(&Speech, &mut ClauseState)>, Vec<&mut AudioState>) =
+            jobs.iter_mut()
+                .map(|j| ((&j.speech, &mut j.clause), &mut *j.audio))
+                .unzip();
         let resampled = &mut self.resampled;
         let mut emit = |i: usize, samples: &[f32]| {
             native[i] += samples.len();
@@ -321,9 +324,9 @@ impl SynthThread {
         };
         let started = Instant::now();
         let outcomes = match &mut clauses[..] {
-            [one] => vec![
+            [(speech, state)] => vec![
                 synth
-                    .step(one, wide, &mut |s| emit(0, s))
+                    .step(speech, state, wide, &mut |s| emit(0, s))
                     .map(|()| synth.take_words()),
             ],
             many => synth.step_many(many, &mut emit),

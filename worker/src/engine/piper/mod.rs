@@ -12,6 +12,7 @@ use super::phonemes::{Phonemizer, Run};
 use super::split::SplitModel;
 use super::stream::{StreamProgress, StreamedSessions};
 use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, WordSpan};
+use crate::request::Speech;
 use crate::text::Clause;
 
 mod load;
@@ -160,52 +161,67 @@ impl Synthesizer for PiperSynthesizer {
 
     fn step_many(
         &mut self,
-        states: &mut [&mut ClauseState],
+        clauses: &mut [(&Speech, &mut ClauseState)],
         emit: &mut dyn FnMut(usize, &[f32]),
     ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
         match &mut self.engine {
             Engine::Streamed(sessions) => {
-                step_streamed(sessions, &self.phonemizer, self.scales, states, emit)
+                step_streamed(sessions, &self.phonemizer, self.scales, clauses, emit)
             }
-            Engine::OneShot(..) => super::one_by_one(self, states, emit),
+            Engine::OneShot(..) => super::one_by_one(self, clauses, emit),
         }
     }
 
     fn step(
         &mut self,
+        speech: &Speech,
         state: &mut ClauseState,
         wide: bool,
         emit: &mut dyn FnMut(&[f32]),
     ) -> Result<(), EngineError> {
-        let (session, durations) = match &mut self.engine {
-            Engine::Streamed(own) => {
-                // A clause's first step takes the shared wide sessions when
-                // asked for and free.
-                let first = matches!(state, ClauseState::Pending(_));
-                let mut shared = (wide && first)
-                    .then_some(self.wide.as_ref())
-                    .flatten()
-                    .and_then(|m| m.try_lock().ok());
-                let sessions = shared.as_deref_mut().unwrap_or(own);
-                let mut one = [state];
-                let stepped = step_streamed(
-                    sessions,
-                    &self.phonemizer,
-                    self.scales,
-                    &mut one,
-                    &mut |_, s| emit(s),
-                );
-                for words in stepped {
-                    self.words.extend(words?);
-                }
-                return Ok(());
-            }
-            Engine::OneShot(session, durations) => (session, durations),
+        let Engine::Streamed(own) = &mut self.engine else {
+            return self.step_one_shot(speech, state, emit);
+        };
+        // A clause's first step takes the shared wide sessions when asked
+        // for and free.
+        let first = matches!(state, ClauseState::Pending(_));
+        let mut shared = (wide && first)
+            .then_some(self.wide.as_ref())
+            .flatten()
+            .and_then(|m| m.try_lock().ok());
+        let sessions = shared.as_deref_mut().unwrap_or(own);
+        let mut one = [(speech, state)];
+        let stepped = step_streamed(
+            sessions,
+            &self.phonemizer,
+            self.scales,
+            &mut one,
+            &mut |_, s| emit(s),
+        );
+        for words in stepped {
+            self.words.extend(words?);
+        }
+        Ok(())
+    }
+}
+
+impl PiperSynthesizer {
+    /// A whole clause through the whole model, run by run.
+    fn step_one_shot(
+        &mut self,
+        speech: &Speech,
+        state: &mut ClauseState,
+        emit: &mut dyn FnMut(&[f32]),
+    ) -> Result<(), EngineError> {
+        let Engine::OneShot(session, durations) = &mut self.engine else {
+            return Err(EngineError::Runtime(
+                "a one-shot step reached a streaming synthesiser".into(),
+            ));
         };
         match std::mem::replace(state, ClauseState::Done) {
             ClauseState::Pending(clause) => {
-                let runs = self.phonemizer.id_runs(&clause)?;
-                let scales = clause.prosody.scales(self.scales);
+                let runs = self.phonemizer.id_runs(&clause, speech.timestamps)?;
+                let scales = speech.prosody.scales(self.scales);
                 let mut before = 0;
                 for run in runs {
                     before += one_shot(
@@ -229,25 +245,25 @@ impl Synthesizer for PiperSynthesizer {
 }
 
 /// The next step of each of several clauses on one set of streaming
-/// sessions: each clause's text part (for a new one) and flow block run on
-/// their own, then their decoder windows together. What
-/// [`Synthesizer::step_many`] returns.
+/// sessions: each clause's text part (for a new one, spoken as its speech
+/// says) and flow block run on their own, then their decoder windows
+/// together. What [`Synthesizer::step_many`] returns.
 fn step_streamed(
     sessions: &mut StreamedSessions,
     phonemizer: &Phonemizer,
     default_scales: [f32; 3],
-    states: &mut [&mut ClauseState],
+    clauses: &mut [(&Speech, &mut ClauseState)],
     emit: &mut dyn FnMut(usize, &[f32]),
 ) -> Vec<Result<Vec<WordSpan>, EngineError>> {
     let mut results: Vec<Result<Vec<WordSpan>, EngineError>> = Vec::new();
     let mut streams: Vec<(usize, Box<StreamProgress>)> = Vec::new();
-    for (i, state) in states.iter_mut().enumerate() {
+    for (i, (speech, state)) in clauses.iter_mut().enumerate() {
         results.push(Ok(Vec::new()));
         let progress = match std::mem::replace(&mut **state, ClauseState::Done) {
             ClauseState::Pending(clause) => {
-                let scales = clause.prosody.scales(default_scales);
+                let scales = speech.prosody.scales(default_scales);
                 phonemizer
-                    .id_runs(&clause)
+                    .id_runs(&clause, speech.timestamps)
                     .and_then(|runs| sessions.begin(runs, scales))
                     .map(Box::new)
             }
@@ -269,7 +285,7 @@ fn step_streamed(
         match result {
             Ok(remaining) => {
                 results[i] = Ok(progress.take_words());
-                *states[i] = more(remaining, *progress);
+                *clauses[i].1 = more(remaining, *progress);
             }
             Err(e) => results[i] = Err(e),
         }

@@ -48,7 +48,14 @@ fn clause(text: &str) -> Clause {
     Clause {
         text: text.into(),
         terminator: text.chars().last().filter(|c| ".,;:!?".contains(*c)),
-        ..Clause::default()
+    }
+}
+
+/// How a request with word timestamps is spoken.
+fn timed() -> Speech {
+    Speech {
+        timestamps: true,
+        ..Speech::default()
     }
 }
 
@@ -56,7 +63,7 @@ fn clause(text: &str) -> Clause {
 fn speak(synth: &mut PiperSynthesizer, text: &str) -> (Vec<f32>, usize) {
     let (mut out, mut pieces) = (Vec::new(), 0);
     synth
-        .synthesize(&clause(text), &mut |s: &[f32]| {
+        .synthesize(&Speech::default(), &clause(text), &mut |s: &[f32]| {
             out.extend_from_slice(s);
             pieces += 1;
             true
@@ -68,12 +75,8 @@ fn speak(synth: &mut PiperSynthesizer, text: &str) -> (Vec<f32>, usize) {
 /// The samples of one clause spoken with timestamps, and its words.
 fn speak_timed(synth: &mut PiperSynthesizer, text: &str) -> (Vec<f32>, Vec<WordSpan>) {
     let mut out = Vec::new();
-    let timed = Clause {
-        timestamps: true,
-        ..clause(text)
-    };
     synth
-        .synthesize(&timed, &mut |s: &[f32]| {
+        .synthesize(&timed(), &clause(text), &mut |s: &[f32]| {
             out.extend_from_slice(s);
             true
         })
@@ -179,10 +182,10 @@ fn phoneme_ids_match_the_reference_implementation() {
 fn a_clause_too_long_for_one_text_part_run_is_cut_between_words() {
     let v = voice(PlanChoice::Default);
     let normal = clause(&"The quick brown fox jumps over the lazy dog and ".repeat(6));
-    let runs = v.phonemizer.id_runs(&normal).expect("ids");
+    let runs = v.phonemizer.id_runs(&normal, false).expect("ids");
     assert_eq!(runs.len(), 1, "a 300-character clause is one run");
     let digits = clause(&"7".repeat(300));
-    let runs = v.phonemizer.id_runs(&digits).expect("ids");
+    let runs = v.phonemizer.id_runs(&digits, false).expect("ids");
     assert!(runs.len() > 1, "{} runs", runs.len());
     eprintln!(
         "300 digits: runs of {:?} ids",
@@ -275,17 +278,22 @@ fn clauses_stepped_together_sound_as_they_do_alone() {
     // every width meet windows of other widths.
     // The second clause also asks for word timestamps.
     let timed = 1;
+    let speeches: Vec<Speech> = (0..SENTENCES.len())
+        .map(|i| {
+            if i == timed {
+                self::timed()
+            } else {
+                Speech::default()
+            }
+        })
+        .collect();
     let mut states: Vec<ClauseState> = Vec::new();
     let mut audio: Vec<Vec<f32>> = vec![Vec::new(); SENTENCES.len()];
     let mut words: Vec<WordSpan> = Vec::new();
     let mut steps = 0;
     while states.len() < SENTENCES.len() || states.iter().any(|s| !s.is_done()) {
         if let Some(text) = SENTENCES.get(states.len()) {
-            let timestamps = states.len() == timed;
-            states.push(ClauseState::Pending(Clause {
-                timestamps,
-                ..clause(text)
-            }));
+            states.push(ClauseState::Pending(clause(text)));
         }
         let mut active: Vec<(usize, &mut ClauseState)> = states
             .iter_mut()
@@ -293,7 +301,10 @@ fn clauses_stepped_together_sound_as_they_do_alone() {
             .filter(|(_, s)| !s.is_done())
             .collect();
         let index: Vec<usize> = active.iter().map(|(i, _)| *i).collect();
-        let mut refs: Vec<&mut ClauseState> = active.iter_mut().map(|(_, s)| &mut **s).collect();
+        let mut refs: Vec<(&Speech, &mut ClauseState)> = active
+            .iter_mut()
+            .map(|(i, s)| (&speeches[*i], &mut **s))
+            .collect();
         let results = batch.step_many(&mut refs, &mut |k, s| {
             audio[index[k]].extend_from_slice(s);
         });
@@ -349,7 +360,7 @@ fn streamed_frames_match_one_shot_frames_across_window_edges() {
             Resampler::new(v.info().sample_rate, tts_frame::SAMPLE_RATE).expect("resampler");
         let (mut framer, mut frames, mut out) = (Framer::default(), Vec::new(), Vec::new());
         synth
-            .synthesize(&clause(text), &mut |s: &[f32]| {
+            .synthesize(&Speech::default(), &clause(text), &mut |s: &[f32]| {
                 out.clear();
                 resampler.process(s, &mut out);
                 framer.push(out.iter().map(|&x| to_s16(x, PIPER_GAIN)), &mut frames);
