@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -197,6 +198,9 @@ impl Drop for CpuHogs {
     }
 }
 
+/// The longest [`Traffic::started`] waits for a first completed request.
+pub const STARTED_WITHIN: Duration = Duration::from_secs(30);
+
 /// Steady traffic: `concurrency` clients each speaking `text` in real time
 /// again and again until stopped; counts what completed and what failed.
 pub struct Traffic {
@@ -204,6 +208,8 @@ pub struct Traffic {
     pub completed: Arc<AtomicUsize>,
     /// Requests that ended otherwise.
     pub failed: Arc<AtomicUsize>,
+    /// Told of every completed request.
+    progress: Arc<Notify>,
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -214,13 +220,15 @@ impl Traffic {
         let completed = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Notify::new());
         let tasks = (0..concurrency)
             .map(|_| {
-                let (url, ok, bad, stop) = (
+                let (url, ok, bad, stop, progress) = (
                     ws_url.to_owned(),
                     Arc::clone(&completed),
                     Arc::clone(&failed),
                     Arc::clone(&stop),
+                    Arc::clone(&progress),
                 );
                 tokio::spawn(async move {
                     use tts_client::{Client, SynthesizeOptions};
@@ -234,7 +242,8 @@ impl Traffic {
                         while !stop.load(Ordering::Relaxed) {
                             match client.synthesize(text, &SynthesizeOptions::default()).await {
                                 Ok(u) if u.report.integrity_failures() == 0 => {
-                                    ok.fetch_add(1, Ordering::Relaxed)
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                    progress.notify_waiters();
                                 }
                                 _ => {
                                     // Back off as a well-behaved client
@@ -252,9 +261,32 @@ impl Traffic {
         Self {
             completed,
             failed,
+            progress,
             stop,
             tasks,
         }
+    }
+
+    /// Waits until a request has completed (the traffic flows), at most
+    /// [`STARTED_WITHIN`]; panics if none has by then.
+    pub async fn started(&self) {
+        let flowing = async {
+            loop {
+                // Asked for before the look, so that a completion between
+                // the look and the wait still wakes it.
+                let told = self.progress.notified();
+                if self.completed.load(Ordering::Relaxed) > 0 {
+                    return;
+                }
+                told.await;
+            }
+        };
+        let failed = || self.failed.load(Ordering::Relaxed);
+        assert!(
+            tokio::time::timeout(STARTED_WITHIN, flowing).await.is_ok(),
+            "no request of the traffic completed within {STARTED_WITHIN:?} ({} failed)",
+            failed()
+        );
     }
 
     /// Stops the clients (each finishes or abandons its request).

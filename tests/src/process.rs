@@ -175,18 +175,19 @@ impl ServiceProcess {
         rss_bytes(self.pid())
     }
 
-    /// Waits (up to `limit`) for the process to exit.
+    /// Waits (up to `limit`) for the process to exit: woken by `SIGCHLD`,
+    /// not by polling.
     pub async fn exited(&mut self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return true;
+        use tokio::signal::unix::{SignalKind, signal};
+        // Listening before the first look, so that an exit between the look
+        // and the wait still wakes it.
+        let mut children = signal(SignalKind::child()).expect("a SIGCHLD listener");
+        let gone = async {
+            while !matches!(self.child.try_wait(), Ok(Some(_))) {
+                children.recv().await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        tokio::time::timeout(limit, gone).await.is_ok()
     }
 }
 

@@ -1,6 +1,12 @@
 //! Bounded waits on a condition, and the conditions the tests wait on.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tts_proto::v1::tts_client::TtsClient;
+use tts_proto::v1::{LoadReport, LoadRequest};
+
+use crate::{http_get, sample};
 
 /// Polls `check` every 100 ms until it returns true or `limit` passes;
 /// returns whether it became true.
@@ -35,4 +41,30 @@ pub async fn worker_serving(url: &str) -> bool {
         service: tts_proto::HEALTH_SERVICE.into(),
     };
     matches!(client.check(request).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
+}
+
+/// A worker's own account of its load (`GetLoad`): streams admitted and
+/// not finished, utilisation, whether it serves. Panics when the worker
+/// at `addr` does not answer: the tests ask workers they started.
+pub async fn worker_load(addr: SocketAddr) -> LoadReport {
+    let url = format!("http://{addr}");
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("a worker URL")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the worker at {addr}: {e}"));
+    TtsClient::new(channel)
+        .get_load(LoadRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("GetLoad from the worker at {addr}: {e}"))
+        .into_inner()
+}
+
+/// One sample of the `/metrics` served on `admin` (an orchestrator's
+/// admin listener or a worker's metrics listener): `series` is the name
+/// with its labels as rendered (see [`sample`]); a missing series reads 0.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200, "GET /metrics on {admin}: {body}");
+    sample(&body, series)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use tts_client::Client;
-use tts_tests::{ServiceProcess, raw_ws};
+use tts_tests::{ServiceProcess, eventually, metric, raw_ws};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_ping_flood_keeps_the_orchestrator_small() {
@@ -35,8 +35,14 @@ async fn a_deep_ping_flood_keeps_the_orchestrator_small() {
     // Meanwhile another client is answered.
     let mut other = Client::connect(&url).await.expect("connect");
     other.ping(7).await.expect("pong");
-    drop(flood);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((flood, other));
+    // Measured once the orchestrator has let both connections go.
+    let admin = orchestrator.admin;
+    let closed = eventually(Duration::from_secs(10), || async move {
+        metric(admin, "tts_orchestrator_websocket_connections").await == 0.0
+    })
+    .await;
+    assert!(closed, "the connections were not released");
     let after = orchestrator.rss_bytes();
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     eprintln!(

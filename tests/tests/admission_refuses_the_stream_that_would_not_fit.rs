@@ -4,6 +4,8 @@
 //! hint, and the admitted streams play without a late frame, while one of
 //! their clients stops reading.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -11,7 +13,7 @@ use tts_client::{Client, ErrorCode, Event, ServerMessage, SynthesizeOptions};
 use tts_frame::{checksum, decode_frame};
 use tts_loadtest::record::{Arrival, late_frames};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{sample, spawn_orchestrator_metered, spawn_worker, worker_config};
+use tts_tests::{eventually, sample, spawn_orchestrator_metered, spawn_worker, worker_config};
 use tts_worker::engine::FixedCost;
 
 /// 0.3 s of compute per second of audio: two threads at 80 % (1.6 threads)
@@ -23,23 +25,29 @@ const COST: FixedCost = FixedCost {
 };
 const FIT: usize = 5;
 
-/// Reads one stream's frames until told to stop; returns their arrivals.
-async fn listen(
-    mut client: Client,
+/// Frames a stream's first second brings: the worker sends this far
+/// ahead of the playout clock.
+const SEND_AHEAD_FRAMES: usize = 50;
+/// Frames each listener takes before the streams are judged: six seconds
+/// of audio.
+const PLAYED_FRAMES: usize = 300;
+
+/// A stream being listened to: its client, when its request was sent, and
+/// the arrivals so far.
+struct Stream {
+    client: Client,
     sent: Instant,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<Arrival> {
-    let mut arrivals = Vec::new();
-    loop {
-        let event = tokio::select! {
-            _ = stop.changed() => return arrivals,
-            e = client.next_event() => e.expect("the stream continues"),
-        };
+    arrivals: Vec<Arrival>,
+}
+
+impl Stream {
+    /// Records `event` if it is a frame.
+    fn record(&mut self, event: Event) {
         if let Event::Frame(bytes, at) = event {
             let (header, payload) = decode_frame(&bytes).expect("a well-formed frame");
-            arrivals.push(Arrival {
+            self.arrivals.push(Arrival {
                 sequence: header.sequence,
-                at: at.duration_since(sent),
+                at: at.duration_since(self.sent),
                 worker_to_orchestrator_us: 0,
                 orchestrator_to_client_us: 0,
                 checksum_ok: checksum(payload) == header.crc32c,
@@ -48,22 +56,45 @@ async fn listen(
     }
 }
 
-/// Starts a long request; returns the client once its first frame is in,
-/// or the `error` message that refused it.
-async fn open(url: &str, text: &str) -> Result<(Client, Instant), (ServerMessage, Duration)> {
+/// Reads one stream's frames until told to stop, counting them in
+/// `frames`; returns their arrivals.
+async fn listen(
+    mut stream: Stream,
+    frames: Arc<AtomicUsize>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<Arrival> {
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return stream.arrivals,
+            e = stream.client.next_event() => e.expect("the stream continues"),
+        };
+        stream.record(event);
+        frames.store(stream.arrivals.len(), Ordering::Relaxed);
+    }
+}
+
+/// Starts a long request; returns the stream once its first second of
+/// audio is in (the stream is then ahead of its clock), or the `error`
+/// message that refused it.
+async fn open(url: &str, text: &str) -> Result<Stream, (ServerMessage, Duration)> {
     let mut client = Client::connect(url).await.expect("connect");
     let sent = Instant::now();
     client
         .start(text, &SynthesizeOptions::default())
         .await
         .expect("send");
-    loop {
-        match client.next_event().await.expect("an answer") {
-            Event::Frame(..) => return Ok((client, sent)),
+    let mut stream = Stream {
+        client,
+        sent,
+        arrivals: Vec::new(),
+    };
+    while stream.arrivals.len() < SEND_AHEAD_FRAMES {
+        match stream.client.next_event().await.expect("an answer") {
             Event::Message(m @ ServerMessage::Error { .. }) => return Err((m, sent.elapsed())),
-            _ => {}
+            event => stream.record(event),
         }
     }
+    Ok(stream)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,22 +118,23 @@ async fn admission_refuses_the_stream_that_would_not_fit() {
 
     let (stop, stopped) = watch::channel(false);
     let mut listeners = Vec::new();
+    let mut counts = Vec::new();
     let mut stalled = None;
     let refusal = loop {
         match open(&pipeline.ws_url, &text).await {
-            Ok((client, sent)) => {
+            Ok(stream) => {
                 assert!(
                     listeners.len() < FIT + 1,
                     "more than {FIT} streams admitted"
                 );
                 if stalled.is_none() && listeners.len() == 1 {
                     // This client never reads again.
-                    stalled = Some(client);
+                    stalled = Some(stream.client);
                 } else {
-                    listeners.push(tokio::spawn(listen(client, sent, stopped.clone())));
+                    let frames = Arc::new(AtomicUsize::new(0));
+                    counts.push(Arc::clone(&frames));
+                    listeners.push(tokio::spawn(listen(stream, frames, stopped.clone())));
                 }
-                // Let the new stream get ahead of its clock before the next.
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(refusal) => break refusal,
         }
@@ -122,13 +154,24 @@ async fn admission_refuses_the_stream_that_would_not_fit() {
     eprintln!("refused after {took:?}, retry after {retry} ms");
 
     // The admitted streams play on for a while, one of them unread.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let played = eventually(Duration::from_secs(15), || {
+        let done = counts
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) >= PLAYED_FRAMES);
+        async move { done }
+    })
+    .await;
+    let heard: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert!(
+        played,
+        "frames heard by each listener after 15 s: {heard:?}, wanted {PLAYED_FRAMES}"
+    );
     let _ = stop.send(true);
     for listener in listeners {
         let arrivals = listener.await.expect("listener");
         assert!(
             arrivals.len() > 250,
-            "only {} frames in 7 s",
+            "only {} frames while the streams played",
             arrivals.len()
         );
         assert!(arrivals.iter().all(|a| a.checksum_ok));

@@ -10,7 +10,9 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tts_client::{Client, ClientError, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{LONG_TEXT, raw_ws, sample, spawn_metered_pipeline, worker_config};
+use tts_tests::{
+    LONG_TEXT, eventually, raw_ws, sample, spawn_metered_pipeline, worker_config, worker_load,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_are_ended_and_others_are_served() {
@@ -42,7 +44,12 @@ async fn clients_that_never_read_are_ended_and_others_are_served() {
         }
         hogs.push(ws);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let addr = worker.addr;
+    let taken = eventually(Duration::from_secs(10), || async move {
+        worker_load(addr).await.streams == 8
+    })
+    .await;
+    assert!(taken, "the eight requests never all reached the worker");
 
     // A fresh client is refused while they hold the slots, then served.
     let started = Instant::now();

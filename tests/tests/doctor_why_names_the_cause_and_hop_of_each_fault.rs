@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 use tts_client::doctor::why::{self, Diagnosis, Severity};
 use tts_tests::chaos::{CpuHogs, Damage, Proxy, Traffic};
 use tts_tests::{
@@ -150,7 +151,8 @@ async fn settle(orchestrator: &ServiceProcess) {
     assert!(calm, "the pipeline did not settle");
 }
 
-/// Runs traffic, applies `fault` a moment into it, and diagnoses.
+/// Runs traffic, applies `fault` once it flows (a request completed), and
+/// diagnoses.
 async fn under_traffic<F, Fut>(
     orchestrator: &ServiceProcess,
     clients: usize,
@@ -161,7 +163,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let traffic = Traffic::start(&format!("ws://{}/ws", orchestrator.addr), clients, TEXT);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    traffic.started().await;
     fault().await;
     let result = diagnose(orchestrator.admin).await;
     traffic.stop().await;
@@ -399,6 +401,7 @@ async fn run_all(tally: &mut Tally) {
     settle(&orchestrator).await;
 
     // Clients that never read: each request is ended after 2 s.
+    let hold = CancellationToken::new();
     let (d, took) = under_traffic(&orchestrator, 1, || async {
         for _ in 0..2 {
             let mut ws = raw_ws(&format!("ws://{}/ws", orchestrator.addr), Some(4096), &[])
@@ -407,13 +410,15 @@ async fn run_all(tally: &mut Tally) {
             let msg = serde_json::json!({"type": "synthesize", "text": LONG_TEXT});
             ws.send(Message::text(msg.to_string())).await.expect("send");
             // Held open, never read, until the scenario ends.
+            let held = hold.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(15)).await;
+                held.cancelled().await;
                 drop(ws);
             });
         }
     })
     .await;
+    hold.cancel();
     tally.record("clients that never read", "client_slow @ client", &d, took);
     settle(&orchestrator).await;
 
@@ -506,7 +511,7 @@ async fn run_all(tally: &mut Tally) {
     let front = ServiceProcess::orchestrator(&format!("http://{}", niced.addr), &[]).await;
     settle(&front).await;
     let traffic = Traffic::start(&format!("ws://{}/ws", front.addr), 2, TEXT);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    traffic.started().await;
     let hogs = CpuHogs::start(4);
     let (d, took) = diagnose(front.admin).await;
     drop(hogs);

@@ -63,6 +63,31 @@ impl Drop for Prometheus {
     }
 }
 
+/// Now, seconds since the Unix epoch (Prometheus's clock).
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// When Prometheus last scraped the orchestrator's checksum failures,
+/// Unix seconds (0 before the first scrape).
+async fn latest_checksum_scrape(prometheus: &str) -> f64 {
+    let addr = prometheus
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    // max(timestamp(tts_orchestrator_frames_total{result="checksum_mismatch"}))
+    let query =
+        "max(timestamp(tts_orchestrator_frames_total%7Bresult%3D%22checksum_mismatch%22%7D))";
+    let (_, body) = tts_tests::http_get(addr, &format!("/api/v1/query?query={query}")).await;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_why_reads_the_window_from_prometheus() {
     let faults = ["--allow-fault-injection", "--admin-token", ADMIN_TOKEN];
@@ -85,6 +110,7 @@ async fn doctor_why_reads_the_window_from_prometheus() {
 
     let traffic = Traffic::start(&format!("ws://{}/ws", orchestrator.addr), 2, TEXT);
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let fault_start = unix_seconds();
     let started = http_post(
         worker.admin,
         "/faults",
@@ -93,10 +119,18 @@ async fn doctor_why_reads_the_window_from_prometheus() {
     )
     .await;
     assert_eq!(started.status, 201);
-    // Six seconds of corrupted traffic, then another two for the last
-    // scrape to land.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Six seconds of corrupted traffic in Prometheus's store: a scrape of
+    // the checksum failures taken that long after the fault began.
+    let stored = eventually(Duration::from_secs(20), || {
+        let url = prometheus.url.clone();
+        async move { latest_checksum_scrape(&url).await >= fault_start + 6.0 }
+    })
+    .await;
     traffic.stop().await;
+    assert!(
+        stored,
+        "Prometheus holds no scrape six seconds into the fault"
+    );
 
     let opts = why::Options {
         orchestrator: format!("http://{}", orchestrator.admin),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tts_client::{Client, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{MEDIUM_TEXT, ServiceProcess, spawn_orchestrator};
+use tts_tests::{MEDIUM_TEXT, ServiceProcess, eventually, spawn_orchestrator, worker_load};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pathological_text_leaves_worker_memory_near_baseline() {
@@ -31,7 +31,7 @@ async fn pathological_text_leaves_worker_memory_near_baseline() {
             .expect("medium text");
     }
     // Measured once the worker is idle again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    idle(&worker).await;
     let baseline = worker.rss_bytes();
     let digits = "7".repeat(1500);
     for _ in 0..2 {
@@ -39,7 +39,7 @@ async fn pathological_text_leaves_worker_memory_near_baseline() {
         assert!(u.report.frames > 1_000, "{} frames", u.report.frames);
         assert_eq!(u.report.integrity_failures(), 0);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    idle(&worker).await;
     let after = worker.rss_bytes();
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     eprintln!(
@@ -55,4 +55,14 @@ async fn pathological_text_leaves_worker_memory_near_baseline() {
     );
     drop(client);
     pipeline.orchestrator.stop().await;
+}
+
+/// Waits until the worker holds no stream.
+async fn idle(worker: &ServiceProcess) {
+    let addr = worker.addr;
+    let idle = eventually(Duration::from_secs(10), || async move {
+        worker_load(addr).await.streams == 0
+    })
+    .await;
+    assert!(idle, "the worker still holds streams");
 }

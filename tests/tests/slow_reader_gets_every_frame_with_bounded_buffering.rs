@@ -4,14 +4,17 @@
 //! worker stopped producing (backpressure reached it).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpSocket;
 use tts_client::{Client, Collector, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{LONG_TEXT, spawn_orchestrator, spawn_worker, worker_config};
+use tts_tests::{LONG_TEXT, eventually, spawn_orchestrator, spawn_worker, worker_config};
 
 const QUEUE_FRAMES: usize = 25;
+/// How long the full pipeline is watched for frames that still leave the
+/// worker.
+const HELD_WINDOW: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_gets_every_frame_with_bounded_buffering() {
@@ -48,9 +51,30 @@ async fn slow_reader_gets_every_frame_with_bounded_buffering() {
         events += 1;
     }
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let received_mid_pause = stats.frames_received.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The pipeline fills up to the client's queue, then holds.
+    let full = eventually(Duration::from_secs(10), || {
+        let buffered = stats.frames_buffered.load(Ordering::Relaxed);
+        async move { buffered >= QUEUE_FRAMES as u64 }
+    })
+    .await;
+    assert!(full, "the client's queue never filled");
+    // The frame the relay holds, and those already on the gRPC stream,
+    // arrive just after the queue fills: wait for the count to settle.
+    let settle_by = Instant::now() + Duration::from_secs(10);
+    let mut received_mid_pause = stats.frames_received.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = stats.frames_received.load(Ordering::Relaxed);
+        if now == received_mid_pause {
+            break;
+        }
+        assert!(
+            Instant::now() < settle_by,
+            "frames kept arriving from the worker"
+        );
+        received_mid_pause = now;
+    }
+    tokio::time::sleep(HELD_WINDOW).await;
     let received_end_pause = stats.frames_received.load(Ordering::Relaxed);
     let high_water = stats.frames_buffered_high_water.load(Ordering::Relaxed);
 
@@ -74,8 +98,8 @@ async fn slow_reader_gets_every_frame_with_bounded_buffering() {
         high_water <= QUEUE_FRAMES as u64 + 1,
         "buffered frames peaked at {high_water}, bound {QUEUE_FRAMES}"
     );
-    // The worker was held: nothing more arrived during the second half of
-    // the pause, and most of the text was not yet synthesised.
+    // The worker was held: nothing more arrived once the pipeline was
+    // full, and most of the text was not yet synthesised.
     assert_eq!(
         received_mid_pause, received_end_pause,
         "the worker kept producing"

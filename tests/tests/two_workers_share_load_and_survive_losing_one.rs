@@ -16,6 +16,9 @@ use tts_client::{Client, ClientError, SynthesizeOptions, Utterance};
 use tts_tests::{ServiceProcess, eventually, free_port, http_get, sample};
 
 const SHORT: &str = "The early bird catches the worm.";
+/// The orchestrator's `--breaker-cooldown-secs`: how long an open breaker
+/// waits before it lets a probe through.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 /// About eight seconds of speech: still playing when the worker dies.
 const MEDIUM: &str = "The telephone was not invented by one person alone. Several inventors \
     worked on the idea at the same time, in different countries, and each of them believed \
@@ -96,6 +99,7 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
     let a = ServiceProcess::worker_on(a_port, &[]).await;
     let b = ServiceProcess::worker(&[]).await;
     let (url_a, url_b) = (url(&a), url(&b));
+    let cooldown = BREAKER_COOLDOWN.as_secs().to_string();
     // Load polls so rare that routing keeps believing in the dead worker:
     // only the breaker and the retry stand between it and the clients.
     let orchestrator = ServiceProcess::orchestrator(
@@ -108,7 +112,7 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
             "--breaker-failures",
             "2",
             "--breaker-cooldown-secs",
-            "1",
+            &cooldown,
         ],
     )
     .await;
@@ -122,7 +126,14 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
             tokio::spawn(async move { say(&ws, MEDIUM).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let admin = orchestrator.admin;
+    let streaming = eventually(Duration::from_secs(20), || async move {
+        let m = metrics(admin).await;
+        sample(&m, "tts_orchestrator_inflight_requests") == 6.0
+            && sample(&m, "tts_orchestrator_time_to_first_audio_seconds_count") >= 6.0
+    })
+    .await;
+    assert!(streaming, "the six requests were not all streaming");
     a.signal("KILL");
     drop(a);
     let (mut completed, mut lost) = (0, 0);
@@ -170,7 +181,7 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
 
     // After the cool-down the breaker lets one probe through to the dead
     // worker: it fails before any audio and moves to the other worker.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(BREAKER_COOLDOWN + Duration::from_millis(200)).await;
     for _ in 0..4 {
         assert_verified(&say(&ws, SHORT).await.expect("moved, not lost"));
     }
