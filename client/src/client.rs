@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tts_protocol::{Encoding, ServerMessage};
+use tts_protocol::{ClientMessage, Delivery, Encoding, ErrorCode, RequestOptions, ServerMessage};
 
 use crate::collector::{Collector, Utterance};
 
@@ -27,7 +27,7 @@ pub enum ClientError {
     #[error("server error {code}: {message}")]
     Server {
         /// The error code.
-        code: String,
+        code: ErrorCode,
         /// The server's message.
         message: String,
     },
@@ -97,7 +97,6 @@ pub struct SynthesizeOptions {
     pub timestamps: bool,
 }
 
-/// A finished request: its audio and what was measured.
 impl Client {
     /// Connects and waits for `ready`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
@@ -144,7 +143,14 @@ impl Client {
         Ok(client)
     }
 
-    /// Sends a JSON message as it is.
+    /// Sends a message of the protocol.
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
+        self.ws.send(Message::text(message.to_json())).await?;
+        Ok(())
+    }
+
+    /// Sends a JSON value as it is (for messages this client does not
+    /// know, and tests of bad input).
     pub async fn send_json(&mut self, value: &Value) -> Result<(), ClientError> {
         self.ws.send(Message::text(value.to_string())).await?;
         Ok(())
@@ -183,7 +189,11 @@ impl Client {
     /// Other messages that arrive meanwhile are discarded.
     pub async fn ping(&mut self, id: u64) -> Result<Duration, ClientError> {
         let sent = Instant::now();
-        self.send_json(&json!({"type": "ping", "id": id})).await?;
+        self.send(&ClientMessage::Ping {
+            id: id.into(),
+            deep: false,
+        })
+        .await?;
         loop {
             if let Event::Message(ServerMessage::Pong { id: got, .. }) = self.next_event().await?
                 && got == id
@@ -198,8 +208,11 @@ impl Client {
     /// that arrive meanwhile are discarded.
     pub async fn deep_ping(&mut self, id: &str) -> Result<DeepPong, ClientError> {
         let sent = Instant::now();
-        self.send_json(&json!({"type": "ping", "id": id, "deep": true}))
-            .await?;
+        self.send(&ClientMessage::Ping {
+            id: id.into(),
+            deep: true,
+        })
+        .await?;
         loop {
             if let Event::Message(ServerMessage::Pong {
                 id: got,
@@ -228,9 +241,8 @@ impl Client {
             .request_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut msg = request_message("synthesize", &request_id, opts);
-        msg["text"] = json!(text);
-        self.send_json(&msg).await?;
+        let options = opts.request_options(&request_id);
+        self.send(&ClientMessage::synthesize(text, options)).await?;
         Ok(request_id)
     }
 
@@ -242,21 +254,26 @@ impl Client {
             .request_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        self.send_json(&request_message("context_open", &request_id, opts))
-            .await?;
+        let options = opts.request_options(&request_id);
+        self.send(&ClientMessage::ContextOpen { options }).await?;
         Ok(request_id)
     }
 
     /// Appends a piece of text to a context.
     pub async fn append(&mut self, request_id: &str, text: &str) -> Result<(), ClientError> {
-        self.send_json(&json!({"type": "append", "request_id": request_id, "text": text}))
-            .await
+        self.send(&ClientMessage::Append {
+            request_id: request_id.to_owned(),
+            text: text.to_owned(),
+        })
+        .await
     }
 
     /// Ends a context's text: its `end` follows its last audio.
     pub async fn close_context(&mut self, request_id: &str) -> Result<(), ClientError> {
-        self.send_json(&json!({"type": "close", "request_id": request_id}))
-            .await
+        self.send(&ClientMessage::Close {
+            request_id: request_id.to_owned(),
+        })
+        .await
     }
 
     /// Synthesises `text` and collects its audio, verifying every frame.
@@ -281,37 +298,27 @@ impl Client {
     }
 }
 
-/// A `synthesize` or `context_open` message with the request's options.
-fn request_message(kind: &str, request_id: &str, opts: &SynthesizeOptions) -> Value {
-    let mut msg = json!({"type": kind, "request_id": request_id});
-    if let Some(v) = &opts.voice {
-        msg["voice"] = json!(v);
-    }
-    if let Some(t) = &opts.trace_id {
-        msg["trace_id"] = json!(t);
-    }
-    if opts.fast {
-        msg["delivery"] = json!("fast");
-    }
-    for (field, value) in [
-        ("speed", opts.speed),
-        ("noise_scale", opts.noise_scale),
-        ("noise_w", opts.noise_w),
-    ] {
-        if let Some(v) = value {
-            msg[field] = json!(v);
+impl SynthesizeOptions {
+    /// The options as a `synthesize` or `context_open` message carries
+    /// them, under `request_id`.
+    pub fn request_options(&self, request_id: &str) -> RequestOptions {
+        RequestOptions {
+            request_id: Some(request_id.to_owned()),
+            trace_id: self.trace_id.clone(),
+            voice: self.voice.clone(),
+            delivery: if self.fast {
+                Delivery::Fast
+            } else {
+                Delivery::Realtime
+            },
+            speed: self.speed,
+            noise_scale: self.noise_scale,
+            noise_w: self.noise_w,
+            encoding: self.encoding,
+            sample_rate: self.sample_rate,
+            timestamps: self.timestamps,
         }
     }
-    if let Some(e) = opts.encoding {
-        msg["encoding"] = json!(e.as_str());
-    }
-    if let Some(r) = opts.sample_rate {
-        msg["sample_rate"] = json!(r);
-    }
-    if opts.timestamps {
-        msg["timestamps"] = json!(true);
-    }
-    msg
 }
 
 fn ws_config() -> WebSocketConfig {

@@ -176,10 +176,9 @@ impl Collector {
                 cancelled,
                 ..
             } => Ok(Some(self.finish(frames, samples, cancelled))),
-            ServerMessage::Error { code, message, .. } => Err(ClientError::Server {
-                code: code.as_str().to_owned(),
-                message,
-            }),
+            ServerMessage::Error { code, message, .. } => {
+                Err(ClientError::Server { code, message })
+            }
             ServerMessage::Words { words, .. } => {
                 // A word whose frame has already come is late: the server
                 // sends words before the frame in which they start.

@@ -4,7 +4,7 @@
 //! a coded error.
 
 use std::time::Duration;
-use tts_client::{Client, ClientError, SynthesizeOptions};
+use tts_client::{Client, ClientError, ErrorCode, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 
 use tts_telemetry::faults::Fault;
@@ -41,7 +41,7 @@ async fn a_corrupted_frame_fails_the_request_with_a_code() {
         .expect_err("the corrupted frame fails the request");
     match err {
         ClientError::Server { code, message } => {
-            assert_eq!(code, "internal");
+            assert_eq!(code, ErrorCode::Internal);
             assert!(message.contains("checksum"), "{message}");
             assert!(message.contains("frame 5"), "{message}");
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tts_client::{Client, ClientError, SynthesizeOptions};
+use tts_client::{Client, ClientError, ErrorCode, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{
     LONG_TEXT, eventually, raw_ws, sample, spawn_metered_pipeline, worker_config, worker_load,
@@ -61,7 +61,7 @@ async fn clients_that_never_read_are_ended_and_others_are_served() {
             .await
         {
             Ok(u) => break u,
-            Err(ClientError::Server { code, .. }) if code == "overloaded" => {
+            Err(ClientError::Server { code, .. }) if code == ErrorCode::Overloaded => {
                 refused += 1;
                 assert!(started.elapsed() < Duration::from_secs(60), "never served");
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Barrier;
-use tts_client::{Client, ClientError, SynthesizeOptions, Utterance};
+use tts_client::{Client, ClientError, ErrorCode, SynthesizeOptions, Utterance};
 use tts_tests::{assert_speech_like, spawn_pipeline};
 
 const TEXTS: [&str; 8] = [
@@ -52,7 +52,9 @@ async fn speak_admitted(
         let attempt = Instant::now();
         match client.synthesize(text, opts).await {
             Ok(u) => return (u, attempt, refusals),
-            Err(ClientError::Server { code, .. }) if code == "overloaded" && attempt < deadline => {
+            Err(ClientError::Server { code, .. })
+                if code == ErrorCode::Overloaded && attempt < deadline =>
+            {
                 refusals += 1;
                 tokio::time::sleep(BACK_OFF).await;
             }

@@ -4,7 +4,7 @@
 //! bad combinations get `bad_request` naming the field, and `voices` lists
 //! the worker's voices.
 
-use tts_client::{Client, Encoding, Event, ServerMessage, SynthesizeOptions};
+use tts_client::{Client, Encoding, ErrorCode, Event, ServerMessage, SynthesizeOptions};
 use tts_tests::spawn_pipeline;
 
 const TEXT: &str = "Every format carries the same sentence.";
@@ -140,7 +140,9 @@ async fn every_encoding_rate_and_speed_arrives_verified() {
         ..SynthesizeOptions::default()
     };
     match client.synthesize("Hello.", &unknown).await {
-        Err(tts_client::ClientError::Server { code, .. }) => assert_eq!(code, "unknown_voice"),
+        Err(tts_client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, ErrorCode::UnknownVoice)
+        }
         other => panic!("expected unknown_voice, got {other:?}"),
     }
     pipeline.orchestrator.stop().await;

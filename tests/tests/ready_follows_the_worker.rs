@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tts_client::{Client, ClientError, SynthesizeOptions};
+use tts_client::{Client, ClientError, ErrorCode, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{eventually, http_get, spawn_orchestrator, spawn_worker_on, worker_config};
 use tts_worker::Worker;
@@ -58,7 +58,7 @@ async fn ready_follows_the_worker() {
         .synthesize("Anyone home?", &SynthesizeOptions::default())
         .await
     {
-        Err(ClientError::Server { code, .. }) => assert_eq!(code, "worker_unavailable"),
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::WorkerUnavailable),
         other => panic!("expected worker_unavailable, got {other:?}"),
     }
     let (status, _) = http_get(admin, "/health").await;

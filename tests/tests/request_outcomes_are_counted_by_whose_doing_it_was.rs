@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tts_client::{Client, ClientError, Event, ServerMessage, SynthesizeOptions};
+use tts_client::{Client, ClientError, ErrorCode, Event, ServerMessage, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{
     LONG_TEXT, eventually, sample, spawn_orchestrator_metered, spawn_worker, worker_config,
@@ -25,7 +25,7 @@ async fn playing(client: &mut Client) -> String {
     }
 }
 
-async fn error_code(client: &mut Client, text: &str, opts: &SynthesizeOptions) -> String {
+async fn error_code(client: &mut Client, text: &str, opts: &SynthesizeOptions) -> ErrorCode {
     match client.synthesize(text, opts).await {
         Err(ClientError::Server { code, .. }) => code,
         other => panic!(
@@ -88,18 +88,18 @@ async fn request_outcomes_are_counted_by_whose_doing_it_was() {
     };
     assert_eq!(
         error_code(&mut client, "Hello.", &voice).await,
-        "unknown_voice"
+        ErrorCode::UnknownVoice
     );
     assert_eq!(
         error_code(&mut client, "   ", &SynthesizeOptions::default()).await,
-        "empty_text"
+        ErrorCode::EmptyText
     );
     // The worker's one slot is taken: a second request is refused.
     let mut other = Client::connect(&pipeline.ws_url).await.expect("connect");
     playing(&mut other).await;
     assert_eq!(
         error_code(&mut client, "Me too.", &SynthesizeOptions::default()).await,
-        "overloaded"
+        ErrorCode::Overloaded
     );
     // A client that goes away mid-stream.
     drop(other);

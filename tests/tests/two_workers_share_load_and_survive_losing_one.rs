@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tts_client::doctor;
-use tts_client::{Client, ClientError, SynthesizeOptions, Utterance};
+use tts_client::{Client, ClientError, ErrorCode, SynthesizeOptions, Utterance};
 use tts_tests::{ServiceProcess, eventually, free_port, http_get, sample};
 
 const SHORT: &str = "The early bird catches the worm.";
@@ -144,7 +144,7 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
                 completed += 1;
             }
             Err(ClientError::Server { code, .. }) => {
-                assert_eq!(code, "worker_unavailable");
+                assert_eq!(code, ErrorCode::WorkerUnavailable);
                 lost += 1;
             }
             Err(e) => panic!("a request ended without a code: {e}"),

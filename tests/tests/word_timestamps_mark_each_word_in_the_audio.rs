@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use tts_client::{
-    Client, ClientError, Collector, Event, ServerMessage, SynthesizeOptions, Utterance,
+    Client, ClientError, Collector, ErrorCode, Event, ServerMessage, SynthesizeOptions, Utterance,
 };
 use tts_protocol::{Encoding, WordTiming};
 use tts_tests::spawn_pipeline;
@@ -203,7 +203,7 @@ async fn word_timestamps_mark_each_word_in_the_audio() {
     };
     match client.synthesize("Hello there.", &espeak).await {
         Err(ClientError::Server { code, message }) => {
-            assert_eq!(code, "bad_request");
+            assert_eq!(code, ErrorCode::BadRequest);
             assert!(message.contains("timestamps"), "{message}");
         }
         other => panic!("espeak with timestamps: {other:?}"),

@@ -4,7 +4,7 @@
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tts_client::{Client, ClientError, Collector, Event, SynthesizeOptions};
+use tts_client::{Client, ClientError, Collector, ErrorCode, Event, SynthesizeOptions};
 use tts_orchestrator::OrchestratorConfig;
 use tts_tests::{MEDIUM_TEXT, spawn_orchestrator, spawn_worker, worker_config};
 
@@ -59,7 +59,7 @@ async fn worker_shutdown_lets_streams_finish() {
         .synthesize("Too late.", &SynthesizeOptions::default())
         .await
     {
-        Err(ClientError::Server { code, .. }) => assert_eq!(code, "worker_unavailable"),
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::WorkerUnavailable),
         other => panic!("expected worker_unavailable, got {other:?}"),
     }
 

@@ -35,7 +35,7 @@ pub(super) fn failed(started: &Instant, scheduled: Instant, code: &str) -> Reque
 
 fn error_code(e: &ClientError) -> String {
     match e {
-        ClientError::Server { code, .. } => code.clone(),
+        ClientError::Server { code, .. } => code.to_string(),
         ClientError::Timeout(_) => "timeout".into(),
         ClientError::Closed => "closed".into(),
         ClientError::WebSocket(_) => "websocket".into(),

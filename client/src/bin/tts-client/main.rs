@@ -63,14 +63,12 @@ async fn main() -> ExitCode {
 /// there or not taking work is unavailable.
 fn exit_code(e: &anyhow::Error) -> u8 {
     use tts_client::ClientError;
-    use tts_protocol::{ErrorCode, Outcome};
+    use tts_protocol::Outcome;
     match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Server { code, .. }) => {
-            match ErrorCode::from_wire(code).map(ErrorCode::outcome) {
-                Some(Outcome::ClientError) => exit::DATA,
-                _ => exit::UNAVAILABLE,
-            }
-        }
+        Some(ClientError::Server { code, .. }) => match code.outcome() {
+            Outcome::ClientError => exit::DATA,
+            _ => exit::UNAVAILABLE,
+        },
         Some(ClientError::WebSocket(_) | ClientError::Closed | ClientError::Timeout(_)) => {
             exit::UNAVAILABLE
         }

@@ -331,7 +331,10 @@ async fn deep_pings(ws_url: &str, until: Instant) -> Vec<Ping> {
         let id = format!("why-{n}");
         n += 1;
         let sent = client
-            .send_json(&serde_json::json!({"type": "ping", "id": id, "deep": true}))
+            .send(&tts_protocol::ClientMessage::Ping {
+                id: id.clone().into(),
+                deep: true,
+            })
             .await;
         if sent.is_err() {
             break;
