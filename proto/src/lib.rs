@@ -29,9 +29,6 @@ pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
 /// The service name `grpc.health.v1` reports on (besides `""`).
 pub const HEALTH_SERVICE: &str = "tts.v1.Tts";
 
-/// The worker registry, now in `tts-redis` (kept here while callers move).
-pub use tts_redis::registry;
-
 /// The trace id inside a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`).
 pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
     let mut parts = value.split('-');

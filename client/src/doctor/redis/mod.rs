@@ -38,12 +38,11 @@ pub const SLOW_US: u64 = 10_000;
 pub const FULL_FRACTION: f64 = 0.9;
 /// Keys measured at most (the sums are partial beyond it).
 pub const MAX_KEYS: usize = 100_000;
-/// The worker registry's keys (`tts_proto::registry`).
-pub const REGISTRY_PREFIX: &str = tts_proto::registry::KEY_PREFIX;
-/// The phrase cache's keys, as `orchestrator/src/cache.rs` names them:
-/// entries `tts:phrase:<sha256>`, the index `tts:phrase-index` and the
-/// sizes `tts:phrase-sizes`.
-pub const CACHE_PREFIX: &str = "tts:phrase";
+/// The worker registry's keys.
+pub const REGISTRY_PREFIX: &str = tts_redis::keys::WORKER_PREFIX;
+/// The phrase cache's keys: entries `tts:phrase:<sha256>`, the index
+/// `tts:phrase-index` and the sizes `tts:phrase-sizes`.
+pub const CACHE_PREFIX: &str = tts_redis::keys::PHRASE_FAMILY;
 /// Keys asked for per `SCAN`, and `MEMORY USAGE` calls per pipeline.
 const BATCH: usize = 500;
 /// Slow-log entries asked for.
