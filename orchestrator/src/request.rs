@@ -18,6 +18,27 @@ pub(crate) struct RequestIds {
     pub(crate) session_id: String,
 }
 
+/// A request's ids and stream with its `relay` span, made where the ids
+/// are first known: every line about the request, a refusal included, is
+/// logged inside the span and carries the ids from it.
+#[derive(Debug)]
+pub(crate) struct Traced {
+    pub(crate) ids: RequestIds,
+    pub(crate) stream_id: u32,
+    pub(crate) span: Span,
+}
+
+impl Traced {
+    pub(crate) fn new(ids: RequestIds, stream_id: u32) -> Self {
+        let span = relay_span(&ids, stream_id);
+        Self {
+            ids,
+            stream_id,
+            span,
+        }
+    }
+}
+
 /// The API a request came in on, as metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Api {
@@ -67,16 +88,19 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// A request accepted now, with a stop switch and a span of its own.
+    /// A request accepted now, with a stop switch, in its span.
     pub(crate) fn new(
-        ids: RequestIds,
-        stream_id: u32,
+        traced: Traced,
         voice: Option<String>,
         delivery: Delivery,
         options: Options,
         api: Api,
     ) -> Self {
-        let span = relay_span(&ids, stream_id);
+        let Traced {
+            ids,
+            stream_id,
+            span,
+        } = traced;
         Self {
             ids,
             stream_id,
@@ -100,7 +124,8 @@ impl Request {
 
     /// One clause of this context, accepted now: the same ids, stream,
     /// voice and options, in the pipeline's own format (the context
-    /// converts the joined audio itself); not counted on its own.
+    /// converts the joined audio itself); not counted on its own. Its
+    /// span is its own, inside the context's where the context starts it.
     pub(crate) fn clause(&self) -> Self {
         Self {
             options: Options {
@@ -109,8 +134,7 @@ impl Request {
             },
             counting: Counting::ClauseOfContext,
             ..Self::new(
-                self.ids.clone(),
-                self.stream_id,
+                Traced::new(self.ids.clone(), self.stream_id),
                 self.voice.clone(),
                 self.delivery,
                 self.options,

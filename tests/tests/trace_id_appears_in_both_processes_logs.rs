@@ -1,13 +1,22 @@
 //! The worker and the orchestrator run as separate processes with JSON logs;
-//! a request's trace id appears in both logs, and `doctor trace` rebuilds
-//! its timeline across them.
+//! a request's trace id appears in both logs, every line about a request
+//! (WebSocket or HTTP, spoken or refused) carries its `request_id`,
+//! `trace_id` and `session_id`, and `doctor trace` rebuilds its timeline
+//! across them.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
 use tts_client::doctor::Status;
 use tts_client::{Client, SynthesizeOptions};
-use tts_tests::{binary, eventually, free_port, repo_root};
+use tts_tests::{binary, eventually, free_port, http_post, repo_root};
+
+/// The trace ids of the HTTP requests: one spoken, one refused for its body.
+const HTTP_SPOKEN: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const HTTP_REFUSED: &str = "5ca03a4688c45eb7b4df03ae1f1f5847";
 
 struct Process(Child);
 
@@ -76,21 +85,29 @@ async fn trace_id_appears_in_both_processes_logs() {
         .expect("synthesis");
     assert_eq!(u.report.trace_id, trace);
     drop(client);
+    http_requests(format!("127.0.0.1:{ws}").parse().expect("addr")).await;
 
-    // Logs are written as things happen; wait for the last line.
+    // Logs are written as things happen; wait for the last lines.
     let finished = eventually(Duration::from_secs(10), || async {
-        std::fs::read_to_string(&orch_log).is_ok_and(|t| t.contains("request finished"))
+        let lines = json_lines(&orch_log);
+        [trace, HTTP_SPOKEN]
+            .iter()
+            .all(|t| find(&lines, t, "request finished").is_some())
     })
     .await;
-    assert!(finished);
-    for (log, component) in [(&worker_log, "worker"), (&orch_log, "orchestrator")] {
-        let text = std::fs::read_to_string(log).expect("log");
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
-            })
-            .collect();
+    assert!(finished, "no \"request finished\" for each request");
+    let (orch, worker) = (json_lines(&orch_log), json_lines(&worker_log));
+    for (lines, message) in [
+        (&orch, "request accepted"),
+        (&orch, "request finished"),
+        (&worker, "synthesis queued"),
+        (&worker, "synthesis finished"),
+    ] {
+        let line = with_ids(lines, trace, message);
+        assert_eq!(line["request_id"], u.report.request_id.as_str(), "{line}");
+    }
+    check_http_lines(&orch, &worker);
+    for (lines, component) in [(&worker, "worker"), (&orch, "orchestrator")] {
         let about: Vec<_> = lines.iter().filter(|l| l["trace_id"] == trace).collect();
         assert!(
             about.len() >= 2,
@@ -132,4 +149,63 @@ async fn trace_id_appears_in_both_processes_logs() {
     assert!(messages.contains(&"request accepted") && messages.contains(&"synthesis queued"));
     assert_eq!(messages.last(), Some(&"request finished"), "{messages:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP request refused for its body (no `input`) and one spoken, each
+/// with its trace id in a `traceparent` header.
+async fn http_requests(addr: SocketAddr) {
+    let traceparent = |trace: &str| format!("traceparent: 00-{trace}-00f067aa0ba902b7-01");
+    let path = "/v1/audio/speech";
+    let no_input = r#"{"model":"tts-1"}"#;
+    let refused = http_post(addr, path, no_input, &[&traceparent(HTTP_REFUSED)]).await;
+    assert_eq!(refused.status, 400, "{}", refused.headers);
+    let body = r#"{"model":"tts-1","input":"Over HTTP.","response_format":"pcm"}"#;
+    let spoken = http_post(addr, path, body, &[&traceparent(HTTP_SPOKEN)]).await;
+    assert_eq!(spoken.status, 200, "{}", spoken.headers);
+    assert!(!spoken.body.is_empty());
+}
+
+/// The HTTP requests' lines carry their ids from the request's span: the
+/// refusal, and the spoken request's lines in both processes.
+fn check_http_lines(orch: &[Value], worker: &[Value]) {
+    let refused = with_ids(orch, HTTP_REFUSED, "http request refused");
+    assert_eq!(refused["field"], "input", "{refused}");
+    let session = refused["session_id"].as_str().unwrap_or("");
+    assert!(session.starts_with("http-"), "{refused}");
+    let accepted = with_ids(orch, HTTP_SPOKEN, "http request accepted");
+    let request_id = &accepted["request_id"];
+    for (lines, message) in [(orch, "request finished"), (worker, "synthesis queued")] {
+        let line = with_ids(lines, HTTP_SPOKEN, message);
+        assert_eq!(&line["request_id"], request_id, "{line}");
+        assert_eq!(line["session_id"], accepted["session_id"], "{line}");
+    }
+}
+
+/// A log file's complete lines, each a JSON object; none while it is not
+/// there.
+fn json_lines(log: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+fn find<'a>(lines: &'a [Value], trace: &str, message: &str) -> Option<&'a Value> {
+    lines
+        .iter()
+        .find(|l| l["trace_id"] == trace && l["message"] == message)
+}
+
+/// The line with this trace id and message, which carries all three ids
+/// at its top level.
+fn with_ids<'a>(lines: &'a [Value], trace: &str, message: &str) -> &'a Value {
+    let line = find(lines, trace, message)
+        .unwrap_or_else(|| panic!("no {message:?} line with trace id {trace}: {lines:#?}"));
+    for id in ["request_id", "trace_id", "session_id"] {
+        let value = line[id].as_str().unwrap_or("");
+        assert!(!value.is_empty(), "{id} on {line}");
+    }
+    line
 }

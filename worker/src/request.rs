@@ -15,6 +15,18 @@ pub struct RequestIds {
     pub session_id: String,
 }
 
+impl RequestIds {
+    /// The request's `synthesize` span (linked to its trace for OTLP).
+    /// Its checks, its pacer and its response stream log inside it, so
+    /// every line about the request carries these ids from the span.
+    pub fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!("synthesize", request_id = %self.request_id,
+            trace_id = %self.trace_id, session_id = %self.session_id);
+        tts_telemetry::otel::link_trace(&span, &self.trace_id);
+        span
+    }
+}
+
 /// A request's speaking rate and noise.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Prosody {

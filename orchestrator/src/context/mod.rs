@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::frame::{Failure, Item};
 use crate::metrics;
@@ -97,9 +97,23 @@ enum Ending {
     Disconnected,
 }
 
-/// Runs a context until it is closed and spoken, cancelled or failed.
-/// Sends exactly one of `end` or `error` for it (as a request does).
+/// Runs a context until it is closed and spoken, cancelled or failed,
+/// inside its span (its lines carry its ids from there; each clause's
+/// relay has a span of its own within it). Sends exactly one of `end` or
+/// `error` for it (as a request does).
 pub(crate) async fn context(
+    ctx: Arc<RelayContext>,
+    req: Request,
+    pieces: mpsc::Receiver<Piece>,
+    out: FrameQueue,
+    idle: Duration,
+) -> String {
+    let span = req.span.clone();
+    speak(ctx, req, pieces, out, idle).instrument(span).await
+}
+
+/// The context's work, from its first piece to its last message.
+async fn speak(
     ctx: Arc<RelayContext>,
     req: Request,
     mut pieces: mpsc::Receiver<Piece>,
@@ -155,8 +169,7 @@ impl Context {
                     self.on_piece(piece, pieces).await
                 }
                 _ = tokio::time::sleep_until(last_piece + ABANDONED), if !self.closed => {
-                    info!(request_id = %self.req.ids.request_id, trace_id = %self.req.ids.trace_id,
-                        session_id = %self.req.ids.session_id, "context abandoned: closed");
+                    info!("context abandoned: closed");
                     self.close(pieces).await;
                     None
                 }
@@ -311,9 +324,12 @@ impl Context {
                     Outcome::Completed
                 };
                 metrics::request_finished(outcome, None);
-                info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, clauses = self.clauses_done,
-                    frames = self.sequence, cancelled, "context finished");
+                info!(
+                    clauses = self.clauses_done,
+                    frames = self.sequence,
+                    cancelled,
+                    "context finished"
+                );
                 Some(Item::End {
                     request_id: ids.request_id.clone(),
                     stream_id: self.req.stream_id,
@@ -323,8 +339,7 @@ impl Context {
             Ending::Failed(failure) => {
                 let code = failure.code;
                 metrics::request_finished(code.outcome(), Some(code));
-                warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, code = code.as_str(), "context failed");
+                warn!(code = code.as_str(), "context failed");
                 Some(Item::Failed {
                     request_id: ids.request_id.clone(),
                     stream_id: self.req.stream_id,

@@ -32,7 +32,7 @@ use crate::protocol::http::{OpenAiError, OpenAiErrorBody, SpeechError, SpeechReq
 use crate::protocol::{Delivery, ErrorCode};
 use crate::queue::{FrameReceiver, frame_queue};
 use crate::relay::relay;
-use crate::request::{Api, Request, RequestIds};
+use crate::request::{Api, Request, RequestIds, Traced};
 use crate::stop::{Stop, StopReason};
 use body::{BodyWriter, streaming_response};
 
@@ -105,47 +105,47 @@ pub(crate) async fn speech(
         Err(rejection) => return body_refused(&rejection, shared.config.max_message_bytes),
     };
     let received = Instant::now();
-    let ids = new_ids(&headers);
-    let speech = match SpeechRequest::try_from(&body[..]) {
+    let traced = Traced::new(new_ids(&headers), 1);
+    let span = traced.span.clone();
+    let (mut req, speech) = match span.in_scope(|| accept(&shared, &body, traced, peer)) {
+        Ok(accepted) => accepted,
+        Err(refused) => return *refused,
+    };
+    req.received = received;
+    let guard = DisconnectGuard(req.stop.clone());
+    let format = req.options.format;
+    let rx = spawn_relay(&shared, req, speech.input);
+    // The response's status waits for the first frame (or the failure).
+    let body = BodyWriter::new(speech.container, format, Arc::clone(&shared.stats));
+    first_frame(rx, body, guard).await
+}
+
+/// Parses and admits a request, logged inside its span either way: the
+/// request and what it asks for, or the error response.
+fn accept(
+    shared: &App,
+    body: &[u8],
+    traced: Traced,
+    peer: SocketAddr,
+) -> Result<(Request, SpeechRequest), Box<Response>> {
+    let mut speech = match SpeechRequest::try_from(body) {
         Ok(s) => s,
         Err(SpeechError { message, param }) => {
             metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-            info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                session_id = %ids.session_id, field = param, detail = %message,
-                "http request refused");
-            return coded(ErrorCode::BadRequest, &message, Some(param), None);
+            info!(field = param, detail = %message, "http request refused");
+            let refused = coded(ErrorCode::BadRequest, &message, Some(param), None);
+            return Err(Box::new(refused));
         }
     };
-    let permit = match admit(&shared, &speech, &ids, peer) {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            let param = matches!(refusal.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)
-                .then_some("input");
-            return coded(
-                refusal.code,
-                &refusal.message,
-                param,
-                refusal.retry_after_ms,
-            );
-        }
-    };
-    let format = speech.options.format;
-    let container = speech.container;
-    let mut req = Request::new(
-        ids,
-        1,
-        speech.voice,
-        Delivery::Realtime,
-        speech.options,
-        Api::Http,
-    )
-    .holding(permit);
-    req.received = received;
-    let guard = DisconnectGuard(req.stop.clone());
-    let rx = spawn_relay(&shared, req, speech.input);
-    // The response's status waits for the first frame (or the failure).
-    let body = BodyWriter::new(container, format, Arc::clone(&shared.stats));
-    first_frame(rx, body, guard).await
+    let permit = admit(shared, &speech, peer).map_err(|refusal| {
+        let param = matches!(refusal.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)
+            .then_some("input");
+        let (code, message, retry) = (refusal.code, &refusal.message, refusal.retry_after_ms);
+        Box::new(coded(code, message, param, retry))
+    })?;
+    let (voice, options) = (speech.voice.take(), speech.options);
+    let req = Request::new(traced, voice, Delivery::Realtime, options, Api::Http);
+    Ok((req.holding(permit), speech))
 }
 
 /// Over `--max-message-bytes` (413), or a body that could not be read:
@@ -185,13 +185,7 @@ fn new_ids(headers: &HeaderMap) -> RequestIds {
 }
 
 /// Admission (no ids to check, no connection), logged either way.
-fn admit(
-    shared: &App,
-    speech: &SpeechRequest,
-    ids: &RequestIds,
-    peer: SocketAddr,
-) -> Result<Permit, Refusal> {
-    let (request_id, trace_id, session_id) = (&ids.request_id, &ids.trace_id, &ids.session_id);
+fn admit(shared: &App, speech: &SpeechRequest, peer: SocketAddr) -> Result<Permit, Refusal> {
     let admitted = shared.admission.admit(Ask {
         text: Some(&speech.input),
         voice: speech.voice.as_deref(),
@@ -201,15 +195,16 @@ fn admit(
     });
     match admitted {
         Ok((permit, _)) => {
-            info!(%request_id, %trace_id, %session_id, chars = speech.input.chars().count(),
-                "http request accepted");
+            info!(
+                chars = speech.input.chars().count(),
+                "http request accepted"
+            );
             Ok(permit)
         }
         Err(refusal) => {
             let (code, message) = (refusal.code, &refusal.message);
             metrics::request_finished(code.outcome(), Some(code));
-            info!(%request_id, %trace_id, %session_id, code = code.as_str(), detail = %message,
-                "http request refused");
+            info!(code = code.as_str(), detail = %message, "http request refused");
             Err(refusal)
         }
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 use tts_frame::{FrameError, FrameHeader, Tally, Validator};
 use tts_proto::v1::AudioFrame;
 
@@ -73,20 +73,25 @@ fn stop_ending(stop: &Stop) -> Ending {
 /// in its connection's queue before it is dropped (and counted).
 const LAST_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
 
-/// Relays one request to completion, cancellation or failure. Sends
-/// exactly one of `end` or `error` for it.
+/// Relays one request to completion, cancellation or failure, inside its
+/// span (its lines carry its ids from there). Sends exactly one of `end`
+/// or `error` for it.
 pub(crate) async fn relay(
     ctx: Arc<RelayContext>,
     req: Request,
     text: String,
     out: FrameQueue,
 ) -> String {
-    let mut relay = Relay::new(&ctx, &req, &out);
     let span = req.span.clone();
-    let ending = tracing::Instrument::instrument(relay.stream(&text), span).await;
-    let tally = relay.audit.tally;
-    finish(&req, ending, &tally, &out).await;
-    req.ids.request_id
+    async move {
+        let mut relay = Relay::new(&ctx, &req, &out);
+        let ending = relay.stream(&text).await;
+        let tally = relay.audit.tally;
+        finish(&req, ending, &tally, &out).await;
+        req.ids.request_id
+    }
+    .instrument(span)
+    .await
 }
 
 /// Counts and logs how the request ended and queues its last item.
@@ -101,18 +106,23 @@ async fn finish(req: &Request, ending: Ending, tally: &Tally, out: &FrameQueue) 
     if req.counted() {
         metrics::request_finished(outcome, code);
     }
-    let ids = &req.ids;
     let elapsed_ms = req.received.elapsed().as_millis() as u64;
     if matches!(
         outcome,
         Outcome::Completed | Outcome::Cancelled | Outcome::Disconnected
     ) {
         let t = tally;
-        info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-            session_id = %ids.session_id, outcome = outcome.as_str(),
-            elapsed_ms, frames = t.ok, silent_frames = t.silence, clipping = t.clipping,
-            dc_offset = t.dc_offset, dead_air = t.dead_air,
-            leading_silence = t.leading_silence, "request finished");
+        info!(
+            outcome = outcome.as_str(),
+            elapsed_ms,
+            frames = t.ok,
+            silent_frames = t.silence,
+            clipping = t.clipping,
+            dc_offset = t.dc_offset,
+            dead_air = t.dead_air,
+            leading_silence = t.leading_silence,
+            "request finished"
+        );
     }
     let Some(last) = last_item(req, ending, elapsed_ms) else {
         return;
@@ -121,9 +131,7 @@ async fn finish(req: &Request, ending: Ending, tally: &Tally, out: &FrameQueue) 
     // waits a bounded time, then is dropped and counted.
     if !out.send_last(last, LAST_MESSAGE_LIMIT).await {
         metrics::messages_dropped("last");
-        warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-            session_id = %ids.session_id,
-            "the request's last message found no room: the client is not reading");
+        warn!("the request's last message found no room: the client is not reading");
     }
 }
 
@@ -143,20 +151,19 @@ fn last_item(req: &Request, ending: Ending, elapsed_ms: u64) -> Option<Item> {
         Ending::Failed(failure) => {
             let (code, message) = (failure.code.as_str(), &failure.message);
             if failure.code.outcome() == Outcome::Failed {
-                warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, code, detail = %message, elapsed_ms,
+                warn!(code, detail = %message, elapsed_ms,
                     "request failed");
             } else {
-                info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, code, detail = %message, elapsed_ms,
+                info!(code, detail = %message, elapsed_ms,
                     "request ended by the client's doing");
             }
             failure
         }
         Ending::Refused(failure) => {
-            info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                session_id = %ids.session_id, retry_after_ms = failure.retry_after_ms,
-                elapsed_ms, "request refused: the worker is at capacity");
+            info!(
+                retry_after_ms = failure.retry_after_ms,
+                elapsed_ms, "request refused: the worker is at capacity"
+            );
             failure
         }
     };
@@ -179,21 +186,18 @@ impl Audit {
     /// Checks one frame (from a worker with its hop latency, or from the
     /// phrase cache with none); counts and logs the quality events it
     /// raises.
-    fn check(
-        &mut self,
-        req: &Request,
-        frame: &AudioFrame,
-        hop: Option<Duration>,
-    ) -> Result<(), FrameError> {
+    fn check(&mut self, frame: &AudioFrame, hop: Option<Duration>) -> Result<(), FrameError> {
         let outcome = self
             .validator
             .check(frame.sequence, frame.crc32c, &frame.payload);
         let events = self.tally.record(&outcome);
         metrics::frame_received(&outcome, hop, events);
         for event in events.iter() {
-            warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
-                session_id = %req.ids.session_id, sequence = frame.sequence,
-                event = event.as_str(), "audio quality event");
+            warn!(
+                sequence = frame.sequence,
+                event = event.as_str(),
+                "audio quality event"
+            );
         }
         outcome.map(|_| ())
     }
@@ -218,8 +222,7 @@ impl<'a> Relay<'a> {
             Err(e) => {
                 // Formats are checked when the request is parsed; this is
                 // a library failure.
-                warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
-                    session_id = %req.ids.session_id, error = %e,
+                warn!(error = %e,
                     "cannot encode the requested format");
                 None
             }
@@ -273,8 +276,7 @@ impl<'a> Relay<'a> {
                 message,
                 ..
             }) => {
-                warn!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
-                    session_id = %req.ids.session_id, worker = %lease.worker().url,
+                warn!(worker = %lease.worker().url,
                     detail = %message, "worker lost after the first frame: not retried");
                 lease.failed();
             }
@@ -397,7 +399,7 @@ impl<'a> Relay<'a> {
         ctx.stats.frames_received.fetch_add(1, Ordering::Relaxed);
         let hop = (!from_cache)
             .then(|| Duration::from_micros(received_us.saturating_sub(frame.worker_ts_us)));
-        if let Err(e) = self.audit.check(req, &frame, hop) {
+        if let Err(e) = self.audit.check(&frame, hop) {
             let from = if from_cache {
                 "the phrase cache"
             } else {
@@ -500,8 +502,7 @@ impl<'a> Relay<'a> {
                 ),
             )),
             Queued::Gone => {
-                debug!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
-                    session_id = %req.ids.session_id, "client gone while relaying");
+                debug!("client gone while relaying");
                 Ending::Disconnected
             }
             Queued::Sent { .. } | Queued::Stopped => stop_ending(&req.stop),

@@ -55,8 +55,7 @@ pub(super) async fn open(ctx: &RelayContext, req: &Request, text: &str) -> Resul
         };
         metrics::retried(reason);
         let pause = retry_pause();
-        info!(request_id = %req.ids.request_id, trace_id = %req.ids.trace_id,
-            session_id = %req.ids.session_id, from = %url, to = %next.worker().url, reason,
+        info!(from = %url, to = %next.worker().url, reason,
             pause_ms = pause.as_millis() as u64, "retrying on another worker before the first frame");
         tokio::select! {
             _ = stop.stopped() => return Err(stop_ending(stop)),

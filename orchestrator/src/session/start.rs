@@ -14,7 +14,7 @@ use crate::context::context;
 use crate::metrics;
 use crate::protocol::{RequestSpec, ServerMessage};
 use crate::relay::relay;
-use crate::request::{Api, Request, RequestIds};
+use crate::request::{Api, Request, RequestIds, Traced};
 
 impl Connection<'_> {
     /// Admits a request, or says why not. A context has no text yet
@@ -58,22 +58,22 @@ impl Connection<'_> {
         let chars = text.as_deref().map_or(0, |t| t.chars().count());
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(1).max(1);
-        info!(session_id = %self.session_id, %request_id, %trace_id, stream_id, chars,
-            context = text.is_none(), "request accepted");
         let ids = RequestIds {
             request_id,
             trace_id,
             session_id: self.session_id.to_owned(),
         };
-        let req = Request::new(
-            ids,
-            stream_id,
-            spec.voice,
-            spec.delivery,
-            spec.options,
-            Api::WebSocket,
-        )
-        .holding(permit);
+        let traced = Traced::new(ids, stream_id);
+        let (voice, delivery, options) = (spec.voice, spec.delivery, spec.options);
+        let req = Request::new(traced, voice, delivery, options, Api::WebSocket).holding(permit);
+        req.span.in_scope(|| {
+            info!(
+                stream_id,
+                chars,
+                context = text.is_none(),
+                "request accepted"
+            );
+        });
         self.start(req, text, chars, text_permit);
     }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{Span, info};
 use tts_proto::convert;
 use tts_proto::v1::tts_server::Tts;
 use tts_proto::v1::{
@@ -126,34 +126,65 @@ impl TtsService {
     }
 
     /// The status for a rejected request, counted and logged.
-    fn reject(ids: &RequestIds, rejection: Rejection) -> Status {
+    fn reject(rejection: Rejection) -> Status {
         let Rejection { code, message } = rejection;
         metrics::request_finished(code.outcome());
-        info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-            session_id = %ids.session_id, code = code.as_str(), detail = message.as_str(), "request rejected");
+        info!(
+            code = code.as_str(),
+            detail = message.as_str(),
+            "request rejected"
+        );
         convert::status(code, message)
     }
 
     /// The status for a request the pool did not admit.
-    fn refuse(ids: &RequestIds, refused: SubmitError) -> Status {
+    fn refuse(refused: SubmitError) -> Status {
         match refused {
             SubmitError::Overloaded { retry_after } => {
                 metrics::request_finished(Outcome::Refused);
-                info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                    session_id = %ids.session_id, retry_after_ms = retry_after.as_millis() as u64,
-                    "request refused: admitted streams would be late");
+                info!(
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "request refused: admitted streams would be late"
+                );
                 let status = convert::status(ErrorCode::Overloaded, refused.to_string());
                 convert::with_retry_after(status, retry_after)
             }
-            SubmitError::TooLong { .. } => Self::reject(
-                ids,
-                Rejection::new(ErrorCode::TextTooLong, refused.to_string()),
-            ),
+            SubmitError::TooLong { .. } => {
+                Self::reject(Rejection::new(ErrorCode::TextTooLong, refused.to_string()))
+            }
             SubmitError::Full(_) => {
                 metrics::request_finished(Outcome::Refused);
                 convert::status(ErrorCode::Overloaded, refused.to_string())
             }
         }
+    }
+
+    /// Checks a request, submits it and opens its response stream; logs
+    /// in the request's `span`, which the stream keeps.
+    fn start(
+        &self,
+        req: &SynthesizeRequest,
+        ids: RequestIds,
+        received: Instant,
+        span: &Span,
+    ) -> Result<Response<<Self as Tts>::SynthesizeStream>, Status> {
+        let Checked {
+            loaded,
+            request,
+            clauses,
+            voice_name,
+            chars,
+        } = self.check(req, ids).map_err(Self::reject)?;
+        let (frames, rx) = mpsc::channel(self.stream_queue_frames);
+        let (abort, abort_rx) = oneshot::channel();
+        loaded
+            .pool
+            .submit(request, clauses, Output { frames, abort })
+            .map_err(Self::refuse)?;
+        info!(voice = %voice_name, chars, "synthesis queued");
+        let (voice, guard) = (voice_name, self.drain.guard());
+        let stream = FrameStream::new(rx, abort_rx, received, voice, span.clone(), guard);
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -191,27 +222,11 @@ impl Tts for TtsService {
     ) -> Result<Response<Self::SynthesizeStream>, Status> {
         let received = Instant::now();
         let ids = wire::request_ids(request.metadata(), request.get_ref());
+        let span = ids.span();
         let req = request.into_inner();
-        let checked = self
-            .check(&req, ids.clone())
-            .map_err(|r| Self::reject(&ids, r))?;
-        let Checked {
-            loaded,
-            request,
-            clauses,
-            voice_name,
-            chars,
-        } = checked;
-        let (frames, rx) = mpsc::channel(self.stream_queue_frames);
-        let (abort, abort_rx) = oneshot::channel();
-        loaded
-            .pool
-            .submit(request, clauses, Output { frames, abort })
-            .map_err(|e| Self::refuse(&ids, e))?;
-        info!(request_id = %ids.request_id, trace_id = %ids.trace_id, session_id = %ids.session_id,
-            voice = %voice_name, chars, "synthesis queued");
-        let stream = FrameStream::new(rx, abort_rx, received, voice_name, ids, self.drain.guard());
-        Ok(Response::new(Box::pin(stream)))
+        // Nothing here awaits: the span is entered for the checks, the
+        // refusal and the pacer's start, and travels with the stream.
+        span.in_scope(|| self.start(&req, ids, received, &span))
     }
 
     async fn get_load(

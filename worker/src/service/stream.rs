@@ -9,14 +9,13 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::Status;
-use tracing::info;
+use tracing::{Span, info};
 use tts_proto::v1::AudioFrame;
 use tts_protocol::Outcome;
 
 use super::wire;
 use crate::drain::DrainGuard;
 use crate::metrics;
-use crate::request::RequestIds;
 use crate::synth::{Failure, Sent};
 
 /// The response stream: stamps each frame as it leaves, and records the
@@ -32,7 +31,9 @@ pub(crate) struct FrameStream {
     received: Instant,
     /// Named on the first frame only.
     voice: Option<String>,
-    ids: RequestIds,
+    /// The request's `synthesize` span, entered where the stream logs:
+    /// a poll does not run inside it.
+    span: Span,
     frames: u32,
     done: bool,
     /// Counts the stream as in progress until it is dropped.
@@ -45,7 +46,7 @@ impl FrameStream {
         abort: oneshot::Receiver<Failure>,
         received: Instant,
         voice: String,
-        ids: RequestIds,
+        span: Span,
         drain: DrainGuard,
     ) -> Self {
         Self {
@@ -53,7 +54,7 @@ impl FrameStream {
             abort: Some(abort),
             received,
             voice: Some(voice),
-            ids,
+            span,
             frames: 0,
             done: false,
             _drain: drain,
@@ -99,9 +100,13 @@ impl FrameStream {
     fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         metrics::request_finished(outcome);
-        info!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-            session_id = %self.ids.session_id, frames = self.frames, outcome = outcome.as_str(),
-            elapsed_ms = self.received.elapsed().as_millis() as u64, "synthesis finished");
+        let _entered = self.span.enter();
+        info!(
+            frames = self.frames,
+            outcome = outcome.as_str(),
+            elapsed_ms = self.received.elapsed().as_millis() as u64,
+            "synthesis finished"
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::pacer::Sender;
 use super::queue::{self, FrameQueue};
 use super::thread::{AudioState, Job, audio_fault};
@@ -102,6 +104,8 @@ impl SynthPool {
     /// frames into `out.frames` and says in `out.abort` why it ended early,
     /// if it does (its reader sees that even when the frames queue is
     /// full). Returns at once; the frames follow as steps are synthesised.
+    /// The pacer runs in the caller's span (the service's request span),
+    /// so its lines carry the request's ids.
     pub fn submit(
         self: &Arc<Self>,
         request: SpeechRequest,
@@ -118,24 +122,19 @@ impl SynthPool {
         let job = self.job(&request, clauses, queue, arrival)?;
         let (id, playout) = self.admit(&request, job, arrival)?;
         self.shared.ready.notify_one();
-        let SpeechRequest { ids, delivery, .. } = request;
         let sender = Sender {
             pool: Arc::clone(self),
             id,
-            delivery,
+            delivery: request.delivery,
             playout,
             arrival,
             _permit: permit,
-            ids,
             tx: out.frames,
             abort: Some(out.abort),
             frames,
             failure,
         };
-        let span = tracing::info_span!("synthesize", request_id = %sender.ids.request_id,
-            trace_id = %sender.ids.trace_id, session_id = %sender.ids.session_id);
-        tts_telemetry::otel::link_trace(&span, &sender.ids.trace_id);
-        tokio::spawn(tracing::Instrument::instrument(sender.run(), span));
+        tokio::spawn(sender.run().in_current_span());
         Ok(())
     }
 

@@ -15,7 +15,6 @@ use super::queue::{FailureSlot, FrameReceiver, Produced};
 use super::{Failure, Sent, Shared, SynthPool};
 use crate::audio::Frame;
 use crate::metrics;
-use crate::request::RequestIds;
 use crate::sched::{Playout, StreamId};
 
 /// Sends one request's frames on its playout clock.
@@ -26,7 +25,6 @@ pub(super) struct Sender {
     pub(super) playout: Arc<Playout>,
     pub(super) arrival: Instant,
     pub(super) _permit: OwnedSemaphorePermit,
-    pub(super) ids: RequestIds,
     pub(super) tx: mpsc::Sender<Sent>,
     pub(super) abort: Option<tokio::sync::oneshot::Sender<Failure>>,
     /// The frames synthesised and not yet released.
@@ -73,23 +71,21 @@ impl Sender {
             tokio::select! {
                 biased;
                 _ = self.tx.closed() => {
-                    debug!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-                        session_id = %self.ids.session_id, "receiver gone; synthesis stopped");
+                    debug!("receiver gone; synthesis stopped");
                     return;
                 }
                 _ = self.pool.force.cancelled() => {
-                    end_early(&mut self.abort, &self.ids, Failure::ShuttingDown);
+                    end_early(&mut self.abort, Failure::ShuttingDown);
                     return;
                 }
                 _ = tokio::time::sleep_until(stalled_at.unwrap_or(now).into()), if stalled_at.is_some() => {
                     metrics::stalled();
-                    end_early(&mut self.abort, &self.ids, Failure::Stalled(self.pool.config.stalled_after));
+                    end_early(&mut self.abort, Failure::Stalled(self.pool.config.stalled_after));
                     return;
                 }
                 e = self.failure.failed() => {
-                    warn!(request_id = %self.ids.request_id, trace_id = %self.ids.trace_id,
-                        session_id = %self.ids.session_id, error = %e, "synthesis failed");
-                    end_early(&mut self.abort, &self.ids, e);
+                    warn!(error = %e, "synthesis failed");
+                    end_early(&mut self.abort, e);
                     return;
                 }
                 next = self.frames.recv(), if producing && held.is_none() => {
@@ -113,7 +109,7 @@ impl Sender {
             }
         }
         if sent == 0 {
-            end_early(&mut self.abort, &self.ids, Failure::NoAudio);
+            end_early(&mut self.abort, Failure::NoAudio);
         }
     }
 
@@ -133,7 +129,7 @@ impl Sender {
             faults.corrupts(frame.sequence),
             faults.drops(frame.sequence),
         );
-        let frame = checks.check(&self.ids, corrupt, frame);
+        let frame = checks.check(corrupt, frame);
         if drop {
             // Lost after the worker's own checks: the permit goes back
             // unused and the next hop sees a gap.
@@ -183,13 +179,8 @@ impl Sender {
 /// Ends a request before its last frame, saying why through its abort
 /// slot, which the response stream reads before any queued frame (the
 /// frame queue may be full).
-fn end_early(
-    abort: &mut Option<tokio::sync::oneshot::Sender<Failure>>,
-    ids: &RequestIds,
-    why: Failure,
-) {
-    info!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-        session_id = %ids.session_id, reason = %why, "request ended early");
+fn end_early(abort: &mut Option<tokio::sync::oneshot::Sender<Failure>>, why: Failure) {
+    info!(reason = %why, "request ended early");
     if let Some(abort) = abort.take() {
         let _ = abort.send(why);
     }
@@ -206,16 +197,18 @@ struct Checks {
 impl Checks {
     /// Validates a frame (and, with `corrupt`, flips a payload byte after
     /// its checksum: an injected fault).
-    fn check(&mut self, ids: &RequestIds, corrupt: bool, mut frame: Frame) -> Frame {
+    fn check(&mut self, corrupt: bool, mut frame: Frame) -> Frame {
         let outcome = self
             .validator
             .check(frame.sequence, frame.crc32c, &frame.payload);
         let events = self.tally.record(&outcome);
         metrics::frame_validated(&outcome, events);
         for event in events.iter() {
-            warn!(request_id = %ids.request_id, trace_id = %ids.trace_id,
-                session_id = %ids.session_id, sequence = frame.sequence,
-                event = event.as_str(), "audio quality event");
+            warn!(
+                sequence = frame.sequence,
+                event = event.as_str(),
+                "audio quality event"
+            );
         }
         if corrupt && let Some(byte) = frame.payload.get_mut(100) {
             *byte ^= 0x5A;
