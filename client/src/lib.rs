@@ -11,10 +11,12 @@ pub mod report;
 
 mod client;
 mod collector;
+mod reconnect;
 mod wav;
 
 pub use client::{Client, ClientError, DeepPong, Event, SynthesizeOptions};
 pub use collector::{Collector, FrameRecord, Utterance};
+pub use reconnect::Reconnect;
 pub use tts_protocol::{Encoding, ErrorCode, Format, ServerMessage};
 pub use wav::write_wav;
 

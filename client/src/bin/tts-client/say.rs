@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tts_client::{Client, Encoding, SynthesizeOptions, write_wav};
+use tts_client::{Client, ClientError, Encoding, Reconnect, SynthesizeOptions, write_wav};
 use tts_telemetry::exit;
 
 #[derive(clap::Args)]
@@ -62,6 +62,11 @@ pub(crate) struct SayArgs {
     /// the report (and in --json's `words`).
     #[arg(long)]
     timestamps: bool,
+    /// Reconnects after a refused connection, or one that drops before
+    /// any audio came (then the text is sent again); waits 250 ms, then
+    /// twice as long each time up to 4 s. 0 never reconnects.
+    #[arg(long, default_value_t = Reconnect::default().retries)]
+    retries: usize,
 }
 
 fn read_text(args: &SayArgs) -> anyhow::Result<String> {
@@ -95,11 +100,9 @@ pub(crate) async fn run(url: &str, args: SayArgs) -> anyhow::Result<u8> {
     } else {
         Source::Whole(read_text(&args)?)
     };
-    let mut client = Client::connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
     let opts = SynthesizeOptions {
         voice: args.voice.clone(),
+        request_id: Some(uuid::Uuid::new_v4().to_string()),
         trace_id: args.trace_id.clone(),
         fast: args.fast,
         speed: args.speed,
@@ -108,10 +111,13 @@ pub(crate) async fn run(url: &str, args: SayArgs) -> anyhow::Result<u8> {
         encoding: args.encoding.as_deref().and_then(Encoding::from_wire),
         sample_rate: args.sample_rate,
         timestamps: args.timestamps,
-        ..SynthesizeOptions::default()
     };
     let jitter = args.play.then_some(args.jitter_ms);
-    let (utterance, underruns) = speak(&mut client, source, &opts, jitter).await?;
+    let reconnect = Reconnect {
+        retries: args.retries,
+        ..Reconnect::default()
+    };
+    let (utterance, underruns) = speak_retrying(url, source, &opts, jitter, reconnect).await?;
     write_wav(&args.out, &utterance.samples, utterance.sample_rate)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let report = &utterance.report;
@@ -173,14 +179,64 @@ fn stdin_pieces() -> tokio::sync::mpsc::Receiver<String> {
     rx
 }
 
+/// Connects and speaks `source`, connecting again after a refused
+/// connection or one that dropped before any audio (whole text is then
+/// sent again; streamed input, already read, is not).
+async fn speak_retrying(
+    url: &str,
+    mut source: Source,
+    opts: &SynthesizeOptions,
+    jitter_ms: Option<u32>,
+    reconnect: Reconnect,
+) -> anyhow::Result<(tts_client::Utterance, Option<u64>)> {
+    let mut delays = reconnect.delays();
+    loop {
+        let mut audio = false;
+        let error = match Client::connect(url).await {
+            Ok(mut client) => {
+                // Whole text can be sent again; streamed input is read once.
+                let (attempt, again) = match source {
+                    Source::Whole(text) => (Source::Whole(text.clone()), Some(text)),
+                    stream => (stream, None),
+                };
+                match speak(&mut client, attempt, opts, jitter_ms, &mut audio).await {
+                    Ok(done) => return Ok(done),
+                    Err(e) => match again {
+                        Some(text) => {
+                            source = Source::Whole(text);
+                            e
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
+            Err(e) => anyhow::Error::new(e).context(format!("connecting to {url}")),
+        };
+        let transient = error
+            .downcast_ref::<ClientError>()
+            .is_some_and(ClientError::is_transient);
+        match delays.next() {
+            Some(wait) if transient && !audio => {
+                eprintln!(
+                    "tts-client: {error:#}; reconnecting in {} ms",
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
 /// Speaks `source`, verifying every frame, and plays the audio while it
 /// arrives when `jitter_ms` is given; returns the utterance and, when
-/// playing, the underruns.
+/// playing, the underruns. `audio` turns true with the first frame.
 async fn speak(
     client: &mut Client,
     source: Source,
     opts: &SynthesizeOptions,
     jitter_ms: Option<u32>,
+    audio: &mut bool,
 ) -> anyhow::Result<(tts_client::Utterance, Option<u64>)> {
     use tts_client::Collector;
     let sent = std::time::Instant::now();
@@ -204,6 +260,7 @@ async fn speak(
             }
             event = client.next_event() => event?,
         };
+        *audio |= matches!(event, tts_client::Event::Frame(..));
         let done = collector.on_event(event)?;
         player.feed(&collector, done.as_ref())?;
         if let Some(utterance) = done {
