@@ -139,6 +139,12 @@ async fn every_known_series_exists_before_the_first_request() {
     );
     let (_, text) = http_get(admin, "/metrics").await;
     assert!(text.contains(r#"tts_worker_compute_per_audio_second{voice="en_US-joe-medium"}"#));
+    // The autoscaling signal is there from start-up: all of the real-time
+    // capacity is headroom while nothing is admitted.
+    let capacity = tts_tests::sample(&text, "tts_worker_realtime_capacity");
+    let headroom = tts_tests::sample(&text, "tts_worker_realtime_headroom");
+    assert!(capacity > 0.0, "capacity {capacity}");
+    assert_eq!(headroom, capacity, "headroom before any request");
     tts_tests::promtool_check_metrics(&text);
     pipeline.orchestrator.stop().await;
     worker.stop().await;

@@ -41,6 +41,12 @@ pub const DECODER_BATCH: &str = "tts_worker_decoder_batch_size";
 pub const FIRST_STEP: &str = "tts_worker_first_step_seconds";
 /// Share of the synthesis threads the admitted streams need.
 pub const UTILISATION: &str = "tts_worker_admission_utilisation";
+/// Seconds of audio per second this worker admits in all (the admission
+/// limit's share of its threads, at the default voice's cost).
+pub const REALTIME_CAPACITY: &str = "tts_worker_realtime_capacity";
+/// Of that, what is not yet admitted: the real-time audio a new stream
+/// (or several) could still be given, in audio-seconds per second.
+pub const REALTIME_HEADROOM: &str = "tts_worker_realtime_headroom";
 /// Compute seconds per second of audio, the admission estimate, by `voice`.
 pub const VOICE_COST: &str = "tts_worker_compute_per_audio_second";
 /// The same, as measured by the warm-up at start-up (on a quiet machine):
@@ -160,6 +166,16 @@ const HELP: &[Help] = &[
         UTILISATION,
         Kind::Gauge,
         "Share of the synthesis threads the admitted streams need.",
+    ),
+    help(
+        REALTIME_CAPACITY,
+        Kind::Gauge,
+        "Audio seconds per second admitted in all, at the default voice's cost.",
+    ),
+    help(
+        REALTIME_HEADROOM,
+        Kind::Gauge,
+        "Audio seconds per second still free under the admission limit, at the default voice's cost.",
     ),
     help(
         VOICE_COST,
@@ -347,8 +363,26 @@ pub(crate) fn deadline_miss(kind: &'static str) {
     metrics::counter!(DEADLINE_MISSES, "kind" => kind).increment(1);
 }
 
-pub(crate) fn utilisation(share: f64) {
-    metrics::gauge!(UTILISATION).set(share);
+/// The admitted load: `utilisation` of `threads` under the admission
+/// `limit`, and, at `cost` compute seconds per audio second, the real-time
+/// audio that fits in all and that is still free.
+pub(crate) fn load(utilisation: f64, limit: f64, threads: usize, cost: f64) {
+    metrics::gauge!(UTILISATION).set(utilisation);
+    let (capacity, headroom) = realtime(utilisation, limit, threads, cost);
+    metrics::gauge!(REALTIME_CAPACITY).set(capacity);
+    metrics::gauge!(REALTIME_HEADROOM).set(headroom);
+}
+
+/// Audio-seconds per second admitted in all, and still free.
+fn realtime(utilisation: f64, limit: f64, threads: usize, cost: f64) -> (f64, f64) {
+    if cost.is_nan() || cost <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let per_share = threads as f64 / cost;
+    (
+        limit * per_share,
+        (limit - utilisation).max(0.0) * per_share,
+    )
 }
 
 pub(crate) fn voice_cost_baseline(voice: &str, cost: f64) {
@@ -444,6 +478,16 @@ impl Drop for SynthesisGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headroom_is_the_admission_limit_less_what_is_admitted_in_audio_seconds() {
+        // Two threads at 0.25 compute seconds per audio second: eight
+        // seconds of audio per second; at a 0.75 limit, six.
+        assert_eq!(realtime(0.0, 0.75, 2, 0.25), (6.0, 6.0));
+        assert_eq!(realtime(0.5, 0.75, 2, 0.25), (6.0, 2.0));
+        assert_eq!(realtime(0.9, 0.75, 2, 0.25), (6.0, 0.0));
+        assert_eq!(realtime(0.0, 0.75, 2, 0.0), (0.0, 0.0));
+    }
 
     #[test]
     fn every_metric_is_described_once_under_the_workers_prefix() {

@@ -12,7 +12,6 @@ use super::thread::{AudioState, Job, audio_fault};
 use super::{Output, SynthPool};
 use crate::audio::{Framer, Resampler};
 use crate::engine::ClauseState;
-use crate::metrics;
 use crate::request::SpeechRequest;
 use crate::sched::{Demand, Playout, StreamId};
 use crate::text::Clause;
@@ -200,7 +199,7 @@ impl SynthPool {
                 retry_after: r.retry_after,
             })?;
         state.streams.insert(id, job);
-        metrics::utilisation(state.streams.utilisation());
+        state.publish_load();
         let playout = state.streams.playout(id).unwrap_or_default();
         Ok((id, playout))
     }

@@ -100,6 +100,21 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// Publishes the admitted load: utilisation, and the real-time
+    /// capacity and headroom at the default (first) voice's cost.
+    fn publish_load(&self) {
+        let policy = self.streams.policy();
+        let cost = self.estimates.first().map_or(0.0, |e| e.cost.value());
+        metrics::load(
+            self.streams.utilisation(),
+            policy.efficiency,
+            policy.threads,
+            cost,
+        );
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
@@ -129,7 +144,7 @@ impl Shared {
         if job.finished() {
             // Dropping the job closes the pacer's queue.
             drop(state.streams.remove(id));
-            metrics::utilisation(state.streams.utilisation());
+            state.publish_load();
             return;
         }
         state.streams.unblock(id);
@@ -142,7 +157,7 @@ impl Shared {
         let mut state = self.lock();
         // Dropping the job drops its work at once.
         drop(state.streams.remove(id));
-        metrics::utilisation(state.streams.utilisation());
+        state.publish_load();
         state.streams.is_empty()
     }
 }
@@ -212,6 +227,7 @@ impl SynthPool {
             metrics::voice_cost(&e.voice, e.cost.value());
             metrics::voice_cost_baseline(&e.voice, e.cost.value());
         }
+        state.publish_load();
         drop(state);
         metrics::admission_limit(config.policy.efficiency);
         let watched = Arc::clone(&shared);

@@ -219,7 +219,7 @@ impl SynthThread {
                     for done in done {
                         done.settle(&mut state);
                     }
-                    metrics::utilisation(state.streams.utilisation());
+                    state.publish_load();
                 }
                 Next::Wait(None) if worked && state.streams.is_empty() => {
                     // Idle: this thread's last steps may have freed their
