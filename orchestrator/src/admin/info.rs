@@ -66,7 +66,7 @@ async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo 
     match tokio::time::timeout(Duration::from_secs(2), client.list_voices(request)).await {
         Ok(Ok(answer)) => {
             let answer = answer.into_inner();
-            info.metrics_url = answer.metrics_url;
+            info.metrics_url = reachable_metrics(&answer.metrics_url, &worker.url);
             info.version = answer.version;
             info.voices = answer.voices.into_iter().map(|v| v.name).collect();
             info.default_voice = answer.default_voice;
@@ -77,6 +77,32 @@ async fn describe_worker(state: &AdminState, worker: Arc<Worker>) -> WorkerInfo 
         Err(_) => info.error = Some("no answer within 2 s".to_owned()),
     }
     info
+}
+
+/// A worker's metrics URL as its listener names it, which for a listener
+/// on every address (`0.0.0.0`, `[::]`) no other host can use: then the
+/// worker's metrics are at the host the orchestrator reaches it at (a
+/// container's service name, a pod's address).
+fn reachable_metrics(metrics_url: &str, worker_url: &str) -> String {
+    let (Ok(metrics), Ok(worker)) = (
+        metrics_url.parse::<axum::http::Uri>(),
+        worker_url.parse::<axum::http::Uri>(),
+    ) else {
+        return metrics_url.to_owned();
+    };
+    let unspecified = metrics
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_unspecified());
+    match (unspecified, worker.host(), metrics.port_u16()) {
+        (true, Some(host), Some(port)) => format!(
+            "{}://{host}:{port}{}",
+            metrics.scheme_str().unwrap_or("http"),
+            metrics.path()
+        ),
+        _ => metrics_url.to_owned(),
+    }
 }
 
 fn describe_gpu(g: &tts_proto::v1::Gpu) -> String {
@@ -115,7 +141,7 @@ fn without_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::without_password;
+    use super::{reachable_metrics, without_password};
 
     #[test]
     fn a_redis_url_is_shown_without_its_password() {
@@ -131,5 +157,23 @@ mod tests {
             without_password("rediss://me:s3cret@h:6379"),
             "rediss://me@h:6379"
         );
+    }
+
+    #[test]
+    fn a_worker_listening_on_every_address_is_scraped_where_it_is_reached() {
+        assert_eq!(
+            reachable_metrics("http://0.0.0.0:9091/metrics", "http://worker-1:7001"),
+            "http://worker-1:9091/metrics"
+        );
+        assert_eq!(
+            reachable_metrics("http://[::]:9091/metrics", "http://10.0.0.7:7001"),
+            "http://10.0.0.7:9091/metrics"
+        );
+        // A specific address is the worker's own choice.
+        assert_eq!(
+            reachable_metrics("http://127.0.0.1:9091/metrics", "http://worker-1:7001"),
+            "http://127.0.0.1:9091/metrics"
+        );
+        assert_eq!(reachable_metrics("", "http://worker-1:7001"), "");
     }
 }
