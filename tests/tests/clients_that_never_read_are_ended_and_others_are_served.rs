@@ -61,7 +61,10 @@ async fn clients_that_never_read_are_ended_and_others_are_served() {
             .await
         {
             Ok(u) => break u,
-            Err(ClientError::Server { code, .. }) if code == ErrorCode::Overloaded => {
+            Err(ClientError::Server {
+                code: ErrorCode::Overloaded,
+                ..
+            }) => {
                 refused += 1;
                 assert!(started.elapsed() < Duration::from_secs(60), "never served");
                 tokio::time::sleep(Duration::from_millis(250)).await;
