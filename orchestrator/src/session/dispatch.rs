@@ -19,7 +19,8 @@ impl Connection<'_> {
         let message = match Command::parse(text) {
             Ok(m) => m,
             Err(e) => {
-                let err = ServerMessage::error(ErrorCode::BadRequest, e.to_string(), None);
+                let request_id = named_request(text);
+                let err = ServerMessage::error(ErrorCode::BadRequest, e.to_string(), request_id);
                 return self.bad_message(err).await;
             }
         };
@@ -173,6 +174,15 @@ impl Connection<'_> {
     }
 }
 
+/// The request a message that failed its checks names, if it names one
+/// as a string (shortened as admission shortens ids): its `error` carries
+/// it, so a client with several requests open knows which one failed.
+fn named_request(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let id = value.get("request_id")?.as_str()?;
+    Some(crate::admission::shortened(id).to_owned())
+}
+
 /// One `grpc.health.v1` round trip to the worker: its duration in µs and
 /// the answer. An injected link latency delays it by a round trip.
 async fn deep_ping(
@@ -199,4 +209,25 @@ async fn deep_ping(
         Err(_) => "error: no answer within 2 s".to_owned(),
     };
     (rtt, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_request;
+
+    #[test]
+    fn a_refused_message_names_the_request_it_was_for() {
+        let bad_speed = r#"{"type":"synthesize","request_id":"r9","text":"Hi.","speed":9}"#;
+        assert_eq!(named_request(bad_speed).as_deref(), Some("r9"));
+        let bad_type = r#"{"type":"context_open","request_id":"c1","timestamps":"yes"}"#;
+        assert_eq!(named_request(bad_type).as_deref(), Some("c1"));
+        assert_eq!(
+            named_request(r#"{"type":"synthesize","text":"Hi.","speed":9}"#),
+            None
+        );
+        assert_eq!(named_request(r#"{"request_id":7}"#), None);
+        assert_eq!(named_request("not json"), None);
+        let long = format!(r#"{{"request_id":"{}"}}"#, "x".repeat(500));
+        assert!(named_request(&long).is_some_and(|id| id.len() < 500));
+    }
 }
