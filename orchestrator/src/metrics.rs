@@ -74,7 +74,8 @@ pub const RETRIES: &str = "tts_orchestrator_worker_retries_total";
 /// expired).
 pub const REGISTRY_EVENTS: &str = "tts_orchestrator_registry_events_total";
 /// Phrase cache lookups, by `result` (hit, miss, error: Redis slow or
-/// away, or an entry that does not decode).
+/// away, or an entry that does not decode; corrupt: an entry whose frames
+/// fail their checksums, deleted).
 pub const PHRASE_CACHE_LOOKUPS: &str = "tts_orchestrator_phrase_cache_lookups_total";
 /// Completed requests offered to the phrase cache, by `result` (stored,
 /// too_big, error).
@@ -306,7 +307,11 @@ const GAUGES_AT_ZERO: [&str; 6] = [
 
 /// Counters with one label: each value's series starts at 0.
 const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
-    (PHRASE_CACHE_LOOKUPS, "result", &["hit", "miss", "error"]),
+    (
+        PHRASE_CACHE_LOOKUPS,
+        "result",
+        &["hit", "miss", "error", "corrupt"],
+    ),
     (
         PHRASE_CACHE_STORES,
         "result",

@@ -67,6 +67,11 @@ impl Recording {
     }
 }
 
+/// Whether a cached frame's payload still matches its checksum.
+pub(super) fn intact((_, crc32c, payload): &CachedFrame) -> bool {
+    tts_frame::checksum(payload) == *crc32c
+}
+
 /// A cached phrase played back as the worker would send it.
 #[derive(Debug)]
 pub(crate) struct Replay {

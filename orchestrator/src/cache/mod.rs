@@ -169,6 +169,24 @@ impl PhraseCache {
             return None;
         };
         match decode(&bytes) {
+            Some((_, frames)) if !frames.iter().all(entry::intact) => {
+                // Replayed, it would fail its checksum at the first bad
+                // frame; the worker speaks it instead, and a good copy
+                // takes its place.
+                warn!(
+                    key,
+                    "a phrase cache entry fails its checksum: deleted, spoken by a worker"
+                );
+                metrics::phrase_cache_lookup("corrupt");
+                match tokio::time::timeout(LOOKUP_TIMEOUT, self.forget(key)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "deleting a corrupt phrase cache entry failed")
+                    }
+                    Err(_) => debug!("deleting a corrupt phrase cache entry timed out"),
+                }
+                None
+            }
             Some((voice, frames)) => {
                 metrics::phrase_cache_lookup("hit");
                 Some(Replay::new(voice, frames, delivery))

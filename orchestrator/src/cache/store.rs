@@ -83,6 +83,25 @@ impl PhraseCache {
     }
 }
 
+impl PhraseCache {
+    /// Deletes an entry, with its place in the index and sizes.
+    pub(super) async fn forget(&self, key: &str) -> Result<(), String> {
+        let mut c = self.connection().await?;
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(PHRASE_INDEX)
+            .arg(key)
+            .cmd("HDEL")
+            .arg(PHRASE_SIZES)
+            .arg(key)
+            .cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(text)
+    }
+}
+
 /// Entries that expired by themselves leave the index and sizes.
 async fn forget_expired(c: &mut ConnectionManager, now_ms: u64) -> Result<(), String> {
     let expired: Vec<String> = redis::cmd("ZRANGEBYSCORE")
