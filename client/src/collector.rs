@@ -261,6 +261,7 @@ impl Collector {
         r.end_samples = exact;
         self.samples.truncate(exact as usize);
         r.audio_seconds = self.samples.len() as f64 / f64::from(self.format.sample_rate);
+        r.sample_rate = self.format.sample_rate;
         r.wall_seconds = self.sent.elapsed().as_secs_f64();
         r.real_time_factor = if r.audio_seconds > 0.0 {
             r.wall_seconds / r.audio_seconds

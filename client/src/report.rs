@@ -51,6 +51,9 @@ pub struct Report {
     pub end_samples: u64,
     /// Seconds of audio received.
     pub audio_seconds: f64,
+    /// The stream's sample rate (48000 unless the request asked for
+    /// another).
+    pub sample_rate: u32,
     /// Seconds from sending `synthesize` to `end`.
     pub wall_seconds: f64,
     /// `wall_seconds / audio_seconds`: below 1 is faster than real time.
@@ -132,7 +135,7 @@ impl Report {
              voice          {}\n\
              first audio    {:.1} ms\n\
              frames         {} (server sent {})\n\
-             audio          {:.2} s ({} samples at 48 kHz)\n\
+             audio          {:.2} s ({} samples at {} kHz)\n\
              wall time      {:.2} s (real-time factor {:.3})\n\
              checksum fail  {}\n\
              sequence fail  {}\n\
@@ -148,6 +151,7 @@ impl Report {
             self.end_frames,
             self.audio_seconds,
             self.end_samples,
+            f64::from(self.sample_rate) / 1e3,
             self.wall_seconds,
             self.real_time_factor,
             self.checksum_failures,
@@ -176,5 +180,29 @@ mod tests {
         }
         assert_eq!((s.count, s.min, s.max), (3, 1.0, 3.0));
         assert!((s.mean - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_report_gives_the_streams_own_rate() {
+        let report = Report {
+            end_samples: 6502,
+            audio_seconds: 0.81,
+            sample_rate: 8000,
+            ..Report::default()
+        };
+        assert!(
+            report.to_text().contains("(6502 samples at 8 kHz)"),
+            "{}",
+            report.to_text()
+        );
+        let wide = Report {
+            sample_rate: 22050,
+            ..report
+        };
+        assert!(
+            wide.to_text().contains("at 22.05 kHz"),
+            "{}",
+            wide.to_text()
+        );
     }
 }
