@@ -198,7 +198,7 @@ impl Drop for CpuHogs {
     }
 }
 
-/// The longest [`Traffic::started`] waits for a first completed request.
+/// The longest [`Traffic::started`] waits for a first request to end.
 pub const STARTED_WITHIN: Duration = Duration::from_secs(30);
 
 /// Steady traffic: `concurrency` clients each speaking `text` in real time
@@ -208,7 +208,7 @@ pub struct Traffic {
     pub completed: Arc<AtomicUsize>,
     /// Requests that ended otherwise.
     pub failed: Arc<AtomicUsize>,
-    /// Told of every completed request.
+    /// Told of every request that ends, either way.
     progress: Arc<Notify>,
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -249,6 +249,7 @@ impl Traffic {
                                     // Back off as a well-behaved client
                                     // would after a refusal or a failure.
                                     bad.fetch_add(1, Ordering::Relaxed);
+                                    progress.notify_waiters();
                                     tokio::time::sleep(Duration::from_millis(500)).await;
                                     break;
                                 }
@@ -267,15 +268,19 @@ impl Traffic {
         }
     }
 
-    /// Waits until a request has completed (the traffic flows), at most
-    /// [`STARTED_WITHIN`]; panics if none has by then.
+    /// Waits until a request has ended, completed or failed (the traffic
+    /// reaches the worker and back; through a proxy that damages every
+    /// stream none completes), at most [`STARTED_WITHIN`]; panics if none
+    /// has by then.
     pub async fn started(&self) {
         let flowing = async {
             loop {
                 // Asked for before the look, so that a completion between
                 // the look and the wait still wakes it.
                 let told = self.progress.notified();
-                if self.completed.load(Ordering::Relaxed) > 0 {
+                let ended =
+                    self.completed.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+                if ended > 0 {
                     return;
                 }
                 told.await;
@@ -284,7 +289,7 @@ impl Traffic {
         let failed = || self.failed.load(Ordering::Relaxed);
         assert!(
             tokio::time::timeout(STARTED_WITHIN, flowing).await.is_ok(),
-            "no request of the traffic completed within {STARTED_WITHIN:?} ({} failed)",
+            "no request of the traffic ended within {STARTED_WITHIN:?} ({} failed)",
             failed()
         );
     }
