@@ -151,8 +151,11 @@ impl Orchestrator {
             .route("/ws", get(ws_handler))
             .route("/v1/audio/speech", axum::routing::post(http::speech))
             .route("/v1/voices", get(http::voices))
+            .route("/v1/models", get(http::models))
             .route("/", get(http::page))
             .route("/player-worklet.js", get(http::worklet))
+            .fallback(http::not_found)
+            .method_not_allowed_fallback(http::method_not_allowed)
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.max_message_bytes,
             ))

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Encoding, Options, ParseError, SPEED_RANGE, VoiceEntry};
+use crate::{Delivery, Encoding, Options, ParseError, SPEED_RANGE, VoiceEntry};
 
 /// OpenAI's voice names, spoken by the default voice.
 pub const OPENAI_VOICES: [&str; 11] = [
@@ -35,6 +35,10 @@ pub struct SpeechRequest {
     pub voice: Option<String>,
     /// How the audio is wrapped.
     pub container: Container,
+    /// When the audio is written: as fast as it is synthesised (the
+    /// endpoint's default, as OpenAI's API answers), or on the playout
+    /// clock (`"delivery":"realtime"`).
+    pub delivery: Delivery,
     /// Speed, noise, encoding and rate.
     pub options: Options,
 }
@@ -105,13 +109,18 @@ impl TryFrom<&[u8]> for SpeechRequest {
                 "timestamps are sent as WebSocket messages; they are not served over HTTP".into(),
             ));
         }
-        let options = crate::read::request_options(&obj)
-            .and_then(|o| Options::try_from(&o))
-            .map_err(refused)?;
+        // A file's worth of audio as fast as it is made, unless asked
+        // otherwise; the client's reading still holds the worker back.
+        if obj.get("delivery").is_none_or(Value::is_null) {
+            obj.insert("delivery".into(), Delivery::Fast.as_str().into());
+        }
+        let requested = crate::read::request_options(&obj).map_err(refused)?;
+        let options = Options::try_from(&requested).map_err(refused)?;
         Ok(Self {
             input,
             voice,
             container,
+            delivery: requested.delivery,
             options,
         })
     }
@@ -159,6 +168,51 @@ pub struct OpenAiErrorBody {
     pub code: String,
 }
 
+/// The model names the speech endpoint answers to: any name is accepted
+/// (the voice decides how speech sounds), these are the ones OpenAI's
+/// clients offer.
+pub const MODELS: [&str; 3] = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"];
+
+/// `GET /v1/models`, in OpenAI's shape: `{"object":"list","data":[…]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The models.
+    pub data: Vec<Model>,
+}
+
+/// One model of [`ModelList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Its name, as `model` in a speech request.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds; 0 (the models are the voices on the workers).
+    pub created: u64,
+    /// Who serves it.
+    pub owned_by: String,
+}
+
+impl ModelList {
+    /// The models this endpoint serves: [`MODELS`].
+    pub fn served() -> Self {
+        Self {
+            object: "list".into(),
+            data: MODELS
+                .iter()
+                .map(|id| Model {
+                    id: (*id).into(),
+                    object: "model".into(),
+                    created: 0,
+                    owned_by: "tts-stream".into(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// `GET /v1/voices` (and the WebSocket `voices` answer's content).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VoiceList {
@@ -184,6 +238,13 @@ mod tests {
             ("Hi", None, Container::Wav)
         );
         assert_eq!(ok.options.format.sample_rate, DEFAULT_HTTP_RATE);
+        assert_eq!(
+            ok.delivery,
+            Delivery::Fast,
+            "as fast as synthesised by default"
+        );
+        let paced = parse(r#"{"input":"Hi","delivery":"realtime"}"#).expect("valid");
+        assert_eq!(paced.delivery, Delivery::Realtime);
         let opus =
             parse(r#"{"input":"Hi","voice":"espeak-en-us","response_format":"opus","speed":1.5}"#)
                 .expect("ok");
@@ -205,6 +266,7 @@ mod tests {
             (r#"{"input":"Hi","speed":9}"#, "speed"),
             (r#"{"input":"Hi","sample_rate":44100}"#, "sample_rate"),
             (r#"{"input":"Hi","timestamps":true}"#, "timestamps"),
+            (r#"{"input":"Hi","delivery":"slow"}"#, "delivery"),
         ] {
             assert_eq!(parse(body).expect_err(body).param, param, "{body}");
         }

@@ -3,6 +3,7 @@
 //! WebSocket codes, and `GET /v1/voices`.
 
 use std::io::Cursor;
+use std::time::{Duration, Instant};
 
 use tts_tests::{http_get, http_post, spawn_pipeline};
 
@@ -48,6 +49,38 @@ async fn openai_speech_endpoint_streams_wav_pcm_and_ogg_opus() {
     let seconds = pcm.len() as f64 / 24_000.0;
     assert!((2.0..8.0).contains(&seconds), "{seconds:.2} s of audio");
     assert!(level(&pcm) > 500.0, "level {:.0}", level(&pcm));
+
+    // As fast as synthesised by default; on the playout clock when asked,
+    // so that the paced answer lasts about as long as its audio (less the
+    // second sent ahead), and the default one less than that.
+    let long = format!("{TEXT} {TEXT}");
+    let timed = |delivery: &'static str| {
+        let json = format!(r#"{{"input":"{long}","response_format":"pcm"{delivery}}}"#);
+        async move {
+            let started = Instant::now();
+            let answer = http_post(addr, "/v1/audio/speech", &json, &[]).await;
+            assert_eq!(answer.status, 200);
+            (started.elapsed(), answer.body.len())
+        }
+    };
+    let (fast_took, fast_bytes) = timed("").await;
+    let (paced_took, paced_bytes) = timed(r#","delivery":"realtime""#).await;
+    let audio = Duration::from_secs_f64(paced_bytes as f64 / 2.0 / 24_000.0);
+    eprintln!(
+        "{:.2} s of audio: {:.2} s by default, {:.2} s paced",
+        audio.as_secs_f64(),
+        fast_took.as_secs_f64(),
+        paced_took.as_secs_f64()
+    );
+    assert!(fast_bytes > 0 && paced_bytes > 0);
+    assert!(
+        paced_took + Duration::from_millis(1_500) >= audio,
+        "the paced answer took {paced_took:?} for {audio:?} of audio"
+    );
+    assert!(
+        fast_took < paced_took,
+        "the default answer ({fast_took:?}) was not faster than the paced one ({paced_took:?})"
+    );
 
     // PCM at a requested rate.
     let raw = http_post(
@@ -133,7 +166,7 @@ async fn openai_speech_endpoint_streams_wav_pcm_and_ogg_opus() {
             r#"{"input":"Hi","voice":"nobody"}"#.to_owned(),
             400,
             "unknown_voice",
-            None,
+            Some("voice"),
         ),
         (
             r#"{"input":"Hi","timestamps":true}"#.to_owned(),
@@ -155,10 +188,32 @@ async fn openai_speech_endpoint_streams_wav_pcm_and_ogg_opus() {
         assert_eq!(error["code"], code, "{json}: {error}");
         assert_eq!(error["type"], "invalid_request_error");
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
-        if let Some(param) = param {
-            assert_eq!(error["param"], param, "{json}: {error}");
-        }
+        assert_eq!(error["param"].as_str(), param, "{json}: {error}");
     }
+
+    // The models OpenAI front ends list before they speak.
+    let (status, models) = http_get(addr, "/v1/models").await;
+    assert_eq!(status, 200, "{models}");
+    let models: serde_json::Value = serde_json::from_str(&models).expect("JSON");
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"tts-1") && ids.contains(&"tts-1-hd"),
+        "{ids:?}"
+    );
+    // Unknown paths and methods answer in the same JSON shape.
+    let (status, body) = http_get(addr, "/v1/nothing").await;
+    assert_eq!(status, 404);
+    let error = error_of(body.as_bytes());
+    assert_eq!(error["code"], "not_found", "{error}");
+    let (status, body) = http_get(addr, "/v1/audio/speech").await;
+    assert_eq!(status, 405);
+    assert_eq!(error_of(body.as_bytes())["code"], "method_not_allowed");
 
     let (status, voices) = http_get(addr, "/v1/voices").await;
     assert_eq!(status, 200);

@@ -28,8 +28,8 @@ use crate::admission::{Ask, Permit, Refusal};
 use crate::app::App;
 use crate::frame::{Failure, Item};
 use crate::metrics;
+use crate::protocol::ErrorCode;
 use crate::protocol::http::{OpenAiError, OpenAiErrorBody, SpeechError, SpeechRequest};
-use crate::protocol::{Delivery, ErrorCode};
 use crate::queue::{FrameReceiver, frame_queue};
 use crate::relay::relay;
 use crate::request::{Api, Request, RequestIds, Traced};
@@ -65,6 +65,16 @@ fn error_response(
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
+}
+
+/// The request field a refusal is about (OpenAI's `param`), for the codes
+/// that name one.
+fn field_of(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::EmptyText | ErrorCode::TextTooLong => Some("input"),
+        ErrorCode::UnknownVoice => Some("voice"),
+        _ => None,
+    }
 }
 
 fn status_of(code: ErrorCode) -> StatusCode {
@@ -138,13 +148,11 @@ fn accept(
         }
     };
     let permit = admit(shared, &speech, peer).map_err(|refusal| {
-        let param = matches!(refusal.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)
-            .then_some("input");
         let (code, message, retry) = (refusal.code, &refusal.message, refusal.retry_after_ms);
-        Box::new(coded(code, message, param, retry))
+        Box::new(coded(code, message, field_of(code), retry))
     })?;
     let (voice, options) = (speech.voice.take(), speech.options);
-    let req = Request::new(traced, voice, Delivery::Realtime, options, Api::Http);
+    let req = Request::new(traced, voice, speech.delivery, options, Api::Http);
     Ok((req.holding(permit), speech))
 }
 
@@ -246,7 +254,7 @@ async fn first_frame(
                     message,
                     retry_after_ms,
                 } = failure;
-                return coded(code, &message, None, retry_after_ms);
+                return coded(code, &message, field_of(code), retry_after_ms);
             }
             Some(Item::Frame(first)) => {
                 let head = body.push(first);
@@ -279,6 +287,32 @@ pub(crate) async fn voices(State(shared): State<Arc<App>>) -> Response {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => coded(e.code(), &e.to_string(), None, None),
     }
+}
+
+/// `GET /v1/models`: the model names a speech request may carry.
+pub(crate) async fn models() -> Response {
+    axum::Json(crate::protocol::http::ModelList::served()).into_response()
+}
+
+/// Any other path: 404, in OpenAI's shape like every other refusal.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    let message = format!("no such endpoint: {}", uri.path());
+    error_response(StatusCode::NOT_FOUND, "not_found", &message, None, None)
+}
+
+/// A known path asked with a method it does not answer: 405.
+pub(crate) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let message = format!("{} does not answer {method}", uri.path());
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &message,
+        None,
+        None,
+    )
 }
 
 /// `GET /`: the browser page (plain HTML and JS from `orchestrator/web/`,
