@@ -17,7 +17,17 @@ use crate::collector::{Collector, Utterance};
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Could not connect or the socket failed.
+    /// Could not open the connection (nothing listening, the handshake
+    /// refused).
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        /// The address tried.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// The socket failed.
     #[error("websocket: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     /// The server broke the protocol.
@@ -100,8 +110,12 @@ pub struct SynthesizeOptions {
 impl Client {
     /// Connects and waits for `ready`.
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         Self::handshake(ws).await
     }
 
@@ -113,7 +127,11 @@ impl Client {
             MaybeTlsStream::Plain(tcp),
             Some(ws_config()),
         )
-        .await?;
+        .await
+        .map_err(|source| ClientError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
         Self::handshake(ws).await
     }
 

@@ -57,7 +57,7 @@ impl ClientError {
         match self {
             Self::Closed => true,
             Self::Server { code, .. } => *code == ErrorCode::ShuttingDown,
-            Self::WebSocket(e) => matches!(
+            Self::WebSocket(e) | Self::Connect { source: e, .. } => matches!(
                 e,
                 tungstenite::Error::Io(_)
                     | tungstenite::Error::ConnectionClosed
@@ -98,7 +98,16 @@ mod tests {
     #[test]
     fn only_connection_failures_are_retried() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(ClientError::WebSocket(refused.into()).is_transient());
+        let refused = ClientError::Connect {
+            url: "ws://127.0.0.1:9/ws".into(),
+            source: refused.into(),
+        };
+        assert!(refused.is_transient());
+        assert!(
+            refused
+                .to_string()
+                .starts_with("connecting to ws://127.0.0.1:9/ws: ")
+        );
         assert!(ClientError::Closed.is_transient());
         let shutting_down = ClientError::Server {
             code: ErrorCode::ShuttingDown,

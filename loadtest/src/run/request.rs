@@ -38,7 +38,7 @@ fn error_code(e: &ClientError) -> String {
         ClientError::Server { code, .. } => code.to_string(),
         ClientError::Timeout(_) => "timeout".into(),
         ClientError::Closed => "closed".into(),
-        ClientError::WebSocket(_) => "websocket".into(),
+        ClientError::WebSocket(_) | ClientError::Connect { .. } => "websocket".into(),
         ClientError::Protocol(_) => "protocol".into(),
     }
 }

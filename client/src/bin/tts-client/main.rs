@@ -45,6 +45,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let url = cli.url.clone();
+    let default_url = url.is_none();
     let result = match cli.command {
         Command::Say(args) => say::run(url.as_deref().unwrap_or(DEFAULT_URL), args).await,
         Command::Doctor { command, json } => doctor::run(url, command, json).await,
@@ -53,6 +54,12 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("tts-client: {}", error_chain(&e));
+            if default_url && connect_failed(&e) {
+                eprintln!(
+                    "tts-client: nothing answered at the default {DEFAULT_URL}; \
+                     --url (or TTS_URL) names the orchestrator's WebSocket"
+                );
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -69,11 +76,22 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             Outcome::ClientError => exit::DATA,
             _ => exit::UNAVAILABLE,
         },
-        Some(ClientError::WebSocket(_) | ClientError::Closed | ClientError::Timeout(_)) => {
-            exit::UNAVAILABLE
-        }
+        Some(
+            ClientError::Connect { .. }
+            | ClientError::WebSocket(_)
+            | ClientError::Closed
+            | ClientError::Timeout(_),
+        ) => exit::UNAVAILABLE,
         Some(ClientError::Protocol(_)) | None => exit::FAILURE,
     }
+}
+
+/// Whether the error is a connection that could not be opened.
+fn connect_failed(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<tts_client::ClientError>(),
+        Some(tts_client::ClientError::Connect { .. })
+    )
 }
 
 /// The error and its causes, each said once (some causes repeat their

@@ -210,7 +210,7 @@ async fn speak_retrying(
                     },
                 }
             }
-            Err(e) => anyhow::Error::new(e).context(format!("connecting to {url}")),
+            Err(e) => anyhow::Error::new(e),
         };
         let transient = error
             .downcast_ref::<ClientError>()
@@ -218,7 +218,7 @@ async fn speak_retrying(
         match delays.next() {
             Some(wait) if transient && !audio => {
                 eprintln!(
-                    "tts-client: {error:#}; reconnecting in {} ms",
+                    "tts-client: {error}; reconnecting in {} ms",
                     wait.as_millis()
                 );
                 tokio::time::sleep(wait).await;
