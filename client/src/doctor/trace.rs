@@ -95,7 +95,23 @@ pub fn run(trace_id: &str, logs: &[PathBuf]) -> Result<Findings, ReadError> {
         })
         .collect();
     picked.sort_by_key(|(at, _, _)| *at);
-    Ok(findings(trace_id, requests, steps(picked)))
+    let mut found = findings(trace_id, requests, steps(picked));
+    if found.rows.is_empty() {
+        // Say why the table is empty, rather than leave it to the reader.
+        let why = format!(
+            "no line of the {} log file(s) read carries trace id {trace_id} (or a request of it)",
+            logs.len()
+        );
+        found.rows.push(vec![
+            String::new(),
+            String::new(),
+            String::new(),
+            why.clone(),
+            String::new(),
+        ]);
+        found.detail["message"] = json!(why);
+    }
+    Ok(found)
 }
 
 fn field(v: &Value, k: &str) -> String {
@@ -208,6 +224,12 @@ mod tests {
         assert!((steps[2]["delta_ms"].as_f64().unwrap_or(0.0) - 490.0).abs() < 0.01);
         let missing = run("nope", &[dir.join("worker.log")]).expect("read");
         assert_eq!(missing.status, Status::Fail);
+        assert!(
+            missing.rows[0][3]
+                .starts_with("no line of the 1 log file(s) read carries trace id nope"),
+            "{:?}",
+            missing.rows
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
