@@ -14,9 +14,12 @@ use tts_worker::{Worker, WorkerConfig};
 /// Worker and orchestrator in one process.
 #[derive(Debug, Parser)]
 #[command(name = "tts-pipeline", version, about)]
+// The embedded worker serves the orchestrator, on a loopback port of its
+// own: the orchestrator's `--worker` would be ignored, so it is not offered.
+#[command(mut_arg("workers", |a| a.hide(true)))]
 pub struct PipelineCli {
-    /// The orchestrator's flags (`--worker` is ignored: the embedded worker
-    /// serves it).
+    /// The orchestrator's flags, but for `--worker`: the embedded worker
+    /// serves it.
     #[command(flatten)]
     pub front: tts_orchestrator::config::Cli,
 
@@ -131,5 +134,15 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::PipelineCli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_offers_no_worker_address_the_pipeline_would_ignore() {
+        let help = super::PipelineCli::command().render_long_help().to_string();
+        assert!(!help.contains("--worker <"), "{help}");
+        assert!(
+            help.contains("--synthesis-threads"),
+            "the worker's own flags stay"
+        );
     }
 }

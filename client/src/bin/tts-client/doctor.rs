@@ -125,9 +125,11 @@ pub(crate) struct HealthArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     orchestrator: String,
-    /// Worker gRPC URL (default: the one the orchestrator relays to).
-    #[arg(long, env = "TTS_WORKER_URL")]
-    worker: Option<String>,
+    /// Worker gRPC URL (default: the one the orchestrator relays to;
+    /// from TTS_WORKER_URL, the first of its comma-separated list, as the
+    /// orchestrator reads it).
+    #[arg(long, env = "TTS_WORKER_URL", value_delimiter = ',', num_args = 1)]
+    worker: Vec<String>,
     /// Worker metrics URL (default: the one the worker reports through
     /// the orchestrator's `/info`).
     #[arg(long)]
@@ -347,7 +349,7 @@ async fn why(args: WhyArgs, url: Option<String>) -> Outcome {
 async fn health(args: HealthArgs, url: Option<String>) -> Outcome {
     let targets = doctor::health::Targets {
         orchestrator: args.orchestrator,
-        worker: args.worker,
+        worker: args.worker.into_iter().next(),
         worker_metrics: args.worker_metrics,
         url,
         redis: args.redis,
