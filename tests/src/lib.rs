@@ -28,7 +28,7 @@ pub use spawn::{
     spawn_orchestrator_metered, spawn_orchestrator_with_grace, spawn_pipeline, spawn_worker,
     spawn_worker_on, worker_config,
 };
-pub use wait::{eventually, metric, worker_load, worker_serving};
+pub use wait::{eventually, metric, voices_listed, worker_load, worker_serving};
 pub use ws::{next_text_or_close, raw_ws, serve_traffic};
 
 /// A medium English paragraph (~60 s of speech) for streaming tests.

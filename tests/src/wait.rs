@@ -68,3 +68,17 @@ pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
     assert_eq!(status, 200, "GET /metrics on {admin}: {body}");
     sample(&body, series)
 }
+
+/// Waits (up to 10 s) until the orchestrator whose admin listener is
+/// `admin` has listed its first worker's voices (phrases are keyed by a
+/// voice's revision, known only then); returns whether it has.
+pub async fn voices_listed(admin: SocketAddr) -> bool {
+    eventually(Duration::from_secs(10), || async move {
+        let (_, body) = http_get(admin, "/ready").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        ready["workers"][0]["voices"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    })
+    .await
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tts_client::{Client, Encoding, SynthesizeOptions, Utterance};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{RedisServer, eventually, http_get, sample, spawn_metered_pipeline, worker_config};
+use tts_tests::{
+    RedisServer, eventually, sample, spawn_metered_pipeline, voices_listed, worker_config,
+};
 
 const PHRASE: &str = "The early bird catches the worm.";
 const BOUND: u64 = 1_000_000;
@@ -47,14 +49,7 @@ async fn a_cached_phrase_replays_verified_and_the_cache_stays_bounded() {
     // Phrases are keyed by the voice's revision: wait until the
     // orchestrator has listed the worker's voices.
     let admin = pipeline.admin;
-    let listed = eventually(Duration::from_secs(10), || async move {
-        let (_, body) = http_get(admin, "/ready").await;
-        let ready: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        ready["workers"][0]["voices"]
-            .as_u64()
-            .is_some_and(|n| n > 0)
-    })
-    .await;
+    let listed = voices_listed(admin).await;
     assert!(listed, "the worker's voices are listed");
 
     // Spoken once: a miss, then stored.

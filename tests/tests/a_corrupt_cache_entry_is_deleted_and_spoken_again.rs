@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tts_client::{Client, SynthesizeOptions, Utterance};
 use tts_orchestrator::OrchestratorConfig;
-use tts_tests::{RedisServer, eventually, http_get, sample, spawn_metered_pipeline, worker_config};
+use tts_tests::{
+    RedisServer, eventually, sample, spawn_metered_pipeline, voices_listed, worker_config,
+};
 
 const PHRASE: &str = "A stitch in time saves nine.";
 
@@ -39,14 +41,7 @@ async fn a_corrupt_cache_entry_is_deleted_and_spoken_again() {
     let corrupt = r#"tts_orchestrator_phrase_cache_lookups_total{result="corrupt"}"#;
     let at_worker = r#"tts_worker_requests_total{outcome="completed"}"#;
     let admin = pipeline.admin;
-    let listed = eventually(Duration::from_secs(10), || async move {
-        let (_, body) = http_get(admin, "/ready").await;
-        let ready: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        ready["workers"][0]["voices"]
-            .as_u64()
-            .is_some_and(|n| n > 0)
-    })
-    .await;
+    let listed = voices_listed(admin).await;
     assert!(listed, "the worker's voices are listed");
 
     let first = say(&ws).await;
