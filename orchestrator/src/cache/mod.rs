@@ -10,8 +10,10 @@
 //! client's encoding: a hit is converted like any stream, so one entry
 //! serves every format), each with the worker's own CRC-32C, so the
 //! checksum still runs end to end: a hit is verified at the same hop as the
-//! worker's frames, and an entry damaged in Redis fails verification. A hit
-//! streams with the same contract: `start`, numbered frames, then `end`;
+//! worker's frames; an entry damaged in Redis is caught before its first
+//! frame (every frame's checksum is checked at lookup), deleted, and the
+//! phrase spoken by a worker instead. A hit streams with the same
+//! contract: `start`, numbered frames, then `end`;
 //! real-time requests are paced like the worker paces them (a second
 //! ahead, then one frame per 20 ms).
 //!
