@@ -206,29 +206,22 @@ impl Client {
     /// Sends a `ping` and waits for its `pong`; returns the round-trip time.
     /// Other messages that arrive meanwhile are discarded.
     pub async fn ping(&mut self, id: u64) -> Result<Duration, ClientError> {
-        let sent = Instant::now();
-        self.send(&ClientMessage::Ping {
-            id: id.into(),
-            deep: false,
-        })
-        .await?;
-        loop {
-            if let Event::Message(ServerMessage::Pong { id: got, .. }) = self.next_event().await?
-                && got == id
-            {
-                return Ok(sent.elapsed());
-            }
-        }
+        Ok(self.ping_pong(id.into(), false).await?.rtt)
     }
 
     /// Sends a deep `ping` (answered after the orchestrator's gRPC health
     /// round trip to a worker) and waits for its `pong`. Other messages
     /// that arrive meanwhile are discarded.
     pub async fn deep_ping(&mut self, id: &str) -> Result<DeepPong, ClientError> {
+        self.ping_pong(id.into(), true).await
+    }
+
+    /// Sends a `ping` with `id` and waits for the `pong` that echoes it.
+    async fn ping_pong(&mut self, id: Value, deep: bool) -> Result<DeepPong, ClientError> {
         let sent = Instant::now();
         self.send(&ClientMessage::Ping {
-            id: id.into(),
-            deep: true,
+            id: id.clone(),
+            deep,
         })
         .await?;
         loop {
