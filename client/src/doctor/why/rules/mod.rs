@@ -54,6 +54,10 @@ pub(crate) const REFUSED_SHARE: f64 = 0.25;
 pub(crate) const MIN_REFUSALS: f64 = 3.0;
 /// Late frames above this share of those sent: listeners hear gaps.
 pub(crate) const LATE_SHARE: f64 = 0.01;
+/// Fewer late frames than this in a window (half a second of audio) are
+/// a hiccup that a client's jitter buffer absorbs, whatever their share
+/// of a short window's few frames.
+pub(crate) const MIN_LATE_FRAMES: f64 = 25.0;
 /// A Redis PING slower than this is degraded, ms.
 pub(crate) const SLOW_REDIS_MS: f64 = 100.0;
 

@@ -253,7 +253,9 @@ pub(crate) fn cpu_starved(w: &Worker) -> Option<Finding> {
 
 /// `worker_saturated` (worker): admitted work is at capacity: utilisation
 /// near the admission limit with refusals or late frames, while the
-/// worker gets its CPU (otherwise it is `cpu_starved`). Refusals well
+/// worker gets its CPU (otherwise it is `cpu_starved`). Late frames are
+/// critical when they are both a share of those sent and enough to be
+/// heard (`MIN_LATE_FRAMES`). Refusals well
 /// below the limit with hardly a late frame are a burst of new streams
 /// that admission kept out so that the others stay on time: reported for
 /// information only.
@@ -269,10 +271,11 @@ pub(crate) fn worker_saturated(w: &Worker) -> Option<Finding> {
         || (m.refused >= MIN_REFUSALS && refused_share >= REFUSED_SHARE);
     let late = m.playout_misses;
     let late_share = late / (m.frames_ok + late).max(1.0);
-    if !(near || m.refused > 0.0 || late_share >= LATE_SHARE) {
+    let audible = late_share >= LATE_SHARE && late >= MIN_LATE_FRAMES;
+    if !(near || m.refused > 0.0 || audible) {
         return None;
     }
-    let severity = if late_share >= LATE_SHARE {
+    let severity = if audible {
         Severity::Critical
     } else if near {
         Severity::Warning
@@ -331,7 +334,7 @@ fn saturation_evidence(
         evidence(
             "tts_worker_deadline_misses_total{kind=\"playout\"} / frames sent (window)",
             late_share,
-            format!("< {LATE_SHARE}"),
+            format!("< {LATE_SHARE} (or fewer than {MIN_LATE_FRAMES} frames)"),
         ),
     ];
     if let Some(share) = cpu_share(w, m) {
