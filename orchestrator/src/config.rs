@@ -90,9 +90,23 @@ pub struct OrchestratorConfig {
     pub max_connections_per_address: usize,
 
     /// Seconds a new connection has to send its HTTP request headers (the
-    /// WebSocket handshake) before it is closed.
+    /// WebSocket handshake) before it is closed; also the longest an HTTP
+    /// keep-alive connection may sit idle between requests.
     #[arg(long, env = "TTS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
     pub handshake_timeout_secs: f64,
+
+    /// Seconds an HTTP request's body (`POST /v1/audio/speech`) has to
+    /// arrive in full, from the end of its headers; a body still arriving
+    /// is answered 408 and the connection closed. At the 64 KiB body limit
+    /// the default asks for at least 6.4 KiB/s.
+    #[arg(long, env = "TTS_BODY_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub body_timeout_secs: f64,
+
+    /// Seconds a client connection's socket may accept no bytes while the
+    /// server has some to send (a client that stopped reading); then the
+    /// connection is closed, WebSocket or HTTP.
+    #[arg(long, env = "TTS_WRITE_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub write_timeout_secs: f64,
 
     /// Largest client message accepted, in bytes; a larger one closes the
     /// connection (close code 1009).
@@ -313,6 +327,8 @@ impl OrchestratorConfig {
     fn validate_durations(&self) -> Result<(), String> {
         for (name, secs) in [
             ("--handshake-timeout-secs", self.handshake_timeout_secs),
+            ("--body-timeout-secs", self.body_timeout_secs),
+            ("--write-timeout-secs", self.write_timeout_secs),
             ("--idle-timeout-secs", self.idle_timeout_secs),
             ("--stalled-stream-secs", self.stalled_stream_secs),
             ("--progress-timeout-secs", self.progress_timeout_secs),
@@ -343,6 +359,24 @@ impl OrchestratorConfig {
     /// [`idle_timeout_secs`](Self::idle_timeout_secs) as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.idle_timeout_secs)
+    }
+
+    /// The client listener's bounds: the connection cap (no more than the
+    /// process's file-descriptor limit less 256 and the admin listener's
+    /// cap, so that the admin listener, the worker channels and Redis
+    /// always have descriptors), the per-address cap, the header and write
+    /// timeouts and the socket send buffer.
+    pub fn client_limits(&self) -> tts_telemetry::listener::Limits {
+        let reserve = 256 + self.admin.admin_max_connections;
+        tts_telemetry::listener::Limits {
+            connections: self
+                .max_connections
+                .min(tts_telemetry::listener::descriptors_less(reserve)),
+            per_address: self.max_connections_per_address,
+            header_timeout: Duration::from_secs_f64(self.handshake_timeout_secs),
+            write_timeout: Duration::from_secs_f64(self.write_timeout_secs),
+            send_buffer: Some(self.ws_send_buffer_bytes),
+        }
     }
 
     /// [`first_frame_timeout_secs`](Self::first_frame_timeout_secs) as a duration.

@@ -18,7 +18,6 @@ pub mod metrics;
 
 pub use tts_protocol as protocol;
 
-mod accept;
 mod admin;
 mod admission;
 mod app;

@@ -16,8 +16,11 @@ pub const CONNECTIONS_TOTAL: &str = "tts_orchestrator_websocket_connections_tota
 /// Requests by `outcome` (completed, cancelled, disconnected,
 /// client_error, refused, failed) and `code` (an error code, or `none`).
 pub const REQUESTS: &str = "tts_orchestrator_requests_total";
-/// Connections closed before a WebSocket session, by `reason` (capacity,
-/// per_address, handshake_timeout, auth, origin).
+/// Client connections refused or closed by the server, by `reason`:
+/// before a session (capacity, per_address, handshake_timeout, tls, auth,
+/// origin), an HTTP body refused (body_too_large, body_timeout,
+/// body_unreadable), or a socket that stopped taking bytes
+/// (write_timeout).
 pub const CONNECTIONS_REFUSED: &str = "tts_orchestrator_connections_refused_total";
 /// WebSocket sessions the server closed, by close `code` (1000 idle, 1001
 /// shutdown, 1007 invalid UTF-8, 1008 policy, 1009 too big).
@@ -184,7 +187,7 @@ const DESCRIPTIONS: &[Description] = &[
     counter(REQUESTS, "Requests by outcome and error code."),
     counter(
         CONNECTIONS_REFUSED,
-        "Connections closed before a WebSocket session, by reason.",
+        "Client connections refused or closed by the server, by reason.",
     ),
     counter(
         SERVER_CLOSES,
@@ -329,6 +332,10 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
             "tls",
             "auth",
             "origin",
+            "body_too_large",
+            "body_timeout",
+            "body_unreadable",
+            "write_timeout",
         ],
     ),
     (MESSAGES_DROPPED, "kind", &["control", "last", "close"]),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tts_telemetry::MetricsHandle;
 use tts_telemetry::faults::{Component, Faults};
+use tts_telemetry::listener::{self, Gate, Ticket};
 
 use crate::admission::Admission;
 use crate::app::App;
@@ -24,7 +25,7 @@ use crate::config::{Cli, OrchestratorConfig};
 use crate::error::OrchestratorError;
 use crate::metrics::{self, RelayStats};
 use crate::pool::{self, Pool};
-use crate::{accept, admin, cache, http, registry, relay, security, session};
+use crate::{admin, cache, http, registry, relay, security, session};
 
 /// A configured orchestrator, ready to serve.
 pub struct Orchestrator {
@@ -101,25 +102,28 @@ impl Orchestrator {
             workers = %self.config.static_workers().join(","), "orchestrator listening");
         let done = CancellationToken::new();
         self.spawn_watchers(&stop, &done);
-        let gate = accept::Gate::new(accept::Limits::from(&self.config));
+        let gate = Gate::new(self.config.client_limits(), metrics::connection_refused);
         let tls = security::acceptor(&self.config)?;
-        let accepting = tokio::spawn(accept::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
-        let closed = done.clone();
-        let admin_server = tokio::spawn(
-            axum::serve(admin, admin_app)
-                .with_graceful_shutdown(async move { closed.cancelled().await })
-                .into_future(),
-        );
+        let accepting = tokio::spawn(listener::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
+        let admin_gate = Gate::new(self.config.admin.limits(), listener::admin_refused);
+        let admin_server = tokio::spawn(listener::serve(
+            admin,
+            admin_app,
+            admin_gate.clone(),
+            None,
+            done.clone(),
+        ));
         shutdown.await;
         info!("shutting down: no new connections, draining requests");
         stop.cancel();
         let _ = accepting.await;
         drain(&gate, &shared, grace).await;
         done.cancel();
-        match admin_server.await {
-            Ok(served) => served?,
-            Err(e) => warn!(error = %e, "admin listener task failed"),
+        if let Err(e) = admin_server.await {
+            warn!(error = %e, "admin listener task failed");
         }
+        // Requests in flight on the admin listener (a scrape) finish.
+        let _ = tokio::time::timeout(session::CLOSE_FLUSH_LIMIT, admin_gate.closed()).await;
         Ok(())
     }
 
@@ -156,9 +160,6 @@ impl Orchestrator {
             .route("/player-worklet.js", get(http::worklet))
             .fallback(http::not_found)
             .method_not_allowed_fallback(http::method_not_allowed)
-            .layer(axum::extract::DefaultBodyLimit::max(
-                self.config.max_message_bytes,
-            ))
             .with_state(shared)
     }
 
@@ -207,7 +208,7 @@ impl Orchestrator {
 
 /// Waits up to `grace` for every connection to close; then ends what is
 /// left with `shutting_down` and waits for those last messages to flush.
-async fn drain(gate: &accept::Gate, shared: &App, grace: Duration) {
+async fn drain(gate: &Gate, shared: &App, grace: Duration) {
     if tokio::time::timeout(grace, gate.closed()).await.is_err() {
         warn!(
             grace_secs = grace.as_secs_f64(),
@@ -253,7 +254,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, OrchestratorError> {
 async fn ws_handler(
     upgrade: WebSocketUpgrade,
     State(shared): State<Arc<App>>,
-    Extension(ticket): Extension<accept::Ticket>,
+    Extension(ticket): Extension<Ticket>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

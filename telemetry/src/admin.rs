@@ -2,8 +2,9 @@
 //! CPU: fault injection (`/faults`) and CPU profiles (`/debug/pprof/…`).
 //! Both are off unless asked for, and both need a bearer token.
 
-/// `--allow-fault-injection`, `--allow-profiling`, `--admin-token`.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// `--allow-fault-injection`, `--allow-profiling`, `--admin-token`, and
+/// the admin listener's bounds.
+#[derive(Debug, Clone, clap::Args)]
 pub struct AdminConfig {
     /// Accept `POST /faults` on the admin (orchestrator) or metrics
     /// (worker) listener: chaos experiments with bounded, logged faults
@@ -20,11 +21,56 @@ pub struct AdminConfig {
     /// endpoint require (`authorization: Bearer TOKEN`).
     #[arg(long, env = "TTS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Open connections on the admin (orchestrator) or metrics (worker)
+    /// listener; more are closed at once. Counted in the descriptors the
+    /// process keeps back from its client connections.
+    #[arg(long, env = "TTS_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+
+    /// Seconds a connection to the admin or metrics listener has to send
+    /// its request headers, may sit idle between requests, or may leave a
+    /// response unread before it is closed.
+    #[arg(long, env = "TTS_ADMIN_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub admin_timeout_secs: f64,
+}
+
+impl Default for AdminConfig {
+    /// The flags' defaults: nothing allowed, no token.
+    fn default() -> Self {
+        Self {
+            allow_fault_injection: false,
+            allow_profiling: false,
+            admin_token: None,
+            admin_max_connections: 64,
+            admin_timeout_secs: 10.0,
+        }
+    }
 }
 
 impl AdminConfig {
+    /// The admin listener's bounds: its own connection cap (any number
+    /// from one address), and one timeout for headers, idle keep-alive
+    /// and stalled writes.
+    pub fn limits(&self) -> crate::listener::Limits {
+        let timeout = std::time::Duration::from_secs_f64(self.admin_timeout_secs);
+        crate::listener::Limits {
+            connections: self.admin_max_connections,
+            per_address: self.admin_max_connections,
+            header_timeout: timeout,
+            write_timeout: timeout,
+            send_buffer: None,
+        }
+    }
+
     /// Checks that what is allowed is protected.
     pub fn validate(&self) -> Result<(), String> {
+        if self.admin_max_connections == 0 {
+            return Err("--admin-max-connections must be at least 1".into());
+        }
+        if !(self.admin_timeout_secs.is_finite() && self.admin_timeout_secs > 0.0) {
+            return Err("--admin-timeout-secs must be a positive number".into());
+        }
         if self.admin_token.as_deref() == Some("") {
             return Err("--admin-token must not be empty".into());
         }

@@ -1,13 +1,14 @@
 //! What the TTS binaries share for diagnostics and process life: JSON log
 //! lines with a `component` field, the Prometheus recorder with explicit
 //! histogram buckets and process metrics, shutdown signals, exit codes,
-//! the built-in fault injection that chaos experiments use, and CPU
-//! profiles on demand.
+//! the built-in fault injection that chaos experiments use, CPU profiles
+//! on demand, and the bounded HTTP listener every port is served by.
 
 pub mod admin;
 pub mod events;
 pub mod exit;
 pub mod faults;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod otel;

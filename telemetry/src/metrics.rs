@@ -118,6 +118,7 @@ pub fn install_metrics() -> Result<MetricsHandle, String> {
     let prometheus = builder.install_recorder().map_err(|e| e.to_string())?;
     let process = metrics_process::Collector::default();
     process.describe();
+    crate::listener::describe();
     process.collect();
     Ok(MetricsHandle {
         prometheus,
@@ -137,13 +138,15 @@ pub fn metrics_response(handle: &MetricsHandle) -> impl IntoResponse + use<> {
 }
 
 /// Serves `GET /metrics`, and the `extra` routes beside it (a worker's
-/// `/faults`, profiles), on `listener` until `shutdown` resolves.
+/// `/faults`, profiles), on `listener` within `limits` until `shutdown`
+/// resolves.
 pub async fn serve_metrics(
     listener: TcpListener,
     handle: MetricsHandle,
     extra: Router,
+    limits: crate::listener::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let app = Router::new()
         .route(
             "/metrics",
@@ -153,9 +156,13 @@ pub async fn serve_metrics(
             }),
         )
         .merge(extra);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stop = tokio_util::sync::CancellationToken::new();
+    let gate = crate::listener::Gate::new(limits, crate::listener::admin_refused);
+    let serving = crate::listener::serve(listener, app, gate, None, stop.clone());
+    tokio::select! {
+        () = serving => {}
+        () = shutdown => stop.cancel(),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ async fn metrics_count_what_the_client_received() {
         worker_metrics,
         metrics.clone(),
         axum::Router::new(),
+        tts_telemetry::AdminConfig::default().limits(),
         std::future::pending(),
     ));
     let pipeline = spawn_orchestrator_metered(

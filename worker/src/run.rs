@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<(), WorkerError> {
         metrics_listener,
         metrics,
         admin,
+        cli.admin.limits(),
         tts_telemetry::signal::shutdown(),
     ));
     // The registry says where this worker is: where it listens, unless

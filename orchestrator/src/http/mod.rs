@@ -17,8 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -102,7 +101,7 @@ pub(crate) async fn speech(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     if let Err((status, reason, message)) =
         crate::security::check_handshake(&shared.config, &headers, query.as_deref())
@@ -110,9 +109,9 @@ pub(crate) async fn speech(
         metrics::connection_refused(reason);
         return error_response(status, reason, message, None, None);
     }
-    let body = match body {
+    let body = match read_body(&shared.config, &headers, body).await {
         Ok(body) => body,
-        Err(rejection) => return body_refused(&rejection, shared.config.max_message_bytes),
+        Err(refused) => return refused.into_response(),
     };
     let received = Instant::now();
     let traced = Traced::new(new_ids(&headers), 1);
@@ -156,23 +155,97 @@ fn accept(
     Ok((req.holding(permit), speech))
 }
 
-/// Over `--max-message-bytes` (413), or a body that could not be read:
-/// answered in OpenAI's shape like any other refusal.
-fn body_refused(rejection: &BytesRejection, max_message_bytes: usize) -> Response {
-    let status = rejection.status();
-    let message = format!(
-        "the request body was refused: {} (the limit is {max_message_bytes} bytes)",
-        rejection.body_text(),
-    );
-    metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
-    info!(%status, detail = %message, "http request refused");
-    error_response(
-        status,
-        ErrorCode::BadRequest.as_str(),
-        &message,
-        Some("input"),
-        None,
+/// Why a request body was not read: answered in OpenAI's shape like any
+/// other refusal, and the connection closed (the rest of the body is not
+/// read).
+#[derive(Debug)]
+enum BodyRefused {
+    /// `Content-Length` or the bytes read so far over `--max-message-bytes`.
+    TooLarge { limit: usize },
+    /// Not all of it within `--body-timeout-secs`.
+    TooSlow { secs: f64 },
+    /// The client broke off or sent a malformed body.
+    Unreadable(String),
+}
+
+impl IntoResponse for BodyRefused {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            Self::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the limit of {limit} bytes"),
+            ),
+            Self::TooSlow { secs } => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {secs} s"),
+            ),
+            Self::Unreadable(e) => (
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            ),
+        };
+        let reason = match self {
+            Self::TooLarge { .. } => "body_too_large",
+            Self::TooSlow { .. } => "body_timeout",
+            Self::Unreadable(_) => "body_unreadable",
+        };
+        metrics::request_finished(ErrorCode::BadRequest.outcome(), Some(ErrorCode::BadRequest));
+        metrics::connection_refused(reason);
+        info!(%status, reason, detail = %message, "http request refused");
+        let mut response = error_response(
+            status,
+            ErrorCode::BadRequest.as_str(),
+            &message,
+            Some("input"),
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+/// Reads a request body of at most `--max-message-bytes` within
+/// `--body-timeout-secs`: a declared `Content-Length` over the limit is
+/// refused before a byte of the body is read.
+async fn read_body(
+    config: &crate::config::OrchestratorConfig,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, BodyRefused> {
+    let limit = config.max_message_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRefused::TooLarge { limit });
+    }
+    let secs = config.body_timeout_secs;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs_f64(secs),
+        axum::body::to_bytes(body, limit),
     )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(BodyRefused::TooLarge { limit }),
+        Ok(Err(e)) => Err(BodyRefused::Unreadable(e.to_string())),
+        Err(_) => Err(BodyRefused::TooSlow { secs }),
+    }
+}
+
+/// Whether reading stopped at the body limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A new request's ids: its own, a session of its own in the logs, and

@@ -23,7 +23,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 use tts_frame::{FRAME_SAMPLES, SAMPLE_RATE};
 
-use crate::accept::Ticket;
 use crate::admission::{ConnectionBudget, TextPermit};
 use crate::app::App;
 use crate::context::Piece;
@@ -32,6 +31,7 @@ use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use crate::queue::{FrameQueue, frame_queue};
 use crate::stop::{Stop, StopReason};
 use crate::writer::{Control, write_loop};
+use tts_telemetry::listener::Ticket;
 
 /// Close codes (RFC 6455 §7.4.1).
 const CLOSE_NORMAL: u16 = 1000;
