@@ -15,6 +15,7 @@
 //! something, a token of the address's bucket); requests in the process.
 //! The HTTP endpoint has no ids or connection: it runs the others.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -56,8 +57,10 @@ pub(crate) struct Admission {
     shutdown: CancellationToken,
     max_text_chars: usize,
     requests_per_second: u32,
-    /// Requests per second per client address, bursts of twice as many.
-    rate: DefaultKeyedRateLimiter<IpAddr>,
+    /// Requests per second per client address, bursts of twice as many;
+    /// an address whose bucket has filled again is forgotten at the next
+    /// [`prune`](Self::prune).
+    rate: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     /// Requests in flight in the process (`--max-inflight`).
     inflight: Counted,
 }
@@ -111,7 +114,7 @@ impl Admission {
             shutdown,
             max_text_chars: config.max_text_chars,
             requests_per_second: config.requests_per_second_per_address,
-            rate: rate_limiter(config.requests_per_second_per_address),
+            rate: Arc::new(rate_limiter(config.requests_per_second_per_address)),
             inflight: Counted::new(config.max_inflight),
         }
     }
@@ -184,6 +187,27 @@ impl Admission {
     }
 
     /// The client address's request rate (spends one of its tokens).
+    /// Forgets every address whose bucket is full again (it would be
+    /// admitted as if new), so that many addresses, or one IPv6 client
+    /// rotating through its prefix, hold no memory once they pause; every
+    /// `PRUNE_PERIOD` until `done`.
+    pub(crate) fn pruning(&self, done: CancellationToken) -> impl Future<Output = ()> + use<> {
+        let rate = Arc::clone(&self.rate);
+        async move {
+            let mut every = tokio::time::interval(PRUNE_PERIOD);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = every.tick() => {
+                        let left = prune(&rate);
+                        tracing::debug!(addresses = left, "rate limiter forgot the addresses that paused");
+                    }
+                }
+            }
+        }
+    }
+
     fn check_rate(&self, peer: IpAddr) -> Result<(), Refusal> {
         let Err(not_until) = self.rate.check_key(&peer) else {
             return Ok(());
@@ -299,6 +323,16 @@ impl Drop for InflightPermit {
     }
 }
 
+/// How often the rate limiter forgets addresses that have paused.
+const PRUNE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Forgets the addresses whose buckets are full again; how many remain.
+fn prune(rate: &DefaultKeyedRateLimiter<IpAddr>) -> usize {
+    rate.retain_recent();
+    rate.shrink_to_fit();
+    rate.len()
+}
+
 /// Requests per second per client address, bursts of twice as many.
 fn rate_limiter(per_second: u32) -> DefaultKeyedRateLimiter<IpAddr> {
     let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
@@ -338,6 +372,29 @@ mod tests {
             peer: "10.0.0.1".parse().expect("ip"),
             connection,
         }
+    }
+
+    #[test]
+    fn addresses_that_paused_are_forgotten() {
+        // 500 requests per second: a bucket of 1,000 refills in 2 s, one
+        // token in 2 ms.
+        let rate = rate_limiter(500);
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 64));
+            assert!(rate.check_key(&ip).is_ok());
+        }
+        assert_eq!(rate.len(), 1000, "one entry per address");
+        let busy: IpAddr = "10.0.0.9".parse().expect("ip");
+        for _ in 0..900 {
+            let _ = rate.check_key(&busy);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            prune(&rate),
+            1,
+            "only the address still short of tokens stays"
+        );
+        assert!(rate.check_key(&busy).is_ok(), "and it keeps its bucket");
     }
 
     #[test]

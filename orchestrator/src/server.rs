@@ -102,6 +102,7 @@ impl Orchestrator {
             workers = %self.config.static_workers().join(","), "orchestrator listening");
         let done = CancellationToken::new();
         self.spawn_watchers(&stop, &done);
+        tokio::spawn(shared.admission.pruning(done.clone()));
         let gate = Gate::new(self.config.client_limits(), metrics::connection_refused);
         let tls = security::acceptor(&self.config)?;
         let accepting = tokio::spawn(listener::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
@@ -176,6 +177,7 @@ impl Orchestrator {
             ws_addr,
             ws_tls: self.config.tls_cert.is_some(),
             faults: Arc::clone(&self.faults),
+            redis: tokio::sync::OnceCell::new(),
         });
         Router::new()
             .route("/health", get(admin::health))

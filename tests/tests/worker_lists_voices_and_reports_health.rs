@@ -1,5 +1,6 @@
 //! The worker's gRPC surface: ListVoices names both engines' voices, the
-//! standard health service says SERVING, the light espeak-ng voice speaks
+//! standard health service says SERVING, a message over the text limit is
+//! refused unread, the light espeak-ng voice speaks
 //! through the pipeline, and the orchestrator's `/health` reports the worker.
 
 use tonic::transport::Channel;
@@ -41,6 +42,19 @@ async fn worker_lists_voices_and_reports_health() {
         .find(|v| v.name == "espeak-en-us")
         .expect("espeak voice");
     assert_eq!(espeak.engine, "espeak");
+
+    // A request far over the text limit is refused before the worker
+    // reads it into memory (tonic's default would take 4 MiB).
+    let huge = tts_proto::v1::SynthesizeRequest {
+        text: "a".repeat(tts_worker::max_request_bytes(5000) + 1),
+        ..Default::default()
+    };
+    let refused = TtsClient::new(channel.clone())
+        .synthesize(huge)
+        .await
+        .map(|_| ())
+        .expect_err("an oversized request is refused");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
 
     for service in ["", "tts.v1.Tts"] {
         let status = HealthClient::new(channel.clone())

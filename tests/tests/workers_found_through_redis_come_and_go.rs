@@ -2,6 +2,7 @@
 //!
 //! - One is used within a heartbeat of starting, and dropped within its
 //!   entry's time to live after it is killed (no goodbye).
+//! - Readiness checks Redis over one connection, however often asked.
 //! - Redis stopped: the static worker keeps serving and readiness says
 //!   `degraded` with the reason.
 //! - Redis back: both sides reconnect by themselves and the registered
@@ -100,6 +101,37 @@ async fn workers_found_through_redis_come_and_go() {
         "within one TTL: {took:?}"
     );
     speak(&ws).await;
+
+    // Readiness checks Redis over one shared connection, not one each.
+    let connections = || async {
+        // This connection counts too: one for each call.
+        let client = redis::Client::open(redis.url.as_str()).expect("url");
+        let mut redis = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut redis)
+            .await
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections().await;
+    for _ in 0..50 {
+        assert_eq!(
+            ready(&orchestrator).await["checks"]["redis"]["status"],
+            "ok"
+        );
+    }
+    let opened = connections().await - before;
+    assert!(
+        opened <= 2,
+        "50 readiness checks opened {opened} Redis connections"
+    );
 
     // Redis goes away: the static worker serves on, readiness degrades.
     redis.kill();

@@ -182,8 +182,11 @@ impl Worker {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "worker listening");
         }
-        let tts =
-            TtsServer::with_interceptor(service, auth::Check::new(self.server.auth_token.clone()));
+        let tts = tonic::service::interceptor::InterceptedService::new(
+            TtsServer::new(service)
+                .max_decoding_message_size(max_request_bytes(self.config.max_text_chars)),
+            auth::Check::new(self.server.auth_token.clone()),
+        );
         let server = tls::configure(tonic::transport::Server::builder(), &self.server)?
             .add_service(health_service)
             .add_service(tts)
@@ -339,4 +342,12 @@ fn incoming(
             let _ = tcp.set_nodelay(true);
         })
     })
+}
+
+/// The largest gRPC message the worker decodes: the longest text it
+/// accepts at four bytes a character, and 16 KiB for the other fields
+/// (voice, ids, options). Anything larger is refused (`OUT_OF_RANGE`)
+/// before it is read into memory, instead of tonic's default of 4 MiB.
+pub fn max_request_bytes(max_text_chars: usize) -> usize {
+    max_text_chars.saturating_mul(4).saturating_add(16 * 1024)
 }

@@ -80,11 +80,18 @@ async fn worker(channel: Channel, url: &str) -> Check {
     }
 }
 
-/// A Redis `PING`; Redis away only degrades readiness.
-pub(super) async fn redis(url: &str) -> Check {
+/// A Redis `PING` over `shared` (connected on first use); Redis away only
+/// degrades readiness.
+pub(super) async fn redis(
+    shared: &tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    url: &str,
+) -> Check {
     let started = Instant::now();
     let ping = async {
-        let mut conn = tts_redis::connect(url).await?;
+        let mut conn = shared
+            .get_or_try_init(|| tts_redis::connect(url))
+            .await?
+            .clone();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await

@@ -43,6 +43,9 @@ pub(crate) struct AdminState {
     pub(crate) ws_tls: bool,
     /// Injected faults (chaos experiments), shown in `/ready`.
     pub(crate) faults: Arc<Faults>,
+    /// Readiness's Redis connection: made at the first check that
+    /// reaches Redis, then shared by every check (it reconnects by itself).
+    pub(crate) redis: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
 }
 
 /// Keeps the worker and readiness gauges current: every 2 s until `stop`.
@@ -170,7 +173,7 @@ pub(crate) async fn ready(
         checks::memory(config.min_available_memory_mb),
     );
     if let Some(url) = &config.redis_url {
-        checks.insert("redis".into(), checks::redis(url).await);
+        checks.insert("redis".into(), checks::redis(&state.redis, url).await);
     }
     if matches!(query.deep.as_deref(), Some("1" | "true")) {
         checks.insert("canary".into(), canary::cached(&state).await);
