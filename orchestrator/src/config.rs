@@ -142,6 +142,15 @@ pub struct OrchestratorConfig {
     #[arg(long, env = "TTS_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Worker URLs the registry in Redis may add to the pool, as patterns
+    /// (`*` matches any run of characters: `http://worker-*:7001`,
+    /// `http://10.0.*:7001`), comma-separated. A registry entry that
+    /// matches none is refused and logged: being able to write to Redis
+    /// is not enough to receive users' text or the worker token. Empty
+    /// (the default): no registry worker is used.
+    #[arg(long, env = "TTS_REGISTRY_ALLOW", value_delimiter = ',')]
+    pub registry_allow: Vec<String>,
+
     /// Keep completed phrases' audio in Redis (needs `--redis-url`) and
     /// replay it when the same phrase (voice, options, text) is asked
     /// again.
@@ -263,6 +272,9 @@ impl OrchestratorConfig {
                     .into(),
             );
         }
+        if let Err(e) = self.registry_patterns() {
+            return Err(format!("--registry-allow: {e}"));
+        }
         if self.breaker_failures == 0 {
             return Err("--breaker-failures must be at least 1".into());
         }
@@ -354,6 +366,14 @@ impl OrchestratorConfig {
         } else {
             self.workers.clone()
         }
+    }
+
+    /// [`registry_allow`](Self::registry_allow) as patterns.
+    pub fn registry_patterns(&self) -> Result<Vec<glob::Pattern>, String> {
+        self.registry_allow
+            .iter()
+            .map(|p| glob::Pattern::new(p.trim()).map_err(|e| format!("{p:?}: {e}")))
+            .collect()
     }
 
     /// [`idle_timeout_secs`](Self::idle_timeout_secs) as a duration.

@@ -73,8 +73,9 @@ pub const WORKERS_SERVING: &str = "tts_orchestrator_workers_serving";
 /// Requests sent to another worker after the first failed before its first
 /// frame, by `reason` (worker_unavailable, overloaded).
 pub const RETRIES: &str = "tts_orchestrator_worker_retries_total";
-/// Workers added and removed from the registry, by `event` (added,
-/// expired).
+/// Workers added and removed from the registry, by `event` (added;
+/// expired: its entry ran out or was deleted; refused: a URL no
+/// `--registry-allow` pattern matches, counted once per URL).
 pub const REGISTRY_EVENTS: &str = "tts_orchestrator_registry_events_total";
 /// Phrase cache lookups, by `result` (hit, miss, error: Redis slow or
 /// away, or an entry that does not decode; corrupt: an entry whose frames
@@ -271,7 +272,7 @@ const DESCRIPTIONS: &[Description] = &[
     ),
     counter(
         REGISTRY_EVENTS,
-        "Workers added to or expired from the registry.",
+        "Workers added to, expired from or refused by the registry.",
     ),
 ];
 
@@ -321,7 +322,7 @@ const LABELLED_COUNTERS: &[(&str, &str, &[&str])] = &[
         &["stored", "too_big", "error"],
     ),
     (RETRIES, "reason", &["worker_unavailable", "overloaded"]),
-    (REGISTRY_EVENTS, "event", &["added", "expired"]),
+    (REGISTRY_EVENTS, "event", &["added", "expired", "refused"]),
     (
         CONNECTIONS_REFUSED,
         "reason",
@@ -506,6 +507,11 @@ pub(crate) fn worker_removed(url: &str) {
     metrics::gauge!(WORKER_BREAKER, "worker" => url.to_owned()).set(0.0);
     metrics::gauge!(WORKER_UTILISATION, "worker" => url.to_owned()).set(0.0);
     metrics::counter!(REGISTRY_EVENTS, "event" => "expired").increment(1);
+}
+
+/// A registry entry was refused: its URL is not allowed.
+pub(crate) fn registry_refused() {
+    metrics::counter!(REGISTRY_EVENTS, "event" => "refused").increment(1);
 }
 
 /// A worker from the registry was added.

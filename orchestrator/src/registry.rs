@@ -1,10 +1,14 @@
 //! Workers found through Redis: every [`REFRESH`] the registry's entries
 //! are read (`SCAN` for the worker keys, then `GET` and `PTTL` for each)
-//! and each is added to the pool or has its expiry renewed; a worker is
-//! dropped when its entry's time to live runs out. Redis being away keeps
-//! the static workers serving (readiness says `degraded`); the connection
-//! is remade by itself.
+//! and each whose URL `--registry-allow` allows is added to the pool or
+//! has its expiry renewed; any other is refused (logged once, counted). A
+//! worker is dropped when its entry's time to live runs out, or at the
+//! first complete read that no longer lists it (its entry was deleted).
+//! Redis being away keeps the static workers serving (readiness says
+//! `degraded`) and the registry's workers until their last known expiry;
+//! the connection is remade by itself.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,72 +25,128 @@ pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 /// Most entries read per refresh.
 const MAX_WORKERS: usize = 256;
 
-/// Follows the registry until `stop`.
-pub(crate) async fn follow(url: String, pool: Arc<Pool>, stop: CancellationToken) {
-    let mut conn: Option<ConnectionManager> = None;
-    let mut failing = false;
-    let mut tick = tokio::time::interval(REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+/// The registry as this orchestrator follows it.
+pub(crate) struct Registry {
+    url: String,
+    pool: Arc<Pool>,
+    /// The worker URLs it may add (`--registry-allow`).
+    allow: Vec<glob::Pattern>,
+    /// URLs already refused (logged once each), at most `MAX_WORKERS`.
+    refused: HashSet<String>,
+    conn: Option<ConnectionManager>,
+}
+
+impl Registry {
+    pub(crate) fn new(url: String, pool: Arc<Pool>, allow: Vec<glob::Pattern>) -> Self {
+        if allow.is_empty() {
+            warn!(
+                "--redis-url without --registry-allow: workers announced in the registry will not be used"
+            );
         }
-        match refresh(&url, &mut conn, &pool).await {
-            Ok(()) if failing => {
-                info!("registry readable again");
-                failing = false;
+        Self {
+            url,
+            pool,
+            allow,
+            refused: HashSet::new(),
+            conn: None,
+        }
+    }
+
+    /// Follows the registry until `stop`.
+    pub(crate) async fn follow(mut self, stop: CancellationToken) {
+        let mut failing = false;
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
             }
-            Ok(()) => {}
-            Err(e) => {
-                if !failing {
-                    warn!(error = %e, "cannot read the worker registry; static workers serve on");
+            match self.refresh().await {
+                Ok(()) if failing => {
+                    info!("registry readable again");
+                    failing = false;
                 }
-                failing = true;
+                Ok(()) => {}
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "cannot read the worker registry; static workers serve on");
+                    }
+                    failing = true;
+                }
+            }
+            for gone in self.pool.expire(Instant::now()) {
+                info!(worker = %gone, "registry entry expired or deleted: worker dropped");
             }
         }
-        for gone in pool.expire(Instant::now()) {
-            info!(worker = %gone, "registry entry expired: worker dropped");
+    }
+
+    async fn refresh(&mut self) -> Result<(), String> {
+        if self.conn.is_none() {
+            self.conn = Some(tts_redis::connect(&self.url).await?);
         }
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let keys = worker_keys(c).await?;
+        let complete = keys.len() < MAX_WORKERS;
+        let read = if keys.is_empty() {
+            Vec::new()
+        } else {
+            entries(c, &keys).await?
+        };
+        let mut listed = HashSet::new();
+        for (json, ttl_ms) in read {
+            let Some(entry) = json.as_deref().and_then(Entry::from_json) else {
+                continue;
+            };
+            // An entry without an expiry would never go: not a heartbeat.
+            if ttl_ms <= 0 {
+                continue;
+            }
+            if !self.allows(&entry.url) {
+                continue;
+            }
+            listed.insert(entry.url.clone());
+            let expires = Instant::now() + Duration::from_millis(ttl_ms as u64);
+            match self.pool.add(&entry.url, Some(expires)) {
+                Ok(true) => {
+                    metrics::registry_added();
+                    info!(worker = %entry.url, voices = entry.voices.len(), threads = entry.threads,
+                        version = %entry.version, "worker registered");
+                    self.pool.poll_now(&entry.url).await;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(worker = %entry.url, error = %e, "registry entry ignored"),
+            }
+        }
+        if complete {
+            self.pool.unlist(&listed, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Whether `--registry-allow` allows `url`; a refusal is logged and
+    /// counted the first time a URL is seen.
+    fn allows(&mut self, url: &str) -> bool {
+        if allowed(&self.allow, url) {
+            return true;
+        }
+        if self.refused.len() >= MAX_WORKERS {
+            self.refused.clear();
+        }
+        if self.refused.insert(url.to_owned()) {
+            metrics::registry_refused();
+            warn!(worker = %url,
+                "registry entry refused: its URL matches no --registry-allow pattern; it gets no requests and no worker token");
+        }
+        false
     }
 }
 
-async fn refresh(
-    url: &str,
-    conn: &mut Option<ConnectionManager>,
-    pool: &Pool,
-) -> Result<(), String> {
-    if conn.is_none() {
-        *conn = Some(tts_redis::connect(url).await?);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Ok(());
-    };
-    let keys = worker_keys(c).await?;
-    if keys.is_empty() {
-        return Ok(());
-    }
-    for (json, ttl_ms) in entries(c, &keys).await? {
-        let Some(entry) = json.as_deref().and_then(Entry::from_json) else {
-            continue;
-        };
-        // An entry without an expiry would never go: not a heartbeat.
-        if ttl_ms <= 0 {
-            continue;
-        }
-        let expires = Instant::now() + Duration::from_millis(ttl_ms as u64);
-        match pool.add(&entry.url, Some(expires)) {
-            Ok(true) => {
-                metrics::registry_added();
-                info!(worker = %entry.url, voices = entry.voices.len(), threads = entry.threads,
-                    version = %entry.version, "worker registered");
-                pool.poll_now(&entry.url).await;
-            }
-            Ok(false) => {}
-            Err(e) => warn!(worker = %entry.url, error = %e, "registry entry ignored"),
-        }
-    }
-    Ok(())
+/// Whether any of `patterns` matches the whole of `url`.
+fn allowed(patterns: &[glob::Pattern], url: &str) -> bool {
+    patterns.iter().any(|p| p.matches(url))
 }
 
 /// The registry's worker keys (`SCAN`), at most [`MAX_WORKERS`].
@@ -139,4 +199,23 @@ async fn entries(
         })
         .collect();
     Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_urls_a_pattern_matches_whole_are_allowed() {
+        let patterns: Vec<glob::Pattern> = ["http://worker-*:7001", "http://10.0.*:7001"]
+            .iter()
+            .map(|p| glob::Pattern::new(p).expect("pattern"))
+            .collect();
+        assert!(allowed(&patterns, "http://worker-2:7001"));
+        assert!(allowed(&patterns, "http://10.0.3.4:7001"));
+        assert!(!allowed(&patterns, "http://evil.example:7001"));
+        assert!(!allowed(&patterns, "http://worker-2:7001.evil.example:80"));
+        assert!(!allowed(&patterns, "http://10.0.3.4:7002"));
+        assert!(!allowed(&[], "http://worker-2:7001"), "nothing by default");
+    }
 }

@@ -199,11 +199,10 @@ impl Orchestrator {
             done.clone(),
         ));
         if let Some(url) = &self.config.redis_url {
-            tokio::spawn(registry::follow(
-                url.clone(),
-                Arc::clone(&self.pool),
-                done.clone(),
-            ));
+            // The patterns were checked with the other flags.
+            let allow = self.config.registry_patterns().unwrap_or_default();
+            let registry = registry::Registry::new(url.clone(), Arc::clone(&self.pool), allow);
+            tokio::spawn(registry.follow(done.clone()));
         }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - One is used within a heartbeat of starting, and dropped within its
 //!   entry's time to live after it is killed (no goodbye).
+//! - An entry whose URL `--registry-allow` does not match is never used;
+//!   a deleted entry leaves the pool at the next read.
 //! - Readiness checks Redis over one connection, however often asked.
 //! - Redis stopped: the static worker keeps serving and readiness says
 //!   `degraded` with the reason.
@@ -16,6 +18,8 @@ use tts_tests::{RedisServer, ServiceProcess, eventually, http_get};
 
 const TEXT: &str = "The early bird catches the worm.";
 const TTL_SECS: f64 = 1.5;
+/// The registry workers this orchestrator may use.
+const ALLOW: &str = "http://127.0.0.1:*";
 
 async fn ready(orchestrator: &ServiceProcess) -> Value {
     let (_, body) = http_get(orchestrator.admin, "/ready").await;
@@ -47,8 +51,11 @@ async fn workers_found_through_redis_come_and_go() {
     let ttl = TTL_SECS.to_string();
     let static_worker = ServiceProcess::worker(&[]).await;
     let static_url = format!("http://{}", static_worker.addr);
-    let orchestrator =
-        ServiceProcess::orchestrator(&static_url, &["--redis-url", &redis.url]).await;
+    let orchestrator = ServiceProcess::orchestrator(
+        &static_url,
+        &["--redis-url", &redis.url, "--registry-allow", ALLOW],
+    )
+    .await;
     let ws = format!("ws://{}/ws", orchestrator.addr);
 
     // A worker that announces itself is routed to within a heartbeat
@@ -82,6 +89,76 @@ async fn workers_found_through_redis_come_and_go() {
         tts_tests::sample(&m, r#"tts_worker_requests_total{outcome="completed"}"#) >= 1.0,
         "the registered worker spoke:\n{m}"
     );
+
+    // Entries written by hand: one whose URL is not allowed (the same
+    // worker under another name) is never used and gets no token; one
+    // allowed but then deleted leaves the pool at the next read, not when
+    // its hour-long time to live runs out.
+    let client = redis::Client::open(redis.url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let port = registered.addr.port();
+    let foreign = format!("http://localhost:{port}");
+    let spare = ServiceProcess::worker(&[]).await;
+    let deleted = format!("http://{}", spare.addr);
+    for url in [&foreign, &deleted] {
+        let entry = tts_redis::registry::Entry {
+            url: url.clone(),
+            voices: vec![],
+            threads: 2,
+            version: "hand-written".into(),
+        };
+        let () = redis::cmd("SET")
+            .arg(tts_redis::registry::key(url))
+            .arg(entry.to_json())
+            .arg("PX")
+            .arg(3_600_000)
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+    }
+    let listed_deleted = eventually(Duration::from_secs(10), || {
+        let o = &orchestrator;
+        let url = deleted.clone();
+        async move { listed(&ready(o).await, &url).is_some() }
+    })
+    .await;
+    assert!(listed_deleted, "the allowed hand-written entry is used");
+    let r = ready(&orchestrator).await;
+    assert!(
+        listed(&r, &foreign).is_none(),
+        "a URL not allowed is used: {r}"
+    );
+    let (_, m) = http_get(orchestrator.admin, "/metrics").await;
+    assert_eq!(
+        tts_tests::sample(
+            &m,
+            r#"tts_orchestrator_registry_events_total{event="refused"}"#
+        ),
+        1.0,
+        "refused once, however often it is read"
+    );
+    let () = redis::cmd("DEL")
+        .arg(tts_redis::registry::key(&deleted))
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let deleted_at = Instant::now();
+    let gone = eventually(Duration::from_secs(10), || {
+        let o = &orchestrator;
+        let url = deleted.clone();
+        async move { listed(&ready(o).await, &url).is_none() }
+    })
+    .await;
+    let took = deleted_at.elapsed();
+    eprintln!("deleted entry's worker dropped {took:?} after the DEL");
+    assert!(
+        gone && took < Duration::from_secs(3),
+        "a deleted entry stays: {took:?}"
+    );
+    drop(spare);
 
     // Killed without a goodbye: gone within one TTL.
     registered.signal("KILL");

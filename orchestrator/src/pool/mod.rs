@@ -211,6 +211,17 @@ impl Pool {
         Ok(true)
     }
 
+    /// Registry workers whose entry is no longer `listed` expire `now`
+    /// (an entry deleted from Redis, or no longer allowed).
+    pub(crate) fn unlist(&self, listed: &std::collections::HashSet<String>, now: Instant) {
+        for w in self.all() {
+            let mut state = w.state();
+            if state.expires.is_some() && !listed.contains(&w.url) {
+                state.expires = Some(now);
+            }
+        }
+    }
+
     /// Drops registry workers whose entry has expired; returns their URLs.
     pub(crate) fn expire(&self, now: Instant) -> Vec<String> {
         let mut workers = self.workers.write().unwrap_or_else(|e| e.into_inner());
