@@ -15,7 +15,7 @@ use tts_loadtest::stats::Report;
 
 /// Load tester for the TTS orchestrator.
 #[derive(Parser, Debug)]
-#[command(name = "tts-loadtest", version, about)]
+#[command(name = "tts-loadtest", version, about, after_help = tts_telemetry::exit::help())]
 struct Args {
     /// Orchestrator WebSocket URL.
     #[arg(long, env = "TTS_URL", default_value = tts_client::DEFAULT_URL)]

@@ -426,7 +426,8 @@ impl Default for OrchestratorConfig {
 #[command(
     name = "tts-orchestrator",
     version,
-    about = "WebSocket front end for TTS workers"
+    about = "WebSocket front end for TTS workers",
+    after_help = tts_telemetry::exit::help()
 )]
 pub struct Cli {
     /// WebSocket listen address (the socket is at path `/ws`).

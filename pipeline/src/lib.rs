@@ -12,8 +12,12 @@ use tts_telemetry::faults::Component;
 use tts_worker::{Worker, WorkerConfig};
 
 /// Worker and orchestrator in one process.
+///
+/// The worker serves gRPC on a loopback port of its own, chosen at start-up; its metrics are on the
+/// admin listener's `/metrics` (`--admin-listen`) with the orchestrator's,
+/// one process, so there is no separate worker metrics address.
 #[derive(Debug, Parser)]
-#[command(name = "tts-pipeline", version, about)]
+#[command(name = "tts-pipeline", version, after_help = tts_telemetry::exit::help())]
 // The embedded worker serves the orchestrator, on a loopback port of its
 // own: the orchestrator's `--worker` would be ignored, so it is not offered.
 #[command(mut_arg("workers", |a| a.hide(true)))]
@@ -140,6 +144,11 @@ mod tests {
     fn help_offers_no_worker_address_the_pipeline_would_ignore() {
         let help = super::PipelineCli::command().render_long_help().to_string();
         assert!(!help.contains("--worker <"), "{help}");
+        assert!(!help.contains("--metrics-listen"), "{help}");
+        assert!(
+            help.contains("its metrics are on the admin listener's `/metrics`"),
+            "{help}"
+        );
         assert!(
             help.contains("--synthesis-threads"),
             "the worker's own flags stay"

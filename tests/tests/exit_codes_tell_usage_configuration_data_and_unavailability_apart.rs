@@ -93,3 +93,63 @@ async fn exit_codes_tell_usage_configuration_data_and_unavailability_apart() {
     pipeline.orchestrator.stop().await;
     worker.stop().await;
 }
+
+fn stdout_and_stderr(name: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new(binary(name))
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("TTS_URL")
+        .env_remove("TTS_ORCHESTRATOR_ADMIN")
+        .output()
+        .expect("the binary runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One exit-code table: every binary's `--help` ends with the code's
+/// table, and the README and the runbook show the same rows.
+#[test]
+fn the_exit_code_table_is_the_same_in_the_code_the_help_and_the_docs() {
+    let help = tts_telemetry::exit::help();
+    for name in [
+        "tts-client",
+        "tts-worker",
+        "tts-orchestrator",
+        "tts-pipeline",
+        "tts-loadtest",
+    ] {
+        let (out, _) = stdout_and_stderr(name, &["--help"]);
+        assert!(out.contains(&help), "{name} --help:\n{out}");
+    }
+    let table = tts_telemetry::exit::markdown();
+    for doc in ["README.md", "docs/runbook.md"] {
+        let text = std::fs::read_to_string(repo_root().join(doc)).expect("doc");
+        assert!(
+            text.contains(&table),
+            "{doc} lacks the exit-code table:\n{table}"
+        );
+    }
+}
+
+/// Help that matches behaviour: `--url` is offered only by commands that
+/// use it, and nothing at the default admin address says which flag
+/// names it.
+#[test]
+fn help_offers_only_what_each_command_uses_and_defaults_say_how_to_change() {
+    let (trace, _) = stdout_and_stderr("tts-client", &["doctor", "trace", "--help"]);
+    assert!(!trace.contains("--url"), "{trace}");
+    let (rtt, _) = stdout_and_stderr("tts-client", &["doctor", "rtt", "--help"]);
+    assert!(rtt.contains("--url"), "{rtt}");
+    // Only where nothing listens on the default admin port.
+    if std::net::TcpStream::connect("127.0.0.1:8081").is_ok() {
+        eprintln!("something listens on 127.0.0.1:8081: the hint is not checked");
+        return;
+    }
+    let (_, hint) = stdout_and_stderr("tts-client", &["doctor", "health"]);
+    assert!(
+        hint.contains("--orchestrator (or TTS_ORCHESTRATOR_ADMIN)"),
+        "{hint}"
+    );
+}

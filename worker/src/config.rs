@@ -387,7 +387,12 @@ impl ServerConfig {
 
 /// The `tts-worker` command line.
 #[derive(Debug, clap::Parser)]
-#[command(name = "tts-worker", version, about = "Text-to-speech gRPC worker")]
+#[command(
+    name = "tts-worker",
+    version,
+    about = "Text-to-speech gRPC worker",
+    after_help = tts_telemetry::exit::help()
+)]
 pub struct Cli {
     /// gRPC listen address.
     #[arg(long, env = "TTS_WORKER_LISTEN", default_value = "127.0.0.1:7001")]

@@ -9,6 +9,11 @@ use tts_client::DEFAULT_URL;
 use tts_client::doctor::{self, Findings};
 use tts_telemetry::exit;
 
+use crate::UrlArg;
+
+/// Where the orchestrator's admin listener is unless told.
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:8081";
+
 #[derive(Subcommand)]
 pub(crate) enum DoctorCommand {
     /// Start, list or stop injected faults (chaos experiments) on the
@@ -28,6 +33,8 @@ pub(crate) enum DoctorCommand {
         /// Pings of each kind.
         #[arg(long, default_value_t = 20)]
         count: u32,
+        #[command(flatten)]
+        url: UrlArg,
     },
     /// One request's timeline across processes, from their JSON logs.
     Trace {
@@ -69,7 +76,21 @@ pub(crate) enum DoctorCommand {
         /// The sentence to speak.
         #[arg(default_value = doctor::frames::PROBE_TEXT)]
         text: String,
+        #[command(flatten)]
+        url: UrlArg,
     },
+}
+
+impl DoctorCommand {
+    /// Whether the subcommand was given its own `--url`.
+    pub(crate) fn names_url(&self) -> bool {
+        match self {
+            Self::Rtt { url, .. } | Self::Frames { url, .. } => url.url.is_some(),
+            Self::Why(args) => args.url.url.is_some(),
+            Self::Health(args) => args.url.url.is_some(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -81,7 +102,7 @@ pub(crate) struct ChaosArgs {
         long,
         global = true,
         env = "TTS_ORCHESTRATOR_ADMIN",
-        default_value = "http://127.0.0.1:8081"
+        default_value = DEFAULT_ADMIN
     )]
     orchestrator: String,
     /// One worker's metrics URL (default: every worker).
@@ -94,11 +115,13 @@ pub(crate) struct ChaosArgs {
 
 #[derive(Args)]
 pub(crate) struct WhyArgs {
+    #[command(flatten)]
+    url: UrlArg,
     /// Orchestrator admin URL: everything else is found from it.
     #[arg(
         long,
         env = "TTS_ORCHESTRATOR_ADMIN",
-        default_value = "http://127.0.0.1:8081"
+        default_value = DEFAULT_ADMIN
     )]
     orchestrator: String,
     /// Seconds to observe (1 to 600).
@@ -118,11 +141,13 @@ pub(crate) struct WhyArgs {
 
 #[derive(Args)]
 pub(crate) struct HealthArgs {
+    #[command(flatten)]
+    url: UrlArg,
     /// Orchestrator admin URL.
     #[arg(
         long,
         env = "TTS_ORCHESTRATOR_ADMIN",
-        default_value = "http://127.0.0.1:8081"
+        default_value = DEFAULT_ADMIN
     )]
     orchestrator: String,
     /// Worker gRPC URL (default: the one the orchestrator relays to;
@@ -176,7 +201,7 @@ pub(crate) struct ProfileArgs {
     #[arg(
         long,
         env = "TTS_ORCHESTRATOR_ADMIN",
-        default_value = "http://127.0.0.1:8081"
+        default_value = DEFAULT_ADMIN
     )]
     orchestrator: String,
     /// The processes' `--admin-token`.
@@ -234,24 +259,27 @@ enum Outcome {
 }
 
 /// Runs one doctor subcommand and prints its findings as a table, or as
-/// JSON; returns the exit code. `url` is the global `--url`.
-pub(crate) async fn run(
-    url: Option<String>,
-    command: DoctorCommand,
-    json: bool,
-) -> anyhow::Result<u8> {
-    let ws = || url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+/// JSON; returns the exit code. `outer` is the `--url` given before the
+/// subcommand.
+pub(crate) async fn run(outer: &UrlArg, command: DoctorCommand, json: bool) -> anyhow::Result<u8> {
+    let ws = |url: UrlArg| url.or(outer).unwrap_or_else(|| DEFAULT_URL.to_owned());
     let outcome = match command {
         DoctorCommand::Chaos(args) => chaos(args).await,
-        DoctorCommand::Why(args) => why(args, url.clone()).await,
-        DoctorCommand::Health(args) => health(args, url.clone()).await,
-        DoctorCommand::Rtt { count } => rtt(&ws(), count).await?,
+        DoctorCommand::Why(mut args) => {
+            let url = std::mem::take(&mut args.url).or(outer);
+            why(args, url).await
+        }
+        DoctorCommand::Health(mut args) => {
+            let url = std::mem::take(&mut args.url).or(outer);
+            health(args, url).await
+        }
+        DoctorCommand::Rtt { count, url } => rtt(&ws(url), count).await?,
         DoctorCommand::Trace { trace_id, logs } => trace(&trace_id, &logs)?,
         DoctorCommand::Timeline(args) => timeline(args)?,
         DoctorCommand::Redis { redis } => self::redis(&redis).await,
         DoctorCommand::Probe { grpc, http } => probe(grpc.as_deref(), http.as_deref()).await,
         DoctorCommand::Profile(args) => profile(args).await,
-        DoctorCommand::Frames { text } => frames(&ws(), &text).await?,
+        DoctorCommand::Frames { text, url } => frames(&ws(url), &text).await?,
     };
     let (findings, failed) = match outcome {
         Outcome::Findings(findings, failed) => (findings, failed),
@@ -346,7 +374,10 @@ async fn why(args: WhyArgs, url: Option<String>) -> Outcome {
 }
 
 /// `doctor health`.
+/// Nothing answering at the default admin address gets a hint naming the
+/// flag.
 async fn health(args: HealthArgs, url: Option<String>) -> Outcome {
+    let default_admin = args.orchestrator == DEFAULT_ADMIN;
     let targets = doctor::health::Targets {
         orchestrator: args.orchestrator,
         worker: args.worker.into_iter().next(),
@@ -354,7 +385,18 @@ async fn health(args: HealthArgs, url: Option<String>) -> Outcome {
         url,
         redis: args.redis,
     };
-    Outcome::Findings(doctor::health::run(&targets).await, exit::UNAVAILABLE)
+    let findings = doctor::health::run(&targets).await;
+    let admin_closed = findings.rows.iter().any(|row| {
+        row.first().is_some_and(|c| c == "listening: admin port")
+            && row.get(1).is_some_and(|c| c == "FAIL")
+    });
+    if default_admin && admin_closed {
+        eprintln!(
+            "tts-client: nothing answered at the default orchestrator admin address {DEFAULT_ADMIN}; \
+             --orchestrator (or TTS_ORCHESTRATOR_ADMIN) names it"
+        );
+    }
+    Outcome::Findings(findings, exit::UNAVAILABLE)
 }
 
 /// `doctor rtt`: at least one ping of each kind.

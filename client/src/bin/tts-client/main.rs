@@ -14,16 +14,33 @@ use tts_telemetry::exit;
 #[command(
     name = "tts-client",
     version,
-    about = "Client for the TTS orchestrator"
+    about = "Client for the TTS orchestrator",
+    after_help = exit::help()
 )]
 struct Cli {
-    /// Orchestrator WebSocket URL (default `ws://127.0.0.1:8080/ws`; `doctor
-    /// health` finds it through the orchestrator).
-    #[arg(long, global = true, env = "TTS_URL")]
-    url: Option<String>,
+    #[command(flatten)]
+    url: UrlArg,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--url`: given before the subcommand, or after it to the subcommands
+/// that speak to the orchestrator's WebSocket (`say`, `doctor why`,
+/// `health`, `rtt`, `frames`); the later one wins.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct UrlArg {
+    /// Orchestrator WebSocket URL (default `ws://127.0.0.1:8080/ws`; `doctor
+    /// health` and `doctor why` find it through the orchestrator).
+    #[arg(long = "url", env = "TTS_URL")]
+    pub(crate) url: Option<String>,
+}
+
+impl UrlArg {
+    /// This one, or `outer` (the one before the subcommand).
+    pub(crate) fn or(self, outer: &UrlArg) -> Option<String> {
+        self.url.or_else(|| outer.url.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -44,11 +61,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let url = cli.url.clone();
-    let default_url = url.is_none();
-    let result = match cli.command {
-        Command::Say(args) => say::run(url.as_deref().unwrap_or(DEFAULT_URL), args).await,
-        Command::Doctor { command, json } => doctor::run(url, command, json).await,
+    let (result, default_url) = match cli.command {
+        Command::Say(mut args) => {
+            let url = std::mem::take(&mut args.url).or(&cli.url);
+            let default_url = url.is_none();
+            let url = url.as_deref().unwrap_or(DEFAULT_URL).to_owned();
+            (say::run(&url, args).await, default_url)
+        }
+        Command::Doctor { command, json } => {
+            let default_url = cli.url.url.is_none() && !command.names_url();
+            (doctor::run(&cli.url, command, json).await, default_url)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

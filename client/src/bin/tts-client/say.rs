@@ -10,6 +10,8 @@ use tts_telemetry::exit;
 
 #[derive(clap::Args)]
 pub(crate) struct SayArgs {
+    #[command(flatten)]
+    pub(crate) url: crate::UrlArg,
     /// Text to speak; `-` or nothing reads standard input.
     text: Option<String>,
     /// Read the text from this file instead.
