@@ -2,6 +2,8 @@
 // audio thread in 128-sample quanta. Playback starts once the buffer holds
 // `startMs` of audio; running dry while the stream is still live is an
 // underrun (counted, then the buffer refills to `startMs` before resuming).
+// `reset` drops whatever is buffered at once (Stop) and starts counting the
+// next utterance's played time (`utteranceMs`) from zero.
 class StreamPlayer extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -13,6 +15,7 @@ class StreamPlayer extends AudioWorkletProcessor {
     this.ended = false;
     this.underruns = 0;
     this.played = 0;
+    this.utterance = 0;
     this.quanta = 0;
     this.port.onmessage = (e) => {
       const m = e.data;
@@ -28,8 +31,21 @@ class StreamPlayer extends AudioWorkletProcessor {
         this.buffered = 0;
         this.playing = false;
         this.ended = false;
+        this.utterance = 0;
+        this.report();
       }
     };
+  }
+
+  report() {
+    this.port.postMessage({
+      type: "status",
+      bufferedMs: (this.buffered / sampleRate) * 1000,
+      underruns: this.underruns,
+      playedMs: (this.played / sampleRate) * 1000,
+      utteranceMs: (this.utterance / sampleRate) * 1000,
+      playing: this.playing,
+    });
   }
 
   process(_inputs, outputs) {
@@ -47,6 +63,7 @@ class StreamPlayer extends AudioWorkletProcessor {
         this.offset += n;
         this.buffered -= n;
         this.played += n;
+        this.utterance += n;
         if (this.offset === chunk.length) {
           this.chunks.shift();
           this.offset = 0;
@@ -65,13 +82,7 @@ class StreamPlayer extends AudioWorkletProcessor {
     }
     this.quanta += 1;
     if (this.quanta % 8 === 0) {
-      this.port.postMessage({
-        type: "status",
-        bufferedMs: (this.buffered / sampleRate) * 1000,
-        underruns: this.underruns,
-        playedMs: (this.played / sampleRate) * 1000,
-        playing: this.playing,
-      });
+      this.report();
     }
     return true;
   }
