@@ -24,6 +24,10 @@ pub enum Container {
     Pcm,
     /// Ogg with one Opus packet per 20 ms.
     OggOpus,
+    /// MPEG-1/2 Layer III, mono (OpenAI's default format).
+    Mp3,
+    /// FLAC, mono 16-bit, one FLAC frame per 20 ms.
+    Flac,
 }
 
 /// What a speech request asks for, checked.
@@ -81,7 +85,10 @@ impl TryFrom<&[u8]> for SpeechRequest {
         let voice = string(&obj, "voice")?
             .filter(|v| !v.is_empty() && !OPENAI_VOICES.contains(&v.as_str()));
         let format = string(&obj, "response_format")?;
-        let (container, encoding) = match format.as_deref().unwrap_or("wav") {
+        // OpenAI's default is MP3.
+        let (container, encoding) = match format.as_deref().unwrap_or("mp3") {
+            "mp3" => (Container::Mp3, Encoding::PcmS16le),
+            "flac" => (Container::Flac, Encoding::PcmS16le),
             "wav" => (Container::Wav, Encoding::PcmS16le),
             "pcm" => (Container::Pcm, Encoding::PcmS16le),
             "opus" => (Container::OggOpus, Encoding::Opus),
@@ -89,7 +96,7 @@ impl TryFrom<&[u8]> for SpeechRequest {
                 return Err(bad(
                     "response_format",
                     format!(
-                        "response_format {other:?} is not served; use \"wav\", \"pcm\" or \"opus\""
+                        "response_format {other:?} is not served; use \"mp3\", \"flac\", \"wav\", \"pcm\" or \"opus\" (aac has no freely licensed encoder to build on)"
                     ),
                 ));
             }
@@ -235,8 +242,12 @@ mod tests {
         let ok = parse(r#"{"model":"tts-1","voice":"alloy","input":"Hi"}"#).expect("valid");
         assert_eq!(
             (ok.input.as_str(), ok.voice, ok.container),
-            ("Hi", None, Container::Wav)
+            ("Hi", None, Container::Mp3),
+            "MP3 unless asked otherwise, as OpenAI's API"
         );
+        let flac = parse(r#"{"input":"Hi","response_format":"flac"}"#).expect("ok");
+        assert_eq!(flac.container, Container::Flac);
+        assert_eq!(flac.options.format.encoding, Encoding::PcmS16le);
         assert_eq!(ok.options.format.sample_rate, DEFAULT_HTTP_RATE);
         assert_eq!(
             ok.delivery,
@@ -260,7 +271,7 @@ mod tests {
             ("{", "body"),
             (r#"{"voice":"x"}"#, "input"),
             (
-                r#"{"input":"Hi","response_format":"mp3"}"#,
+                r#"{"input":"Hi","response_format":"aac"}"#,
                 "response_format",
             ),
             (r#"{"input":"Hi","speed":9}"#, "speed"),

@@ -19,7 +19,7 @@ mod spawn;
 mod wait;
 mod ws;
 
-pub use audio::assert_speech_like;
+pub use audio::{assert_speech_like, decode, snr_db};
 pub use http::{HttpAnswer, http_get, http_post, promtool_check_metrics, sample};
 pub use process::{ServiceProcess, binary, free_port, python_json, repo_root, rss_bytes};
 pub use redis::RedisServer;

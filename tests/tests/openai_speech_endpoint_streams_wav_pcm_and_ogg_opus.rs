@@ -149,7 +149,7 @@ async fn openai_speech_endpoint_streams_wav_pcm_and_ogg_opus() {
             "empty_text",
             Some("input"),
         ),
-        (body("mp3"), 400, "bad_request", Some("response_format")),
+        (body("aac"), 400, "bad_request", Some("response_format")),
         (
             r#"{"input":"Hi","speed":9}"#.to_owned(),
             400,

@@ -64,7 +64,10 @@ async fn the_browser_page_speaks_and_shows_its_diagnostics() {
     assert_eq!(shown["buffered"], "0.0 ms");
     let classes = &report["first_classes"];
     assert_eq!(classes["crc"], "v good", "{report}");
-    assert_eq!(classes["underruns"].as_str().map(|c| c.starts_with("v ")), Some(true));
+    assert_eq!(
+        classes["underruns"].as_str().map(|c| c.starts_with("v ")),
+        Some(true)
+    );
     assert!(
         ["v good", "v fair", "v bad"].contains(&classes["ttfa"].as_str().unwrap_or("")),
         "{report}"

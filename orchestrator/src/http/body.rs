@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 use super::DisconnectGuard;
+use super::compress::{CompressError, Flac, Mp3};
 use super::ogg::OggOpus;
 use crate::frame::{Frame, Item};
 use crate::metrics::{self, RelayStats};
@@ -32,6 +33,8 @@ pub(super) fn streaming_response(
         Container::Wav => "audio/wav".to_owned(),
         Container::Pcm => format!("audio/pcm;rate={};channels=1", format.sample_rate),
         Container::OggOpus => "audio/ogg;codecs=opus".to_owned(),
+        Container::Mp3 => "audio/mpeg".to_owned(),
+        Container::Flac => "audio/flac".to_owned(),
     };
     let mut response = Response::new(Body::from_stream(futures::StreamExt::chain(first, rest)));
     let headers = response.headers_mut();
@@ -67,16 +70,20 @@ impl State {
         loop {
             match rx.recv().await {
                 Some(Item::End { .. }) => {
-                    let tail = body.finish();
-                    return (!tail.is_empty()).then(|| (Ok(Bytes::from(tail)), Self::Done));
+                    return match body.finish() {
+                        Ok(tail) if tail.is_empty() => None,
+                        Ok(tail) => Some((Ok(Bytes::from(tail)), Self::Done)),
+                        Err(e) => Some((Err(std::io::Error::other(e)), Self::Done)),
+                    };
                 }
-                Some(Item::Frame(frame)) => {
-                    let bytes = body.push(frame);
-                    if !bytes.is_empty() {
+                Some(Item::Frame(frame)) => match body.push(frame) {
+                    Ok(bytes) if bytes.is_empty() => {}
+                    Ok(bytes) => {
                         let next = Self::Streaming { rx, body, guard };
                         return Some((Ok(Bytes::from(bytes)), next));
                     }
-                }
+                    Err(e) => return Some((Err(std::io::Error::other(e)), Self::Done)),
+                },
                 Some(Item::Start { .. } | Item::Words { .. } | Item::Refused { .. }) => {}
                 Some(Item::Failed { .. }) | None => {
                     // The status is sent: cut the body short so that the
@@ -93,25 +100,46 @@ impl State {
 pub(super) struct BodyWriter {
     container: Container,
     format: Format,
-    ogg: Option<OggOpus>,
+    codec: Codec,
     started: bool,
     stats: Arc<RelayStats>,
 }
 
+/// What encodes the frames, for the containers that do more than copy.
+enum Codec {
+    Copy,
+    Ogg(OggOpus),
+    Mp3(Mp3),
+    /// Boxed: its configuration and stream header are large.
+    Flac(Box<Flac>),
+}
+
 impl BodyWriter {
-    pub(super) fn new(container: Container, format: Format, stats: Arc<RelayStats>) -> Self {
-        Self {
+    /// A writer for `container`; an encoder that cannot start is an error
+    /// before any audio.
+    pub(super) fn new(
+        container: Container,
+        format: Format,
+        stats: Arc<RelayStats>,
+    ) -> Result<Self, CompressError> {
+        let codec = match container {
+            Container::Wav | Container::Pcm => Codec::Copy,
+            Container::OggOpus => Codec::Ogg(OggOpus::new()),
+            Container::Mp3 => Codec::Mp3(Mp3::new(format.sample_rate)?),
+            Container::Flac => Codec::Flac(Box::new(Flac::new(format.sample_rate)?)),
+        };
+        Ok(Self {
             container,
             format,
-            ogg: (container == Container::OggOpus).then(OggOpus::new),
+            codec,
             started: false,
             stats,
-        }
+        })
     }
 
     /// The bytes for one frame (after the container's header, the first
-    /// time).
-    pub(super) fn push(&mut self, frame: Frame) -> Vec<u8> {
+    /// time); an encoder's failure cuts the body short.
+    pub(super) fn push(&mut self, frame: Frame) -> Result<Vec<u8>, CompressError> {
         let Frame {
             payload,
             samples,
@@ -123,30 +151,35 @@ impl BodyWriter {
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
-            match (self.container, &mut self.ogg) {
-                (Container::Wav, _) => out.extend_from_slice(&wav_header(self.format.sample_rate)),
-                (_, Some(ogg)) => ogg.headers(&mut out),
-                _ => {}
+            match &mut self.codec {
+                Codec::Copy if self.container == Container::Wav => {
+                    out.extend_from_slice(&wav_header(self.format.sample_rate));
+                }
+                Codec::Ogg(ogg) => ogg.headers(&mut out),
+                Codec::Flac(flac) => flac.header(&mut out)?,
+                Codec::Copy | Codec::Mp3(_) => {}
             }
         }
-        match &mut self.ogg {
-            Some(ogg) => ogg.packet(&payload, samples, &mut out),
-            None => {
-                // Only the real samples of the last, padded frame.
-                let real = (samples as usize * 2).min(payload.len());
-                out.extend_from_slice(&payload[..real]);
-            }
+        // Only the real samples of the last, padded frame.
+        let real = &payload[..(samples as usize * 2).min(payload.len())];
+        match &mut self.codec {
+            Codec::Copy => out.extend_from_slice(real),
+            Codec::Ogg(ogg) => ogg.packet(&payload, samples, &mut out),
+            Codec::Mp3(mp3) => mp3.push(real, &mut out)?,
+            Codec::Flac(flac) => flac.push(real, &mut out)?,
         }
-        out
+        Ok(out)
     }
 
     /// What ends the body.
-    pub(super) fn finish(&mut self) -> Vec<u8> {
+    pub(super) fn finish(&mut self) -> Result<Vec<u8>, CompressError> {
         let mut out = Vec::new();
-        if let Some(ogg) = &mut self.ogg {
-            ogg.finish(&mut out);
+        match &mut self.codec {
+            Codec::Ogg(ogg) => ogg.finish(&mut out),
+            Codec::Mp3(mp3) => mp3.finish(&mut out)?,
+            Codec::Copy | Codec::Flac(_) => {}
         }
-        out
+        Ok(out)
     }
 }
 

@@ -11,6 +11,7 @@
 //! and logged like any other).
 
 mod body;
+mod compress;
 mod ogg;
 
 use std::net::SocketAddr;
@@ -123,9 +124,12 @@ pub(crate) async fn speech(
     req.received = received;
     let guard = DisconnectGuard(req.stop.clone());
     let format = req.options.format;
+    let body = match BodyWriter::new(speech.container, format, Arc::clone(&shared.stats)) {
+        Ok(body) => body,
+        Err(e) => return coded(ErrorCode::Internal, &e.to_string(), None, None),
+    };
     let rx = spawn_relay(&shared, req, speech.input);
     // The response's status waits for the first frame (or the failure).
-    let body = BodyWriter::new(speech.container, format, Arc::clone(&shared.stats));
     first_frame(rx, body, guard).await
 }
 
@@ -330,8 +334,10 @@ async fn first_frame(
                 return coded(code, &message, field_of(code), retry_after_ms);
             }
             Some(Item::Frame(first)) => {
-                let head = body.push(first);
-                return streaming_response(head, rx, body, guard);
+                return match body.push(first) {
+                    Ok(head) => streaming_response(head, rx, body, guard),
+                    Err(e) => coded(ErrorCode::Internal, &e.to_string(), None, None),
+                };
             }
             Some(Item::End { .. }) | None => {
                 return coded(
