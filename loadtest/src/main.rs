@@ -47,6 +47,10 @@ struct Args {
     /// the previous audio has finished playing, plus --think-time).
     #[arg(long, value_enum, default_value = "back-to-back")]
     pace: Pace,
+    /// Closed loop: retry a refused request at once instead of after the
+    /// server's `retry_after_ms` (an abusive client; the default waits).
+    #[arg(long)]
+    ignore_retry_after: bool,
     /// Closed loop with `--pace playout`: pause after the audio ends.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     think_time: Duration,
@@ -166,6 +170,7 @@ impl Args {
             request_timeout: self.request_timeout,
             max_outstanding: self.max_outstanding,
             pace: self.pace,
+            honour_retry_after: !self.ignore_retry_after,
             think_time: self.think_time,
             fast: self.fast,
             stream_input: self.stream_input,

@@ -102,15 +102,56 @@ async fn session(
 /// When a closed-loop session sends its next request after `result`.
 fn next_request_at(config: &RunConfig, scheduled: Instant, result: &RequestResult) -> Instant {
     let now = Instant::now();
+    if let Some(retry) = result.retry_after.filter(|_| config.honour_retry_after) {
+        return now + retry;
+    }
     if config.pace == Pace::BackToBack {
         return now;
-    }
-    if let Some(retry) = result.retry_after {
-        return now + retry;
     }
     let played = match result.ttfa {
         Some(first) => scheduled + first + Duration::from_secs_f64(result.audio_seconds),
         None => now,
     };
     played.max(now) + config.think_time
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Integrity;
+
+    fn refused(retry: Duration) -> RequestResult {
+        RequestResult {
+            scheduled_at: 0.0,
+            connect: None,
+            ttfa: None,
+            arrivals: Vec::new(),
+            integrity: Integrity::default(),
+            error: Some("overloaded".into()),
+            ended: Some(Duration::from_millis(3)),
+            retry_after: Some(retry),
+            audio_seconds: 0.0,
+            completed_text: None,
+        }
+    }
+
+    #[test]
+    fn a_refusal_waits_its_retry_after_in_every_pace_unless_told_not_to() {
+        let retry = Duration::from_millis(400);
+        for pace in [Pace::BackToBack, Pace::Playout] {
+            let config = RunConfig {
+                pace,
+                ..RunConfig::default()
+            };
+            let before = Instant::now();
+            let next = next_request_at(&config, before, &refused(retry));
+            assert!(next >= before + retry, "{pace:?} retried early");
+        }
+        let abusive = RunConfig {
+            honour_retry_after: false,
+            ..RunConfig::default()
+        };
+        let next = next_request_at(&abusive, Instant::now(), &refused(retry));
+        assert!(next < Instant::now() + retry / 2, "waited anyway");
+    }
 }

@@ -42,7 +42,9 @@ pub enum Mode {
 /// When a closed-loop session sends its next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Pace {
-    /// As soon as the previous request ends (a load that never idles).
+    /// As soon as the previous request ends (a load that never idles); a
+    /// refused one after the server's `retry_after_ms` unless told
+    /// otherwise.
     #[default]
     BackToBack,
     /// Once the previous request's audio has finished playing (from its
@@ -90,6 +92,10 @@ pub struct RunConfig {
     pub max_outstanding: usize,
     /// Closed loop: when a session sends its next request.
     pub pace: Pace,
+    /// Closed loop: a refused request's session waits the server's
+    /// `retry_after_ms` before its next request, in every pace (`false`:
+    /// it retries at once, as an abusive client would).
+    pub honour_retry_after: bool,
     /// Closed loop with [`Pace::Playout`]: the pause after the audio ends.
     pub think_time: Duration,
     /// Ask for `"delivery":"fast"` (frames as fast as synthesis allows)
@@ -117,6 +123,7 @@ impl Default for RunConfig {
             request_timeout: Duration::from_secs(30),
             max_outstanding: 4096,
             pace: Pace::BackToBack,
+            honour_retry_after: true,
             think_time: Duration::ZERO,
             fast: false,
             stream_input: None,
@@ -152,6 +159,7 @@ impl RunConfig {
             "mix": mix,
             "jitter_buffers_ms": self.buffers.iter().map(|b| b.as_millis() as u64).collect::<Vec<_>>(),
             "pace": match self.pace { Pace::BackToBack => "back-to-back", Pace::Playout => "playout" },
+            "honour_retry_after": self.honour_retry_after,
             "think_time_seconds": self.think_time.as_secs_f64(),
             "delivery": if self.fast { "fast" } else { "realtime" },
             "stream_input_piece_ms": self.stream_input.map(|d| d.as_millis() as u64),
