@@ -95,6 +95,29 @@ fn with_precise_cpu(text: String, seconds: Option<f64>) -> String {
     format!("{}{SERIES}{seconds:.6}{}", &text[..at], &text[end..])
 }
 
+/// How often histogram samples are folded into their buckets when no one
+/// scrapes (the exporter's own default for its HTTP listener).
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep folds it into
+/// its buckets, which a scrape does; without one (Prometheus away, a demo,
+/// a soak) that is memory growing with every frame. A thread of its own
+/// does it every [`UPKEEP`], whatever the runtime is doing.
+fn spawn_upkeep(handle: PrometheusHandle) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(UPKEEP_THREAD.into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP);
+                handle.run_upkeep();
+            }
+        })
+        .map(drop)
+}
+
+/// The upkeep thread's name (as `/proc/PID/task/*/comm` shows it).
+pub const UPKEEP_THREAD: &str = "metrics-upkeep";
+
 /// Installs the recorder for this process. Call once, from a binary (or a
 /// test binary that checks metrics).
 pub fn install_metrics() -> Result<MetricsHandle, String> {
@@ -116,6 +139,7 @@ pub fn install_metrics() -> Result<MetricsHandle, String> {
             .map_err(|e| e.to_string())?;
     }
     let prometheus = builder.install_recorder().map_err(|e| e.to_string())?;
+    spawn_upkeep(prometheus.clone()).map_err(|e| e.to_string())?;
     let process = metrics_process::Collector::default();
     process.describe();
     crate::listener::describe();

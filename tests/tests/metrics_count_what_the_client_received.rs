@@ -13,6 +13,19 @@ use tts_tests::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_the_client_received() {
     let metrics = tts_telemetry::install_metrics().expect("recorder");
+    // Histogram samples are folded into their buckets even when no one
+    // scrapes: a thread does it (otherwise they pile up in memory).
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    assert!(
+        threads
+            .iter()
+            .any(|t| t == tts_telemetry::metrics::UPKEEP_THREAD),
+        "no upkeep thread among {threads:?}"
+    );
     let worker = spawn_worker(worker_config()).await;
     let worker_metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let worker_metrics_addr = worker_metrics.local_addr().expect("addr");

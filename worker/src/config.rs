@@ -120,7 +120,7 @@ pub struct WorkerConfig {
     pub send_ahead_ms: u64,
 
     /// A stream's next step is due this many milliseconds before its
-    /// first frame should leave (the send-ahead before its due time).
+    /// first frame should play (under load the send-ahead is drawn on).
     #[arg(long, env = "TTS_SAFETY_MARGIN_MS", default_value_t = 100)]
     pub safety_margin_ms: u64,
 

@@ -112,6 +112,18 @@ impl ClauseState {
         matches!(self, Self::Done)
     }
 
+    /// Samples (at the voice's rate) the next step emits, once the text
+    /// part has run: a streaming voice's next window, another engine's
+    /// whole clause; `None` before.
+    pub fn next_step_samples(&self) -> Option<usize> {
+        match self {
+            Self::Pending(_) => None,
+            Self::Streaming(p) => Some(p.next_window_frames() * p.hop()),
+            Self::Counted { left, .. } => Some(*left),
+            Self::Done => Some(0),
+        }
+    }
+
     /// Samples (at the voice's rate) still to come, once the text part has
     /// run; `None` before.
     pub fn remaining_samples(&self) -> Option<usize> {

@@ -11,10 +11,12 @@ pub struct Policy {
     pub first_audio_budget: Duration,
     /// A stream more than this far ahead of its playout clock is parked.
     pub lookahead: Duration,
-    /// How far ahead of its due time a real-time stream's frame leaves.
+    /// How far ahead of its due time a real-time stream's frame leaves
+    /// (the listener's buffer: steps are not due by it, see
+    /// `safety_margin`).
     pub send_ahead: Duration,
     /// A stream's next step is due this long before its first frame
-    /// should leave.
+    /// should play.
     pub safety_margin: Duration,
     /// Fraction of the threads' time the admission test may promise away;
     /// the rest absorbs steps that cannot be pre-empted, estimate error and

@@ -20,7 +20,11 @@ fn policy() -> Policy {
 }
 
 fn demand(audio: f64) -> Demand {
-    Demand { audio, cost: 0.1 }
+    Demand {
+        audio,
+        cost: 0.1,
+        next: None,
+    }
 }
 
 fn run(streams: &mut Streams<&'static str>, now: Instant) -> Step<&'static str> {
@@ -70,24 +74,30 @@ fn the_earliest_deadline_runs_first() {
 }
 
 #[test]
-fn a_real_time_step_is_due_before_its_frames_should_leave() {
+fn a_step_is_due_a_margin_before_its_frames_should_play() {
     let t0 = Instant::now();
     let mut s = Streams::new(Policy {
         send_ahead: ms(1_000),
         admission: false,
         ..policy()
     });
-    // 1.5 s produced: frame 75 is due at t0 + 1.5 s and leaves at
-    // t0 + 0.5 s, so the step that makes it is due at t0 + 0.4 s.
+    // 1.5 s produced: frame 75 plays at t0 + 1.5 s (it leaves a second
+    // earlier, into the listener's buffer), so the step that makes it is
+    // due at t0 + 1.4 s, real-time or fast alike.
     let id = playing(&mut s, "listener", t0, 75, 50);
-    assert_eq!(s.deadline(id, t0), Some(t0 + ms(400)));
-    // A fast stream sends at once: only the margin counts.
+    assert_eq!(s.deadline(id, t0), Some(t0 + ms(1_400)));
     let fast = s.admit(t0, demand(10.0), Delivery::Fast).expect("fast");
     s.insert(fast, "fast");
     let slot = s.slots.get_mut(&fast).expect("slot");
     slot.produced = 75;
     slot.playout.start(t0);
     assert_eq!(s.deadline(fast, t0), Some(t0 + ms(1_400)));
+    // A new stream's first audio goes first: it is due in 100 ms.
+    let new = s
+        .admit(t0, demand(2.0), Delivery::Realtime)
+        .expect("newcomer");
+    s.insert(new, "new");
+    assert_eq!(run(&mut s, t0).id, new);
 }
 
 #[test]
@@ -283,6 +293,7 @@ fn admission_refuses_exactly_when_owed_work_exceeds_capacity() {
     let long = Demand {
         audio: 600.0,
         cost: 0.3,
+        next: None,
     };
     let mut admitted = 0;
     while let Ok(id) = s.admit(t0, long, Delivery::Realtime) {
@@ -299,6 +310,7 @@ fn admission_refuses_exactly_when_owed_work_exceeds_capacity() {
     let short = Demand {
         audio: 0.1,
         cost: 0.3,
+        next: None,
     };
     assert!(s.admit(t0, short, Delivery::Realtime).is_ok());
 }
@@ -326,6 +338,7 @@ fn a_refusal_says_when_to_retry() {
     let heavy = Demand {
         audio: 5.0,
         cost: 0.6,
+        next: None,
     };
     s.admit(t0, heavy, Delivery::Realtime)
         .expect("the first fits");
@@ -436,4 +449,54 @@ fn the_fluid_test_checks_every_breakpoint() {
     ));
     // A rate above capacity fails once its lump is used up.
     assert!(!feasible(&[d(0.0, 0.0, 1.2, 12.0)], 1.0, 0.5));
+}
+
+#[test]
+fn a_stream_building_its_lead_holds_back_only_its_next_window_by_its_playout_time() {
+    // One second sent ahead, as real-time delivery does: a stream with
+    // 1 s produced is due on the playout clock 1 s from now, and its next
+    // window is 0.2 s of audio. Neither its send-ahead nor the largest
+    // window counts against a newcomer: the listener's buffer is not a
+    // deadline.
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(Policy {
+        send_ahead: ms(1_000),
+        step_audio: ms(1_500),
+        efficiency: 0.8,
+        ..policy()
+    });
+    let running = Demand {
+        audio: 600.0,
+        cost: 0.1,
+        next: Some(0.2),
+    };
+    let id = s.admit(t0, running, Delivery::Realtime).expect("first");
+    s.insert(id, "running");
+    let slot = s.slots.get_mut(&id).expect("slot");
+    slot.produced = 50;
+    slot.playout.start(t0);
+    assert!(
+        s.admit(t0, demand(5.0), Delivery::Realtime).is_ok(),
+        "a newcomer is refused beside one cheap stream"
+    );
+    // The largest window, due now, would not have let it in: 1.5 s × 0.1
+    // of compute against 0.1 s of slack.
+    let mut strict = Streams::new(Policy {
+        send_ahead: ms(1_000),
+        step_audio: ms(1_500),
+        efficiency: 0.8,
+        ..policy()
+    });
+    let unknown = Demand {
+        next: None,
+        ..running
+    };
+    let id = strict
+        .admit(t0, unknown, Delivery::Realtime)
+        .expect("first");
+    strict.insert(id, "running");
+    let slot = strict.slots.get_mut(&id).expect("slot");
+    slot.produced = 1;
+    slot.playout.start(t0);
+    assert!(strict.admit(t0, demand(5.0), Delivery::Realtime).is_err());
 }

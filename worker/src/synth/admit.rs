@@ -83,10 +83,13 @@ pub(super) struct Estimate {
 }
 
 impl Estimate {
-    pub(super) fn demand(&self, audio: f64) -> Demand {
+    /// `audio` still to make, `next` of it in the next step (`None`:
+    /// unknown, the largest step).
+    pub(super) fn demand(&self, audio: f64, next: Option<f64>) -> Demand {
         Demand {
             audio,
             cost: self.cost.value(),
+            next,
         }
     }
 }
@@ -185,7 +188,7 @@ impl SynthPool {
         // Faster speech is less audio for the same text.
         let speed = f64::from(request.speech.prosody.speed.get());
         let audio = job.chars_left as f64 * estimate.audio_per_char.value() / speed;
-        let demand = estimate.demand(audio);
+        let demand = estimate.demand(audio, None);
         if demand.audio > self.config.max_audio_secs {
             return Err(SubmitError::TooLong {
                 estimate: demand.audio,

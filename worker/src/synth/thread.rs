@@ -90,6 +90,16 @@ impl Job {
         self.clause.is_done() && self.clauses.is_empty()
     }
 
+    /// Audio seconds the next step produces: the clause in progress's next
+    /// window (or, for other engines, the rest of it); a clause still to
+    /// start, its first step.
+    fn next_step_audio(&self, rate: u32) -> f64 {
+        match self.clause.next_step_samples() {
+            Some(samples) if samples > 0 => samples as f64 / f64::from(rate),
+            _ => crate::sched::FIRST_STEP_AUDIO,
+        }
+    }
+
     /// Audio seconds still to produce, exact for the clause in progress
     /// once its text part has run.
     fn remaining_audio(&self, rate: u32, audio_per_char: f64) -> f64 {
@@ -473,7 +483,10 @@ impl Done {
         }
         let rate = job.audio.resampler.rate();
         let estimate = &state.estimates[job.voice];
-        let demand = estimate.demand(job.remaining_audio(rate, estimate.audio_per_char.value()));
+        let demand = estimate.demand(
+            job.remaining_audio(rate, estimate.audio_per_char.value()),
+            Some(job.next_step_audio(rate)),
+        );
         let produced = job.audio.framer.frames_cut();
         // A job whose stream was removed meanwhile is dropped here.
         if state.streams.put_back(id, job, produced, demand).is_none() && holding {

@@ -92,6 +92,11 @@ impl StreamProgress {
             .map_or(0, |w| self.z.len - w.start)
     }
 
+    /// Latent frames the next window decodes.
+    pub fn next_window_frames(&self) -> usize {
+        self.windows.get(self.next).map_or(0, |w| w.end - w.start)
+    }
+
     /// Samples per latent frame, once a window has been decoded.
     pub fn hop(&self) -> usize {
         self.hop
