@@ -112,15 +112,13 @@ impl ClauseState {
         matches!(self, Self::Done)
     }
 
-    /// Samples (at the voice's rate) the next step emits, once the text
-    /// part has run: a streaming voice's next window, another engine's
-    /// whole clause; `None` before.
-    pub fn next_step_samples(&self) -> Option<usize> {
+    /// Samples (at the voice's rate) a streaming voice's next step emits:
+    /// its next window; `None` when the state does not say (a clause not
+    /// started, another engine's steps).
+    pub fn next_window_samples(&self) -> Option<usize> {
         match self {
-            Self::Pending(_) => None,
             Self::Streaming(p) => Some(p.next_window_frames() * p.hop()),
-            Self::Counted { left, .. } => Some(*left),
-            Self::Done => Some(0),
+            Self::Pending(_) | Self::Counted { .. } | Self::Done => None,
         }
     }
 

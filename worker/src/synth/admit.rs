@@ -154,6 +154,7 @@ impl SynthPool {
         let chars = clauses.iter().map(|c| c.text.chars().count()).sum();
         Ok(Job {
             voice: request.voice,
+            streaming: info.streaming,
             request: Arc::from(request.ids.request_id.as_str()),
             arrival,
             speech: request.speech.clone(),

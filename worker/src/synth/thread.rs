@@ -60,6 +60,8 @@ pub(super) fn audio_fault(fault: Fault) -> Option<AudioFault> {
 /// One request's work, owned by the scheduler between steps.
 pub(super) struct Job {
     pub(super) voice: usize,
+    /// Whether the voice streams inside a clause (one window per step).
+    pub(super) streaming: bool,
     /// The request's id (what a stalled thread reports it holds).
     pub(super) request: Arc<str>,
     /// When the request arrived.
@@ -90,13 +92,14 @@ impl Job {
         self.clause.is_done() && self.clauses.is_empty()
     }
 
-    /// Audio seconds the next step produces: the clause in progress's next
-    /// window (or, for other engines, the rest of it); a clause still to
-    /// start, its first step.
-    fn next_step_audio(&self, rate: u32) -> f64 {
-        match self.clause.next_step_samples() {
-            Some(samples) if samples > 0 => samples as f64 / f64::from(rate),
-            _ => crate::sched::FIRST_STEP_AUDIO,
+    /// Audio seconds the next step produces, when known: a streaming
+    /// clause's next window, or a streaming voice's next clause's first
+    /// step; `None` (the largest step) for other engines.
+    fn next_step_audio(&self, rate: u32) -> Option<f64> {
+        match (&self.clause, self.clause.next_window_samples()) {
+            (_, Some(samples)) if samples > 0 => Some(samples as f64 / f64::from(rate)),
+            (ClauseState::Done, _) if self.streaming => Some(crate::sched::FIRST_STEP_AUDIO),
+            _ => None,
         }
     }
 
@@ -485,7 +488,7 @@ impl Done {
         let estimate = &state.estimates[job.voice];
         let demand = estimate.demand(
             job.remaining_audio(rate, estimate.audio_per_char.value()),
-            Some(job.next_step_audio(rate)),
+            job.next_step_audio(rate),
         );
         let produced = job.audio.framer.frames_cut();
         // A job whose stream was removed meanwhile is dropped here.
