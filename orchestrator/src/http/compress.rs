@@ -87,6 +87,10 @@ pub(crate) struct Flac {
     info: StreamInfo,
     block: usize,
     frames: usize,
+    /// The frame's samples, and the encoder's block for them: reused from
+    /// frame to frame (every frame but the last is one block).
+    pcm: Vec<i32>,
+    buf: Option<FrameBuf>,
 }
 
 impl Flac {
@@ -103,6 +107,8 @@ impl Flac {
             info,
             block,
             frames: 0,
+            pcm: Vec::new(),
+            buf: None,
         })
     }
 
@@ -117,20 +123,24 @@ impl Flac {
 
     /// One FLAC frame for the frame's real samples.
     pub(crate) fn push(&mut self, pcm: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
-        let pcm: Vec<i32> = samples(pcm).map(i32::from).collect();
-        if pcm.is_empty() {
+        self.pcm.clear();
+        self.pcm.extend(samples(pcm).map(i32::from));
+        if self.pcm.is_empty() {
             return Ok(());
         }
         // The smallest block FLAC allows; a shorter last frame is padded
         // with silence.
-        let size = pcm
-            .len()
-            .clamp(flacenc::constant::MIN_BLOCK_SIZE, self.block.max(pcm.len()));
-        let mut buf = FrameBuf::with_size(1, size).map_err(flac_error)?;
-        let mut padded = pcm;
-        padded.resize(size, 0);
-        buf.fill_interleaved(&padded).map_err(flac_error)?;
-        let frame = flacenc::encode_fixed_size_frame(&self.config, &buf, self.frames, &self.info)
+        let size = self.pcm.len().clamp(
+            flacenc::constant::MIN_BLOCK_SIZE,
+            self.block.max(self.pcm.len()),
+        );
+        self.pcm.resize(size, 0);
+        let buf = match &mut self.buf {
+            Some(buf) if buf.size() == size => buf,
+            slot => slot.insert(FrameBuf::with_size(1, size).map_err(flac_error)?),
+        };
+        buf.fill_interleaved(&self.pcm).map_err(flac_error)?;
+        let frame = flacenc::encode_fixed_size_frame(&self.config, buf, self.frames, &self.info)
             .map_err(flac_error)?;
         self.frames += 1;
         let mut sink = flacenc::bitsink::ByteSink::new();
