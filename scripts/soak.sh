@@ -23,18 +23,11 @@ BIN=target/release
 bash scripts/setup.sh
 cargo build --release --bins -q
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-"$BIN/tts-worker" --listen 127.0.0.1:$W --metrics-listen 127.0.0.1:$WM 2>"$OUT/worker.log" & PIDS+=($!)
-WORKER=$!
-"$BIN/tts-orchestrator" --listen 127.0.0.1:$O --admin-listen 127.0.0.1:$A --worker http://127.0.0.1:$W \
-  2>"$OUT/orchestrator.log" & PIDS+=($!)
-ORCH=$!
-for _ in $(seq 1 600); do
-  if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "http://127.0.0.1:$A/ready" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+# shellcheck source=lib/pipeline.sh
+source scripts/lib/pipeline.sh
+start_pipeline $W $WM $O $A "$OUT"
+WORKER=${PIPELINE_PIDS[0]}
+ORCH=${PIPELINE_PIDS[1]}
 
 sample() { # pid -> "rss_kib fds"
   echo "$(awk '/^VmRSS/ {print $2}' "/proc/$1/status") $(ls "/proc/$1/fd" | wc -l)"
@@ -43,6 +36,7 @@ echo "seconds,worker_rss_kib,worker_fds,orchestrator_rss_kib,orchestrator_fds" >
 "$BIN/tts-loadtest" --url ws://127.0.0.1:$O/ws --quiet -c "$SESSIONS" --pace playout --think-time 500ms \
   --mix mixed -d "${MINUTES}m" --ramp-up 10s --json "$OUT/soak-load.json" >/dev/null &
 LOAD=$!
+PIPELINE_PIDS+=("$LOAD")
 START=$(date +%s)
 while kill -0 "$LOAD" 2>/dev/null; do
   read -r wr wf < <(sample "$WORKER")
