@@ -3,10 +3,20 @@
 //! clause (1 intra-op thread), and streamed with 2 intra-op threads (what a
 //! first step gets on an idle machine); then the compute of N streams of
 //! the 50-word clause stepped one by one against stepped together (their
-//! decoder windows in shared calls, `--decode-batch N`). Prints tables;
-//! asserts nothing.
+//! decoder windows in shared calls, `--decode-batch N`); then eight
+//! streams started one step apart, stepped together so that calls change
+//! width and batch size as they go, on one decoder session against one
+//! session per shape (`--constant-shapes`). Prints tables; asserts
+//! nothing.
 //!
 //!     cargo bench -p tts-worker --bench streaming
+//!
+//! On a GPU (a build with the `cuda` feature; ONNX Runtime's GPU build):
+//!
+//!     TTS_BENCH_DEVICE=cuda:0 TTS_BENCH_ORT=.cache/onnxruntime-gpu/libonnxruntime.so \
+//!       cargo bench -p tts-worker --features cuda --bench streaming
+//!
+//! `TTS_BENCH_ONLY=shapes` runs the last table alone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -64,15 +74,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let device = std::env::var("TTS_BENCH_DEVICE").map_or(tts_worker::gpu::Device::Cpu, |d| {
+        d.parse().expect("TTS_BENCH_DEVICE: cpu or cuda:N")
+    });
     let opts = PiperOptions {
-        runtime_library: root.join(".cache/onnxruntime/libonnxruntime.so"),
+        runtime_library: std::env::var_os("TTS_BENCH_ORT").map_or_else(
+            || root.join(".cache/onnxruntime/libonnxruntime.so"),
+            std::path::PathBuf::from,
+        ),
         intra_threads: 1,
         scales: None,
         streaming: true,
         plan: ChunkPlan::default(),
         wide_threads: 0,
-        device: tts_worker::gpu::Device::Cpu,
+        device,
     };
+    println!("device: {device:?}");
+    if std::env::var("TTS_BENCH_ONLY").as_deref() == Ok("shapes") {
+        return shapes(&root, &opts);
+    }
     let voice = load(&root, &opts);
     let (rate, gain) = (voice.info().sample_rate, voice.info().gain);
     let mut one_shot = voice.one_shot().expect("session");
@@ -125,6 +145,7 @@ fn main() {
         );
     }
     batches(&root, &opts);
+    shapes(&root, &opts);
 }
 
 /// The bench's voice with these options.
@@ -217,4 +238,76 @@ fn batches(root: &Path, opts: &PiperOptions) {
             b.as_secs_f64() / a.as_secs_f64()
         );
     }
+}
+
+/// Eight streams of the 20-word clause, each started one step after the
+/// last and all stepped together until done (calls of every standard
+/// width, batches of 1 to 8), on one decoder session that sees every
+/// shape against one session per shape, batches padded to 1, 2, 4 or 8.
+fn shapes(root: &Path, opts: &PiperOptions) {
+    const STREAMS: usize = 8;
+    let plan = |constant_shapes| ChunkPlan {
+        uniform: true,
+        constant_shapes,
+        ..opts.plan
+    };
+    let voices = [0, STREAMS].map(|constant_shapes| {
+        load(
+            root,
+            &PiperOptions {
+                plan: plan(constant_shapes),
+                ..opts.clone()
+            },
+        )
+    });
+    let clause = Clause {
+        text: CLAUSES[1].1.into(),
+        terminator: Some('.'),
+    };
+    let speech = Speech::default();
+    let run = |synth: &mut PiperSynthesizer| {
+        let mut states: Vec<ClauseState> = Vec::new();
+        let (mut calls, started) = (0usize, Instant::now());
+        while states.len() < STREAMS || states.iter().any(|s| !s.is_done()) {
+            if states.len() < STREAMS {
+                states.push(ClauseState::Pending(clause.clone()));
+            }
+            let mut refs: Vec<(&Speech, &mut ClauseState)> = states
+                .iter_mut()
+                .filter(|s| !s.is_done())
+                .map(|s| (&speech, s))
+                .collect();
+            for r in synth.step_many(&mut refs, &mut |_, _| {}) {
+                r.expect("step");
+            }
+            calls += 1;
+        }
+        (started.elapsed(), calls)
+    };
+    println!();
+    println!(
+        "{RUNS} runs each after one warm-up; medians; {STREAMS} streams of the 20-word clause started a step apart"
+    );
+    println!(
+        "{:<28} | {:>13} | {:>7}",
+        "decoder sessions", "total", "steps"
+    );
+    let mut totals = Vec::new();
+    for (voice, label) in voices
+        .iter()
+        .zip(["one for every shape", "one per (width, batch)"])
+    {
+        let mut synth = voice.streamed().expect("sessions").expect("streams");
+        let (_, steps) = run(&mut synth);
+        let total = median((0..RUNS).map(|_| run(&mut synth).0).collect());
+        println!(
+            "{label:<28} | {:>10.1} ms | {steps:>7}",
+            total.as_secs_f64() * 1e3
+        );
+        totals.push(total);
+    }
+    println!(
+        "per shape / shared: {:.2}×",
+        totals[1].as_secs_f64() / totals[0].as_secs_f64()
+    );
 }

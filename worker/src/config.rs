@@ -94,6 +94,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_DECODE_BATCH")]
     pub decode_batch: Option<usize>,
 
+    /// Give each decoder input shape its own ONNX Runtime session: a
+    /// standard window width, and a batch padded to a power of two up to
+    /// `--decode-batch` (with zero windows whose output is dropped), each
+    /// session made the first time its shape comes. A GPU provider that
+    /// plans its convolutions for the last shape it saw then never plans
+    /// again; windows at a clause's edge that keep their own width share
+    /// one session. Default: on with a GPU; off on the CPU, where shapes
+    /// cost nothing and each session holds its own copy of the decoder.
+    #[arg(long, env = "TTS_CONSTANT_SHAPES", action = clap::ArgAction::Set)]
+    pub constant_shapes: Option<bool>,
+
     /// A step joins a batch only if it is due at most this many
     /// milliseconds after the batch's earliest step.
     #[arg(long, env = "TTS_DECODE_BATCH_HORIZON_MS", default_value_t = 500)]
@@ -176,7 +187,10 @@ pub struct WorkerConfig {
     /// Test and benchmark hook: serve only the fixed-cost test voice (a
     /// tone whose every step sleeps a fixed time), so that capacity is the
     /// same on any machine. On the command line (hidden):
-    /// `--fixed-cost-voice STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS`.
+    /// `--fixed-cost-voice STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS[,MARGINAL_MS]`;
+    /// with `MARGINAL_MS` (and `--decode-batch` above 1) it behaves as a
+    /// GPU does: a batch of `b` steps is one call of `STEP_TIME_MS + (b −
+    /// 1) × MARGINAL_MS`.
     #[arg(long = "fixed-cost-voice", hide = true, value_parser = parse_fixed_cost)]
     pub fixed_cost: Option<crate::engine::FixedCost>,
 
@@ -256,6 +270,13 @@ impl WorkerConfig {
         }
     }
 
+    /// Whether each decoder shape has its own session:
+    /// `--constant-shapes`, or the device's default.
+    pub fn constant_shapes(&self) -> bool {
+        self.constant_shapes
+            .unwrap_or(matches!(self.device, crate::gpu::Device::Cuda(_)))
+    }
+
     /// Streams per batch: `--decode-batch`, or the device's default.
     pub fn decode_batch(&self) -> usize {
         self.decode_batch.unwrap_or(match self.device {
@@ -265,21 +286,36 @@ impl WorkerConfig {
     }
 }
 
-/// `STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS` as a fixed-cost voice.
+/// `STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS[,MARGINAL_MS]` as a
+/// fixed-cost voice (the marginal milliseconds per extra step of a batch
+/// may have a fraction).
 fn parse_fixed_cost(text: &str) -> Result<crate::engine::FixedCost, String> {
     use std::time::Duration;
-    let ms: Vec<u64> = text
+    const USAGE: &str = "expected STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS[,MARGINAL_MS] \
+                         (audio and per-character above 0)";
+    let ms: Vec<f64> = text
         .split(',')
-        .map(|v| v.trim().parse::<u64>().map_err(|e| format!("{v:?}: {e}")))
+        .map(|v| v.trim().parse::<f64>().map_err(|e| format!("{v:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    match ms[..] {
-        [audio, time, per_char] if audio > 0 && per_char > 0 => Ok(crate::engine::FixedCost {
-            step_audio: Duration::from_millis(audio),
-            step_time: Duration::from_millis(time),
-            audio_per_char: Duration::from_millis(per_char),
-        }),
-        _ => Err("expected STEP_AUDIO_MS,STEP_TIME_MS,AUDIO_PER_CHAR_MS (audio and per-character above 0)".into()),
+    let whole = |v: f64| v.fract() == 0.0 && (0.0..=3_600_000.0).contains(&v);
+    let (audio, time, per_char, marginal) = match ms[..] {
+        [a, t, c] => (a, t, c, 0.0),
+        [a, t, c, m] => (a, t, c, m),
+        _ => return Err(USAGE.into()),
+    };
+    if ![audio, time, per_char].into_iter().all(whole)
+        || audio == 0.0
+        || per_char == 0.0
+        || !(0.0..=60_000.0).contains(&marginal)
+    {
+        return Err(USAGE.into());
     }
+    Ok(crate::engine::FixedCost {
+        step_audio: Duration::from_millis(audio as u64),
+        step_time: Duration::from_millis(time as u64),
+        audio_per_char: Duration::from_millis(per_char as u64),
+        marginal: Duration::from_secs_f64(marginal / 1_000.0),
+    })
 }
 
 /// How the worker's gRPC server runs: shutdown, authentication, TLS.
@@ -457,16 +493,31 @@ mod command_line_tests {
     }
 
     #[test]
-    fn a_fixed_cost_voice_parses_from_three_numbers() {
+    fn a_fixed_cost_voice_parses_from_three_or_four_numbers() {
+        use std::time::Duration;
         let cost = super::parse_fixed_cost("500,150,50").expect("parses");
-        assert_eq!(cost.step_time, std::time::Duration::from_millis(150));
-        for bad in ["", "1,2", "0,1,1", "1,1,0", "a,b,c", "1,2,3,4"] {
+        assert_eq!(cost.step_time, Duration::from_millis(150));
+        assert_eq!(cost.marginal, Duration::ZERO);
+        let batched = super::parse_fixed_cost("200,20,40,0.5").expect("parses");
+        assert_eq!(batched.marginal, Duration::from_micros(500));
+        assert_eq!(batched.call(64), Duration::from_micros(51_500));
+        for bad in [
+            "",
+            "1,2",
+            "0,1,1",
+            "1,1,0",
+            "a,b,c",
+            "1,2,3,4,5",
+            "1.5,2,3",
+            "1,2,3,-1",
+            "1,2,3,nan",
+        ] {
             assert!(super::parse_fixed_cost(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn decode_batch_defaults_to_the_device_and_is_bounded() {
+    fn decode_batch_and_constant_shapes_default_to_the_device() {
         use crate::gpu::Device;
         let cpu = super::WorkerConfig::default();
         assert_eq!((cpu.decode_batch(), cpu.policy().batch), (1, 1));
@@ -475,11 +526,14 @@ mod command_line_tests {
             ..super::WorkerConfig::default()
         };
         assert_eq!(gpu.decode_batch(), 16);
+        assert!(!cpu.constant_shapes() && gpu.constant_shapes());
         let chosen = super::WorkerConfig {
             decode_batch: Some(4),
+            constant_shapes: Some(false),
             ..gpu
         };
         assert_eq!(chosen.policy().batch, 4);
+        assert!(!chosen.constant_shapes());
         for bad in [0, 257] {
             let config = super::WorkerConfig {
                 decode_batch: Some(bad),

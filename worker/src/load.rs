@@ -76,8 +76,14 @@ fn piper_voices(config: &WorkerConfig) -> Result<Vec<Arc<dyn Voice>>, WorkerErro
         plan: engine::ChunkPlan {
             context: config.decoder_context,
             max: config.max_window_frames,
-            // Batches share a call more often when windows share widths.
-            uniform: config.decode_batch() > 1,
+            // Batches share a call more often when windows share widths,
+            // and constant shapes need few widths.
+            uniform: config.decode_batch() > 1 || config.constant_shapes(),
+            constant_shapes: if config.constant_shapes() {
+                config.decode_batch()
+            } else {
+                0
+            },
             ..engine::ChunkPlan::default()
         },
         wide_threads: config.idle_intra_threads,

@@ -84,6 +84,15 @@ pub const VOICE_STREAMING: &str = "tts_worker_voice_streaming";
 pub const VOICES_NOT_LOADED: &str = "tts_worker_voices_not_loaded";
 /// Always 1, labelled with `version` and default `engine`.
 pub const BUILD_INFO: &str = "tts_worker_build_info";
+/// Time the synthesiser's calls took (a batch of steps is one call), by
+/// voice.
+pub const CALL_SECONDS: &str = "tts_worker_call_seconds";
+/// Recent calls' time over what the call model predicted for each, as it
+/// stood before learning from it (1: exact), by voice.
+pub const CALL_MODEL_RATIO: &str = "tts_worker_call_observed_to_predicted_ratio";
+/// The call model: seconds per call (`term="call"`) and per step in it
+/// (`term="step"`), by voice.
+pub const CALL_COST: &str = "tts_worker_call_cost_seconds";
 
 static INFLIGHT_NOW: AtomicI64 = AtomicI64::new(0);
 static SYNTHESES_NOW: AtomicI64 = AtomicI64::new(0);
@@ -233,6 +242,21 @@ const HELP: &[Help] = &[
         "Request arrival to the end of its first step, by whether that step was batched.",
     ),
     seconds(ENGINE_LOAD, Kind::Gauge, "Time the voices took to load."),
+    seconds(
+        CALL_SECONDS,
+        Kind::Histogram,
+        "Time the synthesiser's calls took (a batch of steps is one call), by voice.",
+    ),
+    help(
+        CALL_MODEL_RATIO,
+        Kind::Gauge,
+        "Recent calls' time over what the call model predicted for them (1: exact), by voice.",
+    ),
+    seconds(
+        CALL_COST,
+        Kind::Gauge,
+        "The call model: cost per call (term=call) and per step in it (term=step), by voice.",
+    ),
     help(BUILD_INFO, Kind::Gauge, "Build information; always 1."),
     help(
         VOICE_STREAMING,
@@ -400,6 +424,21 @@ pub(crate) fn thread_stall(started: bool, now: usize) {
         metrics::counter!(SYNTHESIS_STALLS).increment(1);
     }
     metrics::gauge!(THREADS_STALLED).set(now as f64);
+}
+
+/// A call of the voice's synthesiser took `took` seconds.
+pub(crate) fn call(voice: &str, took: f64) {
+    metrics::histogram!(CALL_SECONDS, "voice" => voice.to_owned()).record(took);
+}
+
+/// A batching voice's call model as now fitted, and `ratio`: what recent
+/// calls took over what it predicted for them (`None` before any call).
+pub(crate) fn call_model(voice: &str, fit: crate::synth::cost::Fit, ratio: Option<f64>) {
+    metrics::gauge!(CALL_COST, "voice" => voice.to_owned(), "term" => "call").set(fit.per_call);
+    metrics::gauge!(CALL_COST, "voice" => voice.to_owned(), "term" => "step").set(fit.per_step);
+    if let Some(ratio) = ratio {
+        metrics::gauge!(CALL_MODEL_RATIO, "voice" => voice.to_owned()).set(ratio);
+    }
 }
 
 pub(crate) fn voice_cost(voice: &str, cost: f64) {

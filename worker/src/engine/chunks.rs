@@ -29,6 +29,13 @@ pub struct ChunkPlan {
     /// plan's standard widths, so that the calls of several streams share
     /// a width more often and a device sees few distinct shapes.
     pub uniform: bool,
+    /// 0: one decoder session runs every call, whatever its shape. `N`:
+    /// each decoder session sees one input shape only (a standard width,
+    /// and a batch padded to a power of two up to `N`), all made when the
+    /// sessions open: a device that plans its kernels for the last shape
+    /// it saw (cuDNN's convolutions in ONNX Runtime) then never plans
+    /// again.
+    pub constant_shapes: usize,
 }
 
 impl Default for ChunkPlan {
@@ -38,6 +45,7 @@ impl Default for ChunkPlan {
             max: 128,
             context: 10,
             uniform: false,
+            constant_shapes: 0,
         }
     }
 }

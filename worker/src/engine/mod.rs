@@ -61,6 +61,10 @@ pub struct VoiceInfo {
     pub gain: f32,
     /// Whether audio leaves before a whole clause is synthesised.
     pub streaming: bool,
+    /// Whether a clause's windows grow from a small first one to the
+    /// largest step (so a new stream's audio is due faster than it plays
+    /// until they have: the scheduler counts that surge).
+    pub windows_grow: bool,
     /// What identifies the voice's model: the same name and revision give
     /// the same audio (the phrase cache keys on it).
     pub revision: String,
@@ -95,12 +99,14 @@ pub enum ClauseState {
     /// A streaming voice's clause after its text part: windows remain.
     Streaming(Box<StreamProgress>),
     /// An engine that knows how many samples the clause has: `done` of
-    /// them emitted, `left` to go.
+    /// them emitted, `left` to go, at most `step` per step.
     Counted {
         /// Samples emitted.
         done: usize,
         /// Samples still to emit.
         left: usize,
+        /// Most samples one step emits.
+        step: usize,
     },
     /// Every sample has been emitted.
     Done,
@@ -118,7 +124,8 @@ impl ClauseState {
     pub fn next_window_samples(&self) -> Option<usize> {
         match self {
             Self::Streaming(p) => Some(p.next_window_frames() * p.hop()),
-            Self::Pending(_) | Self::Counted { .. } | Self::Done => None,
+            Self::Counted { left, step, .. } => Some((*left).min(*step)),
+            Self::Pending(_) | Self::Done => None,
         }
     }
 
@@ -227,6 +234,7 @@ impl EspeakVoice {
                 sample_rate,
                 gain: 1.0,
                 streaming: false,
+                windows_grow: false,
                 // espeak-ng's data comes with the system package.
                 revision: "espeak-ng".into(),
                 timestamps: false,

@@ -59,6 +59,9 @@ pub struct Demand {
     /// (the next decoder window; for a clause not started, its text part
     /// and first window); `None`: the largest step.
     pub next: Option<f64>,
+    /// Whether a clause's steps grow from a small first window to the
+    /// largest (see [`surge`]).
+    pub grows: bool,
 }
 
 /// Why a request was refused.
@@ -105,6 +108,8 @@ struct Slot<J> {
     produced: u32,
     demand: Demand,
     delivery: Delivery,
+    /// Streams of one group (one voice) may batch their steps.
+    group: usize,
     /// `None` while a thread runs a step.
     job: Option<J>,
     /// Its last step's frames did not all fit its queue: it runs no step
@@ -119,6 +124,8 @@ pub struct Streams<J> {
     policy: Policy,
     slots: HashMap<StreamId, Slot<J>>,
     next_id: StreamId,
+    /// Streams admitted, by group.
+    groups: Vec<usize>,
 }
 
 /// Seconds from `now` to `t`, 0 if `t` has passed.
@@ -135,6 +142,9 @@ struct Fluid {
     lump: f64,
     rate: f64,
     total: f64,
+    /// Seconds after `start` during which the audio is due twice as fast
+    /// (see [`surge`]).
+    surge: f64,
 }
 
 impl<J> Streams<J> {
@@ -144,6 +154,7 @@ impl<J> Streams<J> {
             policy,
             slots: HashMap::new(),
             next_id: 1,
+            groups: Vec::new(),
         }
     }
 
@@ -157,19 +168,25 @@ impl<J> Streams<J> {
         self.slots.len()
     }
 
+    /// Streams of `group` admitted and not finished.
+    pub fn peers(&self, group: usize) -> usize {
+        self.groups.get(group).copied().unwrap_or(0)
+    }
+
     /// Whether no stream is admitted.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
-    /// Admits a stream arriving `now` that asks for `demand`, unless it
-    /// would make admitted streams late. The job is added with
-    /// [`insert`](Self::insert).
+    /// Admits a stream of `group` (its voice) arriving `now` that asks for
+    /// `demand`, unless it would make admitted streams late. The job is
+    /// added with [`insert`](Self::insert).
     pub fn admit(
         &mut self,
         now: Instant,
         demand: Demand,
         delivery: Delivery,
+        group: usize,
     ) -> Result<StreamId, Refusal> {
         if self.policy.admission && !self.fits(now, demand, Duration::ZERO) {
             return Err(Refusal {
@@ -178,6 +195,10 @@ impl<J> Streams<J> {
         }
         let id = self.next_id;
         self.next_id += 1;
+        if self.groups.len() <= group {
+            self.groups.resize(group + 1, 0);
+        }
+        self.groups[group] += 1;
         self.slots.insert(
             id,
             Slot {
@@ -186,6 +207,7 @@ impl<J> Streams<J> {
                 produced: 0,
                 demand,
                 delivery,
+                group,
                 job: None,
                 blocked: false,
             },
@@ -214,7 +236,24 @@ impl<J> Streams<J> {
     /// Removes a stream (cancelled, disconnected or finished); its queued
     /// work is dropped at once, a running step is dropped when it returns.
     pub fn remove(&mut self, id: StreamId) -> Option<J> {
-        self.slots.remove(&id).and_then(|s| s.job)
+        self.remove_with_group(id).and_then(|(job, _)| job)
+    }
+
+    /// [`remove`](Self::remove), also saying the stream's group.
+    pub fn remove_with_group(&mut self, id: StreamId) -> Option<(Option<J>, usize)> {
+        let slot = self.slots.remove(&id)?;
+        if let Some(n) = self.groups.get_mut(slot.group) {
+            *n = n.saturating_sub(1);
+        }
+        Some((slot.job, slot.group))
+    }
+
+    /// Every stream of `group` now costs `cost` compute seconds per second
+    /// of audio.
+    pub fn reprice(&mut self, group: usize, cost: f64) {
+        for slot in self.slots.values_mut().filter(|s| s.group == group) {
+            slot.demand.cost = cost;
+        }
     }
 
     /// Hands a stream's work back after a step: it has now produced
@@ -365,13 +404,18 @@ impl<J> Streams<J> {
     /// [`next`](Self::next)): up to `batch − 1` other runnable streams whose
     /// deadlines are at most the batch horizon after the lead's and whose
     /// work `compatible` accepts beside the lead's (the same voice, an
-    /// engine that can share a call), earliest deadline first. The lead's
-    /// `wide` is cleared when any join: a batch shares its thread.
+    /// engine that can share a call), earliest deadline first. A step
+    /// joins only while the call, as `call` predicts it for its size,
+    /// still ends before every member's first frame is due, unless the
+    /// lead is late already (then the largest batch is the quickest way
+    /// back). The lead's `wide` is cleared when any join: a batch shares
+    /// its thread.
     pub fn companions(
         &mut self,
         lead: &mut Step<J>,
         now: Instant,
         compatible: impl Fn(&J, &J) -> bool,
+        call: impl Fn(usize) -> Duration,
     ) -> Vec<Step<J>> {
         if self.policy.batch <= 1 {
             return Vec::new();
@@ -389,20 +433,34 @@ impl<J> Streams<J> {
             .filter(|&(deadline, _)| deadline <= until)
             .collect();
         due.sort();
-        due.truncate(self.policy.batch - 1);
-        let mut steps = Vec::with_capacity(due.len());
+        let late = now + call(1) > lead.due;
+        let mut earliest = lead.due;
+        let mut steps = Vec::new();
         for (deadline, id) in due {
+            if steps.len() + 1 >= self.policy.batch {
+                break;
+            }
             let Some(slot) = self.slots.get(&id) else {
                 continue;
             };
-            let due = self.slot_due(slot, now);
+            let slot_due = self.slot_due(slot, now);
+            let ends = now + call(steps.len() + 2);
+            if !late && ends > earliest.min(slot_due) {
+                if ends > earliest {
+                    // No larger call ends in time.
+                    break;
+                }
+                // This one is due too soon; a later one may still join.
+                continue;
+            }
+            earliest = earliest.min(slot_due);
             let first = slot.produced == 0;
             if let Some(job) = self.slots.get_mut(&id).and_then(|s| s.job.take()) {
                 steps.push(Step {
                     id,
                     job,
                     deadline,
-                    due,
+                    due: slot_due,
                     first,
                     wide: false,
                 });
@@ -431,17 +489,19 @@ impl<J> Streams<J> {
     /// deadline, then its audio at its cost.
     fn fluid(&self, slot: &Slot<J>, now: Instant) -> Fluid {
         let d = slot.demand;
-        let lump_audio = if slot.produced == 0 {
-            first_step_audio(d.audio)
-        } else {
+        let started = slot.produced > 0;
+        let lump_audio = if started {
             d.audio
                 .min(d.next.unwrap_or(self.policy.step_audio.as_secs_f64()))
+        } else {
+            first_step_audio(d.audio)
         };
         Fluid {
             start: secs_after(self.slot_deadline(slot, now), now),
             lump: lump_audio * d.cost,
             rate: d.cost,
             total: d.audio * d.cost,
+            surge: surge(d, started, self.policy.step_audio),
         }
     }
 
@@ -454,6 +514,7 @@ impl<J> Streams<J> {
             lump: first_step_audio(extra.audio) * extra.cost,
             rate: extra.cost,
             total: extra.audio * extra.cost,
+            surge: surge(extra, false, self.policy.step_audio),
         });
         let p = &self.policy;
         let capacity = p.threads as f64 * p.efficiency;
@@ -489,22 +550,48 @@ fn first_step_audio(audio: f64) -> f64 {
     audio.min(FIRST_STEP_AUDIO)
 }
 
+/// How long a stream needs its audio twice as fast as it plays. A
+/// clause's decoder windows double up to the largest step, and each is
+/// due whole when the one before it has played, so the audio due runs
+/// ahead of playback by the window in hand: after `x` seconds of playback
+/// about `2x + window` is due, until the windows are the largest; then
+/// `x + largest`. A stream not `started` has no window in hand (its first
+/// step's audio is mostly its text part); a voice whose steps do not grow
+/// has no surge. Counting it keeps a burst of streams admitted in the same
+/// instant, whose growing windows all come due together, from running
+/// late.
+fn surge(d: Demand, started: bool, largest: Duration) -> f64 {
+    if !d.grows {
+        return 0.0;
+    }
+    let largest = largest.as_secs_f64();
+    let window = if started {
+        d.next.unwrap_or(largest)
+    } else {
+        0.0
+    };
+    (largest - window).max(0.0)
+}
+
 /// The fluid test: the cumulative compute due by every deadline must not
 /// exceed `capacity` (threads' worth of compute per second) times the
 /// time until then, plus `slack`. The demand is piecewise linear between
 /// its breakpoints, so checking at each breakpoint suffices.
 fn feasible(demands: &[Fluid], capacity: f64, slack: f64) -> bool {
     // (time, lump added, rate change)
-    let mut events: Vec<(f64, f64, f64)> = Vec::with_capacity(demands.len() * 2);
+    let mut events: Vec<(f64, f64, f64)> = Vec::with_capacity(demands.len() * 3);
     for d in demands {
         let lump = d.lump.min(d.total);
-        events.push((d.start, lump, d.rate));
         let rest = (d.total - lump).max(0.0);
-        let end = if d.rate > 0.0 {
-            d.start + rest / d.rate
-        } else {
-            d.start
-        };
+        if d.rate <= 0.0 {
+            events.push((d.start, lump, 0.0));
+            continue;
+        }
+        // Twice the rate while its windows grow, as long as audio is left.
+        let surge = d.surge.min(rest / (2.0 * d.rate));
+        events.push((d.start, lump, 2.0 * d.rate));
+        events.push((d.start + surge, 0.0, -d.rate));
+        let end = d.start + surge + (rest - 2.0 * d.rate * surge) / d.rate;
         events.push((end, 0.0, -d.rate));
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0));

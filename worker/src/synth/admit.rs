@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::cost::CallCost;
 use super::pacer::Sender;
 use super::queue::{self, FrameQueue};
 use super::thread::{AudioState, Job, audio_fault};
@@ -40,7 +41,7 @@ pub enum SubmitError {
 
 /// A ratio kept as decayed sums: recent observations weigh most, and
 /// large ones more than small ones.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Ratio {
     pub(super) num: f64,
     pub(super) den: f64,
@@ -76,20 +77,53 @@ impl Ratio {
 pub(super) struct Estimate {
     /// The voice's name (a metric label).
     pub(super) voice: String,
-    /// Compute seconds per second of audio.
+    /// Compute seconds per second of audio, each step counted at its share
+    /// of its call.
     pub(super) cost: Ratio,
     /// Audio seconds per character of text.
     pub(super) audio_per_char: Ratio,
+    /// What a call of `b` steps costs (used when steps are batched).
+    pub(super) calls: CallCost,
+    /// Audio seconds one step makes.
+    pub(super) step_audio: Ratio,
+    /// Recent calls' time over what `calls` predicted for them.
+    pub(super) accuracy: Ratio,
+    /// Most steps one call runs (`Policy::batch`); 1: no batching.
+    pub(super) batch: usize,
+    /// Whether the voice's windows grow within a clause
+    /// ([`VoiceInfo::windows_grow`](crate::engine::VoiceInfo)).
+    pub(super) grows: bool,
+    /// Synthesis threads.
+    pub(super) threads: usize,
 }
 
 impl Estimate {
+    /// Compute seconds per second of audio of one of `peers` streams of
+    /// this voice. Without batching: what its steps have cost per second
+    /// of audio (a batched step counted at its share of its call).
+    /// Batched: a step's share of a call of the batch the streams
+    /// make when every thread takes its share of them
+    /// (`⌈peers / threads⌉`, at most `batch`), over the audio a step makes.
+    pub(super) fn cost(&self, peers: usize) -> f64 {
+        let per_audio = self.cost.value();
+        let step_audio = self.step_audio.value();
+        if self.batch <= 1 || self.calls.is_empty() || step_audio <= 0.0 {
+            return per_audio;
+        }
+        let b = peers.div_ceil(self.threads.max(1)).clamp(1, self.batch);
+        let fit = self.calls.fit();
+        (fit.per_call / b as f64 + fit.per_step) / step_audio
+    }
+
     /// `audio` still to make, `next` of it in the next step (`None`:
-    /// unknown, the largest step).
-    pub(super) fn demand(&self, audio: f64, next: Option<f64>) -> Demand {
+    /// unknown, the largest step), for one of `peers` streams of this
+    /// voice.
+    pub(super) fn demand(&self, audio: f64, next: Option<f64>, peers: usize) -> Demand {
         Demand {
             audio,
-            cost: self.cost.value(),
+            cost: self.cost(peers),
             next,
+            grows: self.grows,
         }
     }
 }
@@ -99,6 +133,19 @@ pub(super) struct Measured {
     pub(super) compute: f64,
     pub(super) audio: f64,
     pub(super) chars: f64,
+    /// With batching: the warm-up's sweep of calls.
+    pub(super) sweep: Sweep,
+}
+
+/// A warm-up sweep of a voice's calls.
+#[derive(Debug, Default)]
+pub(super) struct Sweep {
+    /// Each call, `(steps, seconds)`.
+    pub(super) calls: Vec<(usize, f64)>,
+    /// Audio seconds the calls made.
+    pub(super) audio: f64,
+    /// Steps they ran.
+    pub(super) steps: f64,
 }
 
 impl SynthPool {
@@ -189,19 +236,25 @@ impl SynthPool {
         // Faster speech is less audio for the same text.
         let speed = f64::from(request.speech.prosody.speed.get());
         let audio = job.chars_left as f64 * estimate.audio_per_char.value() / speed;
-        let demand = estimate.demand(audio, None);
+        let peers = state.streams.peers(request.voice) + 1;
+        let demand = estimate.demand(audio, None, peers);
         if demand.audio > self.config.max_audio_secs {
             return Err(SubmitError::TooLong {
                 estimate: demand.audio,
                 limit: self.config.max_audio_secs,
             });
         }
-        let id = state
+        // With batching, the newcomer lowers every peer's share of a call.
+        state.reprice(request.voice, 1);
+        let admitted = state
             .streams
-            .admit(arrival, demand, request.delivery)
-            .map_err(|r| SubmitError::Overloaded {
-                retry_after: r.retry_after,
-            })?;
+            .admit(arrival, demand, request.delivery, request.voice);
+        if admitted.is_err() {
+            state.reprice(request.voice, 0);
+        }
+        let id = admitted.map_err(|r| SubmitError::Overloaded {
+            retry_after: r.retry_after,
+        })?;
         state.streams.insert(id, job);
         state.publish_load();
         let playout = state.streams.playout(id).unwrap_or_default();

@@ -13,6 +13,7 @@
 //! own stream, not anyone else's.
 
 mod admit;
+pub mod cost;
 mod pacer;
 mod queue;
 mod thread;
@@ -29,6 +30,7 @@ use tts_telemetry::faults::Faults;
 
 pub use admit::SubmitError;
 use admit::{Estimate, Ratio};
+use cost::CallCost;
 use thread::Job;
 
 use crate::audio::Frame;
@@ -73,6 +75,13 @@ pub enum Failure {
     Stalled(Duration),
 }
 
+/// Compute seconds per audio second assumed for a voice whose warm-up
+/// measured no audio (the warm-up alone seeds it otherwise: a prior
+/// beside it made the light espeak-ng voice look 20 times its cost).
+const COST_PRIOR: f64 = 0.1;
+/// Audio seconds per character assumed likewise.
+const AUDIO_PER_CHAR_PRIOR: f64 = 0.065;
+
 /// How the pool runs.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -101,11 +110,36 @@ struct State {
 }
 
 impl State {
+    /// Removes a stream; dropping its job drops its work at once (and
+    /// closes its pacer's queue). The streams left of its voice are priced
+    /// again: with batching, fewer streams share each call.
+    fn remove(&mut self, id: StreamId) {
+        if let Some((job, group)) = self.streams.remove_with_group(id) {
+            drop(job);
+            self.reprice(group, 0);
+        }
+    }
+
+    /// Prices the streams of `voice` as one of their number plus `extra`
+    /// (with batching, a stream's share of a call depends on how many
+    /// streams share it).
+    fn reprice(&mut self, voice: usize, extra: usize) {
+        if let Some(estimate) = self.estimates.get(voice)
+            && estimate.batch > 1
+        {
+            let cost = estimate.cost(self.streams.peers(voice) + extra);
+            self.streams.reprice(voice, cost);
+        }
+    }
+
     /// Publishes the admitted load: utilisation, and the real-time
     /// capacity and headroom at the default (first) voice's cost.
     fn publish_load(&self) {
         let policy = self.streams.policy();
-        let cost = self.estimates.first().map_or(0.0, |e| e.cost.value());
+        let cost = self
+            .estimates
+            .first()
+            .map_or(0.0, |e| e.cost(self.streams.peers(0).max(1)));
         metrics::load(
             self.streams.utilisation(),
             policy.efficiency,
@@ -143,7 +177,7 @@ impl Shared {
         }
         if job.finished() {
             // Dropping the job closes the pacer's queue.
-            drop(state.streams.remove(id));
+            state.remove(id);
             state.publish_load();
             return;
         }
@@ -155,8 +189,7 @@ impl Shared {
     /// Removes a stream; returns whether none is left.
     fn remove(&self, id: StreamId) -> bool {
         let mut state = self.lock();
-        // Dropping the job drops its work at once.
-        drop(state.streams.remove(id));
+        state.remove(id);
         state.publish_load();
         state.streams.is_empty()
     }
@@ -182,7 +215,7 @@ pub struct SynthPool {
 
 impl SynthPool {
     /// Starts the threads, each with its own synthesiser per voice (built,
-    /// and warmed up on a short phrase, before this returns; a failure is
+    /// and warmed up on a phrase, before this returns; a failure is
     /// returned).
     pub fn start(voices: &[Arc<dyn Voice>], config: PoolConfig) -> Result<Arc<Self>, EngineError> {
         let threads = config.policy.threads;
@@ -190,8 +223,21 @@ impl SynthPool {
             .iter()
             .map(|v| Estimate {
                 voice: v.info().name.clone(),
-                cost: Ratio::seeded(0.1),
-                audio_per_char: Ratio::seeded(0.065),
+                // Seeded by the warm-up below; the priors count only where
+                // it measured nothing.
+                cost: Ratio::default(),
+                audio_per_char: Ratio::default(),
+                calls: CallCost::default(),
+                step_audio: Ratio::default(),
+                accuracy: Ratio::default(),
+                // Only a voice whose steps share calls is priced by them.
+                batch: if v.info().streaming {
+                    config.policy.batch
+                } else {
+                    1
+                },
+                grows: v.info().windows_grow,
+                threads,
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -212,20 +258,49 @@ impl SynthPool {
         let handles = (0..threads)
             .map(|i| {
                 let (ready, exit) = (ready_tx.clone(), exit_tx.clone());
-                thread::spawn(i, voices.to_vec(), Arc::clone(&shared), ready, exit)
+                thread::spawn(
+                    i,
+                    voices.to_vec(),
+                    Arc::clone(&shared),
+                    config.policy.batch,
+                    ready,
+                    exit,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         drop((ready_tx, exit_tx));
         let mut state = shared.lock();
+        let mut sweeps: Vec<Vec<(usize, f64)>> = vec![Vec::new(); voices.len()];
         for measured in ready_rx.iter().take(threads) {
-            for (estimate, m) in state.estimates.iter_mut().zip(measured?) {
+            for ((estimate, m), sweep) in state.estimates.iter_mut().zip(measured?).zip(&mut sweeps)
+            {
                 estimate.cost.add(m.compute, m.audio);
                 estimate.audio_per_char.add(m.audio, m.chars);
+                estimate.step_audio.add(m.sweep.audio, m.sweep.steps);
+                sweep.extend(m.sweep.calls);
             }
         }
-        for e in &state.estimates {
+        for (e, sweep) in state.estimates.iter_mut().zip(&sweeps) {
+            if e.cost.value() <= 0.0 {
+                e.cost = Ratio::seeded(COST_PRIOR);
+            }
+            if e.audio_per_char.value() <= 0.0 {
+                e.audio_per_char = Ratio::seeded(AUDIO_PER_CHAR_PRIOR);
+            }
+            e.calls = CallCost::seeded(sweep);
             metrics::voice_cost(&e.voice, e.cost.value());
             metrics::voice_cost_baseline(&e.voice, e.cost.value());
+            if !sweep.is_empty() {
+                let fit = e.calls.fit();
+                metrics::call_model(&e.voice, fit, None);
+                tracing::info!(
+                    voice = %e.voice,
+                    per_call_ms = fit.per_call * 1e3,
+                    per_step_ms = fit.per_step * 1e3,
+                    calls = sweep.len(),
+                    "call model from the warm-up sweep"
+                );
+            }
         }
         state.publish_load();
         drop(state);
@@ -302,3 +377,6 @@ impl Drop for SynthPool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod capacity_tests;

@@ -17,16 +17,26 @@ fn fixed(step_audio_ms: u64, audio_per_char_ms: u64) -> FixedCostVoice {
             step_audio: ms(step_audio_ms),
             step_time: ms(1),
             audio_per_char: ms(audio_per_char_ms),
+            marginal: Duration::ZERO,
         },
     )
 }
 
 fn start(voice: Arc<dyn Voice>, policy: Policy) -> Arc<SynthPool> {
+    start_pool(voice, policy, 4)
+}
+
+/// A pool of `voice` with `policy`, admitting at most `max_requests`.
+pub(super) fn start_pool(
+    voice: Arc<dyn Voice>,
+    policy: Policy,
+    max_requests: usize,
+) -> Arc<SynthPool> {
     SynthPool::start(
         &[voice],
         PoolConfig {
             policy,
-            max_requests: 4,
+            max_requests,
             send_ahead: policy.send_ahead,
             stalled_after: Duration::from_secs(10),
             max_audio_secs: 60.0,
@@ -173,16 +183,16 @@ async fn a_failure_reaches_the_pacer_while_its_queue_is_full() {
     // The first step (155 frames) fills the queue (150), the pacer's hand
     // (1) and the response stream (4), which nobody reads: the stream runs
     // again only once the last held-back frame is in, the queue full. The
-    // second step fails.
+    // second step fails (the warm-up phrase, 2.9 s, takes one step).
     let pool = start(
-        Arc::new(FailsMidClause(fixed(3_101, 100))),
+        Arc::new(FailsMidClause(fixed(3_101, 40))),
         Policy {
             admission: false,
             ..Policy::default()
         },
     );
     pool.drain();
-    let (mut rx, abort) = submit(&pool, 60, Delivery::Fast, 4);
+    let (mut rx, abort) = submit(&pool, 150, Delivery::Fast, 4);
     let why = tokio::time::timeout(Duration::from_secs(2), abort)
         .await
         .expect("the failure arrives at once")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tts_telemetry::faults::{Fault, Faults};
 
-use super::admit::Measured;
+use super::admit::{Measured, Sweep};
 use super::queue::FrameQueue;
 use super::{Shared, State};
 use crate::audio::{AudioFault, Frame, Framer, Resampler, to_s16};
@@ -123,6 +123,17 @@ struct StepReport {
     clause: Option<(f64, usize)>,
 }
 
+/// What the warm-up speaks.
+const WARM_UP_PHRASE: &str =
+    "This phrase warms the voice up, so that its first requests find it ready.";
+
+fn warm_up_clause() -> Clause {
+    Clause {
+        text: WARM_UP_PHRASE.into(),
+        terminator: Some('.'),
+    }
+}
+
 /// What one thread owns: a synthesiser per voice and a scratch buffer.
 pub(super) struct SynthThread {
     /// Its index among the pool's threads.
@@ -133,6 +144,8 @@ pub(super) struct SynthThread {
     /// By voice: whether steps of several streams may run together (the
     /// voice streams inside clauses, so its steps are decoder windows).
     batchable: Vec<bool>,
+    /// Most steps one call runs.
+    batch: usize,
     resampled: Vec<f32>,
 }
 
@@ -143,6 +156,7 @@ pub(super) fn spawn(
     index: usize,
     voices: Vec<Arc<dyn Voice>>,
     shared: Arc<Shared>,
+    batch: usize,
     ready: SyncSender<Result<Vec<Measured>, EngineError>>,
     exit: SyncSender<Infallible>,
 ) -> Result<JoinHandle<()>, EngineError> {
@@ -150,7 +164,7 @@ pub(super) fn spawn(
         .name(format!("synth-{index}"))
         .spawn(move || {
             let _exit = exit;
-            match SynthThread::new(index, &voices) {
+            match SynthThread::new(index, &voices, batch) {
                 Ok(mut t) => {
                     let _ = ready.send(t.warm_up(&voices));
                     drop(ready);
@@ -165,7 +179,11 @@ pub(super) fn spawn(
 }
 
 impl SynthThread {
-    pub(super) fn new(index: usize, voices: &[Arc<dyn Voice>]) -> Result<Self, EngineError> {
+    pub(super) fn new(
+        index: usize,
+        voices: &[Arc<dyn Voice>],
+        batch: usize,
+    ) -> Result<Self, EngineError> {
         let synthesizers = voices
             .iter()
             .map(|v| v.synthesizer())
@@ -175,38 +193,93 @@ impl SynthThread {
             names: voices.iter().map(|v| v.info().name.clone()).collect(),
             synthesizers,
             batchable: voices.iter().map(|v| v.info().streaming).collect(),
+            batch: batch.max(1),
             resampled: Vec::new(),
         })
     }
 
-    /// Speaks a short phrase twice with every voice (the first run sets up
-    /// the runtime's buffers) and measures the second.
+    /// Speaks a phrase of a typical clause's length twice with every voice
+    /// (the first run sets up the runtime's buffers) and measures the
+    /// second: the voice's start-up cost estimate (a short phrase, mostly
+    /// text part, overstated it by a fifth). With batching, it then sweeps
+    /// each batchable voice's calls ([`Self::sweep`]).
     pub(super) fn warm_up(
         &mut self,
         voices: &[Arc<dyn Voice>],
     ) -> Result<Vec<Measured>, EngineError> {
-        const PHRASE: &str = "This phrase warms the voice up.";
-        let clause = Clause {
-            text: PHRASE.into(),
-            terminator: Some('.'),
-        };
         let speech = Speech::default();
         let mut measured = Vec::new();
-        for (synth, voice) in self.synthesizers.iter_mut().zip(voices) {
+        for (v, voice) in voices.iter().enumerate() {
+            let synth = &mut self.synthesizers[v];
             let mut samples = 0usize;
-            synth.synthesize(&speech, &clause, &mut |_| true)?;
+            synth.synthesize(&speech, &warm_up_clause(), &mut |_| true)?;
             let started = Instant::now();
-            synth.synthesize(&speech, &clause, &mut |s| {
+            synth.synthesize(&speech, &warm_up_clause(), &mut |s| {
                 samples += s.len();
                 true
             })?;
+            let compute = started.elapsed().as_secs_f64();
+            let rate = f64::from(voice.info().sample_rate.max(1));
+            let sweep = if self.batch > 1 && self.batchable[v] {
+                self.sweep(v, rate)?
+            } else {
+                Sweep::default()
+            };
             measured.push(Measured {
-                compute: started.elapsed().as_secs_f64(),
-                audio: samples as f64 / f64::from(voice.info().sample_rate.max(1)),
-                chars: PHRASE.len() as f64,
+                compute,
+                audio: samples as f64 / rate,
+                chars: WARM_UP_PHRASE.len() as f64,
+                sweep,
             });
         }
         Ok(measured)
+    }
+
+    /// Speaks the phrase as batches of 1, 2, 4, … streams up to a full
+    /// batch, step by step, and times each call after the first (which
+    /// sets up the runtime's buffers for its batch). Anchors the voice's
+    /// call model. (With constant shapes every shape's session exists
+    /// before: none is made inside a timed call.)
+    fn sweep(&mut self, voice: usize, rate: f64) -> Result<Sweep, EngineError> {
+        let synth = &mut self.synthesizers[voice];
+        let speech = Speech::default();
+        let (mut calls, mut audio, mut steps) = (Vec::new(), 0usize, 0usize);
+        // Every power of two up to the batch, and the batch: with constant
+        // shapes, each batch size a call pads to has its sessions made
+        // here, before the worker reports SERVING.
+        let sizes = std::iter::successors(Some(1), |&b| (b * 2 < self.batch).then_some(b * 2))
+            .chain([self.batch]);
+        for b in sizes {
+            let mut states: Vec<ClauseState> = (0..b)
+                .map(|_| ClauseState::Pending(warm_up_clause()))
+                .collect();
+            for round in 0.. {
+                let mut live: Vec<(&Speech, &mut ClauseState)> = states
+                    .iter_mut()
+                    .filter(|s| !s.is_done())
+                    .map(|s| (&speech, s))
+                    .collect();
+                if live.is_empty() {
+                    break;
+                }
+                let n = live.len();
+                let mut made = 0usize;
+                let started = Instant::now();
+                for outcome in synth.step_many(&mut live, &mut |_, s| made += s.len()) {
+                    outcome?;
+                }
+                if round > 0 {
+                    calls.push((n, started.elapsed().as_secs_f64()));
+                    audio += made;
+                    steps += n;
+                }
+            }
+        }
+        Ok(Sweep {
+            calls,
+            audio: audio as f64 / rate,
+            steps: steps as f64,
+        })
     }
 
     pub(super) fn serve(&mut self, shared: &Shared) {
@@ -221,14 +294,25 @@ impl SynthThread {
             match state.streams.next(now) {
                 Next::Run(mut lead) => {
                     let batchable = &self.batchable;
-                    let mut steps = state.streams.companions(&mut lead, now, |a, b| {
-                        a.voice == b.voice && batchable.get(a.voice) == Some(&true)
-                    });
+                    let State {
+                        streams, estimates, ..
+                    } = &mut *state;
+                    let fit = estimates.get(lead.job.voice).map(|e| e.calls.fit());
+                    let call = |n: usize| {
+                        Duration::from_secs_f64(fit.map_or(0.0, |f| f.predict(n)).max(0.0))
+                    };
+                    let mut steps = streams.companions(
+                        &mut lead,
+                        now,
+                        |a, b| a.voice == b.voice && batchable.get(a.voice) == Some(&true),
+                        call,
+                    );
                     steps.insert(0, lead);
                     drop(state);
                     worked = true;
-                    let done = self.run(steps, shared);
+                    let (done, call) = self.run(steps, shared);
                     state = shared.lock();
+                    call.settle(&mut state);
                     for done in done {
                         done.settle(&mut state);
                     }
@@ -260,8 +344,8 @@ impl SynthThread {
     }
 
     /// Runs a batch of steps (often one); what to tell the scheduler comes
-    /// back, one for each.
-    fn run(&mut self, steps: Vec<Step<Job>>, shared: &Shared) -> Vec<Done> {
+    /// back, one for each, with what the call cost.
+    fn run(&mut self, steps: Vec<Step<Job>>, shared: &Shared) -> (Vec<Done>, Call) {
         let _busy = metrics::SynthesisGuard::new();
         let voice = steps.first().map_or(0, |s| s.job.voice);
         let name = self.names.get(voice).map_or("", String::as_str);
@@ -288,10 +372,17 @@ impl SynthThread {
             jobs.push(job);
             about.push((id, due, first));
         }
+        let started = Instant::now();
         let results = self.steps(&mut jobs, wide, &shared.faults);
         shared.progress.end(self.index);
         let now = Instant::now();
-        jobs.into_iter()
+        let call = Call {
+            voice,
+            steps: jobs.len(),
+            took: now - started,
+        };
+        let done = jobs
+            .into_iter()
             .zip(about)
             .zip(results)
             .map(|((job, (id, due, first)), result)| {
@@ -301,7 +392,8 @@ impl SynthThread {
                 }
                 Done { id, job, result }
             })
-            .collect()
+            .collect();
+        (done, call)
     }
 
     /// Runs the next step of each job (all of one voice): one by one
@@ -441,6 +533,40 @@ impl Job {
     }
 }
 
+/// One call of a voice's synthesiser: its steps and its time.
+struct Call {
+    voice: usize,
+    steps: usize,
+    took: Duration,
+}
+
+impl Call {
+    /// Teaches the voice's call model, and exports the model's prediction
+    /// beside what the call took.
+    fn settle(self, state: &mut State) {
+        let Some(estimate) = state.estimates.get_mut(self.voice) else {
+            return;
+        };
+        let took = self.took.as_secs_f64();
+        let predicted = estimate.calls.fit().predict(self.steps);
+        if predicted > 0.0 {
+            estimate.accuracy.add(took, predicted);
+        }
+        estimate.calls.observe(self.steps, took);
+        metrics::call(&estimate.voice, took);
+        if estimate.batch > 1 {
+            metrics::call_model(
+                &estimate.voice,
+                estimate.calls.fit(),
+                Some(estimate.accuracy.value()),
+            );
+            // Streams parked or held back keep their price until their
+            // next step otherwise.
+            state.reprice(self.voice, 0);
+        }
+    }
+}
+
 /// A finished step on its way back to the scheduler.
 struct Done {
     id: StreamId,
@@ -459,7 +585,7 @@ impl Done {
             Ok(report) => report,
             Err(e) => {
                 job.queue.fail(e.into());
-                drop(state.streams.remove(id));
+                state.remove(id);
                 return;
             }
         };
@@ -468,6 +594,7 @@ impl Done {
             .cost
             .add(report.compute.as_secs_f64(), report.audio.max(1e-3));
         metrics::voice_cost(&estimate.voice, estimate.cost.value());
+        estimate.step_audio.add(report.audio, 1.0);
         if let Some((audio, chars)) = report.clause
             && chars > 0
         {
@@ -481,7 +608,7 @@ impl Done {
         if job.finished() && !holding {
             // Dropping the job closes the pacer's queue: it sends what is
             // left and ends.
-            drop(state.streams.remove(id));
+            state.remove(id);
             return;
         }
         let rate = job.audio.resampler.rate();
@@ -489,6 +616,7 @@ impl Done {
         let demand = estimate.demand(
             job.remaining_audio(rate, estimate.audio_per_char.value()),
             job.next_step_audio(rate),
+            state.streams.peers(job.voice),
         );
         let produced = job.audio.framer.frames_cut();
         // A job whose stream was removed meanwhile is dropped here.

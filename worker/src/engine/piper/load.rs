@@ -161,6 +161,7 @@ impl PiperVoice {
                 sample_rate: config.audio.sample_rate,
                 gain: PIPER_GAIN,
                 streaming: graph.parts.is_some(),
+                windows_grow: graph.parts.is_some() && opts.plan.first < opts.plan.max,
                 revision: model_revision(&bytes, &raw),
                 timestamps: graph.timestamps(),
             },
@@ -193,18 +194,27 @@ impl PiperVoice {
         &self,
         threads: usize,
     ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
-        let err = |e: ort::Error| EngineError::Runtime(e.to_string());
-        Session::builder(&self.env)
-            .map_err(err)?
-            .with_intra_threads(threads)
-            .map_err(|e| err(e.into()))?
-            // Spinning threads steal the core from the next window's call.
-            .with_intra_op_spinning(false)
-            .map_err(|e| err(e.into()))?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-            .map_err(|e| err(e.into()))
-            .and_then(|b| on_device(b, self.device))
+        builder(&self.env, self.device, threads)
     }
+}
+
+/// A session builder on `env` for `device` with `threads` intra-op threads.
+pub(super) fn builder(
+    env: &ort::environment::Environment,
+    device: crate::gpu::Device,
+    threads: usize,
+) -> Result<ort::session::builder::SessionBuilder, EngineError> {
+    let err = |e: ort::Error| EngineError::Runtime(e.to_string());
+    Session::builder(env)
+        .map_err(err)?
+        .with_intra_threads(threads)
+        .map_err(|e| err(e.into()))?
+        // Spinning threads steal the core from the next window's call.
+        .with_intra_op_spinning(false)
+        .map_err(|e| err(e.into()))?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .map_err(|e| err(e.into()))
+        .and_then(|b| on_device(b, device))
 }
 
 /// Registers the CUDA provider for `device` (nothing for the CPU). A

@@ -98,11 +98,12 @@ impl PiperVoice {
 
     fn open_sessions(
         &self,
-        parts: &SplitModel,
+        parts: &Arc<SplitModel>,
         threads: usize,
     ) -> Result<StreamedSessions, EngineError> {
-        StreamedSessions::open(parts, self.plan, |bytes, varying| {
-            let builder = self.builder(threads)?;
+        let (env, device) = (self.env.clone(), self.device);
+        let make = move |bytes: &[u8], varying: bool| {
+            let builder = load::builder(&env, device, threads)?;
             let mut builder = if varying {
                 without_arena(builder)?
             } else {
@@ -111,7 +112,8 @@ impl PiperVoice {
             builder
                 .commit_from_memory(bytes)
                 .map_err(|e| EngineError::Runtime(e.to_string()))
-        })
+        };
+        StreamedSessions::open(parts, self.plan, Arc::new(make))
     }
 
     fn synthesizer_with(&self, engine: Engine) -> PiperSynthesizer {

@@ -12,6 +12,9 @@ enum PlanChoice {
     NoStreaming,
     /// The default windows, widened to the standard widths.
     Uniform,
+    /// Uniform, and a decoder session per shape, batches padded to a
+    /// power of two up to 4.
+    Shaped,
 }
 
 fn voice(plan: PlanChoice) -> PiperVoice {
@@ -24,11 +27,17 @@ fn voice(plan: PlanChoice) -> PiperVoice {
             uniform: true,
             ..ChunkPlan::default()
         },
+        PlanChoice::Shaped => ChunkPlan {
+            uniform: true,
+            constant_shapes: 4,
+            ..ChunkPlan::default()
+        },
         PlanChoice::Whole => ChunkPlan {
             first: usize::MAX / 4,
             max: usize::MAX / 4,
             context: 0,
             uniform: false,
+            constant_shapes: 0,
         },
     };
     let opts = PiperOptions {
@@ -270,9 +279,38 @@ fn streamed_samples_equal_the_one_shot_samples() {
 
 #[test]
 fn clauses_stepped_together_sound_as_they_do_alone() {
+    let shapes = step_together_and_compare(PlanChoice::Uniform);
+    assert!(shapes.is_empty(), "one decoder session for every shape");
+}
+
+#[test]
+fn a_decoder_session_per_shape_sounds_the_same() {
+    // Batches of 1 to 4 windows padded to 1, 2 or 4 rows, each shape on
+    // its own session; windows at a clause's edge on the shared one.
+    let shapes = step_together_and_compare(PlanChoice::Shaped);
+    eprintln!("decoder shapes (width, rows): {shapes:?}");
+    let widths = ChunkPlan::default().widths();
+    assert!(shapes.len() > 1, "{shapes:?}");
+    assert!(
+        shapes
+            .iter()
+            .all(|&(w, rows)| widths.contains(&w) && [1, 2, 4].contains(&rows)),
+        "{shapes:?}"
+    );
+    assert!(
+        shapes.iter().any(|&(_, rows)| rows > 1),
+        "batches were padded: {shapes:?}"
+    );
+}
+
+/// Steps the test sentences together (starting one step apart) with
+/// `plan`, checks each against the same clause spoken alone (within 1e-4)
+/// and that windows shared calls; returns the shapes of the decoder
+/// sessions made per shape.
+fn step_together_and_compare(plan: PlanChoice) -> Vec<(usize, usize)> {
     let alone = voice(PlanChoice::Default);
     let mut solo = alone.streamed().expect("sessions").expect("streams");
-    let together = voice(PlanChoice::Uniform);
+    let together = voice(plan);
     let mut batch = together.streamed().expect("sessions").expect("streams");
     // Each clause's first steps start one step apart, so that windows of
     // every width meet windows of other widths.
@@ -349,6 +387,7 @@ fn clauses_stepped_together_sound_as_they_do_alone() {
         calls < windows,
         "{windows} windows should share calls, took {calls}"
     );
+    sessions.decoder_shapes()
 }
 
 #[test]

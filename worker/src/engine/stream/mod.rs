@@ -4,7 +4,8 @@
 //! clause. With enough context the result equals the one-shot output (the
 //! flow and decoder are convolutional with short receptive fields).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use ort::session::Session;
 use ort::value::Tensor;
@@ -52,6 +53,8 @@ pub(crate) struct StreamedSessions {
     /// The widths windows are widened to ([`ChunkPlan::widths`] when the
     /// plan is uniform, else none).
     widths: Vec<usize>,
+    /// With constant shapes: a decoder session per input shape.
+    shaped: Option<ShapedDecoders>,
     /// Decoder calls made.
     decoder_calls: u64,
 }
@@ -157,21 +160,92 @@ impl Frames {
     }
 }
 
-impl StreamedSessions {
-    /// Opens the three parts with `make`, which configures a session
-    /// builder (threads, spinning) and loads the bytes; its flag says
-    /// whether the session's input size varies with the text (the text
-    /// part), so that memory kept between runs would follow the longest
-    /// text ever seen.
-    pub(crate) fn open(
-        parts: &SplitModel,
+/// Configures a session builder (threads, spinning, device) and loads a
+/// part's bytes; its flag says whether the session's input size varies
+/// with the text (the text part), so that memory kept between runs would
+/// follow the longest text ever seen.
+pub(crate) type MakeSession =
+    Arc<dyn Fn(&[u8], bool) -> Result<Session, EngineError> + Send + Sync>;
+
+/// Decoder sessions that each see one input shape
+/// ([`ChunkPlan::constant_shapes`]).
+struct ShapedDecoders {
+    parts: Arc<SplitModel>,
+    make: MakeSession,
+    /// Batches are padded to a power of two up to this.
+    max_batch: usize,
+    /// By `(width, rows)`, with the calls each ran.
+    sessions: HashMap<(usize, usize), (Session, u64)>,
+}
+
+impl ShapedDecoders {
+    /// A session for every standard width and every batch size a call
+    /// pads to, made now: none is made inside a call (which the call
+    /// model would count as the call's cost).
+    fn open(
+        parts: &Arc<SplitModel>,
+        make: &MakeSession,
         plan: ChunkPlan,
-        make: impl Fn(&[u8], bool) -> Result<Session, EngineError>,
     ) -> Result<Self, EngineError> {
+        let mut shaped = Self {
+            parts: Arc::clone(parts),
+            make: Arc::clone(make),
+            max_batch: plan.constant_shapes,
+            sessions: HashMap::new(),
+        };
+        let rows: Vec<usize> = std::iter::successors(Some(1usize), |&r| Some(r * 2))
+            .take_while(|&r| r <= plan.constant_shapes.next_power_of_two())
+            .collect();
+        for width in plan.widths() {
+            for &r in &rows {
+                let session = make(&parts.decoder, false)?;
+                shaped.sessions.insert((width, r), (session, 0));
+            }
+        }
+        Ok(shaped)
+    }
+
+    /// Rows a call of `n` windows runs with: the next power of two, or `n`
+    /// beyond `max_batch`.
+    fn rows(&self, n: usize) -> usize {
+        let rows = n.next_power_of_two();
+        if rows <= self.max_batch.next_power_of_two() {
+            rows
+        } else {
+            n
+        }
+    }
+
+    /// The session for one shape (made the first time it comes, if it was
+    /// not made at the start).
+    fn session(&mut self, width: usize, rows: usize) -> Result<&mut Session, EngineError> {
+        use std::collections::hash_map::Entry;
+        let (session, calls) = match self.sessions.entry((width, rows)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(((self.make)(&self.parts.decoder, false)?, 0)),
+        };
+        *calls += 1;
+        Ok(session)
+    }
+}
+
+impl StreamedSessions {
+    /// Opens the three parts with `make`.
+    pub(crate) fn open(
+        parts: &Arc<SplitModel>,
+        plan: ChunkPlan,
+        make: MakeSession,
+    ) -> Result<Self, EngineError> {
+        let shaped = if plan.constant_shapes > 0 {
+            Some(ShapedDecoders::open(parts, &make, plan)?)
+        } else {
+            None
+        };
         Ok(Self {
             text: make(&parts.text, true)?,
             flow: make(&parts.flow, false)?,
             decoder: make(&parts.decoder, false)?,
+            shaped,
             z: parts.z.clone(),
             mask: parts.mask.clone(),
             d: parts.d.clone(),
@@ -190,6 +264,21 @@ impl StreamedSessions {
     #[cfg(test)]
     pub(crate) fn decoder_calls(&self) -> u64 {
         self.decoder_calls
+    }
+
+    /// The shapes whose sessions ran calls, sorted; empty without
+    /// constant shapes.
+    #[cfg(test)]
+    pub(crate) fn decoder_shapes(&self) -> Vec<(usize, usize)> {
+        let mut shapes: Vec<_> = self
+            .shaped
+            .iter()
+            .flat_map(|s| s.sessions.iter())
+            .filter(|(_, (_, calls))| *calls > 0)
+            .map(|(&shape, _)| shape)
+            .collect();
+        shapes.sort_unstable();
+        shapes
     }
 
     /// Runs the text part on the first of a clause's runs of phoneme ids
@@ -387,34 +476,46 @@ impl StreamedSessions {
     }
 
     /// Runs the decoder once on every member, each widened to `width`
-    /// frames; returns the samples (`width × hop` per member, in order)
-    /// and the hop.
+    /// frames (with constant shapes and a standard width, on the session
+    /// of its shape, the batch padded with zero windows whose output is
+    /// dropped); returns
+    /// the samples (`width × hop` per member, in order) and the hop.
     fn decode_batch(
         &mut self,
         members: &[(&Frames, Padded)],
         width: usize,
     ) -> Result<(Vec<f32>, usize), EngineError> {
         let channels = members.first().map_or(0, |(d, _)| d.channels);
-        let mut input = Vec::with_capacity(members.len() * channels * width);
+        let n = members.len();
+        // A window that could not be widened to a standard width (at a
+        // clause's edge) runs on the shared session: its shapes are many.
+        let standard = self.widths.contains(&width);
+        let shaped = self.shaped.as_mut().filter(|_| standard);
+        let rows = shaped.as_ref().map_or(n, |s| s.rows(n));
+        let mut input = Vec::with_capacity(rows * channels * width);
         for (d, padded) in members {
             padded.write(d, &mut input);
         }
-        let tensor = Tensor::from_array(([members.len(), channels, width], input)).map_err(err)?;
+        input.resize(rows * channels * width, 0.0);
+        let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
         self.decoder_calls += 1;
-        let outputs = self
-            .decoder
+        let decoder = match shaped {
+            Some(shaped) => shaped.session(width, rows)?,
+            None => &mut self.decoder,
+        };
+        let outputs = decoder
             .run(ort::inputs![self.d.as_str() => tensor])
             .map_err(err)?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        let frames = members.len() * width;
+        let frames = rows * width;
         if frames == 0 || audio.len() % frames != 0 {
             return Err(err(format!(
-                "decoder produced {} samples for {} × {width} frames",
+                "decoder produced {} samples for {rows} × {width} frames",
                 audio.len(),
-                members.len()
             )));
         }
-        Ok((audio.to_vec(), audio.len() / frames))
+        let hop = audio.len() / frames;
+        Ok((audio[..n * width * hop].to_vec(), hop))
     }
 }
 
