@@ -24,6 +24,7 @@ use governor::clock::{Clock, DefaultClock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::OrchestratorConfig;
 use crate::metrics;
 use crate::protocol::ErrorCode;
@@ -63,6 +64,8 @@ pub(crate) struct Admission {
     rate: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     /// Requests in flight in the process (`--max-inflight`).
     inflight: Counted,
+    /// Addresses told to wait by a refusal, and until when.
+    pub(crate) backoff: Arc<Backoff>,
 }
 
 /// What a request asks for.
@@ -116,6 +119,7 @@ impl Admission {
             requests_per_second: config.requests_per_second_per_address,
             rate: Arc::new(rate_limiter(config.requests_per_second_per_address)),
             inflight: Counted::new(config.max_inflight),
+            backoff: Arc::default(),
         }
     }
 
@@ -189,10 +193,12 @@ impl Admission {
     /// The client address's request rate (spends one of its tokens).
     /// Forgets every address whose bucket is full again (it would be
     /// admitted as if new), so that many addresses, or one IPv6 client
-    /// rotating through its prefix, hold no memory once they pause; every
-    /// `PRUNE_PERIOD` until `done`.
+    /// rotating through its prefix, hold no memory once they pause; and
+    /// every address the back-off no longer needs; every `PRUNE_PERIOD`
+    /// until `done`.
     pub(crate) fn pruning(&self, done: CancellationToken) -> impl Future<Output = ()> + use<> {
         let rate = Arc::clone(&self.rate);
+        let backoff = Arc::clone(&self.backoff);
         async move {
             let mut every = tokio::time::interval(PRUNE_PERIOD);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -202,6 +208,8 @@ impl Admission {
                     _ = every.tick() => {
                         let left = prune(&rate);
                         tracing::debug!(addresses = left, "rate limiter forgot the addresses that paused");
+                        let waiting = backoff.prune();
+                        tracing::debug!(addresses = waiting, "back-off forgot the addresses that neither wait nor storm");
                     }
                 }
             }

@@ -21,6 +21,7 @@ pub use tts_protocol as protocol;
 mod admin;
 mod admission;
 mod app;
+mod backoff;
 mod cache;
 mod context;
 mod error;

@@ -3,7 +3,10 @@
 //! and each whose URL `--registry-allow` allows is added to the pool or
 //! has its expiry renewed; any other is refused (logged once, counted). A
 //! worker is dropped when its entry's time to live runs out, or at the
-//! first complete read that no longer lists it (its entry was deleted).
+//! first complete read that no longer lists it (its entry was deleted),
+//! unless the registry could not be read within the longest time to live
+//! seen: a Redis that restarted empty lists nobody until the workers'
+//! next heartbeats, and dropping them all would be an outage.
 //! Redis being away keeps the static workers serving (readiness says
 //! `degraded`) and the registry's workers until their last known expiry;
 //! the connection is remade by itself.
@@ -24,6 +27,9 @@ use crate::pool::Pool;
 pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 /// Most entries read per refresh.
 const MAX_WORKERS: usize = 256;
+/// How long after a failed read nothing is unlisted, until an entry's
+/// time to live says longer (workers renew theirs every third of it).
+const MIN_GRACE: Duration = Duration::from_secs(3);
 
 /// The registry as this orchestrator follows it.
 pub(crate) struct Registry {
@@ -34,6 +40,10 @@ pub(crate) struct Registry {
     /// URLs already refused (logged once each), at most `MAX_WORKERS`.
     refused: HashSet<String>,
     conn: Option<ConnectionManager>,
+    /// When a read last failed.
+    failed_at: Option<Instant>,
+    /// The longest time to live an entry has had.
+    longest_ttl: Duration,
 }
 
 impl Registry {
@@ -49,6 +59,8 @@ impl Registry {
             allow,
             refused: HashSet::new(),
             conn: None,
+            failed_at: None,
+            longest_ttl: MIN_GRACE,
         }
     }
 
@@ -69,6 +81,7 @@ impl Registry {
                 }
                 Ok(()) => {}
                 Err(e) => {
+                    self.failed_at = Some(Instant::now());
                     if !failing {
                         warn!(error = %e, "cannot read the worker registry; static workers serve on");
                     }
@@ -108,7 +121,9 @@ impl Registry {
                 continue;
             }
             listed.insert(entry.url.clone());
-            let expires = Instant::now() + Duration::from_millis(ttl_ms as u64);
+            let ttl = Duration::from_millis(ttl_ms as u64);
+            self.longest_ttl = self.longest_ttl.max(ttl);
+            let expires = Instant::now() + ttl;
             match self.pool.add(&entry.url, Some(expires)) {
                 Ok(true) => {
                     metrics::registry_added();
@@ -120,7 +135,13 @@ impl Registry {
                 Err(e) => warn!(worker = %entry.url, error = %e, "registry entry ignored"),
             }
         }
-        if complete {
+        // Entries vanish at once only from a registry read without
+        // interruption for a whole time to live: one that came back
+        // (perhaps empty) keeps its workers until they renew, or expire.
+        let settled = self
+            .failed_at
+            .is_none_or(|at| at.elapsed() >= self.longest_ttl);
+        if complete && settled {
             self.pool.unlist(&listed, Instant::now());
         }
         Ok(())

@@ -31,7 +31,7 @@ use crate::frame::{Failure, Item};
 use crate::metrics;
 use crate::protocol::{Cutter, ErrorCode, Outcome};
 use crate::queue::{FrameQueue, FrameReceiver, Queued, frame_queue};
-use crate::relay::{RelayContext, relay};
+use crate::relay::{Ended, RelayContext, relay};
 use crate::request::Request;
 use crate::stop::{Stop, StopReason};
 use crate::transcode::Transcoder;
@@ -59,7 +59,7 @@ const LAST_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A clause being spoken.
 struct Running {
-    task: JoinHandle<String>,
+    task: JoinHandle<Ended>,
     frames: FrameReceiver,
     stop: Stop,
 }
@@ -107,9 +107,13 @@ pub(crate) async fn context(
     pieces: mpsc::Receiver<Piece>,
     out: FrameQueue,
     idle: Duration,
-) -> String {
+) -> Ended {
     let span = req.span.clone();
-    speak(ctx, req, pieces, out, idle).instrument(span).await
+    let request_id = speak(ctx, req, pieces, out, idle).instrument(span).await;
+    Ended {
+        request_id,
+        retry_after: None,
+    }
 }
 
 /// The context's work, from its first piece to its last message.

@@ -16,7 +16,7 @@ mod ogg;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -63,9 +63,22 @@ fn error_response(
         && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, v);
+        // OpenAI's own header for the wait to the millisecond, which its
+        // client libraries read before `Retry-After`.
+        response
+            .headers_mut()
+            .insert("retry-after-ms", HeaderValue::from(ms));
+        response
+            .extensions_mut()
+            .insert(RetryAfter(Duration::from_millis(ms)));
     }
     response
 }
+
+/// A refusal's wait to the millisecond (the `Retry-After` header has
+/// whole seconds), for the address's back-off.
+#[derive(Debug, Clone, Copy)]
+struct RetryAfter(Duration);
 
 /// The request field a refusal is about (OpenAI's `param`), for the codes
 /// that name one.
@@ -115,11 +128,20 @@ pub(crate) async fn speech(
         Err(refused) => return refused.into_response(),
     };
     let received = Instant::now();
+    // An address that keeps asking again at once is answered at the pace
+    // it was asked to keep (crate::backoff); a shutdown ends the wait, and
+    // admission then refuses.
+    if let Some(until) = shared.admission.backoff.storming(peer.ip()) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
     let traced = Traced::new(new_ids(&headers), 1);
     let span = traced.span.clone();
     let (mut req, speech) = match span.in_scope(|| accept(&shared, &body, traced, peer)) {
         Ok(accepted) => accepted,
-        Err(refused) => return *refused,
+        Err(refused) => return paced(&shared, peer, *refused),
     };
     req.received = received;
     let guard = DisconnectGuard(req.stop.clone());
@@ -130,7 +152,15 @@ pub(crate) async fn speech(
     };
     let rx = spawn_relay(&shared, req, speech.input);
     // The response's status waits for the first frame (or the failure).
-    first_frame(rx, body, guard).await
+    paced(&shared, peer, first_frame(rx, body, guard).await)
+}
+
+/// A refusal that said when to retry makes its address wait that long.
+fn paced(shared: &App, peer: SocketAddr, response: Response) -> Response {
+    if let Some(RetryAfter(wait)) = response.extensions().get::<RetryAfter>() {
+        shared.admission.backoff.refused(peer.ip(), *wait);
+    }
+    response
 }
 
 /// Parses and admits a request, logged inside its span either way: the

@@ -69,6 +69,14 @@ fn stop_ending(stop: &Stop) -> Ending {
     }
 }
 
+/// What a finished relay tells its connection.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) request_id: String,
+    /// The worker refused the request and said when to retry.
+    pub(crate) retry_after: Option<Duration>,
+}
+
 /// How long a request's last message (`end` or `error`) may wait for room
 /// in its connection's queue before it is dropped (and counted).
 const LAST_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
@@ -81,14 +89,21 @@ pub(crate) async fn relay(
     req: Request,
     text: String,
     out: FrameQueue,
-) -> String {
+) -> Ended {
     let span = req.span.clone();
     async move {
         let mut relay = Relay::new(&ctx, &req, &out);
         let ending = relay.stream(&text).await;
         let tally = relay.audit.tally;
+        let retry_after = match &ending {
+            Ending::Refused(f) => f.retry_after_ms.map(Duration::from_millis),
+            _ => None,
+        };
         finish(&req, ending, &tally, &out).await;
-        req.ids.request_id
+        Ended {
+            request_id: req.ids.request_id,
+            retry_after,
+        }
     }
     .instrument(span)
     .await

@@ -29,6 +29,7 @@ use crate::context::Piece;
 use crate::metrics;
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use crate::queue::{FrameQueue, frame_queue};
+use crate::relay::Ended;
 use crate::stop::{Stop, StopReason};
 use crate::writer::{Control, write_loop};
 use tts_telemetry::listener::Ticket;
@@ -91,6 +92,9 @@ pub(crate) async fn serve(
             bad_messages: 0,
             budget: ConnectionBudget::new(&shared.config),
             worker_calls: Arc::new(Semaphore::new(1)),
+            // An address that keeps reconnecting to retry at once waits
+            // on its new connection too.
+            hold_until: shared.admission.backoff.storming(peer),
         };
         closing = conn.run(stream).await;
         let reason = match &closing {
@@ -165,13 +169,17 @@ struct Connection<'a> {
     ctrl: mpsc::Sender<Control>,
     data: FrameQueue,
     active: HashMap<String, Active>,
-    tasks: JoinSet<String>,
+    tasks: JoinSet<Ended>,
     next_stream_id: u32,
     bad_messages: u32,
     /// Requests and characters in flight on this connection.
     budget: ConnectionBudget,
     /// One deep ping or voices request at a time per connection.
     worker_calls: Arc<Semaphore>,
+    /// A request of this connection was refused with a time to retry:
+    /// while nothing else is in flight, its next message is not read
+    /// before then ([`Connection::hold`]).
+    hold_until: Option<tokio::time::Instant>,
 }
 
 struct Active {
@@ -221,13 +229,19 @@ impl Connection<'_> {
         let mut last_heard = tokio::time::Instant::now();
         loop {
             let idle_at = last_heard + idle_limit;
+            let held = self.held();
             tokio::select! {
                 // Finished requests first, so that a client that sends its
                 // next request on reading the last one's end is not counted
                 // against the per-connection limit.
                 biased;
                 Some(done) = self.tasks.join_next() => self.reap(done),
-                msg = stream.next() => {
+                _ = tokio::time::sleep_until(held.unwrap_or(idle_at)), if held.is_some() => {
+                    // Whatever waited unread counts as heard now.
+                    self.hold_until = None;
+                    last_heard = tokio::time::Instant::now();
+                }
+                msg = stream.next(), if held.is_none() => {
                     last_heard = tokio::time::Instant::now();
                     match msg {
                         Some(Ok(Message::Text(text))) => {
@@ -254,7 +268,7 @@ impl Connection<'_> {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(idle_at), if self.active.is_empty() => {
+                _ = tokio::time::sleep_until(idle_at), if self.active.is_empty() && held.is_none() => {
                     metrics::connection_closed_by_server(CLOSE_NORMAL);
                     return Some(Closing::new(CLOSE_NORMAL, "idle timeout", StopReason::Cancelled));
                 }
@@ -271,10 +285,36 @@ impl Connection<'_> {
         }
     }
 
-    fn reap(&mut self, done: Result<String, tokio::task::JoinError>) {
-        if let Ok(request_id) = done {
-            self.active.remove(&request_id);
+    fn reap(&mut self, done: Result<Ended, tokio::task::JoinError>) {
+        if let Ok(ended) = done {
+            self.active.remove(&ended.request_id);
+            if let Some(wait) = ended.retry_after {
+                self.hold(wait);
+            }
         }
+    }
+
+    /// A request was refused with `retry_after`: the connection's next
+    /// message waits until then, spaced from the address's other held
+    /// requests (at most [`MAX_HOLD`](crate::backoff::MAX_HOLD)), unless
+    /// another of its requests is in flight (its cancels and appends must
+    /// not wait). An address refused more than a few times a second has
+    /// its new connections held too. See [`crate::backoff`]. (A retry read
+    /// before its refused relay's task is reaped, within microseconds of
+    /// the refusal, is not held: the reader reaps ended tasks first.)
+    pub(super) fn hold(&mut self, retry_after: Duration) {
+        let until = self
+            .shared
+            .admission
+            .backoff
+            .refused(self.peer, retry_after);
+        self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Until when the next message waits, if it does.
+    fn held(&self) -> Option<tokio::time::Instant> {
+        let until = self.hold_until?;
+        (self.active.is_empty() && until > tokio::time::Instant::now()).then_some(until)
     }
 
     /// Stops what is still in flight for `reason` and waits for the relays

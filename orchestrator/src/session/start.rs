@@ -53,7 +53,12 @@ impl Connection<'_> {
         let (permit, text_permit) = match self.admit(text.as_deref(), voice, &request_id, &trace_id)
         {
             Ok(admitted) => admitted,
-            Err(refusal) => return self.refuse(refusal, &request_id, &trace_id).await,
+            Err(refusal) => {
+                if let Some(ms) = refusal.retry_after_ms {
+                    self.hold(Duration::from_millis(ms));
+                }
+                return self.refuse(refusal, &request_id, &trace_id).await;
+            }
         };
         let chars = text.as_deref().map_or(0, |t| t.chars().count());
         let stream_id = self.next_stream_id;
