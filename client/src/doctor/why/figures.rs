@@ -93,6 +93,9 @@ pub(crate) struct WorkerMetrics {
     pub(crate) stalls: f64,
     /// The default voice's engine (`piper`, `espeak`, `fixed-cost`).
     pub(crate) engine: Option<String>,
+    /// A batching worker's voice whose recent calls took furthest from
+    /// what its call model predicted, with the ratio (1: exact).
+    pub(crate) call_model: Option<(String, f64)>,
 }
 
 /// One worker.
@@ -230,17 +233,28 @@ fn worker_metrics(s: &Scrapes) -> Option<WorkerMetrics> {
         .iter()
         .map(|r| delta(s, "tts_worker_frames_total", &[("result", r)]))
         .sum();
-    // The voice whose estimate rose most against its start-up baseline.
-    let cost = end
-        .select("tts_worker_compute_per_audio_second", &[])
+    // The voice whose estimate rose most against its start-up baseline,
+    // among those that synthesised in the window (their estimate moved):
+    // the window's step time per audio second is theirs, and a voice that
+    // was not used has its own, unrelated baseline.
+    const COST: &str = "tts_worker_compute_per_audio_second";
+    let voices: Vec<(f64, f64, bool)> = end
+        .select(COST, &[])
         .filter_map(|now| {
             let voice = now.label("voice")?;
             let base = end.max(
                 "tts_worker_compute_per_audio_second_baseline",
                 &[("voice", voice)],
             )?;
-            (base > 0.0).then_some((now.value, base))
+            let moved = start.max(COST, &[("voice", voice)]) != Some(now.value);
+            (base > 0.0).then_some((now.value, base, moved))
         })
+        .collect();
+    let used = voices.iter().any(|v| v.2);
+    let cost = voices
+        .into_iter()
+        .filter(|v| v.2 || !used)
+        .map(|(now, base, _)| (now, base))
         .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
     Some(WorkerMetrics {
         requests: delta(s, "tts_worker_requests_total", &[]),
@@ -271,6 +285,11 @@ fn worker_metrics(s: &Scrapes) -> Option<WorkerMetrics> {
         engine: end
             .select("tts_worker_build_info", &[])
             .find_map(|s| s.label("engine").map(str::to_owned)),
+        call_model: end
+            .select("tts_worker_call_observed_to_predicted_ratio", &[])
+            .filter(|s| s.value.is_finite() && s.value > 0.0)
+            .filter_map(|s| Some((s.label("voice")?.to_owned(), s.value)))
+            .max_by(|a, b| a.1.ln().abs().total_cmp(&b.1.ln().abs())),
     })
 }
 
@@ -354,6 +373,10 @@ mod tests {
         assert_eq!(m.cost, Some((0.2, 0.05)));
         assert_eq!((m.utilisation, m.limit), (0.3, Some(0.8)));
         assert_eq!(m.engine.as_deref(), Some("piper"));
+        // Joe spoke and got a little cheaper; espeak-ng did not speak: its
+        // baseline says nothing about the window's steps.
+        let m = worker_metrics(&scrapes(&text(10.0, 0.05), &text(12.5, 0.045))).expect("metrics");
+        assert_eq!(m.cost, Some((0.045, 0.05)));
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum Cause {
     RedisDegraded,
     /// Limits (not compute) refuse requests or connections.
     AdmissionRefusing,
+    /// A batching worker's calls take much more or less than its call
+    /// model predicts: admission works from wrong costs.
+    CostModelOff,
 }
 
 impl Cause {
@@ -81,6 +84,7 @@ impl Cause {
             Self::AudioQuality => "audio_quality",
             Self::RedisDegraded => "redis_degraded",
             Self::AdmissionRefusing => "admission_refusing",
+            Self::CostModelOff => "cost_model_off",
         }
     }
 

@@ -16,7 +16,7 @@ pub(crate) use client::{admission_refusing, client_slow};
 pub(crate) use link::{frame_corruption, network_latency};
 pub(crate) use redis::redis_degraded;
 pub(crate) use worker::{
-    audio_quality, cpu_starved, worker_down, worker_saturated, worker_stalled,
+    audio_quality, cost_model_off, cpu_starved, worker_down, worker_saturated, worker_stalled,
 };
 
 /// Utilisation at or above this share of the admission limit is "at
@@ -58,6 +58,12 @@ pub(crate) const LATE_SHARE: f64 = 0.01;
 /// a hiccup that a client's jitter buffer absorbs, whatever their share
 /// of a short window's few frames.
 pub(crate) const MIN_LATE_FRAMES: f64 = 25.0;
+/// A batching worker's calls taking more than this many times what its
+/// call model predicts (or less than its inverse) mean admission works
+/// from wrong costs; the model follows a steady change within about 50
+/// calls, so a ratio this far off says the calls vary in a way it does
+/// not capture.
+pub(crate) const MODEL_OFF: f64 = 1.5;
 /// A Redis PING slower than this is degraded, ms.
 pub(crate) const SLOW_REDIS_MS: f64 = 100.0;
 
@@ -70,6 +76,7 @@ pub(crate) fn all(f: &Figures) -> Vec<Finding> {
             cpu_starved(w),
             worker_saturated(w),
             audio_quality(w),
+            cost_model_off(w),
         ]
         .into_iter()
         .flatten()

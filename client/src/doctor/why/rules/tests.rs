@@ -295,3 +295,26 @@ fn quality_events_and_limits_and_redis() {
     f.redis.ping = Some(Ok(0.4));
     assert!(redis_degraded(&f).is_none());
 }
+
+#[test]
+fn a_call_model_far_from_its_calls_is_reported_with_its_direction() {
+    let with = |ratio: f64, late: f64| {
+        worker(WorkerMetrics {
+            call_model: Some(("gpu".into(), ratio)),
+            playout_misses: late,
+            ..busy(8.5, 0.055)
+        })
+    };
+    assert!(cost_model_off(&with(1.2, 0.0)).is_none(), "close enough");
+    assert!(cost_model_off(&with(0.8, 0.0)).is_none());
+    let slow = cost_model_off(&with(2.0, 0.0)).expect("too slow");
+    assert_eq!((slow.cause, slow.hop), (Cause::CostModelOff, Hop::Worker));
+    assert_eq!(slow.severity, Severity::Warning);
+    assert!(slow.summary.contains("admits more"), "{}", slow.summary);
+    let late = cost_model_off(&with(2.0, 40.0)).expect("too slow");
+    assert_eq!(late.severity, Severity::Critical, "frames were late");
+    let fast = cost_model_off(&with(0.5, 0.0)).expect("too fast");
+    assert!(fast.summary.contains("refuses"), "{}", fast.summary);
+    // A worker that does not batch exports no ratio.
+    assert!(cost_model_off(&worker(busy(8.5, 0.055))).is_none());
+}

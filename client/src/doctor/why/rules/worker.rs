@@ -379,3 +379,50 @@ pub(crate) fn audio_quality(w: &Worker) -> Option<Finding> {
         runbook: String::new(),
     })
 }
+
+/// `cost_model_off` (worker): a batching worker's recent calls took more
+/// than `MODEL_OFF` times what its call model predicted for them (or less
+/// than its inverse). Too slow is a warning that admission over-admits,
+/// critical once frames are late; too fast, that it refuses early.
+pub(crate) fn cost_model_off(w: &Worker) -> Option<Finding> {
+    let m = w.metrics.as_ref()?;
+    let (voice, ratio) = m.call_model.as_ref()?;
+    let slow = *ratio >= MODEL_OFF;
+    if !slow && *ratio > 1.0 / MODEL_OFF {
+        return None;
+    }
+    let late = m.playout_misses + m.first_audio_misses;
+    let (severity, what) = if slow {
+        let severity = if m.playout_misses >= MIN_LATE_FRAMES {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        (
+            severity,
+            "admits more streams than the calls can keep on time",
+        )
+    } else {
+        (Severity::Warning, "refuses streams it could keep")
+    };
+    Some(Finding {
+        cause: Cause::CostModelOff,
+        hop: Hop::Worker,
+        severity,
+        summary: format!(
+            "Worker {}'s calls of voice {voice} take {ratio:.2}× what its call model predicts: it {what}.",
+            w.url
+        ),
+        evidence: vec![
+            evidence(
+                format!("tts_worker_call_observed_to_predicted_ratio{{voice=\"{voice}\"}}"),
+                *ratio,
+                format!("between {:.2} and {MODEL_OFF}", 1.0 / MODEL_OFF),
+            ),
+            evidence("tts_worker_deadline_misses_total (window)", late, "0"),
+        ],
+        action: "Compare tts_worker_call_cost_seconds (per call, per step) with the warm-up's figures in the worker's start-up log (`call model from the warm-up sweep`); calls whose shapes keep changing (windows of many widths) or a device shared with another process vary more than one line explains. Restart the worker to sweep again if the device changed.".into(),
+        certainty: if slow && late > 0.0 { 0.8 } else { 0.6 },
+        runbook: String::new(),
+    })
+}
