@@ -21,7 +21,18 @@ cargo clippy -q -p tts-client --features play --all-targets -- -D warnings
 # try random inputs for this long each.
 export BOLERO_RANDOM_TEST_TIME_MS=${BOLERO_RANDOM_TEST_TIME_MS:-10000}
 LOG=$(mktemp -t tts-test.XXXXXX.log)
-trap 'rm -f "$LOG"' EXIT
+trap 'rm -f "$LOG" "$LOG.clock"' EXIT
 cargo test --workspace 2>&1 | tee "$LOG"
+# The tests that judge a hundred real-time streams by the clock run alone,
+# with nothing else on the cores. On a shared machine a neighbour can still
+# delay a frame, so a failure is run once more; a real fault fails twice.
+CLOCKED=(cargo test -p tts-worker --lib capacity_tests -- --ignored)
+if ! "${CLOCKED[@]}" >"$LOG.clock" 2>&1; then
+  cat "$LOG.clock"
+  echo "test.sh: the clock-judged tests failed once; running them again"
+  "${CLOCKED[@]}" >"$LOG.clock" 2>&1 || { cat "$LOG.clock"; exit 1; }
+fi
+tee -a "$LOG" <"$LOG.clock"
+rm -f "$LOG.clock"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$LOG"

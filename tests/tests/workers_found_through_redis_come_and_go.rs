@@ -3,7 +3,8 @@
 //! - One is used within a heartbeat of starting, and dropped within its
 //!   entry's time to live after it is killed (no goodbye).
 //! - An entry whose URL `--registry-allow` does not match is never used;
-//!   a deleted entry leaves the pool at the next read.
+//!   a deleted entry leaves the pool at the next read, but a Redis that
+//!   restarts empty drops no one.
 //! - Readiness checks Redis over one connection, however often asked.
 //! - Redis stopped: the static worker keeps serving and readiness says
 //!   `degraded` with the reason.
@@ -32,6 +33,20 @@ fn listed(ready: &Value, url: &str) -> Option<Value> {
         .iter()
         .find(|w| w["url"] == url)
         .cloned()
+}
+
+/// Whether `/ready` lists `url` (or, with `present` false, no longer
+/// does) within `limit`.
+async fn until_listed(
+    orchestrator: &ServiceProcess,
+    url: &str,
+    present: bool,
+    limit: Duration,
+) -> bool {
+    eventually(limit, || async move {
+        listed(&ready(orchestrator).await, url).is_some() == present
+    })
+    .await
 }
 
 async fn speak(ws: &str) {
@@ -119,12 +134,7 @@ async fn workers_found_through_redis_come_and_go() {
             .await
             .expect("SET");
     }
-    let listed_deleted = eventually(Duration::from_secs(10), || {
-        let o = &orchestrator;
-        let url = deleted.clone();
-        async move { listed(&ready(o).await, &url).is_some() }
-    })
-    .await;
+    let listed_deleted = until_listed(&orchestrator, &deleted, true, Duration::from_secs(10)).await;
     assert!(listed_deleted, "the allowed hand-written entry is used");
     let r = ready(&orchestrator).await;
     assert!(
@@ -146,12 +156,7 @@ async fn workers_found_through_redis_come_and_go() {
         .await
         .expect("DEL");
     let deleted_at = Instant::now();
-    let gone = eventually(Duration::from_secs(10), || {
-        let o = &orchestrator;
-        let url = deleted.clone();
-        async move { listed(&ready(o).await, &url).is_none() }
-    })
-    .await;
+    let gone = until_listed(&orchestrator, &deleted, false, Duration::from_secs(10)).await;
     let took = deleted_at.elapsed();
     eprintln!("deleted entry's worker dropped {took:?} after the DEL");
     assert!(
@@ -164,11 +169,12 @@ async fn workers_found_through_redis_come_and_go() {
     registered.signal("KILL");
     let killed_at = Instant::now();
     drop(registered);
-    let gone = eventually(Duration::from_secs(10), || {
-        let o = &orchestrator;
-        let url = registered_url.clone();
-        async move { listed(&ready(o).await, &url).is_none() }
-    })
+    let gone = until_listed(
+        &orchestrator,
+        &registered_url,
+        false,
+        Duration::from_secs(10),
+    )
     .await;
     let took = killed_at.elapsed();
     eprintln!("killed worker dropped {took:?} after the kill");
@@ -243,5 +249,26 @@ async fn workers_found_through_redis_come_and_go() {
     })
     .await;
     assert!(healthy, "reconnected: {}", ready(&orchestrator).await);
+    speak(&ws).await;
+
+    // Redis restarts again, empty: the workers it knew are kept until they
+    // renew their entries (an empty registry is not every worker leaving).
+    // This one renews every 2 s, so the orchestrator reads the empty
+    // registry well before it is announced again.
+    let steady =
+        ServiceProcess::worker(&["--redis-url", &redis.url, "--registry-ttl-secs", "6"]).await;
+    let steady_url = format!("http://{}", steady.addr);
+    let found = until_listed(&orchestrator, &steady_url, true, Duration::from_secs(15)).await;
+    assert!(found, "the steady worker registers");
+    redis.restart().await;
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        let r = ready(&orchestrator).await;
+        assert!(
+            listed(&r, &steady_url).is_some() && listed(&r, &comeback_url).is_some(),
+            "dropped after Redis restarted empty: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     speak(&ws).await;
 }
