@@ -22,7 +22,9 @@ cargo clippy -q -p tts-client --features play --all-targets -- -D warnings
 export BOLERO_RANDOM_TEST_TIME_MS=${BOLERO_RANDOM_TEST_TIME_MS:-10000}
 LOG=$(mktemp -t tts-test.XXXXXX.log)
 trap 'rm -f "$LOG" "$LOG.clock"' EXIT
-cargo test --workspace 2>&1 | tee "$LOG"
+# Every test binary runs even after one fails, so that a log lists every
+# failure at once.
+cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG"
 # The tests that judge a hundred real-time streams by the clock run alone,
 # with nothing else on the cores. On a shared machine a neighbour can still
 # delay a frame, so a failure is run once more; a real fault fails twice.
