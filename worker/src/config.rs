@@ -94,14 +94,16 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_DECODE_BATCH")]
     pub decode_batch: Option<usize>,
 
-    /// Give each decoder input shape its own ONNX Runtime session: a
-    /// standard window width, and a batch padded to a power of two up to
-    /// `--decode-batch` (with zero windows whose output is dropped), each
-    /// session made the first time its shape comes. A GPU provider that
-    /// plans its convolutions for the last shape it saw then never plans
-    /// again; windows at a clause's edge that keep their own width share
+    /// Give each input shape its own ONNX Runtime session, all made at
+    /// start: the decoder's (a standard window width, and a batch padded
+    /// to a power of two up to `--decode-batch` with zero windows whose
+    /// output is dropped), the text part's (phoneme ids padded to a power
+    /// of two past their length) and the flow's (blocks padded with
+    /// masked-out frames to a multiple of 64). A GPU provider that plans
+    /// its convolutions for the last shape it saw then never plans again;
+    /// decoder windows at a clause's edge that keep their own width share
     /// one session. Default: on with a GPU; off on the CPU, where shapes
-    /// cost nothing and each session holds its own copy of the decoder.
+    /// cost nothing and each session holds its own copy of its part.
     #[arg(long, env = "TTS_CONSTANT_SHAPES", action = clap::ArgAction::Set)]
     pub constant_shapes: Option<bool>,
 

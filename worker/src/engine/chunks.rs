@@ -29,9 +29,10 @@ pub struct ChunkPlan {
     /// plan's standard widths, so that the calls of several streams share
     /// a width more often and a device sees few distinct shapes.
     pub uniform: bool,
-    /// 0: one decoder session runs every call, whatever its shape. `N`:
-    /// each decoder session sees one input shape only (a standard width,
-    /// and a batch padded to a power of two up to `N`), all made when the
+    /// 0: one session per part runs every call, whatever its shape. `N`:
+    /// each session sees one input shape only (a decoder window of a
+    /// standard width in a batch padded to a power of two up to `N`;
+    /// phoneme ids and flow blocks padded to buckets), all made when the
     /// sessions open: a device that plans its kernels for the last shape
     /// it saw (cuDNN's convolutions in ONNX Runtime) then never plans
     /// again.

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::engine::phonemes::{BOS, EOS, MAX_IDS};
+use crate::engine::stream::Shapes;
 
 enum PlanChoice {
     Default,
@@ -280,15 +281,26 @@ fn streamed_samples_equal_the_one_shot_samples() {
 #[test]
 fn clauses_stepped_together_sound_as_they_do_alone() {
     let shapes = step_together_and_compare(PlanChoice::Uniform);
-    assert!(shapes.is_empty(), "one decoder session for every shape");
+    assert!(
+        shapes.decoder.is_empty() && shapes.ids.is_empty() && shapes.flow.is_empty(),
+        "one session per part for every shape: {shapes:?}"
+    );
 }
 
 #[test]
-fn a_decoder_session_per_shape_sounds_the_same() {
+fn a_session_per_shape_sounds_the_same() {
     // Batches of 1 to 4 windows padded to 1, 2 or 4 rows, each shape on
-    // its own session; windows at a clause's edge on the shared one.
-    let shapes = step_together_and_compare(PlanChoice::Shaped);
-    eprintln!("decoder shapes (width, rows): {shapes:?}");
+    // its own session; windows at a clause's edge on the shared one. Phoneme
+    // ids and flow blocks padded to their buckets, each on its own session.
+    let Shapes { decoder, ids, flow } = step_together_and_compare(PlanChoice::Shaped);
+    eprintln!("decoder shapes (width, rows): {decoder:?}; ids {ids:?}; flow {flow:?}");
+    assert!(
+        !ids.is_empty() && ids.iter().all(|n| n.is_power_of_two()),
+        "{ids:?}"
+    );
+    assert!(flow.len() > 1, "first block and later ones: {flow:?}");
+    assert!(flow.iter().all(|w| w % 64 == 0), "{flow:?}");
+    let shapes = decoder;
     let widths = ChunkPlan::default().widths();
     assert!(shapes.len() > 1, "{shapes:?}");
     assert!(
@@ -305,9 +317,9 @@ fn a_decoder_session_per_shape_sounds_the_same() {
 
 /// Steps the test sentences together (starting one step apart) with
 /// `plan`, checks each against the same clause spoken alone (within 1e-4)
-/// and that windows shared calls; returns the shapes of the decoder
-/// sessions made per shape.
-fn step_together_and_compare(plan: PlanChoice) -> Vec<(usize, usize)> {
+/// and that windows shared calls; returns the shapes of the sessions made
+/// per shape that ran.
+fn step_together_and_compare(plan: PlanChoice) -> Shapes {
     let alone = voice(PlanChoice::Default);
     let mut solo = alone.streamed().expect("sessions").expect("streams");
     let together = voice(plan);
@@ -387,7 +399,7 @@ fn step_together_and_compare(plan: PlanChoice) -> Vec<(usize, usize)> {
         calls < windows,
         "{windows} windows should share calls, took {calls}"
     );
-    sessions.decoder_shapes()
+    sessions.shapes()
 }
 
 #[test]

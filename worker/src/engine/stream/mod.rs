@@ -53,8 +53,8 @@ pub(crate) struct StreamedSessions {
     /// The widths windows are widened to ([`ChunkPlan::widths`] when the
     /// plan is uniform, else none).
     widths: Vec<usize>,
-    /// With constant shapes: a decoder session per input shape.
-    shaped: Option<ShapedDecoders>,
+    /// With constant shapes: a session per input shape.
+    shaped: Option<Shaped>,
     /// Decoder calls made.
     decoder_calls: u64,
 }
@@ -150,13 +150,15 @@ impl Frames {
         }
     }
 
-    /// Frames `lo..hi` of every channel, as a `[1, C, hi − lo]` tensor.
-    fn window(&self, lo: usize, hi: usize) -> Result<Tensor<f32>, EngineError> {
-        let mut out = Vec::with_capacity(self.channels * (hi - lo));
+    /// Frames `lo..hi` of every channel, each followed by zeros up to
+    /// `width`, as a `[1, C, width]` tensor.
+    fn window(&self, lo: usize, hi: usize, width: usize) -> Result<Tensor<f32>, EngineError> {
+        let mut out = Vec::with_capacity(self.channels * width);
         for c in 0..self.channels {
             out.extend_from_slice(&self.data[c * self.len + lo..c * self.len + hi]);
+            out.resize((c + 1) * width, 0.0);
         }
-        Tensor::from_array(([1usize, self.channels, hi - lo], out)).map_err(err)
+        Tensor::from_array(([1usize, self.channels, width], out)).map_err(err)
     }
 }
 
@@ -167,21 +169,44 @@ impl Frames {
 pub(crate) type MakeSession =
     Arc<dyn Fn(&[u8], bool) -> Result<Session, EngineError> + Send + Sync>;
 
-/// Decoder sessions that each see one input shape
-/// ([`ChunkPlan::constant_shapes`]).
-struct ShapedDecoders {
+/// Phoneme-id counts the text part's runs are padded to with constant
+/// shapes (powers of two up to the longest run,
+/// [`MAX_IDS`](super::phonemes::MAX_IDS)); the padding lies beyond
+/// `input_lengths`, so the model masks it out.
+const ID_BUCKETS: &[usize] = &[32, 64, 128, 256, 512, 1024];
+
+/// Widths (context included) the flow's blocks are padded to with constant
+/// shapes: the first block (≈ 50 frames by default), the usual block
+/// ([`FLOW_BLOCK`] and its context, 192), and a clause's tail. A wider
+/// block (a clause with a long first window) runs on the shared session.
+const FLOW_BUCKETS: &[usize] = &[64, 128, 192, 256, 384, 512];
+
+/// The smallest bucket that holds `n`, if one does.
+fn bucket(buckets: &[usize], n: usize) -> Option<usize> {
+    buckets.iter().copied().find(|&b| b >= n)
+}
+
+/// Sessions that each see one input shape ([`ChunkPlan::constant_shapes`]),
+/// with the calls each ran: a decoder session per standard width and
+/// padded batch, a text-part session per id bucket, a flow session per
+/// block bucket.
+struct Shaped {
     parts: Arc<SplitModel>,
     make: MakeSession,
     /// Batches are padded to a power of two up to this.
     max_batch: usize,
-    /// By `(width, rows)`, with the calls each ran.
-    sessions: HashMap<(usize, usize), (Session, u64)>,
+    /// By `(width, rows)`.
+    decoders: HashMap<(usize, usize), (Session, u64)>,
+    /// By padded id count.
+    texts: HashMap<usize, (Session, u64)>,
+    /// By padded width.
+    flows: HashMap<usize, (Session, u64)>,
 }
 
-impl ShapedDecoders {
-    /// A session for every standard width and every batch size a call
-    /// pads to, made now: none is made inside a call (which the call
-    /// model would count as the call's cost).
+impl Shaped {
+    /// A session for every shape a call pads to, made now: none is made
+    /// inside a call (which the call model would count as the call's
+    /// cost).
     fn open(
         parts: &Arc<SplitModel>,
         make: &MakeSession,
@@ -191,7 +216,9 @@ impl ShapedDecoders {
             parts: Arc::clone(parts),
             make: Arc::clone(make),
             max_batch: plan.constant_shapes,
-            sessions: HashMap::new(),
+            decoders: HashMap::new(),
+            texts: HashMap::new(),
+            flows: HashMap::new(),
         };
         let rows: Vec<usize> = std::iter::successors(Some(1usize), |&r| Some(r * 2))
             .take_while(|&r| r <= plan.constant_shapes.next_power_of_two())
@@ -199,8 +226,14 @@ impl ShapedDecoders {
         for width in plan.widths() {
             for &r in &rows {
                 let session = make(&parts.decoder, false)?;
-                shaped.sessions.insert((width, r), (session, 0));
+                shaped.decoders.insert((width, r), (session, 0));
             }
+        }
+        for &n in ID_BUCKETS {
+            shaped.texts.insert(n, (make(&parts.text, false)?, 0));
+        }
+        for &w in FLOW_BUCKETS {
+            shaped.flows.insert(w, (make(&parts.flow, false)?, 0));
         }
         Ok(shaped)
     }
@@ -216,17 +249,53 @@ impl ShapedDecoders {
         }
     }
 
-    /// The session for one shape (made the first time it comes, if it was
-    /// not made at the start).
-    fn session(&mut self, width: usize, rows: usize) -> Result<&mut Session, EngineError> {
-        use std::collections::hash_map::Entry;
-        let (session, calls) = match self.sessions.entry((width, rows)) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(((self.make)(&self.parts.decoder, false)?, 0)),
-        };
-        *calls += 1;
-        Ok(session)
+    /// The decoder session for one shape (made the first time it comes,
+    /// if it was not made at the start).
+    fn decoder(&mut self, width: usize, rows: usize) -> Result<&mut Session, EngineError> {
+        counted(&mut self.decoders, (width, rows), || {
+            (self.make)(&self.parts.decoder, false)
+        })
     }
+}
+
+/// The session under `key`, made by `make` if there is none, with its call
+/// counted.
+fn counted<K: std::hash::Hash + Eq>(
+    sessions: &mut HashMap<K, (Session, u64)>,
+    key: K,
+    make: impl FnOnce() -> Result<Session, EngineError>,
+) -> Result<&mut Session, EngineError> {
+    use std::collections::hash_map::Entry;
+    let (session, calls) = match sessions.entry(key) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert((make()?, 0)),
+    };
+    *calls += 1;
+    Ok(session)
+}
+
+/// The input shapes whose sessions ran calls, each list sorted.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Shapes {
+    /// Decoder `(width, rows)`.
+    pub decoder: Vec<(usize, usize)>,
+    /// Padded phoneme-id counts.
+    pub ids: Vec<usize>,
+    /// Padded flow block widths.
+    pub flow: Vec<usize>,
+}
+
+/// The shapes whose sessions ran calls, sorted.
+#[cfg(test)]
+fn used<K: Copy + Ord>(sessions: &HashMap<K, (Session, u64)>) -> Vec<K> {
+    let mut shapes: Vec<K> = sessions
+        .iter()
+        .filter(|(_, (_, calls))| *calls > 0)
+        .map(|(&shape, _)| shape)
+        .collect();
+    shapes.sort_unstable();
+    shapes
 }
 
 impl StreamedSessions {
@@ -237,7 +306,7 @@ impl StreamedSessions {
         make: MakeSession,
     ) -> Result<Self, EngineError> {
         let shaped = if plan.constant_shapes > 0 {
-            Some(ShapedDecoders::open(parts, &make, plan)?)
+            Some(Shaped::open(parts, &make, plan)?)
         } else {
             None
         };
@@ -266,19 +335,15 @@ impl StreamedSessions {
         self.decoder_calls
     }
 
-    /// The shapes whose sessions ran calls, sorted; empty without
-    /// constant shapes.
+    /// The shapes whose sessions ran calls; empty without constant
+    /// shapes.
     #[cfg(test)]
-    pub(crate) fn decoder_shapes(&self) -> Vec<(usize, usize)> {
-        let mut shapes: Vec<_> = self
-            .shaped
-            .iter()
-            .flat_map(|s| s.sessions.iter())
-            .filter(|(_, (_, calls))| *calls > 0)
-            .map(|(&shape, _)| shape)
-            .collect();
-        shapes.sort_unstable();
-        shapes
+    pub(crate) fn shapes(&self) -> Shapes {
+        self.shaped.as_ref().map_or(Shapes::default(), |s| Shapes {
+            decoder: used(&s.decoders),
+            ids: used(&s.texts),
+            flow: used(&s.flows),
+        })
     }
 
     /// Runs the text part on the first of a clause's runs of phoneme ids
@@ -415,10 +480,20 @@ impl StreamedSessions {
         timed: bool,
     ) -> Result<(Frames, Frames, Option<Vec<f32>>), EngineError> {
         let n = ids.len();
-        let outputs = self
-            .text
+        // With constant shapes the ids are padded to their bucket: the
+        // model masks everything past `input_lengths`.
+        let padded = self.shaped.as_ref().and_then(|_| bucket(ID_BUCKETS, n));
+        let mut ids = ids;
+        ids.resize(padded.unwrap_or(n), 0);
+        let text = match (self.shaped.as_mut(), padded) {
+            (Some(shaped), Some(b)) => counted(&mut shaped.texts, b, || {
+                (shaped.make)(&shaped.parts.text, false)
+            })?,
+            _ => &mut self.text,
+        };
+        let outputs = text
             .run(ort::inputs![
-                "input" => Tensor::from_array(([1usize, n], ids)).map_err(err)?,
+                "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
                 "input_lengths" => Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?,
                 "scales" => Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?,
             ])
@@ -436,7 +511,7 @@ impl StreamedSessions {
                 let (_, d) = outputs[name.as_str()]
                     .try_extract_tensor::<f32>()
                     .map_err(err)?;
-                Some(d.to_vec())
+                Some(d[..n.min(d.len())].to_vec())
             }
             _ => None,
         };
@@ -454,17 +529,29 @@ impl StreamedSessions {
     ) -> Result<(), EngineError> {
         let lo = from.saturating_sub(FLOW_CONTEXT);
         let hi = (to + FLOW_CONTEXT).min(z.len);
-        let outputs = self
-            .flow
+        // With constant shapes the block is padded to its bucket with
+        // masked-out zeros, which the flow's masked convolutions see as
+        // they see the edge of an unpadded block.
+        let padded = self
+            .shaped
+            .as_ref()
+            .and_then(|_| bucket(FLOW_BUCKETS, hi - lo));
+        let width = padded.unwrap_or(hi - lo);
+        let flow = match (self.shaped.as_mut(), padded) {
+            (Some(shaped), Some(w)) => counted(&mut shaped.flows, w, || {
+                (shaped.make)(&shaped.parts.flow, false)
+            })?,
+            _ => &mut self.flow,
+        };
+        let outputs = flow
             .run(ort::inputs![
-                self.z.as_str() => z.window(lo, hi)?,
-                self.mask.as_str() => mask.window(lo, hi)?,
+                self.z.as_str() => z.window(lo, hi, width)?,
+                self.mask.as_str() => mask.window(lo, hi, width)?,
             ])
             .map_err(err)?;
         let (shape, out) = outputs[self.d.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(err)?;
-        let width = hi - lo;
         if shape.iter().product::<i64>() as usize != d.channels * width {
             return Err(err(format!("flow produced {shape:?} for {width} frames")));
         }
@@ -500,7 +587,7 @@ impl StreamedSessions {
         let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
         self.decoder_calls += 1;
         let decoder = match shaped {
-            Some(shaped) => shaped.session(width, rows)?,
+            Some(shaped) => shaped.decoder(width, rows)?,
             None => &mut self.decoder,
         };
         let outputs = decoder
