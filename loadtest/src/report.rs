@@ -44,6 +44,7 @@ pub fn text(r: &Report) -> String {
         ("orchestrator → client", &l.orchestrator_to_client),
         ("connect", &l.connect),
         ("refusal", &l.refusal),
+        ("retry after (asked)", &l.retry_after),
     ] {
         if p.count > 0 {
             row(&mut out, name, p);

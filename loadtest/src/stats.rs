@@ -209,6 +209,10 @@ pub struct LatencyReport {
     /// Scheduled start → the `overloaded` error, for refused requests.
     #[serde(default)]
     pub refusal: Percentiles,
+    /// The wait a refusal asked for (`retry_after_ms`), for refused
+    /// requests that carried one.
+    #[serde(default)]
+    pub retry_after: Percentiles,
     /// Streamed input (`--stream-input`): the piece that completed the
     /// first clause → its first frame.
     #[serde(default)]
@@ -227,6 +231,7 @@ pub struct Aggregate {
     client_hop: Latency,
     connect: Latency,
     refusal: Latency,
+    retry_after: Latency,
     after_text: Latency,
     late: Vec<(u64, u64)>,
     frames: u64,
@@ -249,6 +254,7 @@ impl Aggregate {
             client_hop: Latency::default(),
             connect: Latency::default(),
             refusal: Latency::default(),
+            retry_after: Latency::default(),
             after_text: Latency::default(),
             late: vec![(0, 0); buffers.len()],
             frames: 0,
@@ -269,6 +275,9 @@ impl Aggregate {
                     self.requests.refused += 1;
                     if let Some(t) = r.ended {
                         self.refusal.record(t);
+                    }
+                    if let Some(wait) = r.retry_after {
+                        self.retry_after.record(wait);
                     }
                 } else {
                     self.requests.failed += 1;
@@ -338,6 +347,7 @@ impl Aggregate {
                 orchestrator_to_client: self.client_hop.percentiles(),
                 connect: self.connect.percentiles(),
                 refusal: self.refusal.percentiles(),
+                retry_after: self.retry_after.percentiles(),
                 first_audio_after_text: self.after_text.percentiles(),
             },
             underruns: self
@@ -375,7 +385,9 @@ mod tests {
             integrity: Integrity::default(),
             error: error.map(str::to_owned),
             ended: Some(Duration::from_millis(3)),
-            retry_after: None,
+            retry_after: error
+                .filter(|&e| e == REFUSED)
+                .map(|_| Duration::from_millis(700)),
             audio_seconds: 0.0,
             completed_text: None,
         };
@@ -390,6 +402,8 @@ mod tests {
         assert_eq!(r.requests.errors.get("overloaded"), Some(&1));
         assert_eq!(r.latency_ms.refusal.count, 1);
         assert!((r.latency_ms.refusal.p50 - 3.0).abs() < 0.01);
+        assert_eq!(r.latency_ms.retry_after.count, 1);
+        assert!((r.latency_ms.retry_after.p50 - 700.0).abs() < 1.0);
     }
 
     #[test]
