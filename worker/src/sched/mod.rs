@@ -508,7 +508,13 @@ impl<J> Streams<J> {
     /// Whether every admitted stream, plus `extra` arriving `delay` from
     /// now, can meet its deadlines.
     fn fits(&self, now: Instant, extra: Demand, delay: Duration) -> bool {
-        let mut demands: Vec<Fluid> = self.slots.values().map(|s| self.fluid(s, now)).collect();
+        self.fits_behind(now, extra, delay, 0.0)
+    }
+
+    /// [`fits`](Self::fits), forgiving `behind` seconds of compute that
+    /// admitted streams are already short of.
+    fn fits_behind(&self, now: Instant, extra: Demand, delay: Duration, behind: f64) -> bool {
+        let mut demands = self.admitted(now);
         demands.push(Fluid {
             start: (delay + self.policy.first_audio_budget).as_secs_f64(),
             lump: first_step_audio(extra.audio) * extra.cost,
@@ -516,22 +522,44 @@ impl<J> Streams<J> {
             total: extra.audio * extra.cost,
             surge: surge(extra, false, self.policy.step_audio),
         });
+        let (capacity, slack) = self.bound();
+        excess(&demands, capacity) <= slack + behind + 1e-9
+    }
+
+    /// The admitted streams' demands as of `now`.
+    fn admitted(&self, now: Instant) -> Vec<Fluid> {
+        let mut demands = Vec::with_capacity(self.slots.len() + 1);
+        demands.extend(self.slots.values().map(|s| self.fluid(s, now)));
+        demands
+    }
+
+    /// Compute per second admission may promise (threads × efficiency),
+    /// and the slack: a safety margin of each thread's time.
+    fn bound(&self) -> (f64, f64) {
         let p = &self.policy;
-        let capacity = p.threads as f64 * p.efficiency;
-        let slack = p.threads as f64 * p.safety_margin.as_secs_f64();
-        feasible(&demands, capacity, slack)
+        (
+            p.threads as f64 * p.efficiency,
+            p.threads as f64 * p.safety_margin.as_secs_f64(),
+        )
     }
 
     /// The smallest delay (to 50 ms, at most 30 s) after which `demand`
-    /// would fit, if nothing else arrived.
+    /// would fit, if nothing else arrived. Compute the admitted streams
+    /// are already short of (steps due now that the threads have not run
+    /// yet, as after a burst of arrivals) is not a new stream's to wait
+    /// for: no delay would undo it, and counting it would advise the
+    /// longest wait while the threads catch up within moments.
     fn retry_after(&self, now: Instant, demand: Demand) -> Duration {
+        let (capacity, slack) = self.bound();
+        let behind = (excess(&self.admitted(now), capacity) - slack).max(0.0);
+        let fits = |ms: u64| self.fits_behind(now, demand, Duration::from_millis(ms), behind);
         let (mut lo, mut hi) = (0u64, 30_000u64);
-        if !self.fits(now, demand, Duration::from_millis(hi)) {
+        if !fits(hi) {
             return Duration::from_millis(hi);
         }
         while hi - lo > 50 {
             let mid = (lo + hi) / 2;
-            if self.fits(now, demand, Duration::from_millis(mid)) {
+            if fits(mid) {
                 hi = mid;
             } else {
                 lo = mid;
@@ -575,9 +603,17 @@ fn surge(d: Demand, started: bool, largest: Duration) -> f64 {
 
 /// The fluid test: the cumulative compute due by every deadline must not
 /// exceed `capacity` (threads' worth of compute per second) times the
-/// time until then, plus `slack`. The demand is piecewise linear between
-/// its breakpoints, so checking at each breakpoint suffices.
+/// time until then, plus `slack`.
+#[cfg(test)]
 fn feasible(demands: &[Fluid], capacity: f64, slack: f64) -> bool {
+    excess(demands, capacity) <= slack + 1e-9
+}
+
+/// The most by which the cumulative compute due by a deadline exceeds
+/// `capacity` times the time until then (0 or less: never). The demand is
+/// piecewise linear between its breakpoints, so checking at each
+/// breakpoint suffices.
+fn excess(demands: &[Fluid], capacity: f64) -> f64 {
     // (time, lump added, rate change)
     let mut events: Vec<(f64, f64, f64)> = Vec::with_capacity(demands.len() * 3);
     for d in demands {
@@ -596,16 +632,15 @@ fn feasible(demands: &[Fluid], capacity: f64, slack: f64) -> bool {
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut t, mut due, mut rate) = (0.0f64, 0.0f64, 0.0f64);
+    let mut worst = f64::NEG_INFINITY;
     for (at, lump, delta) in events {
         due += rate * (at - t);
         t = at;
         due += lump;
         rate += delta;
-        if due > capacity * t + slack + 1e-9 {
-            return false;
-        }
+        worst = worst.max(due - capacity * t);
     }
-    true
+    worst
 }
 
 #[cfg(test)]

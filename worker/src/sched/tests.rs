@@ -360,6 +360,35 @@ fn a_refusal_says_when_to_retry() {
 }
 
 #[test]
+fn a_worker_behind_for_a_moment_advises_a_short_retry() {
+    let t0 = Instant::now();
+    let mut s: Streams<&str> = Streams::new(Policy {
+        admission: false,
+        ..policy()
+    });
+    // A burst (let in past admission): eight new streams whose first steps
+    // (0.3 s of audio at 0.1 each) have all come due with none run yet,
+    // 0.24 s of compute against a 0.1 s slack. The thread is behind now,
+    // whatever arrives.
+    for _ in 0..8 {
+        let id = s
+            .admit(t0, demand(2.0), Delivery::Realtime, 0)
+            .expect("admitted");
+        s.insert(id, "burst");
+    }
+    s.policy.admission = true;
+    let later = t0 + ms(300);
+    let refusal = s
+        .admit(later, demand(2.0), Delivery::Realtime, 0)
+        .expect_err("nothing fits while the thread is behind");
+    // The thread catches up within a quarter of a second and the burst's
+    // 1.6 s of compute leaves room long before 30 s: the advice is the
+    // moment the newcomer fits on top of what is due, not "never".
+    let secs = refusal.retry_after.as_secs_f64();
+    assert!((0.05..=5.0).contains(&secs), "retry after {secs} s");
+}
+
+#[test]
 fn without_admission_everything_is_admitted() {
     let t0 = Instant::now();
     let mut s: Streams<&str> = Streams::new(Policy {
