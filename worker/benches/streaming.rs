@@ -5,8 +5,8 @@
 //! the 50-word clause stepped one by one against stepped together (their
 //! decoder windows in shared calls, `--decode-batch N`); then eight
 //! streams started one step apart, stepped together so that calls change
-//! width and batch size as they go, on one decoder session against one
-//! session per shape (`--constant-shapes`). Prints tables; asserts
+//! width and batch size as they go, on one session per model part against
+//! one session per shape (`--constant-shapes`). Prints tables; asserts
 //! nothing.
 //!
 //!     cargo bench -p tts-worker --bench streaming
@@ -242,8 +242,9 @@ fn batches(root: &Path, opts: &PiperOptions) {
 
 /// Eight streams of the 20-word clause, each started one step after the
 /// last and all stepped together until done (calls of every standard
-/// width, batches of 1 to 8), on one decoder session that sees every
-/// shape against one session per shape, batches padded to 1, 2, 4 or 8.
+/// width, batches of 1 to 8), on one session per part that sees every
+/// shape against one session per shape: decoder batches padded to 1, 2, 4
+/// or 8, phoneme ids and flow blocks padded to their buckets.
 fn shapes(root: &Path, opts: &PiperOptions) {
     const STREAMS: usize = 8;
     let plan = |constant_shapes| ChunkPlan {
@@ -288,14 +289,11 @@ fn shapes(root: &Path, opts: &PiperOptions) {
     println!(
         "{RUNS} runs each after one warm-up; medians; {STREAMS} streams of the 20-word clause started a step apart"
     );
-    println!(
-        "{:<28} | {:>13} | {:>7}",
-        "decoder sessions", "total", "steps"
-    );
+    println!("{:<28} | {:>13} | {:>7}", "sessions", "total", "steps");
     let mut totals = Vec::new();
     for (voice, label) in voices
         .iter()
-        .zip(["one for every shape", "one per (width, batch)"])
+        .zip(["one per part, every shape", "one per shape, padded"])
     {
         let mut synth = voice.streamed().expect("sessions").expect("streams");
         let (_, steps) = run(&mut synth);
