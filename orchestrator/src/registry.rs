@@ -4,9 +4,10 @@
 //! has its expiry renewed; any other is refused (logged once, counted). A
 //! worker is dropped when its entry's time to live runs out, or at the
 //! first complete read that no longer lists it (its entry was deleted),
-//! unless the registry could not be read within the longest time to live
-//! seen: a Redis that restarted empty lists nobody until the workers'
-//! next heartbeats, and dropping them all would be an outage.
+//! unless the registry could not be read, or its server restarted (a new
+//! `run_id`), within the longest time to live seen: a Redis that restarted
+//! empty lists nobody until the workers' next heartbeats, and dropping
+//! them all would be an outage.
 //! Redis being away keeps the static workers serving (readiness says
 //! `degraded`) and the registry's workers until their last known expiry;
 //! the connection is remade by itself.
@@ -40,8 +41,11 @@ pub(crate) struct Registry {
     /// URLs already refused (logged once each), at most `MAX_WORKERS`.
     refused: HashSet<String>,
     conn: Option<ConnectionManager>,
-    /// When a read last failed.
+    /// When a read last failed, or the server was found restarted.
     failed_at: Option<Instant>,
+    /// The Redis server's `run_id` at the last read (a new one: it
+    /// restarted, perhaps between two reads).
+    server: Option<String>,
     /// The longest time to live an entry has had.
     longest_ttl: Duration,
 }
@@ -60,6 +64,7 @@ impl Registry {
             refused: HashSet::new(),
             conn: None,
             failed_at: None,
+            server: None,
             longest_ttl: MIN_GRACE,
         }
     }
@@ -101,6 +106,14 @@ impl Registry {
         let Some(c) = self.conn.as_mut() else {
             return Ok(());
         };
+        // A restart quick enough to fall between two reads fails none of
+        // them; the server's run_id tells it.
+        let server = run_id(c).await;
+        if server.is_some() && self.server.is_some() && server != self.server {
+            info!("the registry's Redis restarted: its workers are kept until they renew");
+            self.failed_at = Some(Instant::now());
+        }
+        self.server = server.or(self.server.take());
         let keys = worker_keys(c).await?;
         let complete = keys.len() < MAX_WORKERS;
         let read = if keys.is_empty() {
@@ -171,6 +184,21 @@ fn allowed(patterns: &[glob::Pattern], url: &str) -> bool {
 }
 
 /// The registry's worker keys (`SCAN`), at most [`MAX_WORKERS`].
+/// The server's `run_id` (new at every start), if it tells it: a Redis
+/// that forbids `INFO` is still a registry, without restart detection.
+async fn run_id(c: &mut ConnectionManager) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(c).await.ok()?;
+    parse_run_id(&info)
+}
+
+/// The `run_id` field of `INFO server`'s text.
+fn parse_run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+}
+
 async fn worker_keys(c: &mut ConnectionManager) -> Result<Vec<String>, String> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
@@ -225,6 +253,14 @@ async fn entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:9f3c1a\r\ntcp_port:6379\r\n";
+        assert_eq!(parse_run_id(info).as_deref(), Some("9f3c1a"));
+        assert_eq!(parse_run_id("# Server\r\nredis_version:7.0.15\r\n"), None);
+        assert_eq!(parse_run_id("run_id:\r\n"), None);
+    }
 
     #[test]
     fn only_urls_a_pattern_matches_whole_are_allowed() {
