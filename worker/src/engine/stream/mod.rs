@@ -256,6 +256,26 @@ impl Shaped {
             (self.make)(&self.parts.decoder, false)
         })
     }
+
+    /// The bucket `n` phoneme ids are padded to, and its text-part
+    /// session; `None` past the largest bucket.
+    fn text(&mut self, n: usize) -> Result<Option<(usize, &mut Session)>, EngineError> {
+        let Some(b) = bucket(ID_BUCKETS, n) else {
+            return Ok(None);
+        };
+        let session = counted(&mut self.texts, b, || (self.make)(&self.parts.text, false))?;
+        Ok(Some((b, session)))
+    }
+
+    /// The width a flow block of `width` frames is padded to, and its
+    /// session; `None` past the largest bucket.
+    fn flow(&mut self, width: usize) -> Result<Option<(usize, &mut Session)>, EngineError> {
+        let Some(w) = bucket(FLOW_BUCKETS, width) else {
+            return Ok(None);
+        };
+        let session = counted(&mut self.flows, w, || (self.make)(&self.parts.flow, false))?;
+        Ok(Some((w, session)))
+    }
 }
 
 /// The session under `key`, made by `make` if there is none, with its call
@@ -475,22 +495,18 @@ impl StreamedSessions {
     /// model has them) the frames of each phoneme id.
     fn text_part(
         &mut self,
-        ids: Vec<i64>,
+        mut ids: Vec<i64>,
         scales: [f32; 3],
         timed: bool,
     ) -> Result<(Frames, Frames, Option<Vec<f32>>), EngineError> {
         let n = ids.len();
         // With constant shapes the ids are padded to their bucket: the
         // model masks everything past `input_lengths`.
-        let padded = self.shaped.as_ref().and_then(|_| bucket(ID_BUCKETS, n));
-        let mut ids = ids;
-        ids.resize(padded.unwrap_or(n), 0);
-        let text = match (self.shaped.as_mut(), padded) {
-            (Some(shaped), Some(b)) => counted(&mut shaped.texts, b, || {
-                (shaped.make)(&shaped.parts.text, false)
-            })?,
-            _ => &mut self.text,
+        let (padded, text) = match self.shaped.as_mut().map(|s| s.text(n)).transpose()? {
+            Some(Some(bucketed)) => bucketed,
+            _ => (n, &mut self.text),
         };
+        ids.resize(padded, 0);
         let outputs = text
             .run(ort::inputs![
                 "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
@@ -532,16 +548,9 @@ impl StreamedSessions {
         // With constant shapes the block is padded to its bucket with
         // masked-out zeros, which the flow's masked convolutions see as
         // they see the edge of an unpadded block.
-        let padded = self
-            .shaped
-            .as_ref()
-            .and_then(|_| bucket(FLOW_BUCKETS, hi - lo));
-        let width = padded.unwrap_or(hi - lo);
-        let flow = match (self.shaped.as_mut(), padded) {
-            (Some(shaped), Some(w)) => counted(&mut shaped.flows, w, || {
-                (shaped.make)(&shaped.parts.flow, false)
-            })?,
-            _ => &mut self.flow,
+        let (width, flow) = match self.shaped.as_mut().map(|s| s.flow(hi - lo)).transpose()? {
+            Some(Some(bucketed)) => bucketed,
+            _ => (hi - lo, &mut self.flow),
         };
         let outputs = flow
             .run(ort::inputs![
