@@ -16,7 +16,11 @@
 //!     TTS_BENCH_DEVICE=cuda:0 TTS_BENCH_ORT=.cache/onnxruntime-gpu/libonnxruntime.so \
 //!       cargo bench -p tts-worker --features cuda --bench streaming
 //!
-//! `TTS_BENCH_ONLY=shapes` runs the last table alone.
+//! `TTS_BENCH_ONLY=shapes` runs the last table alone; `TTS_BENCH_ONLY=fp16`
+//! runs only a table of the FP16 decoder against the FP32 one (compute,
+//! and the samples' SNR with the noise scales at 0). `TTS_BENCH_GRAPHS=1`
+//! and `TTS_BENCH_TEXT_ON_CPU=1` set `--cuda-graphs` and
+//! `--text-part-on-cpu`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -88,10 +92,15 @@ fn main() {
         plan: ChunkPlan::default(),
         wide_threads: 0,
         device,
+        cuda_graphs: std::env::var("TTS_BENCH_GRAPHS").is_ok_and(|v| v == "1"),
+        text_on_cpu: std::env::var("TTS_BENCH_TEXT_ON_CPU").is_ok_and(|v| v == "1"),
+        half_decoder: false,
     };
     println!("device: {device:?}");
-    if std::env::var("TTS_BENCH_ONLY").as_deref() == Ok("shapes") {
-        return shapes(&root, &opts);
+    match std::env::var("TTS_BENCH_ONLY").as_deref() {
+        Ok("shapes") => return shapes(&root, &opts),
+        Ok("fp16") => return fp16(&root, &opts),
+        _ => {}
     }
     let voice = load(&root, &opts);
     let (rate, gain) = (voice.info().sample_rate, voice.info().gain);
@@ -308,4 +317,63 @@ fn shapes(root: &Path, opts: &PiperOptions) {
         "per shape / shared: {:.2}×",
         totals[1].as_secs_f64() / totals[0].as_secs_f64()
     );
+}
+
+/// Each clause streamed by the FP32 decoder and by the FP16 one, with the
+/// noise scales at 0: compute, and the FP16 samples' signal-to-noise
+/// ratio against the FP32 ones.
+fn fp16(root: &Path, opts: &PiperOptions) {
+    let [mut full, mut half] = [false, true].map(|half_decoder| {
+        load(
+            root,
+            &PiperOptions {
+                scales: Some([0.0, 1.0, 0.0]),
+                half_decoder,
+                ..opts.clone()
+            },
+        )
+        .streamed()
+        .expect("sessions")
+        .expect("streams")
+    });
+    let samples = |synth: &mut PiperSynthesizer, text: &str| {
+        let clause = Clause {
+            text: text.into(),
+            terminator: Some('.'),
+        };
+        let mut out = Vec::new();
+        let started = Instant::now();
+        synth
+            .synthesize(&Speech::default(), &clause, &mut |s: &[f32]| {
+                out.extend_from_slice(s);
+                true
+            })
+            .expect("synthesis");
+        (started.elapsed(), out)
+    };
+    println!();
+    println!("{RUNS} runs each after one warm-up; medians; streamed, 1 intra-op thread");
+    println!(
+        "{:<10} | {:>11} | {:>11} | {:>6} | {:>8}",
+        "clause", "FP32 total", "FP16 total", "ratio", "SNR"
+    );
+    for (label, text) in CLAUSES {
+        let (_, a) = samples(&mut full, text);
+        let (_, b) = samples(&mut half, text);
+        let signal: f64 = a.iter().map(|&v| f64::from(v).powi(2)).sum();
+        let noise: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&u, &v)| f64::from(u - v).powi(2))
+            .sum();
+        let [ta, tb] = [&mut full, &mut half]
+            .map(|synth| median((0..RUNS).map(|_| samples(synth, text).0).collect()));
+        println!(
+            "{label:<10} | {:>8.1} ms | {:>8.1} ms | {:>5.2}× | {:>5.1} dB",
+            ta.as_secs_f64() * 1e3,
+            tb.as_secs_f64() * 1e3,
+            tb.as_secs_f64() / ta.as_secs_f64(),
+            10.0 * (signal / noise).log10()
+        );
+    }
 }

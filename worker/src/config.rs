@@ -107,6 +107,28 @@ pub struct WorkerConfig {
     #[arg(long, env = "TTS_CONSTANT_SHAPES", action = clap::ArgAction::Set)]
     pub constant_shapes: Option<bool>,
 
+    /// On a GPU with constant shapes, capture each decoder and flow shape
+    /// as a CUDA graph at start and replay it on every call (its input
+    /// and output stay at fixed device addresses, bound once). A shape
+    /// the CUDA provider cannot capture runs without a graph, with a
+    /// warning. Off by default until measured.
+    #[arg(long, env = "TTS_CUDA_GRAPHS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cuda_graphs: bool,
+
+    /// On a GPU, run each voice's text part (phonemes to latent frames,
+    /// once per clause: many small kernels) on the CPU, and only the flow
+    /// and the decoder on the GPU.
+    #[arg(long, env = "TTS_TEXT_PART_ON_CPU", default_value_t = false, action = clap::ArgAction::Set)]
+    pub text_part_on_cpu: bool,
+
+    /// Run each streaming voice's decoder with FP16 weights and
+    /// activations (its input and output stay FP32); the voice's revision
+    /// gains `-fp16`, so cached audio of the FP32 decoder is not replayed.
+    /// Meant for a GPU; on the CPU ONNX Runtime computes in FP32 between
+    /// casts, which only shows the rounding's effect on the audio.
+    #[arg(long, env = "TTS_FP16_DECODER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub fp16_decoder: bool,
+
     /// A step joins a batch only if it is due at most this many
     /// milliseconds after the batch's earliest step.
     #[arg(long, env = "TTS_DECODE_BATCH_HORIZON_MS", default_value_t = 500)]
@@ -249,6 +271,12 @@ impl WorkerConfig {
         }
         if self.max_window_frames < 8 {
             return Err("--max-window-frames must be at least 8".into());
+        }
+        if self.cuda_graphs && !(self.constant_shapes() && self.device != crate::gpu::Device::Cpu) {
+            return Err("--cuda-graphs needs a GPU --device and --constant-shapes".into());
+        }
+        if self.text_part_on_cpu && self.device == crate::gpu::Device::Cpu {
+            return Err("--text-part-on-cpu needs a GPU --device".into());
         }
         Ok(())
     }
@@ -536,6 +564,24 @@ mod command_line_tests {
         };
         assert_eq!(chosen.policy().batch, 4);
         assert!(!chosen.constant_shapes());
+        let graphs = super::WorkerConfig {
+            cuda_graphs: true,
+            ..super::WorkerConfig::default()
+        };
+        assert!(graphs.validate().is_err(), "no graphs on the CPU");
+        let text = super::WorkerConfig {
+            text_part_on_cpu: true,
+            ..super::WorkerConfig::default()
+        };
+        assert!(text.validate().is_err(), "already on the CPU");
+        assert!(
+            super::WorkerConfig {
+                device: Device::Cuda(0),
+                ..graphs
+            }
+            .validate()
+            .is_ok()
+        );
         for bad in [0, 257] {
             let config = super::WorkerConfig {
                 decode_batch: Some(bad),

@@ -88,6 +88,9 @@ fn piper_voices(config: &WorkerConfig) -> Result<Vec<Arc<dyn Voice>>, WorkerErro
         },
         wide_threads: config.idle_intra_threads,
         device: config.device,
+        cuda_graphs: config.cuda_graphs,
+        text_on_cpu: config.text_part_on_cpu,
+        half_decoder: config.fp16_decoder,
     };
     let model = config
         .voice_dir

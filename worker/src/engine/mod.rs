@@ -5,6 +5,7 @@
 mod chunks;
 mod espeak;
 mod fixed;
+mod half;
 mod phonemes;
 mod piper;
 pub mod split;

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ort::session::Session;
 use serde::Deserialize;
 
-use super::{PIPER_GAIN, PiperOptions, PiperVoice};
+use super::{PIPER_GAIN, PiperOptions, PiperVoice, Placement};
+use crate::engine::half::half_precision;
 use crate::engine::phonemes::Phonemizer;
 use crate::engine::split::{SplitError, SplitModel, split, with_durations};
 use crate::engine::{EngineError, VoiceInfo, espeak};
@@ -149,7 +150,16 @@ impl PiperVoice {
             what: "voice model",
             path: format!("{}: {e}", model.display()),
         })?;
-        let graph = Graph::read(name, model, &bytes, opts.streaming)?;
+        let mut graph = Graph::read(name, model, &bytes, opts.streaming)?;
+        let mut revision = model_revision(&bytes, &raw);
+        if let Some(parts) = graph.parts.as_mut().filter(|_| opts.half_decoder) {
+            let half = half_precision(&parts.decoder)
+                .map_err(|e| EngineError::Runtime(format!("{}: {e}", model.display())))?;
+            Arc::make_mut(parts).decoder = half;
+            // Its samples differ from the FP32 decoder's: cached audio
+            // of one is not the other's.
+            revision.push_str("-fp16");
+        }
         let inference = &config.inference;
         let voice = Self {
             info: VoiceInfo {
@@ -162,7 +172,7 @@ impl PiperVoice {
                 gain: PIPER_GAIN,
                 streaming: graph.parts.is_some(),
                 windows_grow: graph.parts.is_some() && opts.plan.first < opts.plan.max,
-                revision: model_revision(&bytes, &raw),
+                revision,
                 timestamps: graph.timestamps(),
             },
             model: model.to_owned(),
@@ -173,7 +183,11 @@ impl PiperVoice {
                 inference.noise_w,
             ]),
             intra_threads: opts.intra_threads.max(1),
-            device: opts.device,
+            placement: Placement {
+                device: opts.device,
+                graphs: opts.cuda_graphs,
+                text_on_cpu: opts.text_on_cpu,
+            },
             env: runtime(&opts.runtime_library)?,
             parts: graph.parts,
             timed: graph.timed,
@@ -194,15 +208,17 @@ impl PiperVoice {
         &self,
         threads: usize,
     ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
-        builder(&self.env, self.device, threads)
+        builder(&self.env, self.placement.device, threads, false)
     }
 }
 
-/// A session builder on `env` for `device` with `threads` intra-op threads.
+/// A session builder on `env` for `device` with `threads` intra-op
+/// threads; with `graph`, on a GPU, capturing a CUDA graph.
 pub(super) fn builder(
     env: &ort::environment::Environment,
     device: crate::gpu::Device,
     threads: usize,
+    graph: bool,
 ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
     let err = |e: ort::Error| EngineError::Runtime(e.to_string());
     Session::builder(env)
@@ -214,7 +230,7 @@ pub(super) fn builder(
         .map_err(|e| err(e.into()))?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
         .map_err(|e| err(e.into()))
-        .and_then(|b| on_device(b, device))
+        .and_then(|b| on_device(b, device, graph))
 }
 
 /// Registers the CUDA provider for `device` (nothing for the CPU). A
@@ -223,15 +239,21 @@ pub(super) fn builder(
 fn on_device(
     builder: ort::session::builder::SessionBuilder,
     device: crate::gpu::Device,
+    graph: bool,
 ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
     let crate::gpu::Device::Cuda(n) = device else {
         return Ok(builder);
     };
     // Decoder windows and clauses change the input shapes call by call:
-    // cuDNN's exhaustive algorithm search would run again for each new one.
+    // cuDNN's exhaustive algorithm search would run again for each new
+    // one. TF32 matrix and convolution arithmetic on Ampere and later (a
+    // 10-bit mantissa inside, FP32 outside), asked for rather than left
+    // to the provider's default.
     let cuda = ort::ep::CUDA::default()
         .with_device_id(n as i32)
         .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        .with_tf32(true)
+        .with_cuda_graph(graph)
         .build()
         .error_on_failure();
     builder
@@ -245,6 +267,7 @@ fn on_device(
 fn on_device(
     builder: ort::session::builder::SessionBuilder,
     device: crate::gpu::Device,
+    _graph: bool,
 ) -> Result<ort::session::builder::SessionBuilder, EngineError> {
     match device {
         crate::gpu::Device::Cpu => Ok(builder),

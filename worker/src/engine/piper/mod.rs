@@ -10,7 +10,7 @@ use ort::value::Tensor;
 use super::chunks::ChunkPlan;
 use super::phonemes::{Phonemizer, Run};
 use super::split::SplitModel;
-use super::stream::{StreamProgress, StreamedSessions};
+use super::stream::{Placement, Sees, StreamProgress, StreamedSessions};
 use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, WordSpan};
 use crate::request::Speech;
 use crate::text::Clause;
@@ -43,6 +43,14 @@ pub struct PiperOptions {
     pub wide_threads: usize,
     /// Where the sessions run.
     pub device: crate::gpu::Device,
+    /// On a GPU, each session that sees one shape (with constant shapes)
+    /// replays a CUDA graph.
+    pub cuda_graphs: bool,
+    /// On a GPU, the text part runs on the CPU.
+    pub text_on_cpu: bool,
+    /// The decoder's weights and activations in FP16 (its input and
+    /// output stay FP32), when the voice streams.
+    pub half_decoder: bool,
 }
 
 /// A loaded Piper voice: its config, and the model path each synthesis
@@ -53,7 +61,7 @@ pub struct PiperVoice {
     phonemizer: Arc<Phonemizer>,
     scales: [f32; 3],
     intra_threads: usize,
-    device: crate::gpu::Device,
+    placement: Placement,
     env: ort::environment::Environment,
     /// The model's three parts, when it can stream.
     parts: Option<Arc<SplitModel>>,
@@ -101,19 +109,24 @@ impl PiperVoice {
         parts: &Arc<SplitModel>,
         threads: usize,
     ) -> Result<StreamedSessions, EngineError> {
-        let (env, device) = (self.env.clone(), self.device);
-        let make = move |bytes: &[u8], varying: bool| {
-            let builder = load::builder(&env, device, threads)?;
-            let mut builder = if varying {
-                without_arena(builder)?
-            } else {
-                builder
+        let (env, placement) = (self.env.clone(), self.placement);
+        let make = move |bytes: &[u8], sees: Sees| {
+            let graph = sees == Sees::OneShape && placement.graphs;
+            let text = matches!(sees, Sees::TextOfAnySize | Sees::TextBucket);
+            let device = match text && placement.text_on_cpu {
+                true => crate::gpu::Device::Cpu,
+                false => placement.device,
+            };
+            let builder = load::builder(&env, device, threads, graph)?;
+            let mut builder = match sees {
+                Sees::TextOfAnySize => without_arena(builder)?,
+                Sees::TextBucket | Sees::AnyShape | Sees::OneShape => builder,
             };
             builder
                 .commit_from_memory(bytes)
                 .map_err(|e| EngineError::Runtime(e.to_string()))
         };
-        StreamedSessions::open(parts, self.plan, Arc::new(make))
+        StreamedSessions::open(parts, self.plan, Arc::new(make), self.placement)
     }
 
     fn synthesizer_with(&self, engine: Engine) -> PiperSynthesizer {

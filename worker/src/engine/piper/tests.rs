@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::engine::phonemes::{BOS, EOS, MAX_IDS};
-use crate::engine::stream::Shapes;
+use crate::engine::stream::{Bound, Shapes};
 
 enum PlanChoice {
     Default,
@@ -19,6 +19,11 @@ enum PlanChoice {
 }
 
 fn voice(plan: PlanChoice) -> PiperVoice {
+    voice_with(plan, false)
+}
+
+/// The test voice with `plan`, its decoder in FP16 with `half`.
+fn voice_with(plan: PlanChoice, half: bool) -> PiperVoice {
     let streaming = !matches!(plan, PlanChoice::NoStreaming);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = root.join(".cache/voices/en_US-joe-medium.onnx");
@@ -49,6 +54,9 @@ fn voice(plan: PlanChoice) -> PiperVoice {
         plan,
         wide_threads: 0,
         device: crate::gpu::Device::Cpu,
+        cuda_graphs: false,
+        text_on_cpu: false,
+        half_decoder: half,
     };
     PiperVoice::load("joe", &model, &opts)
         .unwrap_or_else(|e| panic!("the Piper voice is required (run scripts/setup.sh): {e}"))
@@ -153,6 +161,10 @@ fn words_are_placed_alike_streamed_or_whole_and_each_holds_speech() {
     speak(&mut synth, text);
     assert!(synth.take_words().is_empty());
 }
+
+/// The least signal-to-noise ratio of the FP16 decoder's samples against
+/// the FP32 decoder's.
+const FP16_MIN_SNR_DB: f64 = 40.0;
 
 const SENTENCES: [&str; 4] = [
     "Hello there.",
@@ -313,6 +325,103 @@ fn a_session_per_shape_sounds_the_same() {
         shapes.iter().any(|&(_, rows)| rows > 1),
         "batches were padded: {shapes:?}"
     );
+}
+
+#[test]
+fn a_bound_session_runs_as_a_plain_one_at_fixed_addresses() {
+    // The decoder bound to two rows of 40 latent frames (as a CUDA graph
+    // would replay it) against the same part run plainly, on different
+    // inputs call after call.
+    let v = voice(PlanChoice::Default);
+    let parts = v.parts.as_ref().expect("streams");
+    let open = || {
+        v.builder(1)
+            .and_then(|mut b| {
+                b.commit_from_memory(&parts.decoder)
+                    .map_err(|e| EngineError::Runtime(e.to_string()))
+            })
+            .expect("decoder session")
+    };
+    let mut plain = open();
+    let (rows, frames) = (2, 40);
+    let channels = 192;
+    let shape = [rows, channels, frames];
+    let mut bound = Bound::open(
+        open(),
+        crate::gpu::Device::Cpu,
+        &[(parts.d.as_str(), shape)],
+        false,
+    )
+    .expect("binds");
+    let mut addresses = Vec::new();
+    for call in 0..3 {
+        let input: Vec<f32> = (0..rows * channels * frames)
+            .map(|i| ((i * 7 + call * 13) as f32 * 0.37).sin())
+            .collect();
+        let outputs = plain
+            .run(ort::inputs![parts.d.as_str() => Tensor::from_array((shape, input.clone())).expect("tensor")])
+            .expect("plain run");
+        let (shape, expected) = outputs[0].try_extract_tensor::<f32>().expect("audio");
+        let (bound_shape, got) = bound
+            .run(&mut |_, values| {
+                values.copy_from_slice(&input);
+                Ok(())
+            })
+            .expect("bound run");
+        assert_eq!(&bound_shape[..], &shape[..], "call {call}");
+        assert_eq!(got, expected, "call {call}: bound and plain differ");
+        addresses.push(bound.addresses());
+    }
+    assert_eq!(addresses[0].len(), 2, "one input and the output");
+    assert!(
+        addresses.windows(2).all(|a| a[0] == a[1]),
+        "addresses moved: {addresses:?}"
+    );
+    // A call that cannot fill its input fails, and the next one runs.
+    let failed = bound.run(&mut |_, _| Err(EngineError::Runtime("no frames".into())));
+    assert!(failed.is_err());
+    assert!(
+        bound
+            .run(&mut |_, values| {
+                values.fill(0.0);
+                Ok(())
+            })
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_fp16_decoder_sounds_like_the_fp32_one() {
+    let full = voice(PlanChoice::Default);
+    let half = voice_with(PlanChoice::Default, true);
+    assert_ne!(
+        full.info().revision,
+        half.info().revision,
+        "cached FP32 audio must not be replayed for FP16"
+    );
+    let mut a = full.streamed().expect("sessions").expect("streams");
+    let mut b = half.streamed().expect("sessions").expect("streams");
+    for text in SENTENCES {
+        let (x, _) = speak(&mut a, text);
+        let (y, _) = speak(&mut b, text);
+        assert_eq!(x.len(), y.len(), "{text}");
+        let signal: f64 = x.iter().map(|&v| f64::from(v).powi(2)).sum();
+        let noise: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(&u, &v)| f64::from(u - v).powi(2))
+            .sum();
+        assert!(
+            noise > 0.0,
+            "{text}: the FP16 decoder gave the FP32 samples"
+        );
+        let snr = 10.0 * (signal / noise).log10();
+        eprintln!(
+            "FP16 against FP32 decoder, {} samples: SNR {snr:.1} dB",
+            x.len()
+        );
+        assert!(snr > FP16_MIN_SNR_DB, "{text}: SNR {snr:.1} dB");
+    }
 }
 
 /// Steps the test sentences together (starting one step apart) with
@@ -483,6 +592,9 @@ fn a_graph_without_the_structure_falls_back_to_one_shot() {
         plan: ChunkPlan::default(),
         wide_threads: 0,
         device: crate::gpu::Device::Cpu,
+        cuda_graphs: false,
+        text_on_cpu: false,
+        half_decoder: false,
     };
     let v = PiperVoice::load("plain", &path, &opts).expect("loads");
     assert!(!v.info().streaming);
@@ -513,6 +625,9 @@ fn missing_model_names_the_setup_script() {
         plan: ChunkPlan::default(),
         wide_threads: 0,
         device: crate::gpu::Device::Cpu,
+        cuda_graphs: false,
+        text_on_cpu: false,
+        half_decoder: false,
     };
     let err = PiperVoice::load("x", Path::new("/nonexistent/voice.onnx"), &opts)
         .err()

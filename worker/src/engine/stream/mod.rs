@@ -10,10 +10,15 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::Tensor;
 
+pub(crate) use bound::Bound;
+
 use super::chunks::{ChunkPlan, Window};
 use super::phonemes::Run;
 use super::split::SplitModel;
 use super::{EngineError, WordSpan};
+use crate::gpu::Device;
+
+mod bound;
 
 /// Frames of context the flow gets on each side (its receptive field is
 /// ±32 latent frames for this architecture).
@@ -153,21 +158,65 @@ impl Frames {
     /// Frames `lo..hi` of every channel, each followed by zeros up to
     /// `width`, as a `[1, C, width]` tensor.
     fn window(&self, lo: usize, hi: usize, width: usize) -> Result<Tensor<f32>, EngineError> {
-        let mut out = Vec::with_capacity(self.channels * width);
-        for c in 0..self.channels {
-            out.extend_from_slice(&self.data[c * self.len + lo..c * self.len + hi]);
-            out.resize((c + 1) * width, 0.0);
-        }
+        let mut out = vec![0.0; self.channels * width];
+        self.write_window(lo, hi, width, &mut out)?;
         Tensor::from_array(([1usize, self.channels, width], out)).map_err(err)
+    }
+
+    /// Writes frames `lo..hi` into `out`, `[channels, width]`, each
+    /// channel's row padded with zeros.
+    fn write_window(
+        &self,
+        lo: usize,
+        hi: usize,
+        width: usize,
+        out: &mut [f32],
+    ) -> Result<(), EngineError> {
+        if out.len() != self.channels * width || hi - lo > width {
+            return Err(err(format!(
+                "{} values cannot hold {} channels of {width} frames",
+                out.len(),
+                self.channels
+            )));
+        }
+        for (c, row) in out.chunks_exact_mut(width).enumerate() {
+            row[..hi - lo].copy_from_slice(&self.data[c * self.len + lo..c * self.len + hi]);
+            row[hi - lo..].fill(0.0);
+        }
+        Ok(())
     }
 }
 
-/// Configures a session builder (threads, spinning, device) and loads a
-/// part's bytes; its flag says whether the session's input size varies
-/// with the text (the text part), so that memory kept between runs would
-/// follow the longest text ever seen.
+/// What a session will see, which decides how it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sees {
+    /// The text part's ids unpadded: sizes follow the text, so no memory
+    /// is kept between runs, which would follow the longest text ever
+    /// seen.
+    TextOfAnySize,
+    /// The text part's ids padded to one bucket.
+    TextBucket,
+    /// Flow blocks or decoder windows of any shape.
+    AnyShape,
+    /// One shape, at fixed addresses ([`Bound`]): with a CUDA graph when
+    /// the voice asks for graphs on a GPU.
+    OneShape,
+}
+
+/// Configures a session builder (threads, spinning, device) for what the
+/// session will see and loads a part's bytes.
 pub(crate) type MakeSession =
-    Arc<dyn Fn(&[u8], bool) -> Result<Session, EngineError> + Send + Sync>;
+    Arc<dyn Fn(&[u8], Sees) -> Result<Session, EngineError> + Send + Sync>;
+
+/// Where the sessions run, and whether a session that sees one shape
+/// replays a CUDA graph.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub device: Device,
+    pub graphs: bool,
+    /// The text part runs on the CPU whatever the device.
+    pub text_on_cpu: bool,
+}
 
 /// Phoneme-id counts the text part's runs are padded to with constant
 /// shapes (powers of two up to the longest run,
@@ -193,14 +242,18 @@ fn bucket(buckets: &[usize], n: usize) -> Option<usize> {
 struct Shaped {
     parts: Arc<SplitModel>,
     make: MakeSession,
+    placement: Placement,
+    /// Channels of the latent frames.
+    channels: usize,
     /// Batches are padded to a power of two up to this.
     max_batch: usize,
     /// By `(width, rows)`.
-    decoders: HashMap<(usize, usize), (Session, u64)>,
-    /// By padded id count.
+    decoders: HashMap<(usize, usize), (Bound, u64)>,
+    /// By padded id count (their output's length follows the text, so
+    /// they are not bound).
     texts: HashMap<usize, (Session, u64)>,
     /// By padded width.
-    flows: HashMap<usize, (Session, u64)>,
+    flows: HashMap<usize, (Bound, u64)>,
 }
 
 impl Shaped {
@@ -211,10 +264,14 @@ impl Shaped {
         parts: &Arc<SplitModel>,
         make: &MakeSession,
         plan: ChunkPlan,
+        placement: Placement,
+        channels: usize,
     ) -> Result<Self, EngineError> {
         let mut shaped = Self {
             parts: Arc::clone(parts),
             make: Arc::clone(make),
+            placement,
+            channels,
             max_batch: plan.constant_shapes,
             decoders: HashMap::new(),
             texts: HashMap::new(),
@@ -225,15 +282,28 @@ impl Shaped {
             .collect();
         for width in plan.widths() {
             for &r in &rows {
-                let session = make(&parts.decoder, false)?;
-                shaped.decoders.insert((width, r), (session, 0));
+                let bound = bound(
+                    make,
+                    placement,
+                    &parts.decoder,
+                    &decoder_input(parts, channels, r, width),
+                )?;
+                shaped.decoders.insert((width, r), (bound, 0));
             }
         }
         for &n in ID_BUCKETS {
-            shaped.texts.insert(n, (make(&parts.text, false)?, 0));
+            shaped
+                .texts
+                .insert(n, (make(&parts.text, Sees::TextBucket)?, 0));
         }
         for &w in FLOW_BUCKETS {
-            shaped.flows.insert(w, (make(&parts.flow, false)?, 0));
+            let bound = bound(
+                make,
+                placement,
+                &parts.flow,
+                &flow_inputs(parts, channels, w),
+            )?;
+            shaped.flows.insert(w, (bound, 0));
         }
         Ok(shaped)
     }
@@ -251,9 +321,11 @@ impl Shaped {
 
     /// The decoder session for one shape (made the first time it comes,
     /// if it was not made at the start).
-    fn decoder(&mut self, width: usize, rows: usize) -> Result<&mut Session, EngineError> {
+    fn decoder(&mut self, width: usize, rows: usize) -> Result<&mut Bound, EngineError> {
+        let (make, placement, parts) = (&self.make, self.placement, &self.parts);
+        let shapes = decoder_input(parts, self.channels, rows, width);
         counted(&mut self.decoders, (width, rows), || {
-            (self.make)(&self.parts.decoder, false)
+            bound(make, placement, &parts.decoder, &shapes)
         })
     }
 
@@ -263,28 +335,75 @@ impl Shaped {
         let Some(b) = bucket(ID_BUCKETS, n) else {
             return Ok(None);
         };
-        let session = counted(&mut self.texts, b, || (self.make)(&self.parts.text, false))?;
+        let session = counted(&mut self.texts, b, || {
+            (self.make)(&self.parts.text, Sees::TextBucket)
+        })?;
         Ok(Some((b, session)))
     }
 
     /// The width a flow block of `width` frames is padded to, and its
     /// session; `None` past the largest bucket.
-    fn flow(&mut self, width: usize) -> Result<Option<(usize, &mut Session)>, EngineError> {
+    fn flow(&mut self, width: usize) -> Result<Option<(usize, &mut Bound)>, EngineError> {
         let Some(w) = bucket(FLOW_BUCKETS, width) else {
             return Ok(None);
         };
-        let session = counted(&mut self.flows, w, || (self.make)(&self.parts.flow, false))?;
+        let (make, placement, parts) = (&self.make, self.placement, &self.parts);
+        let shapes = flow_inputs(parts, self.channels, w);
+        let session = counted(&mut self.flows, w, || {
+            bound(make, placement, &parts.flow, &shapes)
+        })?;
         Ok(Some((w, session)))
     }
 }
 
+/// The decoder's input for `rows` windows of `width` frames of
+/// `channels`.
+fn decoder_input(
+    parts: &SplitModel,
+    channels: usize,
+    rows: usize,
+    width: usize,
+) -> [(&str, [usize; 3]); 1] {
+    [(parts.d.as_str(), [rows, channels, width])]
+}
+
+/// The flow's inputs for a block of `width` frames of `channels`.
+fn flow_inputs(parts: &SplitModel, channels: usize, width: usize) -> [(&str, [usize; 3]); 2] {
+    [
+        (parts.z.as_str(), [1, channels, width]),
+        (parts.mask.as_str(), [1, 1, width]),
+    ]
+}
+
+/// A session of `part` bound to inputs of `shapes`: with a CUDA graph
+/// when the placement asks, or without one, with a warning, when the
+/// provider cannot capture this part (a node it leaves to the CPU, say).
+fn bound(
+    make: &MakeSession,
+    placement: Placement,
+    part: &[u8],
+    shapes: &[(&str, [usize; 3])],
+) -> Result<Bound, EngineError> {
+    let Placement { device, graphs, .. } = placement;
+    if graphs {
+        match make(part, Sees::OneShape).and_then(|s| Bound::open(s, device, shapes, true)) {
+            Ok(bound) => return Ok(bound),
+            Err(e) => tracing::warn!(
+                error = %e, ?shapes,
+                "no CUDA graph for this shape; it runs without one"
+            ),
+        }
+    }
+    Bound::open(make(part, Sees::AnyShape)?, device, shapes, false)
+}
+
 /// The session under `key`, made by `make` if there is none, with its call
 /// counted.
-fn counted<K: std::hash::Hash + Eq>(
-    sessions: &mut HashMap<K, (Session, u64)>,
+fn counted<K: std::hash::Hash + Eq, S>(
+    sessions: &mut HashMap<K, (S, u64)>,
     key: K,
-    make: impl FnOnce() -> Result<Session, EngineError>,
-) -> Result<&mut Session, EngineError> {
+    make: impl FnOnce() -> Result<S, EngineError>,
+) -> Result<&mut S, EngineError> {
     use std::collections::hash_map::Entry;
     let (session, calls) = match sessions.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
@@ -308,7 +427,7 @@ pub(crate) struct Shapes {
 
 /// The shapes whose sessions ran calls, sorted.
 #[cfg(test)]
-fn used<K: Copy + Ord>(sessions: &HashMap<K, (Session, u64)>) -> Vec<K> {
+fn used<K: Copy + Ord, S>(sessions: &HashMap<K, (S, u64)>) -> Vec<K> {
     let mut shapes: Vec<K> = sessions
         .iter()
         .filter(|(_, (_, calls))| *calls > 0)
@@ -318,22 +437,43 @@ fn used<K: Copy + Ord>(sessions: &HashMap<K, (Session, u64)>) -> Vec<K> {
     shapes
 }
 
+/// Channels of the text part's latent frames, from one run on a few
+/// placeholder ids (the split parts do not declare their shapes).
+fn latent_channels(text: &mut Session, z: &str) -> Result<usize, EngineError> {
+    let ids = vec![0i64; 8];
+    let outputs = text
+        .run(ort::inputs![
+            "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
+            "input_lengths" => Tensor::from_array(([1usize], vec![8i64])).map_err(err)?,
+            "scales" => Tensor::from_array(([3usize], vec![0.0f32, 1.0, 0.0])).map_err(err)?,
+        ])
+        .map_err(err)?;
+    let shape = outputs[z].shape();
+    match shape.get(1) {
+        Some(&c) if c > 0 && shape.len() == 3 => Ok(c as usize),
+        _ => Err(err(format!("the text part's {z} has shape {shape:?}"))),
+    }
+}
+
 impl StreamedSessions {
     /// Opens the three parts with `make`.
     pub(crate) fn open(
         parts: &Arc<SplitModel>,
         plan: ChunkPlan,
         make: MakeSession,
+        placement: Placement,
     ) -> Result<Self, EngineError> {
+        let mut text = make(&parts.text, Sees::TextOfAnySize)?;
         let shaped = if plan.constant_shapes > 0 {
-            Some(Shaped::open(parts, &make, plan)?)
+            let channels = latent_channels(&mut text, &parts.z)?;
+            Some(Shaped::open(parts, &make, plan, placement, channels)?)
         } else {
             None
         };
         Ok(Self {
-            text: make(&parts.text, true)?,
-            flow: make(&parts.flow, false)?,
-            decoder: make(&parts.decoder, false)?,
+            text,
+            flow: make(&parts.flow, Sees::AnyShape)?,
+            decoder: make(&parts.decoder, Sees::AnyShape)?,
             shaped,
             z: parts.z.clone(),
             mask: parts.mask.clone(),
@@ -548,19 +688,31 @@ impl StreamedSessions {
         // With constant shapes the block is padded to its bucket with
         // masked-out zeros, which the flow's masked convolutions see as
         // they see the edge of an unpadded block.
-        let (width, flow) = match self.shaped.as_mut().map(|s| s.flow(hi - lo)).transpose()? {
-            Some(Some(bucketed)) => bucketed,
-            _ => (hi - lo, &mut self.flow),
+        let outputs;
+        let (width, shape, out) = match self.shaped.as_mut().map(|s| s.flow(hi - lo)).transpose()? {
+            Some(Some((width, flow))) => {
+                let zn = self.z.as_str();
+                let (shape, out) = flow.run(&mut |name, values| {
+                    let frames = if name == zn { z } else { mask };
+                    frames.write_window(lo, hi, width, values)
+                })?;
+                (width, shape, out)
+            }
+            _ => {
+                let width = hi - lo;
+                outputs = self
+                    .flow
+                    .run(ort::inputs![
+                        self.z.as_str() => z.window(lo, hi, width)?,
+                        self.mask.as_str() => mask.window(lo, hi, width)?,
+                    ])
+                    .map_err(err)?;
+                let (shape, out) = outputs[self.d.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(err)?;
+                (width, shape.to_vec(), out)
+            }
         };
-        let outputs = flow
-            .run(ort::inputs![
-                self.z.as_str() => z.window(lo, hi, width)?,
-                self.mask.as_str() => mask.window(lo, hi, width)?,
-            ])
-            .map_err(err)?;
-        let (shape, out) = outputs[self.d.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(err)?;
         if shape.iter().product::<i64>() as usize != d.channels * width {
             return Err(err(format!("flow produced {shape:?} for {width} frames")));
         }
@@ -593,16 +745,33 @@ impl StreamedSessions {
             padded.write(d, &mut input);
         }
         input.resize(rows * channels * width, 0.0);
-        let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
         self.decoder_calls += 1;
-        let decoder = match shaped {
-            Some(shaped) => shaped.decoder(width, rows)?,
-            None => &mut self.decoder,
+        let outputs;
+        let audio = match shaped {
+            Some(shaped) => {
+                let decoder = shaped.decoder(width, rows)?;
+                let fill = &mut |_: &str, values: &mut [f32]| {
+                    if values.len() != input.len() {
+                        return Err(err(format!(
+                            "the decoder takes {} values, not {}",
+                            values.len(),
+                            input.len()
+                        )));
+                    }
+                    values.copy_from_slice(&input);
+                    Ok(())
+                };
+                decoder.run(fill)?.1
+            }
+            None => {
+                let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
+                outputs = self
+                    .decoder
+                    .run(ort::inputs![self.d.as_str() => tensor])
+                    .map_err(err)?;
+                outputs[0].try_extract_tensor::<f32>().map_err(err)?.1
+            }
         };
-        let outputs = decoder
-            .run(ort::inputs![self.d.as_str() => tensor])
-            .map_err(err)?;
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         let frames = rows * width;
         if frames == 0 || audio.len() % frames != 0 {
             return Err(err(format!(
