@@ -25,7 +25,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tts_worker::audio::{Framer, Resampler, to_s16};
+use tts_worker::audio::{Framer, Resampler, snr_db, to_s16};
 use tts_worker::engine::{
     ChunkPlan, ClauseState, PiperOptions, PiperSynthesizer, PiperVoice, Synthesizer, Voice,
 };
@@ -360,12 +360,6 @@ fn fp16(root: &Path, opts: &PiperOptions) {
     for (label, text) in CLAUSES {
         let (_, a) = samples(&mut full, text);
         let (_, b) = samples(&mut half, text);
-        let signal: f64 = a.iter().map(|&v| f64::from(v).powi(2)).sum();
-        let noise: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(&u, &v)| f64::from(u - v).powi(2))
-            .sum();
         let [ta, tb] = [&mut full, &mut half]
             .map(|synth| median((0..RUNS).map(|_| samples(synth, text).0).collect()));
         println!(
@@ -373,7 +367,7 @@ fn fp16(root: &Path, opts: &PiperOptions) {
             ta.as_secs_f64() * 1e3,
             tb.as_secs_f64() * 1e3,
             tb.as_secs_f64() / ta.as_secs_f64(),
-            10.0 * (signal / noise).log10()
+            snr_db(&a, &b)
         );
     }
 }

@@ -23,6 +23,18 @@ pub fn to_s16(sample: f32, gain: f32) -> i16 {
     (limited.copysign(x) * 32767.0).round() as i16
 }
 
+/// The signal-to-noise ratio, in dB, of `other` against `reference`
+/// (their difference as the noise): infinite when they are equal.
+pub fn snr_db(reference: &[f32], other: &[f32]) -> f64 {
+    let (signal, noise) = reference
+        .iter()
+        .zip(other)
+        .fold((0.0, 0.0), |(s, n), (&r, &o)| {
+            (s + f64::from(r).powi(2), n + f64::from(r - o).powi(2))
+        });
+    10.0 * (signal / noise).log10()
+}
+
 /// A fault injected into a request's 48 kHz samples before framing (a
 /// test hook: the checksums stay valid, only the quality checks can tell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +156,14 @@ fn make_frame(sequence: &mut u32, samples: &[i16], last: bool) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snr_is_the_signal_over_the_difference() {
+        let reference = [1.0, -1.0, 1.0, -1.0];
+        let tenth_off = reference.map(|x| x * 0.9);
+        assert!((snr_db(&reference, &tenth_off) - 20.0).abs() < 1e-4);
+        assert_eq!(snr_db(&reference, &reference), f64::INFINITY);
+    }
 
     #[test]
     fn limiter_never_reaches_full_scale() {
