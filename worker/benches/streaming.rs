@@ -16,7 +16,9 @@
 //!     TTS_BENCH_DEVICE=cuda:0 TTS_BENCH_ORT=.cache/onnxruntime-gpu/libonnxruntime.so \
 //!       cargo bench -p tts-worker --features cuda --bench streaming
 //!
-//! `TTS_BENCH_ONLY=shapes` runs the last table alone; `TTS_BENCH_ONLY=fp16`
+//! `TTS_BENCH_ONLY=shapes` runs the last table alone; `TTS_BENCH_ONLY=widths`
+//! runs only the decoder, at one width call after call against alternating
+//! widths (one session, then a session per width); `TTS_BENCH_ONLY=fp16`
 //! runs only a table of the FP16 decoder against the FP32 one (compute,
 //! and the samples' SNR with the noise scales at 0). `TTS_BENCH_GRAPHS=1`
 //! and `TTS_BENCH_TEXT_ON_CPU=1` set `--cuda-graphs` and
@@ -100,6 +102,7 @@ fn main() {
     match std::env::var("TTS_BENCH_ONLY").as_deref() {
         Ok("shapes") => return shapes(&root, &opts),
         Ok("fp16") => return fp16(&root, &opts),
+        Ok("widths") => return widths(&root, &opts),
         _ => {}
     }
     let voice = load(&root, &opts);
@@ -368,6 +371,78 @@ fn fp16(root: &Path, opts: &PiperOptions) {
             tb.as_secs_f64() * 1e3,
             tb.as_secs_f64() / ta.as_secs_f64(),
             snr_db(&a, &b)
+        );
+    }
+}
+
+/// The decoder alone: [`CALLS`] calls at one width, then alternating two
+/// widths on one session, then alternating on a session per width. A
+/// provider that plans for the last shape only (cuDNN in ONNX Runtime's
+/// CUDA provider) pays a new plan on every alternating call of the shared
+/// session.
+fn widths(root: &Path, opts: &PiperOptions) {
+    const CALLS: usize = 200;
+    /// The bench voice's latent channels.
+    const CHANNELS: usize = 192;
+    const WIDE: usize = 148;
+    const NARROW: usize = 84;
+    let voice = load(root, opts);
+    let open = || {
+        voice
+            .decoder_session()
+            .expect("session")
+            .expect("the voice streams")
+    };
+    let frames =
+        |w: usize| -> Vec<f32> { (0..CHANNELS * w).map(|i| (i as f32 * 0.37).sin()).collect() };
+    let inputs = [WIDE, NARROW].map(frames);
+    // Mean milliseconds per call at each width, calls taking turns over
+    // `plan` (width index, session index).
+    let run = |sessions: &mut [(ort::session::Session, String)], plan: &[(usize, usize)]| {
+        let mut took = [(Duration::ZERO, 0u32); 2];
+        for call in 0..CALLS + plan.len() {
+            let (w, s) = plan[call % plan.len()];
+            let (session, name) = &mut sessions[s];
+            let width = [WIDE, NARROW][w];
+            let tensor =
+                ort::value::Tensor::from_array(([1usize, CHANNELS, width], inputs[w].clone()))
+                    .expect("tensor");
+            let started = Instant::now();
+            session
+                .run(ort::inputs![name.as_str() => tensor])
+                .expect("decoder call");
+            // The first round builds each session's plans: not counted.
+            if call >= plan.len() {
+                took[w].0 += started.elapsed();
+                took[w].1 += 1;
+            }
+        }
+        took.map(|(d, n)| (n > 0).then(|| d.as_secs_f64() * 1e3 / f64::from(n)))
+    };
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"));
+    println!();
+    println!("the decoder alone, {CALLS} calls each, mean per call; 1 intra-op thread");
+    println!("{:<40} | {:>10} | {:>10}", "calls", WIDE, NARROW);
+    let mut one = [open()];
+    let mut two = [open(), open()];
+    for (label, result) in [
+        (
+            format!("{WIDE} frames, call after call"),
+            run(&mut one, &[(0, 0)]),
+        ),
+        (
+            format!("{WIDE} and {NARROW} alternating, one session"),
+            run(&mut one, &[(0, 0), (1, 0)]),
+        ),
+        (
+            format!("{WIDE} and {NARROW} alternating, a session each"),
+            run(&mut two, &[(0, 0), (1, 1)]),
+        ),
+    ] {
+        println!(
+            "{label:<40} | {:>10} | {:>10}",
+            ms(result[0]),
+            ms(result[1])
         );
     }
 }

@@ -10,13 +10,18 @@ use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_proto::DataType,
 };
 
-use super::split::SplitError;
+use super::split::{DECODER_OPS, SplitError};
 
 const FLOAT: i32 = DataType::FLOAT as i32;
 const FLOAT16: i32 = DataType::FLOAT16 as i32;
 
+/// Largest finite FP16 value.
+const HALF_MAX: f32 = 65_504.0;
+
 /// `part` (serialised ONNX) with its float weights in FP16 and its float
-/// inputs and outputs unchanged.
+/// inputs and outputs unchanged. Only a graph of the decoder's operators
+/// (convolutions and pointwise arithmetic, which mean the same in either
+/// precision) is converted; any other is refused.
 pub(crate) fn half_precision(part: &[u8]) -> Result<Vec<u8>, SplitError> {
     let mut model =
         ModelProto::parse_from_bytes(part).map_err(|e| SplitError::Parse(e.to_string()))?;
@@ -24,6 +29,16 @@ pub(crate) fn half_precision(part: &[u8]) -> Result<Vec<u8>, SplitError> {
         .graph
         .as_mut()
         .ok_or_else(|| SplitError::Structure("no graph".into()))?;
+    if let Some(node) = graph
+        .node
+        .iter()
+        .find(|n| !DECODER_OPS.contains(&n.op_type.as_str()))
+    {
+        return Err(SplitError::Structure(format!(
+            "{} ({}) is not converted to FP16",
+            node.name, node.op_type
+        )));
+    }
     for tensor in &mut graph.initializer {
         halve(tensor)?;
     }
@@ -40,7 +55,7 @@ pub(crate) fn half_precision(part: &[u8]) -> Result<Vec<u8>, SplitError> {
             }
         }
     }
-    cast_interface(graph);
+    cast_interface(graph)?;
     model
         .write_to_bytes()
         .map_err(|e| SplitError::Parse(e.to_string()))
@@ -51,6 +66,12 @@ pub(crate) fn half_precision(part: &[u8]) -> Result<Vec<u8>, SplitError> {
 fn halve(t: &mut TensorProto) -> Result<(), SplitError> {
     if t.data_type != FLOAT {
         return Ok(());
+    }
+    if !t.external_data.is_empty() {
+        return Err(SplitError::Structure(format!(
+            "tensor {} is stored outside the model",
+            t.name
+        )));
     }
     let values: Vec<f32> = if !t.raw_data.is_empty() {
         if !t.raw_data.len().is_multiple_of(4) {
@@ -67,6 +88,12 @@ fn halve(t: &mut TensorProto) -> Result<(), SplitError> {
     } else {
         std::mem::take(&mut t.float_data)
     };
+    if let Some(v) = values.iter().find(|v| v.abs() > HALF_MAX) {
+        return Err(SplitError::Structure(format!(
+            "tensor {} holds {v}, beyond FP16's range",
+            t.name
+        )));
+    }
     t.raw_data = values
         .iter()
         .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
@@ -78,7 +105,7 @@ fn halve(t: &mut TensorProto) -> Result<(), SplitError> {
 
 /// Puts a cast to FP16 after every float graph input and a cast back to
 /// float before every float graph output, keeping their names.
-fn cast_interface(graph: &mut GraphProto) {
+fn cast_interface(graph: &mut GraphProto) -> Result<(), SplitError> {
     let float = |v: &onnx_protobuf::ValueInfoProto| {
         v.type_
             .as_ref()
@@ -87,10 +114,11 @@ fn cast_interface(graph: &mut GraphProto) {
                 matches!(v, onnx_protobuf::type_proto::Value::TensorType(t) if t.elem_type == FLOAT)
             })
     };
+    // An initializer listed among the inputs is a weight, already halved.
     let inputs: Vec<String> = graph
         .input
         .iter()
-        .filter(|v| float(v))
+        .filter(|v| float(v) && !graph.initializer.iter().any(|t| t.name == v.name))
         .map(|v| v.name.clone())
         .collect();
     let outputs: Vec<String> = graph
@@ -99,6 +127,11 @@ fn cast_interface(graph: &mut GraphProto) {
         .filter(|v| float(v))
         .map(|v| v.name.clone())
         .collect();
+    if let Some(both) = inputs.iter().find(|i| outputs.contains(i)) {
+        return Err(SplitError::Structure(format!(
+            "{both} is both an input and an output"
+        )));
+    }
     let mut first = Vec::new();
     for name in &inputs {
         let inner = format!("{name}/fp16");
@@ -111,15 +144,20 @@ fn cast_interface(graph: &mut GraphProto) {
     }
     for name in &outputs {
         let inner = format!("{name}/fp16");
+        // Its producer and any node that reads it inside take the FP16
+        // value.
         for node in &mut graph.node {
-            for o in node.output.iter_mut().filter(|o| *o == name) {
-                o.clone_from(&inner);
+            for n in node.output.iter_mut().chain(&mut node.input) {
+                if n == name {
+                    n.clone_from(&inner);
+                }
             }
         }
         graph.node.push(cast(&inner, name, FLOAT));
     }
     first.append(&mut graph.node);
     graph.node = first;
+    Ok(())
 }
 
 fn cast(from: &str, to: &str, elem_type: i32) -> NodeProto {
@@ -134,4 +172,82 @@ fn cast(from: &str, to: &str, elem_type: i32) -> NodeProto {
     node.output = vec![to.to_owned()];
     node.attribute = vec![attr];
     node
+}
+
+#[cfg(test)]
+mod tests {
+    use onnx_protobuf::{TypeProto, ValueInfoProto, type_proto};
+
+    use super::*;
+
+    fn float_value(name: &str) -> ValueInfoProto {
+        let mut tensor = type_proto::Tensor::new();
+        tensor.elem_type = FLOAT;
+        let mut ty = TypeProto::new();
+        ty.value = Some(type_proto::Value::TensorType(tensor));
+        let mut v = ValueInfoProto::new();
+        v.name = name.into();
+        v.type_ = protobuf::MessageField::some(ty);
+        v
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.name = format!("{op}_{output}");
+        n.input = inputs.iter().map(|s| s.to_string()).collect();
+        n.output = vec![output.into()];
+        n
+    }
+
+    /// `x → Conv(w) → y → Add(y, y) → out`.
+    fn model(weight: f32, op: &str) -> Vec<u8> {
+        let mut w = TensorProto::new();
+        w.name = "w".into();
+        w.data_type = FLOAT;
+        w.dims = vec![1, 1, 1];
+        w.float_data = vec![weight];
+        let mut graph = GraphProto::new();
+        graph.node = vec![node(op, &["x", "w"], "y"), node("Add", &["y", "y"], "out")];
+        graph.initializer = vec![w];
+        graph.input = vec![float_value("x")];
+        graph.output = vec![float_value("out")];
+        let mut m = ModelProto::new();
+        m.graph = protobuf::MessageField::some(graph);
+        m.write_to_bytes().expect("encodes")
+    }
+
+    #[test]
+    fn weights_become_halves_behind_float_casts() {
+        let half = half_precision(&model(0.333_333_34, "Conv")).expect("converts");
+        let m = ModelProto::parse_from_bytes(&half).expect("parses");
+        let g = m.graph.as_ref().expect("graph");
+        let w = &g.initializer[0];
+        assert_eq!(w.data_type, FLOAT16);
+        assert!(w.float_data.is_empty());
+        let bits = u16::from_le_bytes([w.raw_data[0], w.raw_data[1]]);
+        assert_eq!(bits, half::f16::from_f32(0.333_333_34).to_bits());
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Cast", "Conv", "Add", "Cast"]);
+        let (first, last) = (&g.node[0], &g.node[3]);
+        assert_eq!((first.input[0].as_str(), first.attribute[0].i), ("x", 10));
+        assert_eq!(
+            g.node[1].input[0], first.output[0],
+            "Conv reads the FP16 input"
+        );
+        assert_eq!((last.output[0].as_str(), last.attribute[0].i), ("out", 1));
+        assert_eq!(g.node[2].output[0], last.input[0]);
+        assert_eq!(g.input[0].name, "x");
+        assert_eq!(g.output[0].name, "out");
+    }
+
+    #[test]
+    fn what_fp16_cannot_hold_is_refused() {
+        assert!(half_precision(&model(1e5, "Conv")).is_err(), "beyond 65504");
+        assert!(
+            half_precision(&model(1.0, "Resize")).is_err(),
+            "an operator outside the decoder's"
+        );
+        assert!(half_precision(b"not a model").is_err());
+    }
 }

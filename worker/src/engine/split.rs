@@ -56,7 +56,7 @@ pub struct SplitModel {
 
 /// Operators the decoder may contain: pointwise or convolutional, so that
 /// it can run on a window of frames.
-const DECODER_OPS: &[&str] = &[
+pub(crate) const DECODER_OPS: &[&str] = &[
     "Conv",
     "ConvTranspose",
     "LeakyRelu",

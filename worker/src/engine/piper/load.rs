@@ -197,7 +197,9 @@ impl PiperVoice {
         espeak::sample_rate(voice.phonemizer.espeak_voice())?;
         let wide = match &voice.parts {
             Some(parts) if opts.wide_threads > 1 => Some(Arc::new(Mutex::new(
-                voice.open_sessions(parts, opts.wide_threads)?,
+                // Every synthesis thread runs these: a CUDA graph is
+                // the capturing thread's.
+                voice.open_sessions(parts, opts.wide_threads, voice.placement.without_graphs())?,
             ))),
             _ => None,
         };

@@ -92,24 +92,42 @@ impl PiperVoice {
         Ok(self.synthesizer_with(Engine::OneShot(session, durations)))
     }
 
+    /// A plain session of the decoder part, made as a synthesis thread
+    /// makes its own, and the name of its input (latent frames,
+    /// `[rows, channels, frames]`); `None` when the voice's graph cannot
+    /// be split. For measuring the decoder alone.
+    pub fn decoder_session(&self) -> Result<Option<(Session, String)>, EngineError> {
+        let Some(parts) = &self.parts else {
+            return Ok(None);
+        };
+        let session = self
+            .builder(self.intra_threads)?
+            .commit_from_memory(&parts.decoder)
+            .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        Ok(Some((session, parts.d.clone())))
+    }
+
     /// A synthesiser that streams inside each clause; `None` when the
     /// voice's graph cannot be split.
     pub fn streamed(&self) -> Result<Option<PiperSynthesizer>, EngineError> {
         let Some(parts) = &self.parts else {
             return Ok(None);
         };
-        let sessions = self.open_sessions(parts, self.intra_threads)?;
+        let sessions = self.open_sessions(parts, self.intra_threads, self.placement)?;
         Ok(Some(
             self.synthesizer_with(Engine::Streamed(Box::new(sessions))),
         ))
     }
 
+    /// Sessions of the three parts with `threads` intra-op threads, placed
+    /// by `placement`.
     fn open_sessions(
         &self,
         parts: &Arc<SplitModel>,
         threads: usize,
+        placement: Placement,
     ) -> Result<StreamedSessions, EngineError> {
-        let (env, placement) = (self.env.clone(), self.placement);
+        let env = self.env.clone();
         let make = move |bytes: &[u8], sees: Sees| {
             let graph = sees == Sees::OneShape && placement.graphs;
             let text = matches!(sees, Sees::TextOfAnySize | Sees::TextBucket);
@@ -126,7 +144,7 @@ impl PiperVoice {
                 .commit_from_memory(bytes)
                 .map_err(|e| EngineError::Runtime(e.to_string()))
         };
-        StreamedSessions::open(parts, self.plan, Arc::new(make), self.placement)
+        StreamedSessions::open(parts, self.plan, Arc::new(make), placement)
     }
 
     fn synthesizer_with(&self, engine: Engine) -> PiperSynthesizer {

@@ -4,6 +4,14 @@
 //! into the inputs (on a GPU through a host copy) and reads the output
 //! back. Fixed addresses are what a CUDA graph needs to be replayed: with
 //! `--cuda-graphs` the session is built with one, captured at start.
+//!
+//! ONNX Runtime captures a graph in CUDA's global mode, where another
+//! thread's device work spoils the capture, and keeps the graph per
+//! thread: a capture holds [`GPU`] exclusively, and every run of a
+//! streaming voice's sessions holds it shared; a graphed session runs
+//! only on the thread that opened it.
+
+use std::sync::{RwLock, RwLockReadGuard};
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
@@ -12,6 +20,15 @@ use ort::value::Tensor;
 use super::err;
 use crate::engine::EngineError;
 use crate::gpu::Device;
+
+/// Held shared by every run of a streaming voice's sessions, exclusively
+/// by a CUDA graph's capture.
+static GPU: RwLock<()> = RwLock::new(());
+
+/// A turn on the device beside other runs (never during a capture).
+pub(crate) fn shared_turn() -> RwLockReadGuard<'static, ()> {
+    GPU.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Runs before a CUDA graph is captured: ONNX Runtime captures on the
 /// run after its first regular ones, so the start-up runs include it.
@@ -81,11 +98,13 @@ struct Place {
 /// A session bound to fixed inputs and, from its first run on, a fixed
 /// output.
 pub(crate) struct Bound {
-    session: Session,
+    // Dropped in this order: the binding and the tensors before the
+    // allocator, the allocator before the session it came from.
     binding: IoBinding,
-    place: Place,
     inputs: Vec<Slot>,
     output: Option<Slot>,
+    place: Place,
+    session: Session,
     output_name: String,
 }
 
@@ -129,16 +148,17 @@ impl Bound {
             binding.bind_input(&slot.name, &slot.device).map_err(err)?;
         }
         let mut bound = Self {
-            session,
             binding,
-            place,
             inputs,
             output: None,
+            place,
+            session,
             output_name,
         };
         if graphed {
+            let _exclusive = GPU.write().unwrap_or_else(|p| p.into_inner());
             for _ in 0..RUNS_TO_CAPTURE {
-                bound.run(&mut |_, values| {
+                bound.run_in_turn(&mut |_, values| {
                     values.fill(0.0);
                     Ok(())
                 })?;
@@ -152,10 +172,21 @@ impl Bound {
     /// returns the output's
     /// shape and values.
     pub(crate) fn run(&mut self, fill: &mut Fill<'_>) -> Result<(Vec<i64>, &[f32]), EngineError> {
+        let _turn = shared_turn();
+        self.run_in_turn(fill)
+    }
+
+    fn run_in_turn(&mut self, fill: &mut Fill<'_>) -> Result<(Vec<i64>, &[f32]), EngineError> {
         for slot in &mut self.inputs {
             let (name, values) = slot.writable();
             fill(name, values)?;
             slot.upload()?;
+            // Bound again (same address): a provider that copied the
+            // input when it was bound (to another device than the
+            // tensor's) copies the new values.
+            self.binding
+                .bind_input(&slot.name, &slot.device)
+                .map_err(err)?;
         }
         if self.output.is_none() {
             self.bind_output()?;

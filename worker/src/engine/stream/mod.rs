@@ -218,6 +218,18 @@ pub(crate) struct Placement {
     pub text_on_cpu: bool,
 }
 
+impl Placement {
+    /// The same place, without CUDA graphs: for sessions that other
+    /// threads run (a graph is the capturing thread's) or that are made
+    /// while serving (a capture stops every other thread's device work).
+    pub(crate) fn without_graphs(self) -> Self {
+        Self {
+            graphs: false,
+            ..self
+        }
+    }
+}
+
 /// Phoneme-id counts the text part's runs are padded to with constant
 /// shapes (powers of two up to the longest run,
 /// [`MAX_IDS`](super::phonemes::MAX_IDS)); the padding lies beyond
@@ -322,7 +334,9 @@ impl Shaped {
     /// The decoder session for one shape (made the first time it comes,
     /// if it was not made at the start).
     fn decoder(&mut self, width: usize, rows: usize) -> Result<&mut Bound, EngineError> {
-        let (make, placement, parts) = (&self.make, self.placement, &self.parts);
+        // Made while serving: a capture now would stall every thread.
+        let placement = self.placement.without_graphs();
+        let (make, parts) = (&self.make, &self.parts);
         let shapes = decoder_input(parts, self.channels, rows, width);
         counted(&mut self.decoders, (width, rows), || {
             bound(make, placement, &parts.decoder, &shapes)
@@ -347,7 +361,8 @@ impl Shaped {
         let Some(w) = bucket(FLOW_BUCKETS, width) else {
             return Ok(None);
         };
-        let (make, placement, parts) = (&self.make, self.placement, &self.parts);
+        let placement = self.placement.without_graphs();
+        let (make, parts) = (&self.make, &self.parts);
         let shapes = flow_inputs(parts, self.channels, w);
         let session = counted(&mut self.flows, w, || {
             bound(make, placement, &parts.flow, &shapes)
@@ -441,6 +456,7 @@ fn used<K: Copy + Ord, S>(sessions: &HashMap<K, (S, u64)>) -> Vec<K> {
 /// placeholder ids (the split parts do not declare their shapes).
 fn latent_channels(text: &mut Session, z: &str) -> Result<usize, EngineError> {
     let ids = vec![0i64; 8];
+    let _turn = bound::shared_turn();
     let outputs = text
         .run(ort::inputs![
             "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
@@ -647,6 +663,7 @@ impl StreamedSessions {
             _ => (n, &mut self.text),
         };
         ids.resize(padded, 0);
+        let turn = bound::shared_turn();
         let outputs = text
             .run(ort::inputs![
                 "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
@@ -654,6 +671,7 @@ impl StreamedSessions {
                 "scales" => Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?,
             ])
             .map_err(err)?;
+        drop(turn);
         let (shape, z) = outputs[self.z.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(err)?;
@@ -700,6 +718,7 @@ impl StreamedSessions {
             }
             _ => {
                 let width = hi - lo;
+                let _turn = bound::shared_turn();
                 outputs = self
                     .flow
                     .run(ort::inputs![
@@ -765,6 +784,7 @@ impl StreamedSessions {
             }
             None => {
                 let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
+                let _turn = bound::shared_turn();
                 outputs = self
                     .decoder
                     .run(ort::inputs![self.d.as_str() => tensor])
