@@ -421,7 +421,7 @@ fn widths(root: &Path, opts: &PiperOptions) {
     };
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"));
     println!();
-    println!("the decoder alone, {CALLS} calls each, mean per call; 1 intra-op thread");
+    println!("the decoder alone, {CALLS} calls a row, mean per call; 1 intra-op thread");
     println!("{:<40} | {:>10} | {:>10}", "calls", WIDE, NARROW);
     let mut one = [open()];
     let mut two = [open(), open()];

@@ -29,16 +29,22 @@ pub(crate) fn half_precision(part: &[u8]) -> Result<Vec<u8>, SplitError> {
         .graph
         .as_mut()
         .ok_or_else(|| SplitError::Structure("no graph".into()))?;
+    let standard = |n: &NodeProto| n.domain.is_empty() || n.domain == "ai.onnx";
     if let Some(node) = graph
         .node
         .iter()
-        .find(|n| !DECODER_OPS.contains(&n.op_type.as_str()))
+        .find(|n| !standard(n) || !DECODER_OPS.contains(&n.op_type.as_str()))
     {
         return Err(SplitError::Structure(format!(
-            "{} ({}) is not converted to FP16",
-            node.name, node.op_type
+            "{} ({} {}) is not converted to FP16",
+            node.name, node.domain, node.op_type
         )));
     }
+    if !graph.sparse_initializer.is_empty() {
+        return Err(SplitError::Structure("sparse weights".into()));
+    }
+    // Shape hints name float types that are FP16 now; they are only hints.
+    graph.value_info.clear();
     for tensor in &mut graph.initializer {
         halve(tensor)?;
     }
@@ -132,6 +138,14 @@ fn cast_interface(graph: &mut GraphProto) -> Result<(), SplitError> {
             "{both} is both an input and an output"
         )));
     }
+    if let Some(weight) = outputs
+        .iter()
+        .find(|o| graph.initializer.iter().any(|t| &t.name == *o))
+    {
+        return Err(SplitError::Structure(format!(
+            "output {weight} is a weight"
+        )));
+    }
     let mut first = Vec::new();
     for name in &inputs {
         let inner = format!("{name}/fp16");
@@ -200,54 +214,103 @@ mod tests {
         n
     }
 
-    /// `x → Conv(w) → y → Add(y, y) → out`.
-    fn model(weight: f32, op: &str) -> Vec<u8> {
+    fn weight(name: &str, value: f32) -> TensorProto {
         let mut w = TensorProto::new();
-        w.name = "w".into();
+        w.name = name.into();
         w.data_type = FLOAT;
         w.dims = vec![1, 1, 1];
-        w.float_data = vec![weight];
+        w.float_data = vec![value];
+        w
+    }
+
+    /// `x → Conv(w) → y → Add(y, b) → out → Mul(out, out) → sq`, `out` and
+    /// `sq` both outputs, the weight `w` listed among the inputs too.
+    fn graph(w: f32, op: &str) -> GraphProto {
         let mut graph = GraphProto::new();
-        graph.node = vec![node(op, &["x", "w"], "y"), node("Add", &["y", "y"], "out")];
-        graph.initializer = vec![w];
-        graph.input = vec![float_value("x")];
-        graph.output = vec![float_value("out")];
+        graph.node = vec![
+            node(op, &["x", "w"], "y"),
+            node("Add", &["y", "b"], "out"),
+            node("Mul", &["out", "out"], "sq"),
+        ];
+        graph.initializer = vec![weight("w", w), weight("b", 0.5)];
+        graph.input = vec![float_value("x"), float_value("w")];
+        graph.output = vec![float_value("out"), float_value("sq")];
+        graph.value_info = vec![float_value("y")];
+        graph
+    }
+
+    fn convert(graph: GraphProto) -> Result<GraphProto, SplitError> {
         let mut m = ModelProto::new();
         m.graph = protobuf::MessageField::some(graph);
-        m.write_to_bytes().expect("encodes")
+        let half = half_precision(&m.write_to_bytes().expect("encodes"))?;
+        let m = ModelProto::parse_from_bytes(&half).expect("parses");
+        Ok(m.graph.into_option().expect("graph"))
+    }
+
+    fn refusal(graph: GraphProto) -> String {
+        convert(graph).expect_err("refused").to_string()
     }
 
     #[test]
     fn weights_become_halves_behind_float_casts() {
-        let half = half_precision(&model(0.333_333_34, "Conv")).expect("converts");
-        let m = ModelProto::parse_from_bytes(&half).expect("parses");
-        let g = m.graph.as_ref().expect("graph");
+        let g = convert(graph(0.333_333_34, "Conv")).expect("converts");
         let w = &g.initializer[0];
-        assert_eq!(w.data_type, FLOAT16);
-        assert!(w.float_data.is_empty());
+        assert_eq!((w.data_type, w.float_data.len()), (FLOAT16, 0));
         let bits = u16::from_le_bytes([w.raw_data[0], w.raw_data[1]]);
         assert_eq!(bits, half::f16::from_f32(0.333_333_34).to_bits());
+        assert!(g.value_info.is_empty(), "no float hints left");
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
-        assert_eq!(ops, ["Cast", "Conv", "Add", "Cast"]);
-        let (first, last) = (&g.node[0], &g.node[3]);
-        assert_eq!((first.input[0].as_str(), first.attribute[0].i), ("x", 10));
+        assert_eq!(ops, ["Cast", "Conv", "Add", "Mul", "Cast", "Cast"]);
+        // Only `x` is cast in: `w` is a weight, already halved.
+        let cast_in = &g.node[0];
         assert_eq!(
-            g.node[1].input[0], first.output[0],
-            "Conv reads the FP16 input"
+            (cast_in.input[0].as_str(), cast_in.attribute[0].i),
+            ("x", 10)
         );
-        assert_eq!((last.output[0].as_str(), last.attribute[0].i), ("out", 1));
-        assert_eq!(g.node[2].output[0], last.input[0]);
-        assert_eq!(g.input[0].name, "x");
-        assert_eq!(g.output[0].name, "out");
+        assert_eq!(g.node[1].input, [cast_in.output[0].as_str(), "w"]);
+        // `out` is read inside as FP16 and cast out under its own name.
+        let (add, mul) = (&g.node[2], &g.node[3]);
+        assert_eq!(mul.input, [add.output[0].clone(), add.output[0].clone()]);
+        let outs: Vec<(&str, &str, i64)> = g.node[4..]
+            .iter()
+            .map(|n| (n.input[0].as_str(), n.output[0].as_str(), n.attribute[0].i))
+            .collect();
+        assert_eq!(
+            outs,
+            [
+                (add.output[0].as_str(), "out", 1),
+                (mul.output[0].as_str(), "sq", 1)
+            ]
+        );
+        let names = |v: &[ValueInfoProto]| v.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            (names(&g.input), names(&g.output)),
+            (
+                vec!["x".to_owned(), "w".to_owned()],
+                vec!["out".to_owned(), "sq".to_owned()]
+            )
+        );
     }
 
     #[test]
     fn what_fp16_cannot_hold_is_refused() {
-        assert!(half_precision(&model(1e5, "Conv")).is_err(), "beyond 65504");
-        assert!(
-            half_precision(&model(1.0, "Resize")).is_err(),
-            "an operator outside the decoder's"
-        );
+        assert!(refusal(graph(1e5, "Conv")).contains("beyond FP16"));
+        assert!(refusal(graph(1.0, "Resize")).contains("Resize"));
+        let mut custom = graph(1.0, "Conv");
+        custom.node[0].domain = "com.example".into();
+        assert!(refusal(custom).contains("com.example"));
+        let mut through = graph(1.0, "Conv");
+        through.output.push(float_value("x"));
+        assert!(refusal(through).contains("both an input and an output"));
+        let mut weight_out = graph(1.0, "Conv");
+        weight_out.output.push(float_value("b"));
+        assert!(refusal(weight_out).contains("is a weight"));
+        let mut outside = graph(1.0, "Conv");
+        let mut location = onnx_protobuf::StringStringEntryProto::new();
+        location.key = "location".into();
+        location.value = "w.bin".into();
+        outside.initializer[0].external_data.push(location);
+        assert!(refusal(outside).contains("outside the model"));
         assert!(half_precision(b"not a model").is_err());
     }
 }

@@ -10,7 +10,7 @@ use ort::value::Tensor;
 use super::chunks::ChunkPlan;
 use super::phonemes::{Phonemizer, Run};
 use super::split::SplitModel;
-use super::stream::{Placement, Sees, StreamProgress, StreamedSessions};
+use super::stream::{Placement, Sees, StreamProgress, StreamedSessions, shared_turn};
 use super::{ClauseState, EngineError, Synthesizer, Voice, VoiceInfo, WordSpan};
 use crate::request::Speech;
 use crate::text::Clause;
@@ -82,6 +82,8 @@ impl PiperVoice {
     }
     /// A synthesiser that runs the whole model once per clause.
     pub fn one_shot(&self) -> Result<PiperSynthesizer, EngineError> {
+        // Device work takes turns with CUDA graph captures.
+        let _turn = shared_turn();
         let mut builder = without_arena(self.builder(self.intra_threads)?)?;
         let session = match &self.timed {
             Some(timed) => builder.commit_from_memory(&timed.0),
@@ -352,6 +354,7 @@ fn one_shot(
     let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;
     let lengths = Tensor::from_array(([1usize], vec![n as i64])).map_err(err)?;
     let scales = Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?;
+    let _turn = shared_turn();
     let outputs = session
         .run(ort::inputs![
             "input" => input,

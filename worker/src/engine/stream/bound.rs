@@ -6,12 +6,15 @@
 //! `--cuda-graphs` the session is built with one, captured at start.
 //!
 //! ONNX Runtime captures a graph in CUDA's global mode, where another
-//! thread's device work spoils the capture, and keeps the graph per
-//! thread: a capture holds [`GPU`] exclusively, and every run of a
-//! streaming voice's sessions holds it shared; a graphed session runs
-//! only on the thread that opened it.
+//! thread's device work (a run, an allocation, a copy) spoils the capture
+//! or fails, and keeps the graph per thread. So device work takes turns
+//! on [`GPU`]: opening sessions that capture holds it exclusively, any
+//! other opening, step or run holds it shared. The turns are taken where
+//! work enters the engine ([`StreamedSessions`](super::StreamedSessions)'
+//! `open`, `begin` and `step_many`, and the one-shot synthesiser), never
+//! in here; and a graphed session runs only on the thread that opened it.
 
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
@@ -25,9 +28,14 @@ use crate::gpu::Device;
 /// by a CUDA graph's capture.
 static GPU: RwLock<()> = RwLock::new(());
 
-/// A turn on the device beside other runs (never during a capture).
+/// A turn on the device beside other work (never during a capture).
 pub(crate) fn shared_turn() -> RwLockReadGuard<'static, ()> {
     GPU.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The device alone: for opening sessions that capture CUDA graphs.
+pub(crate) fn exclusive_turn() -> RwLockWriteGuard<'static, ()> {
+    GPU.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs before a CUDA graph is captured: ONNX Runtime captures on the
@@ -110,9 +118,9 @@ pub(crate) struct Bound {
 
 impl Bound {
     /// Binds `session`'s inputs, each `(name, shape)`, on `device`. With
-    /// `graphed` (a session built with a CUDA graph) it runs now until the
-    /// graph is captured; otherwise its first call learns the output's
-    /// shape.
+    /// `graphed` (a session built with a CUDA graph; the caller holds
+    /// [`exclusive_turn`]) it runs now until the graph is captured;
+    /// otherwise its first call learns the output's shape.
     pub(crate) fn open(
         session: Session,
         device: Device,
@@ -156,9 +164,8 @@ impl Bound {
             output_name,
         };
         if graphed {
-            let _exclusive = GPU.write().unwrap_or_else(|p| p.into_inner());
             for _ in 0..RUNS_TO_CAPTURE {
-                bound.run_in_turn(&mut |_, values| {
+                bound.run(&mut |_, values| {
                     values.fill(0.0);
                     Ok(())
                 })?;
@@ -172,11 +179,6 @@ impl Bound {
     /// returns the output's
     /// shape and values.
     pub(crate) fn run(&mut self, fill: &mut Fill<'_>) -> Result<(Vec<i64>, &[f32]), EngineError> {
-        let _turn = shared_turn();
-        self.run_in_turn(fill)
-    }
-
-    fn run_in_turn(&mut self, fill: &mut Fill<'_>) -> Result<(Vec<i64>, &[f32]), EngineError> {
         for slot in &mut self.inputs {
             let (name, values) = slot.writable();
             fill(name, values)?;

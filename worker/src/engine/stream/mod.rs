@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::Tensor;
 
-pub(crate) use bound::Bound;
+pub(crate) use bound::{Bound, shared_turn};
 
 use super::chunks::{ChunkPlan, Window};
 use super::phonemes::Run;
@@ -456,7 +456,6 @@ fn used<K: Copy + Ord, S>(sessions: &HashMap<K, (S, u64)>) -> Vec<K> {
 /// placeholder ids (the split parts do not declare their shapes).
 fn latent_channels(text: &mut Session, z: &str) -> Result<usize, EngineError> {
     let ids = vec![0i64; 8];
-    let _turn = bound::shared_turn();
     let outputs = text
         .run(ort::inputs![
             "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
@@ -479,6 +478,10 @@ impl StreamedSessions {
         make: MakeSession,
         placement: Placement,
     ) -> Result<Self, EngineError> {
+        // Opening allocates on the device: alone when it captures graphs,
+        // else beside other work (see `bound`).
+        let _exclusive = placement.graphs.then(bound::exclusive_turn);
+        let _shared = (!placement.graphs).then(shared_turn);
         let mut text = make(&parts.text, Sees::TextOfAnySize)?;
         let shaped = if plan.constant_shapes > 0 {
             let channels = latent_channels(&mut text, &parts.z)?;
@@ -530,6 +533,7 @@ impl StreamedSessions {
         runs: Vec<Run>,
         scales: [f32; 3],
     ) -> Result<StreamProgress, EngineError> {
+        let _turn = shared_turn();
         let mut runs = VecDeque::from(runs);
         let first = runs.pop_front().unwrap_or(Run {
             ids: Vec::new(),
@@ -585,6 +589,7 @@ impl StreamedSessions {
         ps: &mut [&mut StreamProgress],
         emit: &mut dyn FnMut(usize, &[f32]),
     ) -> Vec<Result<bool, EngineError>> {
+        let _turn = shared_turn();
         let mut results: Vec<Result<bool, EngineError>> = Vec::with_capacity(ps.len());
         let mut due = Vec::with_capacity(ps.len());
         for (i, p) in ps.iter_mut().enumerate() {
@@ -663,7 +668,6 @@ impl StreamedSessions {
             _ => (n, &mut self.text),
         };
         ids.resize(padded, 0);
-        let turn = bound::shared_turn();
         let outputs = text
             .run(ort::inputs![
                 "input" => Tensor::from_array(([1usize, ids.len()], ids)).map_err(err)?,
@@ -671,7 +675,6 @@ impl StreamedSessions {
                 "scales" => Tensor::from_array(([3usize], scales.to_vec())).map_err(err)?,
             ])
             .map_err(err)?;
-        drop(turn);
         let (shape, z) = outputs[self.z.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(err)?;
@@ -718,7 +721,6 @@ impl StreamedSessions {
             }
             _ => {
                 let width = hi - lo;
-                let _turn = bound::shared_turn();
                 outputs = self
                     .flow
                     .run(ort::inputs![
@@ -784,7 +786,6 @@ impl StreamedSessions {
             }
             None => {
                 let tensor = Tensor::from_array(([rows, channels, width], input)).map_err(err)?;
-                let _turn = bound::shared_turn();
                 outputs = self
                     .decoder
                     .run(ort::inputs![self.d.as_str() => tensor])
