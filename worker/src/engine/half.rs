@@ -190,19 +190,13 @@ fn cast(from: &str, to: &str, elem_type: i32) -> NodeProto {
 
 #[cfg(test)]
 mod tests {
-    use onnx_protobuf::{TypeProto, ValueInfoProto, type_proto};
+    use onnx_protobuf::ValueInfoProto;
 
     use super::*;
+    use crate::engine::split::tensor_value;
 
     fn float_value(name: &str) -> ValueInfoProto {
-        let mut tensor = type_proto::Tensor::new();
-        tensor.elem_type = FLOAT;
-        let mut ty = TypeProto::new();
-        ty.value = Some(type_proto::Value::TensorType(tensor));
-        let mut v = ValueInfoProto::new();
-        v.name = name.into();
-        v.type_ = protobuf::MessageField::some(ty);
-        v
+        tensor_value(name, FLOAT)
     }
 
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {

@@ -428,6 +428,11 @@ fn value_info(graph: &GraphProto, flow: &Dataflow<'_>, name: &str) -> ValueInfoP
         .filter(|n| n.op_type == "Cast")
         .and_then(|n| n.attribute.iter().find(|a| a.name == "to"))
         .map_or(FLOAT, |a| a.i as i32);
+    tensor_value(name, elem_type)
+}
+
+/// A tensor of `elem_type` and unknown shape named `name`.
+pub(crate) fn tensor_value(name: &str, elem_type: i32) -> ValueInfoProto {
     let mut tensor = type_proto::Tensor::new();
     tensor.elem_type = elem_type;
     let mut ty = TypeProto::new();

@@ -113,7 +113,6 @@ pub(crate) struct Bound {
     output: Option<Slot>,
     place: Place,
     session: Session,
-    output_name: String,
 }
 
 impl Bound {
@@ -146,22 +145,13 @@ impl Bound {
             .iter()
             .map(|(name, shape)| Slot::new(name, shape, &place))
             .collect::<Result<Vec<_>, _>>()?;
-        let output_name = session
-            .outputs()
-            .first()
-            .map(|o| o.name().to_owned())
-            .ok_or_else(|| err("the part has no output"))?;
-        let mut binding = session.create_binding().map_err(err)?;
-        for slot in &inputs {
-            binding.bind_input(&slot.name, &slot.device).map_err(err)?;
-        }
         let mut bound = Self {
-            binding,
+            // Each call binds the inputs; the first one, the output.
+            binding: session.create_binding().map_err(err)?,
             inputs,
             output: None,
             place,
             session,
-            output_name,
         };
         if graphed {
             for _ in 0..RUNS_TO_CAPTURE {
@@ -183,8 +173,8 @@ impl Bound {
             let (name, values) = slot.writable();
             fill(name, values)?;
             slot.upload()?;
-            // Bound again (same address): a provider that copied the
-            // input when it was bound (to another device than the
+            // Bound on every call (same address): a provider that copies
+            // an input when it is bound (to another device than the
             // tensor's) copies the new values.
             self.binding
                 .bind_input(&slot.name, &slot.device)
@@ -205,9 +195,15 @@ impl Bound {
     /// Learns the output's shape from a run with the output on the device
     /// wherever the session puts it, then binds a tensor of that shape.
     fn bind_output(&mut self) -> Result<(), EngineError> {
+        let name = self
+            .session
+            .outputs()
+            .first()
+            .map(|o| o.name().to_owned())
+            .ok_or_else(|| err("the part has no output"))?;
         let memory = self.place.allocator.memory_info().to_owned();
         self.binding
-            .bind_output_to_device(&self.output_name, &memory)
+            .bind_output_to_device(&name, &memory)
             .map_err(err)?;
         let shape: Vec<usize> = {
             let outputs = self.session.run_binding(&self.binding).map_err(err)?;
@@ -215,9 +211,9 @@ impl Bound {
             shape.iter().map(|&d| d as usize).collect()
         };
         self.binding.clear_outputs();
-        let mut slot = Slot::new(&self.output_name, &shape, &self.place)?;
+        let mut slot = Slot::new(&name, &shape, &self.place)?;
         self.binding
-            .bind_output(&self.output_name, &mut slot.device)
+            .bind_output(&name, &mut slot.device)
             .map_err(err)?;
         self.output = Some(slot);
         Ok(())
