@@ -9,7 +9,9 @@
 //! empty lists nobody until the workers' next heartbeats, and dropping
 //! them all would be an outage.
 //! Redis being away keeps the static workers serving (readiness says
-//! `degraded`) and the registry's workers until their last known expiry;
+//! `degraded`), and the registry's workers that answer their load polls
+//! until a time to live after it is back (their entries could not be
+//! renewed; a worker that stops answering keeps its last known expiry);
 //! the connection is remade by itself.
 
 use std::collections::HashSet;
@@ -87,6 +89,9 @@ impl Registry {
                 Ok(()) => {}
                 Err(e) => {
                     self.failed_at = Some(Instant::now());
+                    // Long enough for each worker to renew its entry once
+                    // the registry is back.
+                    self.pool.hold(Instant::now() + self.longest_ttl);
                     if !failing {
                         warn!(error = %e, "cannot read the worker registry; static workers serve on");
                     }
@@ -112,6 +117,7 @@ impl Registry {
         if server.is_some() && self.server.is_some() && server != self.server {
             info!("the registry's Redis restarted: its workers are kept until they renew");
             self.failed_at = Some(Instant::now());
+            self.pool.hold(Instant::now() + self.longest_ttl);
         }
         self.server = server.or(self.server.take());
         let keys = worker_keys(c).await?;

@@ -4,7 +4,8 @@
 //!   entry's time to live after it is killed (no goodbye).
 //! - An entry whose URL `--registry-allow` does not match is never used;
 //!   a deleted entry leaves the pool at the next read, but a Redis that
-//!   restarts empty drops no one.
+//!   is away longer than an entry's time to live and restarts empty drops
+//!   no one that answers.
 //! - Readiness checks Redis over one connection, however often asked.
 //! - Redis stopped: the static worker keeps serving and readiness says
 //!   `degraded` with the reason.
@@ -251,15 +252,19 @@ async fn workers_found_through_redis_come_and_go() {
     assert!(healthy, "reconnected: {}", ready(&orchestrator).await);
     speak(&ws).await;
 
-    // Redis restarts again, empty: the workers it knew are kept until they
-    // renew their entries (an empty registry is not every worker leaving).
-    // This one renews every 2 s, so the orchestrator reads the empty
-    // registry well before it is announced again.
+    // Redis goes away for longer than the comeback worker's time to live
+    // and restarts empty: the workers it knew, answering their polls, are
+    // kept until they renew their entries (neither a missed renewal nor an
+    // empty registry is a worker leaving). This one renews every 2 s, so
+    // the orchestrator reads the empty registry well before it is
+    // announced again.
     let steady =
         ServiceProcess::worker(&["--redis-url", &redis.url, "--registry-ttl-secs", "6"]).await;
     let steady_url = format!("http://{}", steady.addr);
     let found = until_listed(&orchestrator, &steady_url, true, Duration::from_secs(15)).await;
     assert!(found, "the steady worker registers");
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs_f64(TTL_SECS + 0.5)).await;
     redis.restart().await;
     let watch_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < watch_until {

@@ -102,7 +102,9 @@ pub(super) async fn redis(
         Err(e) => check(
             CheckStatus::Warn,
             started,
-            format!("redis: {e}; registry workers expire, static workers serve on"),
+            format!(
+                "redis: {e}; registry workers are kept while they answer, static workers serve on"
+            ),
         ),
     }
 }

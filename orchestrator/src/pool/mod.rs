@@ -222,6 +222,21 @@ impl Pool {
         }
     }
 
+    /// Registry workers that answer their load polls are kept until at
+    /// least `until`: while the registry cannot be read, or has just
+    /// restarted empty, a missing renewal says nothing about the worker.
+    /// One that stopped answering keeps its expiry.
+    pub(crate) fn hold(&self, until: Instant) {
+        for w in self.all() {
+            let mut state = w.state();
+            if state.serving == Some(true)
+                && let Some(at) = state.expires
+            {
+                state.expires = Some(at.max(until));
+            }
+        }
+    }
+
     /// Drops registry workers whose entry has expired; returns their URLs.
     pub(crate) fn expire(&self, now: Instant) -> Vec<String> {
         let mut workers = self.workers.write().unwrap_or_else(|e| e.into_inner());

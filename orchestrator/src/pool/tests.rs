@@ -112,3 +112,32 @@ async fn voices_and_expiry_narrow_the_choice() {
     assert_eq!(pool.expire(Instant::now()), vec!["http://127.0.0.1:2"]);
     assert_eq!(pool.all().len(), 1);
 }
+
+#[tokio::test]
+async fn a_hold_keeps_answering_registry_workers_only() {
+    let pool = Pool::new(settings());
+    let now = Instant::now();
+    pool.add("http://127.0.0.1:1", None).expect("url");
+    pool.add("http://127.0.0.1:2", Some(now)).expect("url");
+    pool.add("http://127.0.0.1:3", Some(now)).expect("url");
+    report(&pool, "http://127.0.0.1:2", 0, 0.0);
+    pool.find("http://127.0.0.1:3").expect("w").state().serving = Some(false);
+    pool.hold(now + Duration::from_secs(60));
+    // The static worker gains no expiry; the one that stopped answering
+    // keeps its own.
+    assert_eq!(pool.expire(now), vec!["http://127.0.0.1:3"]);
+    assert!(
+        pool.find("http://127.0.0.1:1")
+            .expect("w")
+            .state()
+            .expires
+            .is_none()
+    );
+    // A hold never shortens a later expiry, and ends.
+    pool.hold(now);
+    assert!(pool.expire(now + Duration::from_secs(59)).is_empty());
+    assert_eq!(
+        pool.expire(now + Duration::from_secs(60)),
+        vec!["http://127.0.0.1:2"]
+    );
+}

@@ -57,7 +57,7 @@ pub(crate) fn redis_degraded(f: &Figures) -> Option<Finding> {
             why.join("; ")
         ),
         evidence: e,
-        action: "Check the Redis server (`doctor redis`: slow log, memory, clients; is it running?); meanwhile static workers serve, registry workers expire and the phrase cache is skipped.".into(),
+        action: "Check the Redis server (`doctor redis`: slow log, memory, clients; is it running?); meanwhile static workers serve, registry workers are kept while they answer and the phrase cache is skipped.".into(),
         certainty: if r.ping.as_ref().is_some_and(Result::is_err) { 0.9 } else { 0.7 },
         runbook: String::new(),
     })
