@@ -19,8 +19,10 @@ async fn playing(client: &mut Client) -> String {
         .await
         .expect("send");
     loop {
-        if let Event::Frame(..) = client.next_event().await.expect("event") {
-            return id;
+        match client.next_event().await.expect("event") {
+            Event::Frame(..) => return id,
+            Event::Message(m @ ServerMessage::Error { .. }) => panic!("not playing: {m:?}"),
+            _ => {}
         }
     }
 }
@@ -94,7 +96,10 @@ async fn request_outcomes_are_counted_by_whose_doing_it_was() {
         error_code(&mut client, "   ", &SynthesizeOptions::default()).await,
         ErrorCode::EmptyText
     );
-    // The worker's one slot is taken: a second request is refused.
+    // The worker's one slot is free once the cancelled request has left
+    // it (the client hears `end` before the worker sees the cancel), then
+    // taken: a second request is refused.
+    assert!(settled("tts_worker_inflight_requests", 0.0).await);
     let mut other = Client::connect(&pipeline.ws_url).await.expect("connect");
     playing(&mut other).await;
     assert_eq!(
