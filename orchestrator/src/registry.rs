@@ -8,6 +8,9 @@
 //! `run_id`), within the longest time to live seen: a Redis that restarted
 //! empty lists nobody until the workers' next heartbeats, and dropping
 //! them all would be an outage.
+//! Clients are accepted after the first read (or `FIRST_READ_LIMIT`), so
+//! that an orchestrator just started does not answer its first requests
+//! with `worker_unavailable` while its workers are in the registry.
 //! Redis being away keeps the static workers serving (readiness says
 //! `degraded`), and the registry's workers that answer their load polls
 //! until a time to live after it is back (their entries could not be
@@ -28,11 +31,16 @@ use crate::pool::Pool;
 
 /// How often the registry is read.
 pub(crate) const REFRESH: Duration = Duration::from_millis(500);
+/// How long start-up waits for the first read before accepting clients.
+pub(crate) const FIRST_READ_LIMIT: Duration = Duration::from_secs(5);
 /// Most entries read per refresh.
 const MAX_WORKERS: usize = 256;
 /// How long after a failed read nothing is unlisted, until an entry's
 /// time to live says longer (workers renew theirs every third of it).
 const MIN_GRACE: Duration = Duration::from_secs(3);
+/// The longest that grace lasts, whatever an entry's time to live says (an
+/// entry written by hand may live an hour without being a heartbeat).
+const MAX_GRACE: Duration = Duration::from_secs(60);
 
 /// The registry as this orchestrator follows it.
 pub(crate) struct Registry {
@@ -45,10 +53,13 @@ pub(crate) struct Registry {
     conn: Option<ConnectionManager>,
     /// When a read last failed, or the server was found restarted.
     failed_at: Option<Instant>,
+    /// Whether the last read failed (its warning is logged once).
+    failing: bool,
     /// The Redis server's `run_id` at the last read (a new one: it
     /// restarted, perhaps between two reads).
     server: Option<String>,
-    /// The longest time to live an entry has had.
+    /// The longest time to live an entry has had, within the grace's
+    /// bounds.
     longest_ttl: Duration,
 }
 
@@ -66,14 +77,27 @@ impl Registry {
             refused: HashSet::new(),
             conn: None,
             failed_at: None,
+            failing: false,
             server: None,
             longest_ttl: MIN_GRACE,
         }
     }
 
+    /// Reads the registry once, for at most `limit`: the clients accepted
+    /// after it find the workers it lists (before it, none).
+    pub(crate) async fn first_read(&mut self, limit: Duration) {
+        if tokio::time::timeout(limit, self.read()).await.is_err() {
+            warn!(
+                limit_ms = limit.as_millis() as u64,
+                "the worker registry's first read took too long; clients are accepted without it"
+            );
+        }
+        let workers = self.pool.all().len();
+        info!(workers, "worker registry read");
+    }
+
     /// Follows the registry until `stop`.
     pub(crate) async fn follow(mut self, stop: CancellationToken) {
-        let mut failing = false;
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -81,26 +105,31 @@ impl Registry {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.refresh().await {
-                Ok(()) if failing => {
-                    info!("registry readable again");
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    self.failed_at = Some(Instant::now());
-                    // Long enough for each worker to renew its entry once
-                    // the registry is back.
-                    self.pool.hold(Instant::now() + self.longest_ttl);
-                    if !failing {
-                        warn!(error = %e, "cannot read the worker registry; static workers serve on");
-                    }
-                    failing = true;
-                }
+            self.read().await;
+        }
+    }
+
+    /// One read: the pool follows it, and what expired leaves.
+    async fn read(&mut self) {
+        match self.refresh().await {
+            Ok(()) if self.failing => {
+                info!("registry readable again");
+                self.failing = false;
             }
-            for gone in self.pool.expire(Instant::now()) {
-                info!(worker = %gone, "registry entry expired or deleted: worker dropped");
+            Ok(()) => {}
+            Err(e) => {
+                self.failed_at = Some(Instant::now());
+                // Long enough for each worker to renew its entry once the
+                // registry is back.
+                self.pool.hold(Instant::now() + self.longest_ttl);
+                if !self.failing {
+                    warn!(error = %e, "cannot read the worker registry; static workers serve on");
+                }
+                self.failing = true;
             }
+        }
+        for gone in self.pool.expire(Instant::now()) {
+            info!(worker = %gone, "registry entry expired or deleted: worker dropped");
         }
     }
 
@@ -141,7 +170,7 @@ impl Registry {
             }
             listed.insert(entry.url.clone());
             let ttl = Duration::from_millis(ttl_ms as u64);
-            self.longest_ttl = self.longest_ttl.max(ttl);
+            self.longest_ttl = self.longest_ttl.max(ttl.min(MAX_GRACE));
             let expires = Instant::now() + ttl;
             match self.pool.add(&entry.url, Some(expires)) {
                 Ok(true) => {

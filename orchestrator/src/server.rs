@@ -100,12 +100,8 @@ impl Orchestrator {
         let admin_app = self.admin_routes(ws.local_addr()?, stop.clone());
         info!(ws = %ws.local_addr()?, admin = %admin.local_addr()?,
             workers = %self.config.static_workers().join(","), "orchestrator listening");
-        let done = CancellationToken::new();
-        self.spawn_watchers(&stop, &done);
-        tokio::spawn(shared.admission.pruning(done.clone()));
-        let gate = Gate::new(self.config.client_limits(), metrics::connection_refused);
         let tls = security::acceptor(&self.config)?;
-        let accepting = tokio::spawn(listener::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
+        let done = CancellationToken::new();
         let admin_gate = Gate::new(self.config.admin.limits(), listener::admin_refused);
         let admin_server = tokio::spawn(listener::serve(
             admin,
@@ -114,6 +110,11 @@ impl Orchestrator {
             None,
             done.clone(),
         ));
+        // Clients wait in the listen queue until the registry's first read.
+        self.spawn_watchers(&stop, &done).await;
+        tokio::spawn(shared.admission.pruning(done.clone()));
+        let gate = Gate::new(self.config.client_limits(), metrics::connection_refused);
+        let accepting = tokio::spawn(listener::serve(ws, ws_app, gate.clone(), tls, stop.clone()));
         shutdown.await;
         info!("shutting down: no new connections, draining requests");
         stop.cancel();
@@ -190,8 +191,9 @@ impl Orchestrator {
     }
 
     /// The workers' load polls, the readiness gauges and, with Redis, the
-    /// registry, each until `done`.
-    fn spawn_watchers(&self, stop: &CancellationToken, done: &CancellationToken) {
+    /// registry, each until `done`; returns once the registry has been read
+    /// (or for too long).
+    async fn spawn_watchers(&self, stop: &CancellationToken, done: &CancellationToken) {
         tokio::spawn(Arc::clone(&self.pool).watch(done.clone()));
         tokio::spawn(admin::watch(
             Arc::clone(&self.pool),
@@ -201,7 +203,8 @@ impl Orchestrator {
         if let Some(url) = &self.config.redis_url {
             // The patterns were checked with the other flags.
             let allow = self.config.registry_patterns().unwrap_or_default();
-            let registry = registry::Registry::new(url.clone(), Arc::clone(&self.pool), allow);
+            let mut registry = registry::Registry::new(url.clone(), Arc::clone(&self.pool), allow);
+            registry.first_read(registry::FIRST_READ_LIMIT).await;
             tokio::spawn(registry.follow(done.clone()));
         }
     }

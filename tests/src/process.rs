@@ -114,7 +114,14 @@ impl ServiceProcess {
     /// Starts `tts-orchestrator` relaying to `worker_url` with `args`
     /// added, and waits (up to 30 s) until its admin listener answers.
     pub async fn orchestrator(worker_url: &str, args: &[&str]) -> Self {
-        Self::start_orchestrator(worker_url, args, None).await
+        Self::start_orchestrator(Some(worker_url), args, None).await
+    }
+
+    /// Spawns `tts-orchestrator` without a static worker (its workers come
+    /// from the registry `args` name) and returns at once, before it
+    /// listens.
+    pub fn registry_orchestrator_spawned(args: &[&str]) -> Self {
+        Self::spawn_orchestrator(None, args, None)
     }
 
     /// [`orchestrator`](Self::orchestrator) writing its JSON log
@@ -124,11 +131,26 @@ impl ServiceProcess {
         args: &[&str],
         log: &std::path::Path,
     ) -> Self {
-        Self::start_orchestrator(worker_url, args, Some(log)).await
+        Self::start_orchestrator(Some(worker_url), args, Some(log)).await
     }
 
     async fn start_orchestrator(
-        worker_url: &str,
+        worker_url: Option<&str>,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let process = Self::spawn_orchestrator(worker_url, args, log);
+        let admin = process.admin;
+        let up = eventually(Duration::from_secs(30), || async move {
+            tokio::net::TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+        assert!(up, "tts-orchestrator did not start");
+        process
+    }
+
+    fn spawn_orchestrator(
+        worker_url: Option<&str>,
         args: &[&str],
         log: Option<&std::path::Path>,
     ) -> Self {
@@ -137,23 +159,21 @@ impl ServiceProcess {
         command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--worker", worker_url])
+            .args(
+                worker_url
+                    .map(|url| ["--worker", url])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .current_dir(repo_root());
         stderr_to(&mut command, log);
         let child = command.spawn().expect("tts-orchestrator starts");
-        let process = Self {
+        Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             child,
-        };
-        let admin = process.admin;
-        let up = eventually(Duration::from_secs(30), || async move {
-            tokio::net::TcpStream::connect(admin).await.is_ok()
-        })
-        .await;
-        assert!(up, "tts-orchestrator did not start");
-        process
+        }
     }
 
     /// The process id.
