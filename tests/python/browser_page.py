@@ -60,7 +60,8 @@ with sync_playwright() as p:
     speak(page, LONG)
     page.wait_for_function("window.ttsStats.utteranceMs > 600 || window.ttsStats.error", timeout=30_000)
     page.click("#stop")
-    page.wait_for_timeout(100)
+    # The audio thread has dropped its buffer once it reports the reset.
+    page.wait_for_function("window.ttsStats.utteranceMs === 0 && window.ttsStats.bufferedMs === 0", timeout=10_000)
     played_at_stop = stats(page)["playedMs"]
     page.wait_for_function("window.ttsStats.state === 'stopped' || window.ttsStats.error", timeout=10_000)
     page.wait_for_timeout(1500)

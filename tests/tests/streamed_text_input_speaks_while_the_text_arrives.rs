@@ -71,13 +71,13 @@ async fn streamed_text_input_speaks_while_the_text_arrives() {
 
     // Token by token, as a language model writes: the first sentence is
     // complete at the space after "there."; the rest trickles in over
-    // about two more seconds.
+    // about three more seconds.
     let tokens: Vec<(&str, u64)> = [
         "Hello", " there", ".", " This", " text", " arrives", " one", " word", " at", " a",
         " time", ",", " like", " a", " model", " writing", " it", ".",
     ]
     .iter()
-    .map(|t| (*t, 120))
+    .map(|t| (*t, 200))
     .collect();
     let (u, first_frame, closed_at) = speak_streamed(&mut client, "ctx-1", &tokens, true).await;
     let r = &u.report;
@@ -178,7 +178,8 @@ async fn streamed_text_input_speaks_while_the_text_arrives() {
     }
 
     // A pause in text without an ending speaks it (after the idle limit).
-    let pieces = [("waiting for more words", 0), ("", 2_000)];
+    // The pause is long enough for first audio on a loaded machine.
+    let pieces = [("waiting for more words", 0), ("", 5_000)];
     let (u, first_frame, closed_at) = speak_streamed(&mut client, "ctx-3", &pieces, true).await;
     assert_eq!(u.report.integrity_failures(), 0);
     assert!(

@@ -13,6 +13,10 @@ use tts_tests::{binary, free_port, repo_root, spawn_pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reconnects_until_the_orchestrator_answers() {
+    // The pipeline is ready before the client starts (loading it takes
+    // longer than the client's retries on a loaded machine); nothing
+    // listens on the client's port until later.
+    let (worker, pipeline) = spawn_pipeline().await;
     let port = free_port();
     let out = std::env::temp_dir().join(format!("tts-reconnect-{port}.wav"));
     let mut client = tokio::process::Command::new(binary("tts-client"))
@@ -41,7 +45,6 @@ async fn the_client_reconnects_until_the_orchestrator_answers() {
 
     // The orchestrator comes up behind the port; the first connection it
     // is offered drops before the handshake.
-    let (worker, pipeline) = spawn_pipeline().await;
     let upstream: SocketAddr = pipeline
         .ws_url
         .trim_start_matches("ws://")

@@ -100,9 +100,12 @@ async fn eight_requests_spread_over_two_workers_by_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_and_closes() {
+    // Admission off, as above: a refusal of a busy machine would read as
+    // the dead worker's doing.
+    let no_admission = ["--admission", "false"];
     let a_port = free_port();
-    let a = ServiceProcess::worker_on(a_port, &[]).await;
-    let b = ServiceProcess::worker(&[]).await;
+    let a = ServiceProcess::worker_on(a_port, &no_admission).await;
+    let b = ServiceProcess::worker(&no_admission).await;
     let (url_a, url_b) = (url(&a), url(&b));
     let cooldown = BREAKER_COOLDOWN.as_secs().to_string();
     // Load polls so rare that routing keeps believing in the dead worker:
@@ -199,7 +202,7 @@ async fn a_killed_worker_costs_only_its_started_streams_and_its_breaker_opens_an
     assert_eq!(sample(&m, &breaker), 2.0, "the failed probe reopened it");
 
     // The worker comes back where it was: a probe closes the breaker.
-    let _a = ServiceProcess::worker_on(a_port, &[]).await;
+    let _a = ServiceProcess::worker_on(a_port, &no_admission).await;
     let closed = eventually(Duration::from_secs(30), || {
         let (ws, breaker) = (ws.clone(), breaker.clone());
         let admin = orchestrator.admin;
