@@ -119,14 +119,16 @@ impl Registry {
             Ok(()) => {}
             Err(e) => {
                 self.failed_at = Some(Instant::now());
-                // Long enough for each worker to renew its entry once the
-                // registry is back.
-                self.pool.hold(Instant::now() + self.longest_ttl);
                 if !self.failing {
                     warn!(error = %e, "cannot read the worker registry; static workers serve on");
                 }
                 self.failing = true;
             }
+        }
+        // Within the grace, answering workers stay until it ends: long
+        // enough for each to renew its entry once the registry is back.
+        if let Some(until) = self.grace_until() {
+            self.pool.hold(until);
         }
         for gone in self.pool.expire(Instant::now()) {
             info!(worker = %gone, "registry entry expired or deleted: worker dropped");
@@ -146,7 +148,6 @@ impl Registry {
         if server.is_some() && self.server.is_some() && server != self.server {
             info!("the registry's Redis restarted: its workers are kept until they renew");
             self.failed_at = Some(Instant::now());
-            self.pool.hold(Instant::now() + self.longest_ttl);
         }
         self.server = server.or(self.server.take());
         let keys = worker_keys(c).await?;
@@ -186,13 +187,17 @@ impl Registry {
         // Entries vanish at once only from a registry read without
         // interruption for a whole time to live: one that came back
         // (perhaps empty) keeps its workers until they renew, or expire.
-        let settled = self
-            .failed_at
-            .is_none_or(|at| at.elapsed() >= self.longest_ttl);
-        if complete && settled {
+        if complete && self.grace_until().is_none() {
             self.pool.unlist(&listed, Instant::now());
         }
         Ok(())
+    }
+
+    /// When the grace after a failed read or a restart ends (the longest
+    /// time to live seen after it); `None` outside it.
+    fn grace_until(&self) -> Option<Instant> {
+        let until = self.failed_at? + self.longest_ttl;
+        (Instant::now() < until).then_some(until)
     }
 
     /// Whether `--registry-allow` allows `url`; a refusal is logged and
